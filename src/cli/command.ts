@@ -1,0 +1,25 @@
+/**
+ * What a CLI verb is. Each verb lives in cli/commands/<verb>.ts and only parses argv into a typed
+ * request and calls into the layers below (house rule 3). `run` resolves to the process exit code.
+ */
+import type { OptionSpecs } from "./args.js";
+
+export interface CommandContext {
+  readonly stdout: NodeJS.WritableStream;
+  readonly stderr: NodeJS.WritableStream;
+  readonly stdin: NodeJS.ReadableStream & { isTTY?: boolean };
+  /** Aborted on SIGINT/SIGTERM: commands stop their work and clean up. */
+  readonly signal: AbortSignal;
+  readonly verbose: boolean;
+}
+
+export interface Command {
+  readonly name: string;
+  readonly summary: string;
+  /** Usage lines after `vmstack <name>`, e.g. "[options] -- COMMAND [ARG…]". */
+  readonly usage: string;
+  readonly options: OptionSpecs;
+  /** Extra help text after the options (examples, exit codes). */
+  readonly details?: string;
+  run(argv: readonly string[], ctx: CommandContext): Promise<number>;
+}

@@ -1,0 +1,8 @@
+/**
+ * The registry of CLI verbs. Adding a verb: one file in this folder and one line here.
+ */
+import type { Command } from "../command.js";
+import { infoCommand } from "./info.js";
+import { runCommand } from "./run.js";
+
+export const commands: readonly Command[] = [runCommand, infoCommand];
