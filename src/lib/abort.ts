@@ -3,3 +3,14 @@ export function withTimeout(signal: AbortSignal | undefined, timeoutMs: number):
   const timeout = AbortSignal.timeout(timeoutMs);
   return signal ? AbortSignal.any([signal, timeout]) : timeout;
 }
+
+/**
+ * A deadline whose timer keeps the process alive (AbortSignal.timeout's does not, so a wait on it
+ * alone can end the event loop early). Call `clear()` when done.
+ */
+export function deadline(timeoutMs: number, parent?: AbortSignal): { signal: AbortSignal; expired: () => boolean; clear: () => void } {
+  const controller = new AbortController();
+  const timer = setTimeout(() => controller.abort(new Error(`deadline of ${timeoutMs} ms passed`)), timeoutMs);
+  const signal = parent ? AbortSignal.any([parent, controller.signal]) : controller.signal;
+  return { signal, expired: () => controller.signal.aborted, clear: () => clearTimeout(timer) };
+}
