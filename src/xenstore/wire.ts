@@ -1,0 +1,161 @@
+/**
+ * xenstore framing (xs_wire.h `struct xsd_sockmsg`): a 16-byte header of four uint32 in host byte
+ * order — little-endian on every platform vmstack runs on — `type, req_id, tx_id, len`, then `len`
+ * payload bytes. The same framing is used on the Unix socket and on a guest's ring.
+ *
+ * Pure and synchronous. `FrameDecoder` is incremental: feed it chunks as they arrive; it splits a
+ * chunk holding several frames and joins frames split across chunks. It never throws on unknown
+ * types (they decode with op "INVALID") and reports an oversized length (> 4096, XSA-420: compared
+ * as unsigned 32-bit) as a distinct result so the caller can close the connection as the C daemon
+ * does; after that the stream cannot be resynchronised and the decoder yields nothing more.
+ */
+import { VmstackError } from "../lib/errors.js";
+import { XENSTORE_PAYLOAD_MAX, XS_HEADER_SIZE, XS_OPS, opOf, type XsErrorName, type XsOp } from "./protocol.js";
+
+export interface XsMessage {
+  /** The raw wire type number (kept so replies can echo what was sent). */
+  readonly type: number;
+  /** The decoded op; "INVALID" for any number not in the table. */
+  readonly op: XsOp;
+  readonly reqId: number;
+  readonly txId: number;
+  readonly payload: Buffer;
+}
+
+export interface OutgoingMessage {
+  /** A type number or an op name. */
+  readonly type: number | XsOp;
+  readonly reqId?: number;
+  readonly txId?: number;
+  readonly payload?: Buffer | string;
+}
+
+/**
+ * Encode one frame. Throws VmstackError XS_E2BIG if the payload exceeds `maxPayload` (default
+ * XENSTORE_PAYLOAD_MAX): callers that deliberately produce oversized frames (fuzzers) pass Infinity.
+ */
+export function encodeMessage(msg: OutgoingMessage, opts: { maxPayload?: number } = {}): Buffer {
+  const payload = msg.payload === undefined ? Buffer.alloc(0) : typeof msg.payload === "string" ? Buffer.from(msg.payload, "utf8") : msg.payload;
+  const max = opts.maxPayload ?? XENSTORE_PAYLOAD_MAX;
+  if (payload.length > max) {
+    throw new VmstackError("XS_E2BIG", `xenstore payload of ${payload.length} bytes exceeds ${max}`, { facts: { length: payload.length, max } });
+  }
+  const type = typeof msg.type === "number" ? msg.type : XS_OPS[msg.type];
+  const out = Buffer.allocUnsafe(XS_HEADER_SIZE + payload.length);
+  out.writeUInt32LE(type >>> 0, 0);
+  out.writeUInt32LE((msg.reqId ?? 0) >>> 0, 4);
+  out.writeUInt32LE((msg.txId ?? 0) >>> 0, 8);
+  out.writeUInt32LE(payload.length, 12);
+  payload.copy(out, XS_HEADER_SIZE);
+  return out;
+}
+
+/** Decode exactly one complete frame from a buffer (for tests and tools); undefined if incomplete or oversized. */
+export function decodeOne(buf: Buffer): XsMessage | undefined {
+  const d = new FrameDecoder();
+  const r = d.push(buf)[0];
+  return r?.kind === "message" ? r.message : undefined;
+}
+
+export type DecodeResult =
+  | { readonly kind: "message"; readonly message: XsMessage }
+  | { readonly kind: "oversized"; readonly type: number; readonly reqId: number; readonly txId: number; readonly length: number };
+
+export class FrameDecoder {
+  readonly #maxPayload: number;
+  #pending: Buffer | undefined;
+  #dead = false;
+
+  constructor(opts: { maxPayload?: number } = {}) {
+    this.#maxPayload = opts.maxPayload ?? XENSTORE_PAYLOAD_MAX;
+  }
+
+  /** True once an oversized frame was seen: the stream can no longer be framed. */
+  get dead(): boolean {
+    return this.#dead;
+  }
+
+  /** Bytes held waiting for the rest of a frame. */
+  get buffered(): number {
+    return this.#pending?.length ?? 0;
+  }
+
+  /**
+   * Feed one chunk; returns every frame it completes, in order. Payloads are copies when they
+   * span chunks and views of the chunk otherwise (callers that keep them long should copy).
+   */
+  push(chunk: Buffer): DecodeResult[] {
+    if (this.#dead) return [];
+    let buf = chunk;
+    if (this.#pending !== undefined) {
+      buf = Buffer.concat([this.#pending, chunk]);
+      this.#pending = undefined;
+    }
+    const out: DecodeResult[] = [];
+    let off = 0;
+    while (buf.length - off >= XS_HEADER_SIZE) {
+      const type = buf.readUInt32LE(off);
+      const reqId = buf.readUInt32LE(off + 4);
+      const txId = buf.readUInt32LE(off + 8);
+      const len = buf.readUInt32LE(off + 12); // unsigned: a "negative" length is just huge (XSA-420)
+      if (len > this.#maxPayload) {
+        out.push({ kind: "oversized", type, reqId, txId, length: len });
+        this.#dead = true;
+        return out;
+      }
+      if (buf.length - off < XS_HEADER_SIZE + len) break;
+      const payload = buf.subarray(off + XS_HEADER_SIZE, off + XS_HEADER_SIZE + len);
+      out.push({ kind: "message", message: { type, op: opOf(type), reqId, txId, payload } });
+      off += XS_HEADER_SIZE + len;
+    }
+    if (off < buf.length) this.#pending = Buffer.from(buf.subarray(off)); // copy: don't pin a big chunk
+    return out;
+  }
+}
+
+// ---- payload helpers (xenstore.txt notation: `|` is NUL) ----
+
+/** `a|b|c|`: every argument followed by one NUL. */
+export function nulTerminated(...args: readonly (string | Buffer)[]): Buffer {
+  const parts: Buffer[] = [];
+  const nul = Buffer.alloc(1);
+  for (const a of args) {
+    parts.push(typeof a === "string" ? Buffer.from(a, "utf8") : a, nul);
+  }
+  return Buffer.concat(parts);
+}
+
+/**
+ * Split a payload of NUL-terminated strings (`a|b|`) into ["a","b"]. A trailing unterminated
+ * remainder is returned as a last element too; use `strictArgs` for the C daemon's exact checks.
+ */
+export function splitNul(payload: Buffer): string[] {
+  const out: string[] = [];
+  let start = 0;
+  for (let i = 0; i < payload.length; i++) {
+    if (payload[i] === 0) {
+      out.push(payload.toString("utf8", start, i));
+      start = i + 1;
+    }
+  }
+  if (start < payload.length) out.push(payload.toString("utf8", start));
+  return out;
+}
+
+/**
+ * Exactly `n` NUL-terminated arguments and nothing after them (C xenstored `onearg()` /
+ * `get_strings()` as used by each handler); undefined otherwise (→ EINVAL).
+ */
+export function strictArgs(payload: Buffer, n: number): string[] | undefined {
+  if (payload.length === 0 || payload[payload.length - 1] !== 0) return undefined;
+  const parts = splitNul(payload);
+  return parts.length === n ? parts : undefined;
+}
+
+/** The payload of an XS_ERROR reply: the name and one NUL. */
+export function errorPayload(name: XsErrorName): Buffer {
+  return Buffer.from(name + "\0", "latin1");
+}
+
+/** `OK\0`, the reply of every op that returns nothing else. */
+export const OK_PAYLOAD: Buffer = Buffer.from("OK\0", "latin1");
