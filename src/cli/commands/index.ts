@@ -3,6 +3,7 @@
  */
 import type { Command } from "../command.js";
 import { infoCommand } from "./info.js";
+import { kernelCommand } from "./kernel.js";
 import { runCommand } from "./run.js";
 
-export const commands: readonly Command[] = [runCommand, infoCommand];
+export const commands: readonly Command[] = [runCommand, infoCommand, kernelCommand];

@@ -1,0 +1,18 @@
+/**
+ * The image layer's public surface: guest kernel (find, provision), kernel modules, the cpio
+ * writer, initrd builder and vmstack's cache. The rest of vmstack imports only this file.
+ */
+export { cacheRoot, ContentStore, openCache, recipeKey, sha256, sha256File, writeFileAtomic } from "./cache.js";
+export type { BuildResult, Env } from "./cache.js";
+export { writeCpio, normalizeArchivePath } from "./cpio.js";
+export type { CpioEntry } from "./cpio.js";
+export { readCpio } from "./cpio-reader.js";
+export type { CpioRecord } from "./cpio-reader.js";
+export { DEFAULT_GUEST_MODULES, moduleName, parseModulesBuiltin, parseModulesDep, resolveModules } from "./modules.js";
+export type { ModuleIndex, ModuleInfo } from "./modules.js";
+export { KERNEL_ENV, inspectKernelFile, kernelsDir, provisionedKernel, resolveKernel } from "./kernel.js";
+export type { KernelSource, ResolvedKernel, ResolveKernelOptions } from "./kernel.js";
+export { CLOUD_KERNEL_META_PACKAGE, fetchKernel } from "./kernel-fetch.js";
+export type { FetchKernelOptions, FetchKernelResult } from "./kernel-fetch.js";
+export { extractVmlinux, kernelFileKind, parseBzImage } from "./vmlinux.js";
+export type { BzImageInfo, KernelFileKind, PayloadFormat } from "./vmlinux.js";
