@@ -5,5 +5,6 @@ import type { Command } from "../command.js";
 import { infoCommand } from "./info.js";
 import { kernelCommand } from "./kernel.js";
 import { runCommand } from "./run.js";
+import { xenstoreCommand } from "./xenstore.js";
 
-export const commands: readonly Command[] = [runCommand, infoCommand, kernelCommand];
+export const commands: readonly Command[] = [runCommand, infoCommand, kernelCommand, xenstoreCommand];
