@@ -1,0 +1,23 @@
+/**
+ * Where the built guest pieces are, for the initrd builder: `make -C guest` (part of
+ * `npm run build`) puts them in dist/guest/.
+ */
+import { fileURLToPath } from "node:url";
+
+export interface GuestArtifacts {
+  /** Static vmstack-agent binary; goes to /bin/vmstack-agent in the initrd. */
+  readonly agent: string;
+  /** The busybox sh init script; goes to /init in the initrd. */
+  readonly init: string;
+}
+
+export function guestArtifacts(): GuestArtifacts {
+  // This file compiles to dist/src/guest/artifacts.js; the artifacts live in dist/guest/.
+  return {
+    agent: fileURLToPath(new URL("../../guest/vmstack-agent", import.meta.url)),
+    init: fileURLToPath(new URL("../../guest/init", import.meta.url)),
+  };
+}
+
+/** The virtio-serial port name the agent serves (QEMU: -device virtserialport,name=...). */
+export const AGENT_PORT_NAME = "org.vmstack.agent";
