@@ -41,11 +41,95 @@ export interface MachineConfig {
   readonly paused?: boolean;
   /** Escape hatch, appended last. */
   readonly extraArgs?: readonly string[];
+
+  // ---- Domain devices (compiled from a DomainConfig by src/domain/compile.ts) ----
+  /** `-name guest=…`: shows in QMP and in `ps`. */
+  readonly name?: string;
+  readonly uuid?: string;
+  /** CPUs that may be hot-added later (`-smp cpus=N,maxcpus=M`); ≤ cpus means none. */
+  readonly maxCpus?: number;
+  /** A virtio-balloon device (memory below `memoryMiB` is handed back after boot). */
+  readonly balloon?: boolean;
+  /** SeaBIOS is QEMU's default firmware; UEFI is OVMF on two pflash units. */
+  readonly firmware?: FirmwareConfig;
+  readonly localtime?: boolean;
+  readonly drives?: readonly DriveConfig[];
+  readonly filesystems?: readonly VirtiofsConfig[];
+  readonly nics?: readonly NicArgsConfig[];
+  /** A virtio-rng device fed from the host's /dev/urandom. */
+  readonly rng?: boolean;
+  /** A VGA device, a USB tablet and VNC on this Unix socket; absent means no display hardware. */
+  readonly vncSocket?: string;
+  /** What QEMU does on guest shutdown and panic (`-action`); a panic needs the pvpanic device. */
+  readonly onShutdown?: "poweroff" | "pause";
+  readonly onPanic?: "shutdown" | "pause";
+}
+
+export type FirmwareConfig =
+  | { readonly kind: "bios" }
+  | { readonly kind: "uefi"; readonly code: string; readonly vars: string };
+
+/** QEMU's block driver names (Xen's and vmstack's "vhd" is QEMU's "vpc"). */
+export type BlockFormat = "raw" | "qcow2" | "qcow" | "vpc" | "qed";
+
+export interface DriveConfig {
+  /** Device id; the block nodes are `<id>.file` (protocol) and `<id>.fmt` (format). */
+  readonly id: string;
+  /** Absent only for an empty cdrom drive. */
+  readonly path?: string;
+  readonly format: BlockFormat;
+  readonly bus: "virtio" | "scsi" | "ide";
+  readonly media: "disk" | "cdrom";
+  readonly readOnly: boolean;
+  readonly cache: "writeback" | "none" | "writethrough" | "directsync" | "unsafe";
+  readonly discard: boolean;
+  readonly serial?: string;
+  /** Firmware boot priority (lower first); absent = not bootable by the firmware. */
+  readonly bootIndex?: number;
+}
+
+/** A virtiofs share: QEMU connects to the virtiofsd listening on `socketPath`. */
+export interface VirtiofsConfig {
+  readonly id: string;
+  readonly tag: string;
+  readonly socketPath: string;
+}
+
+export type NetBackend =
+  | { readonly kind: "user"; readonly restrict: boolean; readonly hostForwards: readonly HostForward[]; readonly guestForwards: readonly GuestForward[] }
+  /** UDP multicast on loopback: every QEMU joined to the group shares one Ethernet segment, no root needed. */
+  | { readonly kind: "mcast"; readonly group: string; readonly port: number }
+  /** A point-to-point link over a Unix stream socket (QEMU 7.2's `-netdev stream`). */
+  | { readonly kind: "stream"; readonly path: string; readonly server: boolean };
+
+export interface HostForward {
+  readonly proto: "tcp" | "udp";
+  readonly hostAddress: string;
+  readonly hostPort: number;
+  readonly guestAddress: string;
+  readonly guestPort: number;
+}
+
+export interface GuestForward {
+  readonly guestAddress: string;
+  readonly guestPort: number;
+  readonly hostAddress: string;
+  readonly hostPort: number;
+}
+
+export interface NicArgsConfig {
+  readonly id: string;
+  readonly mac: string;
+  readonly model: "virtio" | "e1000" | "rtl8139";
+  readonly backend: NetBackend;
+  /** Keep the NIC's option ROM (iPXE) for network boot; otherwise `romfile=` skips it. */
+  readonly bootRom?: boolean;
+  readonly bootIndex?: number;
 }
 
 /** virtio devices come as virtio-mmio on microvm and as PCI elsewhere. */
-export function virtioDevice(machine: MachineType, kind: "serial" | "blk" | "net" | "rng"): string {
-  const base = { serial: "virtio-serial", blk: "virtio-blk", net: "virtio-net", rng: "virtio-rng" }[kind];
+export function virtioDevice(machine: MachineType, kind: "serial" | "blk" | "net" | "rng" | "balloon" | "scsi"): string {
+  const base = { serial: "virtio-serial", blk: "virtio-blk", net: "virtio-net", rng: "virtio-rng", balloon: "virtio-balloon", scsi: "virtio-scsi" }[kind];
   return machine === "microvm" ? `${base}-device` : `${base}-pci`;
 }
 
@@ -68,8 +152,26 @@ export function buildQemuArgs(c: MachineConfig): string[] {
     "-m",
     String(c.memoryMiB),
     "-smp",
-    String(c.cpus),
+    c.maxCpus !== undefined && c.maxCpus > c.cpus ? `cpus=${c.cpus},maxcpus=${c.maxCpus}` : String(c.cpus),
   ];
+  if (c.filesystems !== undefined && c.filesystems.length > 0) {
+    // vhost-user-fs needs guest RAM that virtiofsd can map: a shared memfd backend (qemu-notes §3).
+    const i = args.indexOf("-machine") + 1;
+    args[i] = `${args[i] ?? ""},memory-backend=mem`;
+    args.push("-object", `memory-backend-memfd,id=mem,size=${c.memoryMiB}M,share=on`);
+  }
+  if (c.name !== undefined) args.push("-name", `guest=${opt(c.name)}`);
+  if (c.uuid !== undefined) args.push("-uuid", c.uuid);
+  if (c.firmware?.kind === "uefi") {
+    // OVMF: code read-only on unit 0, this domain's own variables writable on unit 1.
+    args.push(
+      "-drive",
+      `if=pflash,format=raw,unit=0,readonly=on,file=${opt(c.firmware.code)}`,
+      "-drive",
+      `if=pflash,format=raw,unit=1,file=${opt(c.firmware.vars)}`,
+    );
+  }
+  if (c.localtime) args.push("-rtc", "base=localtime");
   if (c.kernel !== undefined) args.push("-kernel", c.kernel);
   if (c.initrd !== undefined) args.push("-initrd", c.initrd);
   if (c.append !== undefined) args.push("-append", c.append);
@@ -88,6 +190,27 @@ export function buildQemuArgs(c: MachineConfig): string[] {
       );
     });
   }
+  args.push(...driveArgs(c.machine, c.drives ?? []));
+  (c.filesystems ?? []).forEach((fs) => {
+    args.push(
+      "-chardev",
+      `socket,id=${fs.id}.sock,path=${opt(fs.socketPath)}`,
+      "-device",
+      `vhost-user-fs-pci,queue-size=1024,chardev=${fs.id}.sock,tag=${opt(fs.tag)},id=${fs.id}`,
+    );
+  });
+  for (const nic of c.nics ?? []) args.push(...nicArgs(c.machine, nic));
+  if (c.rng) args.push("-object", "rng-random,id=rng0,filename=/dev/urandom", "-device", `${virtioDevice(c.machine, "rng")},rng=rng0,id=rng0.dev`);
+  if (c.balloon) args.push("-device", `${virtioDevice(c.machine, "balloon")},id=balloon0`);
+  if (c.vncSocket !== undefined) {
+    args.push("-device", "VGA,id=video0", "-device", "qemu-xhci,id=usb0", "-device", "usb-tablet,bus=usb0.0,id=tablet0", "-vnc", `unix:${opt(c.vncSocket)}`);
+  }
+  if (c.onPanic !== undefined && c.machine !== "microvm") args.push("-device", "pvpanic,id=pvpanic0");
+  const actions = [
+    ...(c.onShutdown === "pause" ? ["shutdown=pause"] : []),
+    ...(c.onPanic !== undefined ? [`panic=${c.onPanic}`] : []),
+  ];
+  if (actions.length > 0) args.push("-action", actions.join(","));
   if (c.noReboot) args.push("-no-reboot");
   if (c.paused) args.push("-S");
   if (c.extraArgs) args.push(...c.extraArgs);
@@ -119,4 +242,97 @@ function serialArgs(s: SerialTarget): string[] {
     case "none":
       return ["-serial", "none"];
   }
+}
+
+/**
+ * QEMU option values are comma-separated: a literal comma in a value (a path, a tag) is written
+ * as two commas (qemu-options: "to include a comma in a value, double it").
+ */
+export function opt(value: string): string {
+  return value.replaceAll(",", ",,");
+}
+
+/**
+ * Disks as `-blockdev` pairs (protocol node `<id>.file`, format node `<id>.fmt`) plus a `-device`.
+ * Stable node names let QMP commands (snapshots, media change, resize) address a disk by its id.
+ */
+function driveArgs(machine: MachineType, drives: readonly DriveConfig[]): string[] {
+  const args: string[] = [];
+  if (drives.some((d) => d.bus === "scsi")) args.push("-device", `${virtioDevice(machine, "scsi")},id=scsi0`);
+  let ide = 0;
+  for (const d of drives) {
+    const ro = d.readOnly ? ",read-only=on" : "";
+    if (d.path !== undefined) {
+      const driver = d.path.startsWith("/dev/") ? "host_device" : "file";
+      const cache = [
+        ...(d.cache === "none" || d.cache === "directsync" ? ["cache.direct=on"] : []),
+        ...(d.cache === "unsafe" ? ["cache.no-flush=on"] : []),
+      ];
+      const discard = d.discard ? ",discard=unmap" : "";
+      args.push(
+        "-blockdev",
+        [`driver=${driver}`, `filename=${opt(d.path)}`, `node-name=${d.id}.file`, ...cache].join(",") + ro + discard,
+        "-blockdev",
+        `driver=${d.format},file=${d.id}.file,node-name=${d.id}.fmt${ro}${discard}`,
+      );
+    }
+    const props = [
+      ...(d.path !== undefined ? [`drive=${d.id}.fmt`] : []),
+      `id=${d.id}`,
+      ...(d.serial !== undefined ? [`serial=${opt(d.serial)}`] : []),
+      ...(d.cache === "writethrough" || d.cache === "directsync" ? ["write-cache=off"] : []),
+      ...(d.bootIndex !== undefined ? [`bootindex=${d.bootIndex}`] : []),
+    ];
+    switch (d.bus) {
+      case "virtio":
+        args.push("-device", [virtioDevice(machine, "blk"), ...props].join(","));
+        break;
+      case "scsi":
+        args.push("-device", [d.media === "cdrom" ? "scsi-cd" : "scsi-hd", "bus=scsi0.0", ...props].join(","));
+        break;
+      case "ide": {
+        // pc: two IDE buses with a master and a slave each; q35: six AHCI ports, one device each.
+        const bus = machine === "pc" ? `bus=ide.${ide >> 1},unit=${ide & 1}` : `bus=ide.${ide}`;
+        ide++;
+        args.push("-device", [d.media === "cdrom" ? "ide-cd" : "ide-hd", bus, ...props].join(","));
+        break;
+      }
+    }
+  }
+  return args;
+}
+
+function nicArgs(machine: MachineType, n: NicArgsConfig): string[] {
+  const netdev = `${n.id}.backend`;
+  let backend: string;
+  switch (n.backend.kind) {
+    case "user": {
+      const b = n.backend;
+      backend = [
+        `user,id=${netdev}`,
+        ...(b.restrict ? ["restrict=on"] : []),
+        ...b.hostForwards.map((f) => `hostfwd=${f.proto}:${f.hostAddress}:${f.hostPort}-${f.guestAddress}:${f.guestPort}`),
+        // guestfwd's target is a chardev: a TCP connection to the host service, no shell involved.
+        ...b.guestForwards.map((f) => `guestfwd=tcp:${f.guestAddress}:${f.guestPort}-tcp:${f.hostAddress}:${f.hostPort}`),
+      ].join(",");
+      break;
+    }
+    case "mcast":
+      backend = `socket,id=${netdev},mcast=${n.backend.group}:${n.backend.port},localaddr=127.0.0.1`;
+      break;
+    case "stream":
+      backend = `stream,id=${netdev},server=${n.backend.server ? "on" : "off"},addr.type=unix,addr.path=${opt(n.backend.path)}`;
+      break;
+  }
+  const model = n.model === "virtio" ? virtioDevice(machine, "net") : n.model;
+  const device = [
+    model,
+    `netdev=${netdev}`,
+    `mac=${n.mac}`,
+    `id=${n.id}`,
+    // No option ROM unless the firmware may boot from the network: iPXE only costs boot time.
+    ...(n.bootRom || machine === "microvm" ? [] : ["romfile="]),
+    ...(n.bootIndex !== undefined ? [`bootindex=${n.bootIndex}`] : []),
+  ].join(",");
+  return ["-netdev", backend, "-device", device];
 }
