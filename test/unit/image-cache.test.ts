@@ -1,0 +1,83 @@
+import { test } from "node:test";
+import assert from "node:assert/strict";
+import { mkdtempSync, readdirSync, readFileSync, rmSync, writeFileSync } from "node:fs";
+import { tmpdir } from "node:os";
+import { join } from "node:path";
+import { ContentStore, cacheRoot, canonicalJson, recipeKey, sha256 } from "../../src/image/cache.js";
+
+function tempStore(t: { after: (fn: () => void) => void }): ContentStore {
+  const dir = mkdtempSync(join(tmpdir(), "vmstack-cache-test-"));
+  t.after(() => rmSync(dir, { recursive: true, force: true }));
+  return new ContentStore(dir);
+}
+
+test("cacheRoot prefers VMSTACK_CACHE, then XDG_CACHE_HOME/vmstack, then ~/.cache/vmstack", () => {
+  assert.equal(cacheRoot({ VMSTACK_CACHE: "/c", XDG_CACHE_HOME: "/x", HOME: "/h" }), "/c");
+  assert.equal(cacheRoot({ XDG_CACHE_HOME: "/x", HOME: "/h" }), "/x/vmstack");
+  assert.equal(cacheRoot({ HOME: "/h" }), "/h/.cache/vmstack");
+});
+
+test("cacheRoot ignores an empty VMSTACK_CACHE and a relative XDG_CACHE_HOME", () => {
+  assert.equal(cacheRoot({ VMSTACK_CACHE: "", XDG_CACHE_HOME: "rel", HOME: "/h" }), "/h/.cache/vmstack");
+});
+
+test("canonicalJson and recipeKey do not depend on key order", () => {
+  assert.equal(canonicalJson({ b: 1, a: [2, { d: 3, c: 4 }] }), '{"a":[2,{"c":4,"d":3}],"b":1}');
+  assert.equal(recipeKey({ x: 1, y: "2" }), recipeKey({ y: "2", x: 1 }));
+  assert.notEqual(recipeKey({ x: 1 }), recipeKey({ x: 2 }));
+  assert.equal(recipeKey({ x: 1, skipped: undefined }), recipeKey({ x: 1 }));
+});
+
+test("putBytes stores content under its sha256 and get finds it", async (t) => {
+  const store = tempStore(t);
+  const key = await store.putBytes("hello");
+  assert.equal(key, sha256("hello"));
+  const path = await store.get(key);
+  assert.ok(path !== undefined);
+  assert.equal(readFileSync(path, "utf8"), "hello");
+  assert.equal(await store.get(sha256("absent")), undefined);
+});
+
+test("putFile gives the same key as putBytes of the same content", async (t) => {
+  const store = tempStore(t);
+  const src = join(store.root, "src.txt");
+  writeFileSync(src, "same bytes");
+  assert.equal(await store.putFile(src), await store.putBytes("same bytes"));
+});
+
+test("buildOnce builds the first time and returns the cached output the second time", async (t) => {
+  const store = tempStore(t);
+  let builds = 0;
+  const build = async (tmp: string): Promise<void> => {
+    builds++;
+    writeFileSync(tmp, "output");
+  };
+  const first = await store.buildOnce({ input: "a" }, build, { ext: ".txt" });
+  const second = await store.buildOnce({ input: "a" }, build, { ext: ".txt" });
+  assert.equal(builds, 1);
+  assert.equal(first.cached, false);
+  assert.equal(second.cached, true);
+  assert.equal(second.path, first.path);
+  assert.equal(second.key, first.key);
+  assert.equal(readFileSync(second.path, "utf8"), "output");
+  const third = await store.buildOnce({ input: "b" }, build);
+  assert.equal(third.cached, false);
+  assert.equal(builds, 2);
+});
+
+test("a failed build leaves neither an output nor a temporary file", async (t) => {
+  const store = tempStore(t);
+  await assert.rejects(
+    store.buildOnce({ input: "boom" }, async (tmp) => {
+      writeFileSync(tmp, "half");
+      throw new Error("build failed");
+    }),
+    /build failed/,
+  );
+  assert.deepEqual(readdirSync(join(store.root, "builds")), []);
+});
+
+test("objectPath rejects something that is not a sha256 key", (t) => {
+  const store = tempStore(t);
+  assert.throws(() => store.objectPath("../../etc/passwd"), RangeError);
+});
