@@ -1,13 +1,110 @@
-/** `vmstack run`: placeholder until the throwaway-VM path lands. */
+/**
+ * `vmstack run [options] -- COMMAND [ARG…]`: boot a fresh VM, run the command, exit with its status.
+ * Parses argv into ThrowawayOptions and calls the vmm layer (house rule 3).
+ */
+import { constants } from "node:os";
+import type { Readable, Writable } from "node:stream";
 import type { Command } from "../command.js";
+import { boolOpt, intOpt, parseCommandArgs, stringOpt, usageError } from "../args.js";
+import { runThrowaway } from "../../vmm/index.js";
+import type { AccelChoice } from "../../vmm/index.js";
 import { VmstackError } from "../../lib/errors.js";
+
+/** vmstack's own failures in `run` (the command's status is passed through otherwise). */
+export const RUN_EXIT = { vmstackFailure: 125, timedOut: 124 } as const;
+
+const options = {
+  mem: { type: "string", arg: "MiB", default: "256", help: "guest memory" },
+  cpus: { type: "string", arg: "N", default: "2", help: "virtual CPUs (2 boots fastest under TCG: MTTCG)" },
+  accel: { type: "string", arg: "auto|kvm|tcg", default: "auto", help: "accelerator; auto uses KVM only after a probe boot proved it works" },
+  kernel: { type: "string", arg: "PATH", help: "guest kernel (bzImage or vmlinux); also $VMSTACK_KERNEL" },
+  shell: { type: "string", short: "c", arg: "SCRIPT", help: "run SCRIPT with /bin/sh -c instead of COMMAND" },
+  env: { type: "string", short: "e", arg: "NAME=VALUE", multiple: true, help: "set an environment variable (repeatable)" },
+  workdir: { type: "string", short: "w", arg: "DIR", help: "working directory in the guest" },
+  timeout: { type: "string", arg: "SECONDS", help: "kill the command (in the guest) after SECONDS; exit status 124" },
+  interactive: { type: "boolean", short: "i", help: "forward stdin even when it is a terminal" },
+  console: { type: "boolean", help: "copy the guest's serial console to stderr" },
+  json: { type: "boolean", help: "print the result (status, timings, accelerator) as JSON on stderr at the end" },
+} as const;
 
 export const runCommand: Command = {
   name: "run",
   summary: "boot a fresh VM, run a command in it, print its output and exit with its status",
-  usage: "[options] -- COMMAND [ARG…]",
-  options: {},
-  async run() {
-    throw new VmstackError("NOT_IMPLEMENTED", "not yet");
+  usage: "[options] -- COMMAND [ARG…]\n       vmstack run [options] -c SCRIPT",
+  options,
+  details: [
+    "stdout and stderr of the command arrive separately; stdin is forwarded when it is not a terminal.",
+    "",
+    "Exit status: the command's own; 128+N when a signal N killed it; 124 when --timeout fired;",
+    `${RUN_EXIT.vmstackFailure} when vmstack itself failed (no kernel, boot failure, the VM died).`,
+    "",
+    "Examples:",
+    "  vmstack run -- uname -a",
+    "  vmstack run --mem 256 --cpus 2 -- sh -c 'echo out; echo err >&2; exit 3'",
+    "  echo hello | vmstack run -- tr a-z A-Z",
+  ].join("\n"),
+  async run(argv, ctx) {
+    try {
+      return await execute(argv, ctx);
+    } catch (e) {
+      // Keep the documented range: vmstack's failures must not look like the command's status.
+      if (e instanceof VmstackError) {
+        ctx.stderr.write(`vmstack run: ${e.message}\n`);
+        if (ctx.verbose && e.cause !== undefined) ctx.stderr.write(`  cause: ${String(e.cause)}\n`);
+        return RUN_EXIT.vmstackFailure;
+      }
+      throw e;
+    }
   },
 };
+
+async function execute(argv: readonly string[], ctx: Parameters<Command["run"]>[1]): Promise<number> {
+  const p = parseCommandArgs("run", argv, options);
+  const script = stringOpt(p, "shell");
+  if (script === undefined && p.positionals.length === 0) throw usageError("run", "no command given: vmstack run -- COMMAND [ARG…]");
+  if (script !== undefined && p.positionals.length > 0) throw usageError("run", "give either -c SCRIPT or COMMAND, not both");
+  const accel = stringOpt(p, "accel") ?? "auto";
+  if (accel !== "auto" && accel !== "kvm" && accel !== "tcg") throw usageError("run", `--accel expects auto, kvm or tcg, got '${accel}'`);
+  const env: Record<string, string> = {};
+  for (const kv of (p.values["env"] as string[] | undefined) ?? []) {
+    const eq = kv.indexOf("=");
+    if (eq <= 0) throw usageError("run", `--env expects NAME=VALUE, got '${kv}'`);
+    env[kv.slice(0, eq)] = kv.slice(eq + 1);
+  }
+  const timeoutS = intOpt("run", p, "timeout", 1);
+  const forwardStdin = boolOpt(p, "interactive") || !ctx.stdin.isTTY;
+  const workdir = stringOpt(p, "workdir");
+  const result = await runThrowaway({
+    command: script !== undefined ? { shell: script } : { argv: p.positionals },
+    ...(Object.keys(env).length ? { env } : {}),
+    ...(workdir ? { cwd: workdir } : {}),
+    ...(timeoutS ? { timeoutMs: timeoutS * 1000 } : {}),
+    memoryMiB: intOpt("run", p, "mem", 64) ?? 256,
+    cpus: intOpt("run", p, "cpus", 1) ?? 2,
+    accel: accel as AccelChoice,
+    kernelPath: stringOpt(p, "kernel"),
+    stdin: forwardStdin ? (ctx.stdin as Readable) : undefined,
+    stdout: ctx.stdout as Writable,
+    stderr: ctx.stderr as Writable,
+    ...(boolOpt(p, "console") ? { onConsole: (c: Buffer) => ctx.stderr.write(c) } : {}),
+    hostEnv: process.env,
+    signal: ctx.signal,
+  });
+  if (ctx.verbose) {
+    const t = result.timings;
+    ctx.stderr.write(
+      `vmstack: [run] accelerator ${result.accel.accel} (${result.accel.reason}); initrd ${result.initrdCached ? "cached" : "built"}; ` +
+        `prepare ${t.prepareMs} ms, boot ${t.bootMs} ms, command ${t.commandMs} ms, total ${t.totalMs} ms\n`,
+    );
+  }
+  if (result.outputHeldOpen) {
+    ctx.stderr.write("vmstack run: the command exited, but a background process it started still held its output open; output after the exit was not collected\n");
+  }
+  if (boolOpt(p, "json")) ctx.stderr.write(JSON.stringify(result) + "\n");
+  if (result.timedOut) {
+    ctx.stderr.write(`vmstack run: the command was killed after the ${timeoutS}s timeout\n`);
+    return RUN_EXIT.timedOut;
+  }
+  if (result.signal) return 128 + ((constants.signals as Record<string, number>)[result.signal] ?? 0);
+  return result.exitCode ?? RUN_EXIT.vmstackFailure;
+}

@@ -1,0 +1,60 @@
+/**
+ * The default guest: the resolved kernel plus an initrd holding static busybox, vmstack's init and
+ * agent, and the kernel modules the guest needs (closure over modules.dep). Built once per content
+ * hash, so a warm `vmstack run` builds nothing.
+ */
+import { existsSync } from "node:fs";
+import { buildInitrd, resolveKernel, type Env, type InitrdResult, type ResolvedKernel } from "../image/index.js";
+import { guestArtifacts } from "../guest/index.js";
+import { VmstackError } from "../lib/errors.js";
+import { runCommand } from "../lib/process.js";
+
+/** Debian's busybox-static installs a statically linked /bin/busybox (the guest has no libc). */
+export const BUSYBOX_PATH = "/bin/busybox";
+
+/**
+ * Every applet as a symlink made at build time (`busybox --list-full`: "bin/sh", "usr/bin/tr", …),
+ * rather than `busybox --install` at each boot, which would cost hundreds of syscalls under TCG.
+ */
+/** Not linked: busybox itself, and busybox init under names the kernel might run instead of /init. */
+const NOT_APPLETS = new Set(["bin/busybox", "linuxrc", "sbin/init"]);
+
+async function busyboxApplets(busybox: string): Promise<string[]> {
+  const out = await runCommand([busybox, "--list-full"], "busybox");
+  return out
+    .toString()
+    .split("\n")
+    .filter((l) => l !== "" && !NOT_APPLETS.has(l) && /^[a-z0-9/._\[-]+$/.test(l));
+}
+
+export interface GuestImage {
+  readonly kernel: ResolvedKernel;
+  readonly initrd: InitrdResult;
+}
+
+export async function prepareGuestImage(options: { kernelPath?: string | undefined; env: Env; signal?: AbortSignal | undefined }): Promise<GuestImage> {
+  const kernel = await resolveKernel({ kernelPath: options.kernelPath, env: options.env });
+  const busybox = options.env["VMSTACK_BUSYBOX"] ?? BUSYBOX_PATH;
+  const guest = guestArtifacts();
+  for (const [what, path, hint] of [
+    ["static busybox", busybox, "apt-get install busybox-static (or ./setup)"],
+    ["the guest agent", guest.agent, "npm run build (or ./setup)"],
+    ["the guest init", guest.init, "npm run build (or ./setup)"],
+  ] as const) {
+    if (!existsSync(path)) throw new VmstackError("GUEST_PIECE_MISSING", `${what} is missing at ${path}: ${hint}`, { facts: { path } });
+  }
+  const initrd = await buildInitrd({
+    kernel,
+    files: [
+      { path: "/bin/busybox", mode: 0o755, source: busybox },
+      // Mount points and homes the init and commands expect.
+      ...["/proc", "/sys", "/dev", "/tmp", "/run", "/root", "/etc", "/mnt"].map((path) => ({ path, directory: true as const, mode: path === "/tmp" ? 0o1777 : 0o755 })),
+      ...(await busyboxApplets(busybox)).map((path) => ({ path: `/${path}`, symlink: "/bin/busybox" })),
+      { path: "/init", mode: 0o755, source: guest.init },
+      { path: "/bin/vmstack-agent", mode: 0o755, source: guest.agent },
+    ],
+    env: options.env,
+    signal: options.signal,
+  });
+  return { kernel, initrd };
+}

@@ -1,0 +1,209 @@
+/**
+ * A booted VM running vmstack's guest agent: QEMU started with direct kernel boot, its console
+ * kept (tail + optional sink), and an AgentClient connected over the virtio-serial channel.
+ * Throwaway runs (`vmstack run`), the accelerator probe and the test framework all boot through here.
+ */
+import { connect, type Socket } from "node:net";
+import { join } from "node:path";
+import { existsSync } from "node:fs";
+import { once } from "node:events";
+import { buildQemuArgs, type Accel, type MachineConfig, type MachineType } from "./qemu-args.js";
+import { qemuBinary, tscKhz } from "./host.js";
+import { AgentClient, AGENT_PORT_NAME } from "../guest/index.js";
+import { spawnManaged, TailBuffer, type Exit, type ManagedChild } from "../lib/process.js";
+import { retryUntil } from "../lib/retry.js";
+import { VmstackError, isVmstackError, messageOf } from "../lib/errors.js";
+import { log, logEnabled } from "../lib/log.js";
+
+export interface GuestVmOptions {
+  /** For messages: "run", a machine name. */
+  readonly name: string;
+  readonly kernelPath: string;
+  readonly initrdPath: string;
+  readonly accel: Accel;
+  readonly machine?: MachineType;
+  readonly memoryMiB: number;
+  readonly cpus: number;
+  /** A private directory for this VM's sockets (short path: Unix socket paths max 107 bytes). */
+  readonly runDir: string;
+  /** Extra kernel command line words. */
+  readonly extraAppend?: readonly string[];
+  readonly extraArgs?: readonly string[];
+  /** Every console byte, as it arrives. */
+  readonly onConsole?: (chunk: Buffer) => void;
+  /** Deadline for boot + agent handshake. */
+  readonly bootTimeoutMs: number;
+  readonly signal?: AbortSignal | undefined;
+}
+
+/**
+ * The kernel command line, each word for a reason (timings in docs/boot.md):
+ * - console=ttyS0 quiet loglevel=0: every serial byte is an emulated UART write; quiet saves ~0.3 s.
+ * - no_timer_check tsc=reliable: skip timer/TSC sanity loops that are slow and pointless in a VM.
+ * - i8042.*: no PS/2 controller probing (microvm has none; on pc it costs probe time).
+ * - cryptomgr.notests: skip crypto self-tests at boot.
+ * - random.trust_cpu=on: do not wait for entropy.
+ * - panic=-1: reboot at once on a panic; with -no-reboot that ends QEMU, so a panicking guest is
+ *   reported (with the console tail) instead of hanging.
+ * - tsc_early_khz: microvm has no PIT/HPET to calibrate the TSC against under TCG; without it the
+ *   guest hangs at boot (qemu-notes §2).
+ */
+export function kernelCommandLine(machine: MachineType, accel: Accel, khz: number | undefined, extra: readonly string[] = []): string {
+  const words = [
+    "console=ttyS0",
+    "quiet",
+    "loglevel=0",
+    "no_timer_check",
+    "tsc=reliable",
+    "i8042.noaux",
+    "i8042.nomux",
+    "i8042.nopnp",
+    "i8042.dumbkbd",
+    "cryptomgr.notests",
+    "random.trust_cpu=on",
+    "panic=-1",
+  ];
+  if (machine === "microvm" && accel === "tcg" && khz !== undefined) words.push(`tsc_early_khz=${khz}`);
+  return [...words, ...extra].join(" ");
+}
+
+export class GuestVm {
+  readonly console = new TailBuffer(16384);
+  #qemu: ManagedChild | undefined;
+  #agent: AgentClient | undefined;
+  #socket: Socket | undefined;
+  readonly argv: readonly string[];
+
+  private constructor(readonly options: GuestVmOptions) {
+    const machine = options.machine ?? defaultMachine(options.accel);
+    const config: MachineConfig = {
+      machine,
+      accel: options.accel,
+      memoryMiB: options.memoryMiB,
+      cpus: options.cpus,
+      kernel: options.kernelPath,
+      initrd: options.initrdPath,
+      append: kernelCommandLine(machine, options.accel, tscKhz(), options.extraAppend),
+      serial: { kind: "stdio" },
+      channels: [{ name: AGENT_PORT_NAME, socketPath: join(options.runDir, "agent.sock") }],
+      noReboot: true,
+      ...(options.extraArgs ? { extraArgs: options.extraArgs } : {}),
+    };
+    this.argv = [qemuBinary(), ...buildQemuArgs(config)];
+  }
+
+  /** Starts QEMU and waits for the agent; on any failure QEMU is stopped before this throws. */
+  static async boot(options: GuestVmOptions): Promise<GuestVm> {
+    const vm = new GuestVm(options);
+    try {
+      await vm.#start();
+      return vm;
+    } catch (e) {
+      await vm.destroy();
+      throw e;
+    }
+  }
+
+  get agent(): AgentClient {
+    if (!this.#agent) throw new Error("GuestVm.agent used before boot");
+    return this.#agent;
+  }
+
+  get exited(): Promise<Exit> {
+    if (!this.#qemu) throw new Error("GuestVm.exited used before boot");
+    return this.#qemu.exited;
+  }
+
+  get pid(): number {
+    return this.#qemu?.pid ?? -1;
+  }
+
+  async #start(): Promise<void> {
+    const o = this.options;
+    log("debug", o.name, `QEMU: ${this.argv.map((a) => (/[\s"']/.test(a) ? JSON.stringify(a) : a)).join(" ")}`);
+    const qemu = spawnManaged(this.argv, { label: "QEMU", stdio: ["ignore", "pipe", "pipe"] });
+    this.#qemu = qemu;
+    qemu.process.stdout?.on("data", (c: Buffer) => {
+      this.console.push(c);
+      o.onConsole?.(c);
+    });
+    const started = performance.now();
+    // One deadline for the whole boot; QEMU exiting early ends the wait at once.
+    const deadline = AbortSignal.timeout(o.bootTimeoutMs);
+    const early = new AbortController();
+    void qemu.exited.then(
+      (exit) => early.abort(this.#bootFailure(`QEMU exited during boot (${describeExit(exit)})`)),
+      (e: unknown) => early.abort(e),
+    );
+    const signal = AbortSignal.any([deadline, early.signal, ...(o.signal ? [o.signal] : [])]);
+    try {
+      const sockPath = join(o.runDir, "agent.sock");
+      this.#socket = await retryUntil(() => (existsSync(sockPath) ? tryConnect(sockPath) : undefined), {
+        what: "QEMU's agent socket",
+        timeoutMs: o.bootTimeoutMs,
+        signal,
+        initialDelayMs: 5,
+        maxDelayMs: 50,
+      });
+      this.#agent = await AgentClient.connect(this.#socket, { timeoutMs: o.bootTimeoutMs, signal, clientName: "vmstack" });
+      log("debug", o.name, `agent ready after ${Math.round(performance.now() - started)} ms: ${this.#agent.info.kernel}`);
+    } catch (e) {
+      if (early.signal.aborted) throw early.signal.reason;
+      o.signal?.throwIfAborted();
+      if (deadline.aborted || isVmstackError(e, "TIMEOUT")) {
+        throw this.#bootFailure(`the guest agent did not answer within ${o.bootTimeoutMs} ms`);
+      }
+      throw this.#bootFailure(`could not reach the guest agent: ${messageOf(e)}`, e);
+    }
+  }
+
+  #bootFailure(what: string, cause?: unknown): VmstackError {
+    const lines = this.console.lines(15);
+    const stderr = this.#qemu?.stderrTail.lines(5) ?? [];
+    return new VmstackError(
+      "BOOT_FAILED",
+      `${this.options.name}: ${what}` +
+        (lines.length ? `\nlast console lines:\n  ${lines.join("\n  ")}` : "\n(the guest printed nothing on its console)") +
+        (stderr.length ? `\nQEMU said:\n  ${stderr.join("\n  ")}` : ""),
+      { cause, facts: { consoleTail: lines, qemuStderr: stderr } },
+    );
+  }
+
+  /** Failure description for a VM that died while a command was running. */
+  diedError(exit: Exit): VmstackError {
+    return this.#bootFailure(`the VM stopped unexpectedly (${describeExit(exit)})`);
+  }
+
+  /**
+   * Stops QEMU at once. A throwaway VM has nothing to flush: its disks are temporary, and files
+   * coming out have already been copied over the agent channel.
+   */
+  async destroy(): Promise<void> {
+    this.#agent?.close();
+    this.#socket?.destroy();
+    await this.#qemu?.stop(1000);
+    if (logEnabled("debug") && this.#qemu) log("debug", this.options.name, "QEMU stopped");
+  }
+}
+
+/** microvm boots fastest under TCG (no PCI scan, no firmware); it is also fine under KVM. */
+function defaultMachine(_accel: Accel): MachineType {
+  return "microvm";
+}
+
+function describeExit(exit: Exit): string {
+  return exit.signal ? `killed by ${exit.signal}` : `exit status ${exit.code}`;
+}
+
+async function tryConnect(path: string): Promise<Socket | undefined> {
+  const socket = connect(path);
+  try {
+    await once(socket, "connect");
+    return socket;
+  } catch (e) {
+    // QEMU created the path but is not listening yet (or just went away): try again.
+    socket.destroy();
+    log("debug", "vm", `agent socket not ready: ${messageOf(e)}`);
+    return undefined;
+  }
+}

@@ -1,0 +1,137 @@
+/**
+ * A throwaway VM (`vmstack run`): prepare the guest, choose the accelerator, boot, run one command
+ * through the agent with stdin/stdout/stderr streamed, stop the VM, remove every temporary file.
+ */
+import { mkdtempSync, rmSync } from "node:fs";
+import { tmpdir } from "node:os";
+import { join } from "node:path";
+import { pipeline } from "node:stream/promises";
+import type { Readable, Writable } from "node:stream";
+import { GuestVm } from "./guest-vm.js";
+import { prepareGuestImage } from "./guest-image.js";
+import { chooseAccel, type AccelChoice, type AccelDecision } from "./accel.js";
+import { qemuVersion } from "./host.js";
+import { cacheRoot, type Env } from "../image/index.js";
+import type { ExecRequest, ExecResult } from "../guest/index.js";
+import { log } from "../lib/log.js";
+
+export interface ThrowawayOptions {
+  readonly command: { readonly argv: readonly string[] } | { readonly shell: string };
+  readonly env?: Readonly<Record<string, string>>;
+  readonly cwd?: string;
+  /** Guest-side timeout for the command. */
+  readonly timeoutMs?: number;
+  readonly memoryMiB: number;
+  readonly cpus: number;
+  readonly accel: AccelChoice;
+  readonly kernelPath?: string | undefined;
+  /** The command's stdin; undefined means /dev/null. */
+  readonly stdin?: Readable | undefined;
+  readonly stdout: Writable;
+  readonly stderr: Writable;
+  readonly onConsole?: (chunk: Buffer) => void;
+  readonly hostEnv: Env;
+  readonly signal?: AbortSignal | undefined;
+}
+
+export interface ThrowawayResult extends ExecResult {
+  readonly accel: AccelDecision;
+  readonly initrdCached: boolean;
+  readonly timings: { readonly prepareMs: number; readonly bootMs: number; readonly commandMs: number; readonly totalMs: number };
+}
+
+/** Boot deadlines scale with the accelerator: TCG is 10–50× slower than KVM, and shared hosts stall. */
+export function bootTimeoutMs(accel: "kvm" | "tcg", env: Env = process.env): number {
+  const override = Number(env["VMSTACK_BOOT_TIMEOUT_MS"]);
+  if (Number.isFinite(override) && override > 0) return override;
+  return accel === "kvm" ? 20_000 : 90_000;
+}
+
+export async function runThrowaway(o: ThrowawayOptions): Promise<ThrowawayResult> {
+  const t0 = performance.now();
+  const image = await prepareGuestImage({ kernelPath: o.kernelPath, env: o.hostEnv, signal: o.signal });
+  log("debug", "run", `kernel ${image.kernel.release} (${image.kernel.source}): ${image.kernel.kernelPath}`);
+  log("debug", "run", `initrd ${image.initrd.cached ? "cache hit" : "built"}: ${image.initrd.path}`);
+  // Unix socket paths are limited to 107 bytes: keep the run directory short.
+  const runDir = mkdtempSync(join(tmpdir(), "vmstack-run-"));
+  const boot = (accel: "kvm" | "tcg", signal?: AbortSignal): Promise<GuestVm> =>
+    GuestVm.boot({
+      name: accel === "kvm" && o.accel === "auto" ? "kvm-probe" : "run",
+      kernelPath: image.kernel.kernelPath,
+      initrdPath: image.initrd.path,
+      accel,
+      memoryMiB: o.memoryMiB,
+      cpus: o.cpus,
+      runDir,
+      bootTimeoutMs: bootTimeoutMs(accel, o.hostEnv),
+      signal,
+      ...(o.onConsole ? { onConsole: o.onConsole } : {}),
+    });
+  let vm: GuestVm | undefined;
+  try {
+    let probed: GuestVm | undefined;
+    const accel = await chooseAccel({
+      choice: o.accel,
+      bootIdentity: `${await qemuVersion()}|${image.kernel.release}|${image.initrd.key}`,
+      cacheFile: join(cacheRoot(o.hostEnv), "accel-probe.json"),
+      signal: o.signal,
+      // A probe that boots is kept and used for the command: no second boot.
+      probeBoot: async (signal) => {
+        probed = await boot("kvm", signal);
+        return true;
+      },
+    });
+    log("debug", "run", `accelerator: ${accel.accel} (${accel.reason})`);
+    const tBoot = performance.now();
+    vm = probed ?? (await boot(accel.accel, o.signal));
+    const tCmd = performance.now();
+    const result = await runCommandIn(vm, o);
+    const tEnd = performance.now();
+    return {
+      ...result,
+      accel,
+      initrdCached: image.initrd.cached,
+      timings: {
+        prepareMs: Math.round(tBoot - t0),
+        bootMs: Math.round(tCmd - tBoot),
+        commandMs: Math.round(tEnd - tCmd),
+        totalMs: Math.round(tEnd - t0),
+      },
+    };
+  } finally {
+    await vm?.destroy();
+    rmSync(runDir, { recursive: true, force: true });
+  }
+}
+
+async function runCommandIn(vm: GuestVm, o: ThrowawayOptions): Promise<ExecResult> {
+  const request: ExecRequest = {
+    ...("argv" in o.command ? { argv: o.command.argv } : { shell: o.command.shell }),
+    ...(o.env ? { env: o.env } : {}),
+    ...(o.cwd ? { cwd: o.cwd } : {}),
+    ...(o.timeoutMs ? { timeoutMs: o.timeoutMs } : {}),
+    stdin: o.stdin ? "pipe" : "null",
+    ...(o.signal ? { signal: o.signal } : {}),
+  };
+  const handle = vm.agent.exec(request);
+  const outputs = Promise.all([pipeline(handle.stdout, o.stdout, { end: false }), pipeline(handle.stderr, o.stderr, { end: false })]);
+  if (o.stdin) void feedStdin(o.stdin, handle);
+  // The VM dying mid-command (a guest panic ends QEMU through panic=-1 + -no-reboot) is an error
+  // with the console tail, never a hang.
+  const died = vm.exited.then((exit) => Promise.reject(vm.diedError(exit)));
+  died.catch(() => undefined);
+  const result = await Promise.race([handle.result, died]);
+  await outputs;
+  return result;
+}
+
+async function feedStdin(stdin: Readable, handle: { writeStdin(d: Uint8Array): Promise<void>; closeStdin(): Promise<void> }): Promise<void> {
+  try {
+    for await (const chunk of stdin) await handle.writeStdin(typeof chunk === "string" ? Buffer.from(chunk) : (chunk as Buffer));
+    await handle.closeStdin();
+  } catch (e) {
+    // After the command exits, stdin is irrelevant; anything else surfaces through the result.
+    log("debug", "run", `stdin: ${e instanceof Error ? e.message : String(e)}`);
+  }
+}
+
