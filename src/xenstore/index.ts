@@ -1,14 +1,28 @@
 /**
  * The public surface of vmstack's xenstore (DESIGN.md: other folders import only this file).
  *
- * - Wire: `XS_OPS`, `XS_ERRORS`, limits (protocol.ts); `encodeMessage`, `FrameDecoder`, payload
- *   helpers (wire.ts). Pure.
- * - Daemon (coming in the next commits, names fixed now): `createXenstored(opts)` returns a
- *   `Xenstored` with
- *     `openConnection({ domid }): Duplex` — an in-process connection speaking the wire protocol,
- *        bound to a domid (0 = privileged dom0, like a socket connection; others unprivileged);
- *     `listen(socketPath): Promise<void>` — a Unix socket (mode 0600), each connection is dom0;
- *     `close(): Promise<void>` — stop listening, flush the journal, close every connection.
+ * Wire (pure): `XS_OPS`, `XS_ERRORS`, `XENSTORE_PAYLOAD_MAX` and other limits (protocol.ts);
+ *   `encodeMessage`, `FrameDecoder`, `nulTerminated`, `splitNul`, `strictArgs` (wire.ts).
+ *
+ * Daemon:
+ *   const d = createXenstored({ stateDir?, quotas?, eventQueueBytes? });   // stateDir omitted = in memory
+ *   const dom0 = d.openConnection({ domid: 0 });   // Duplex speaking the wire protocol, privileged
+ *   const guest = d.openConnection({ domid: 5 });  // unprivileged; domain 5 is introduced if needed
+ *   const srv = await listenUnix(d, "/run/vmstack/xenstored/socket");   // every socket client is dom0
+ *   ...
+ *   await srv.close(); d.close();                  // close() flushes the journal
+ *   d.release(5)                                   // = XS_RELEASE: closes its connections, removes its nodes/ACLs
+ *   d.loadReport                                   // what loading the state dir found/dropped
+ *
+ * Paths, permissions and quotas: `canonicalize`, `parsePerms`/`formatPerms`, `DEFAULT_QUOTAS`.
  */
 export * from "./protocol.js";
 export * from "./wire.js";
+export { XsError } from "./errors.js";
+export { Xenstored, createXenstored, type XenstoredOptions } from "./daemon.js";
+export { listenUnix, type SocketServer } from "./server.js";
+export { duplexPair } from "./duplex-pair.js";
+export { canonicalize, homeOf, isValidNodePath } from "./path.js";
+export { parsePerms, formatPerms, type Perms, type PermEntry } from "./permissions.js";
+export { DEFAULT_QUOTAS, QUOTA_NAMES, parseQuotaOverrides, type Quotas, type QuotaName } from "./quota.js";
+export { defaultSocketPath, defaultStateDir } from "./paths-default.js";

@@ -1,0 +1,62 @@
+/** `vmstack xenstored`: run the Xen-compatible xenstore daemon on a Unix socket. */
+import type { Command } from "../command.js";
+import { boolOpt, intOpt, parseCommandArgs, stringOpt, usageError } from "../args.js";
+import { createXenstored, defaultSocketPath, defaultStateDir, listenUnix, parseQuotaOverrides } from "../../xenstore/index.js";
+import { isVmstackError } from "../../lib/errors.js";
+
+export const xenstoredCommand: Command = {
+  name: "xenstored",
+  summary: "run the xenstore daemon (Xen wire protocol on a Unix socket)",
+  usage: "[--socket PATH] [--state-dir DIR | --no-persist] [--quota NAME=N]…",
+  options: {
+    socket: { type: "string", arg: "PATH", help: "socket path (default $VMSTACK_RUN_DIR/xenstored/socket, /run/vmstack/xenstored/socket as root)" },
+    "state-dir": { type: "string", arg: "DIR", help: "journal and snapshots (default $VMSTACK_STATE_DIR/xenstored, /var/lib/vmstack/xenstored as root)" },
+    "no-persist": { type: "boolean", help: "keep the store in memory only" },
+    quota: { type: "string", multiple: true, arg: "NAME=N", help: "quota for unprivileged domains: nodes, node-size, watches, transactions, outstanding, transaction-nodes, path-max, permissions (0 = off)" },
+    "socket-mode": { type: "string", arg: "OCTAL", help: "socket file mode (default 0600)" },
+    "event-queue": { type: "string", arg: "BYTES", help: "unread output per connection before watch events are dropped (default 1048576)" },
+  },
+  details: [
+    "Prints the socket path on stdout once it accepts connections; SIGTERM or SIGINT stops it cleanly",
+    "(the journal is flushed). Point Xen's tools at it with XENSTORED_PATH=<socket>.",
+  ].join("\n"),
+  async run(argv, ctx) {
+    const p = parseCommandArgs("xenstored", argv, this.options);
+    if (p.positionals.length > 0) throw usageError("xenstored", `unexpected argument '${p.positionals[0]}'`);
+    const noPersist = boolOpt(p, "no-persist");
+    const stateDirOpt = stringOpt(p, "state-dir");
+    if (noPersist && stateDirOpt !== undefined) throw usageError("xenstored", "--state-dir and --no-persist exclude each other");
+    const modeS = stringOpt(p, "socket-mode");
+    if (modeS !== undefined && !/^0?[0-7]{3}$/.test(modeS)) throw usageError("xenstored", `--socket-mode expects an octal mode like 0600, got '${modeS}'`);
+    const quotaSpecs = (p.values["quota"] as string[] | undefined) ?? [];
+    let quotas;
+    try {
+      quotas = parseQuotaOverrides(quotaSpecs);
+    } catch (e) {
+      throw usageError("xenstored", isVmstackError(e) ? e.message : String(e));
+    }
+    const eventQueue = intOpt("xenstored", p, "event-queue", 4096);
+    const socketPath = stringOpt(p, "socket") ?? defaultSocketPath();
+    const daemon = createXenstored({
+      ...(noPersist ? {} : { stateDir: stateDirOpt ?? defaultStateDir() }),
+      quotas,
+      ...(eventQueue === undefined ? {} : { eventQueueBytes: eventQueue }),
+    });
+    for (const line of daemon.loadReport) ctx.stderr.write(`vmstack xenstored: ${line}\n`);
+    let server;
+    try {
+      server = await listenUnix(daemon, socketPath, modeS === undefined ? {} : { mode: parseInt(modeS, 8) });
+    } catch (e) {
+      daemon.close();
+      throw e;
+    }
+    ctx.stdout.write(`${server.path}\n`);
+    await new Promise<void>((resolve) => {
+      if (ctx.signal.aborted) resolve();
+      else ctx.signal.addEventListener("abort", () => resolve(), { once: true });
+    });
+    await server.close();
+    daemon.close();
+    return 0;
+  },
+};

@@ -1,0 +1,227 @@
+/**
+ * One client connection: its identity (domid, privileged or not), watches, transactions, and the
+ * bounded flow of frames in and out. Transport-agnostic: a Unix socket and an in-process stream
+ * (`Xenstored.openConnection`) are both a Node Duplex.
+ *
+ * Bounded resources (issue item 5; XSA-326):
+ * - Replies: requests are processed only while the output side keeps up. If the transport holds
+ *   more than OUTPUT_HIGH_WATER bytes the client is not reading, so we stop reading its requests
+ *   (pause) until it drains; an unprivileged domain also stops being served once it has
+ *   `outstanding` (default 20) replies or events it has not consumed, like the C daemon's
+ *   outstanding-request quota. Replies therefore never pile up without bound.
+ * - Watch events: a watcher that does not read can't stop other clients' writes, so its events
+ *   are DROPPED (counted, logged once per burst) once its queue would exceed `eventQueueBytes`;
+ *   the connection stays open. That matches the C daemon, which drops watch events for a domain
+ *   over its quota (XSA-326) rather than closing the connection. Events over 4096 bytes (a huge
+ *   token) are dropped as well (XSA-324).
+ * - An oversized frame (len > 4096) closes the connection without a reply, as the C daemon does
+ *   (observed: ECONNRESET); other connections are untouched.
+ * - Teardown happens exactly once (XSA-233), whatever mix of 'end', 'error' and 'close' arrives.
+ */
+import type { Duplex } from "node:stream";
+import { log } from "../lib/log.js";
+import { XENSTORE_PAYLOAD_MAX, XS_OPS } from "./protocol.js";
+import { FrameDecoder, encodeMessage, type XsMessage } from "./wire.js";
+import type { Accessor } from "./permissions.js";
+import type { Transaction } from "./transaction.js";
+import type { Watch, Watcher } from "./watch.js";
+
+/** Bytes the transport may hold for a client before we stop reading that client's requests. */
+export const OUTPUT_HIGH_WATER = 256 * 1024;
+
+export interface ConnectionHost {
+  /** Handle one decoded request (dispatch.ts). */
+  handle(conn: Connection, msg: XsMessage): void;
+  /** True while journal records are waiting for fsync: replies and events must wait too. */
+  outputHeld(): boolean;
+  /** `conn` has frames waiting for the journal; call `conn.releaseHeld()` after the fsync. */
+  noteHeld(conn: Connection): void;
+  /** Called once, after `conn` is closed. */
+  closed(conn: Connection): void;
+  /** Called after a batch of requests was handled (the journal flush point). */
+  batchDone(): void;
+}
+
+export interface ConnectionOptions {
+  readonly id: number;
+  readonly domid: number;
+  readonly privileged: boolean;
+  /** Outstanding replies+events an unprivileged client may leave unread (0 = unlimited). */
+  readonly outstanding: number;
+  readonly eventQueueBytes: number;
+  readonly label: string;
+}
+
+export class Connection implements Watcher {
+  readonly id: number;
+  readonly domid: number;
+  readonly privileged: boolean;
+  readonly label: string;
+  target: number | undefined;
+  readonly watches = new Map<string, Watch>();
+  readonly transactions = new Map<number, Transaction>();
+  eventsDropped = 0;
+
+  readonly #host: ConnectionHost;
+  readonly #transport: Duplex;
+  readonly #decoder = new FrameDecoder();
+  readonly #opts: ConnectionOptions;
+  #inbox: XsMessage[] = [];
+  #held: Buffer[] = [];
+  #heldBytes = 0;
+  #inFlight = 0;
+  #paused = false;
+  #closed = false;
+  #pumping = false;
+  #dropLogged = false;
+  #ending = false;
+
+  constructor(host: ConnectionHost, transport: Duplex, opts: ConnectionOptions) {
+    this.#host = host;
+    this.#transport = transport;
+    this.#opts = opts;
+    this.id = opts.id;
+    this.domid = opts.domid;
+    this.privileged = opts.privileged;
+    this.label = opts.label;
+    transport.on("data", (chunk: Buffer) => this.#onData(chunk));
+    transport.on("drain", () => this.#pump());
+    // A client may send its last requests and half-close: answer them, then close.
+    transport.on("end", () => {
+      this.#ending = true;
+      this.#maybeFinish();
+    });
+    transport.on("close", () => this.close("transport closed"));
+    transport.on("error", (e: Error) => this.close(`transport error: ${e.message}`));
+  }
+
+  get accessor(): Accessor {
+    return this;
+  }
+
+  get isClosed(): boolean {
+    return this.#closed;
+  }
+
+  #onData(chunk: Buffer): void {
+    if (this.#closed) return;
+    for (const r of this.#decoder.push(chunk)) {
+      if (r.kind === "oversized") {
+        log("warn", "xenstored", `${this.label}: frame of ${r.length} bytes exceeds ${XENSTORE_PAYLOAD_MAX}; closing the connection`);
+        this.#pump();
+        this.close("oversized frame");
+        return;
+      }
+      this.#inbox.push(r.message);
+    }
+    this.#pump();
+  }
+
+  #blocked(): boolean {
+    if (this.#transport.writableLength > OUTPUT_HIGH_WATER) return true;
+    const cap = this.#opts.outstanding;
+    return !this.privileged && cap > 0 && this.#inFlight + this.#held.length >= cap;
+  }
+
+  /** Handle queued requests while the output side keeps up. */
+  #pump(): void {
+    if (this.#pumping || this.#closed) return;
+    this.#pumping = true;
+    const corked = this.#inbox.length > 1;
+    if (corked) this.#transport.cork();
+    try {
+      while (this.#inbox.length > 0 && !this.#closed && !this.#blocked()) {
+        const msg = this.#inbox.shift()!;
+        this.#host.handle(this, msg);
+      }
+    } finally {
+      this.#pumping = false;
+      if (corked) this.#transport.uncork();
+    }
+    if (this.#inbox.length > 0 && !this.#closed) {
+      if (!this.#paused) {
+        this.#paused = true;
+        this.#transport.pause();
+      }
+    } else if (this.#paused && !this.#closed) {
+      this.#paused = false;
+      this.#transport.resume();
+    }
+    this.#host.batchDone();
+    this.#maybeFinish();
+  }
+
+  #maybeFinish(): void {
+    if (!this.#ending || this.#closed || this.#inbox.length > 0 || this.#held.length > 0) return;
+    this.#transport.end(() => this.close("client closed"));
+  }
+
+  /** Queue a frame (reply or event); it waits while the journal is being made durable. */
+  send(frame: Buffer): void {
+    if (this.#closed) return;
+    if (this.#held.length > 0 || this.#host.outputHeld()) {
+      this.#held.push(frame);
+      this.#heldBytes += frame.length;
+      this.#host.noteHeld(this);
+      return;
+    }
+    this.#write(frame);
+  }
+
+  #write(frame: Buffer): void {
+    this.#inFlight++;
+    this.#transport.write(frame, () => {
+      this.#inFlight--;
+      if (this.#inbox.length > 0 && !this.#pumping) this.#pump();
+    });
+  }
+
+  /** The journal is durable: send what waited for it. */
+  releaseHeld(): void {
+    if (this.#closed || this.#held.length === 0) return;
+    const frames = this.#held;
+    this.#held = [];
+    this.#heldBytes = 0;
+    this.#transport.cork();
+    for (const f of frames) this.#write(f);
+    this.#transport.uncork();
+    this.#maybeFinish();
+  }
+
+  reply(msg: XsMessage, type: number, payload: Buffer): void {
+    this.send(encodeMessage({ type, reqId: msg.reqId, txId: msg.txId, payload }));
+  }
+
+  deliverEvent(path: string, token: string): void {
+    if (this.#closed) return;
+    const payload = Buffer.from(`${path}\0${token}\0`, "utf8");
+    if (payload.length > XENSTORE_PAYLOAD_MAX) {
+      this.#dropEvent(`event for ${path} is ${payload.length} bytes (XSA-324)`);
+      return;
+    }
+    const queued = this.#transport.writableLength + this.#heldBytes;
+    if (queued + payload.length + 16 > this.#opts.eventQueueBytes) {
+      this.#dropEvent(`client is not reading (${queued} bytes queued)`);
+      return;
+    }
+    this.#dropLogged = false;
+    this.send(encodeMessage({ type: XS_OPS.WATCH_EVENT, payload }));
+  }
+
+  #dropEvent(why: string): void {
+    this.eventsDropped++;
+    if (!this.#dropLogged) log("warn", "xenstored", `${this.label}: dropping watch events: ${why}`);
+    this.#dropLogged = true;
+  }
+
+  /** Close once (XSA-233); the host then discards watches and transactions. */
+  close(why: string): void {
+    if (this.#closed) return;
+    this.#closed = true;
+    this.#inbox = [];
+    this.#held = [];
+    log("debug", "xenstored", `${this.label}: closed (${why})`);
+    this.#transport.destroy();
+    this.#host.closed(this);
+  }
+}

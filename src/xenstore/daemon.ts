@@ -1,0 +1,311 @@
+/**
+ * The xenstored core: the store, domains, connections, watches, transactions and the journal,
+ * tied together. Transports (server.ts for the Unix socket, `openConnection` for in-process
+ * endpoints) only move bytes; every request goes through dispatch.ts.
+ */
+import type { Duplex } from "node:stream";
+import { log } from "../lib/log.js";
+import { Connection, type ConnectionHost } from "./connection.js";
+import { dispatch } from "./dispatch.js";
+import { duplexPair } from "./duplex-pair.js";
+import { xsError } from "./errors.js";
+import { TreeView, type Change, type JournalOp, type OpEnv } from "./operations.js";
+import { DEFAULT_PERMS, withoutDomid, type Perms } from "./permissions.js";
+import { Journal, loadState } from "./persist.js";
+import { DEFAULT_QUOTAS, type Quotas } from "./quota.js";
+import { countByOwner, kidEntries, makeNode, type XsNode } from "./store.js";
+import { Transaction } from "./transaction.js";
+import { WatchRegistry } from "./watch.js";
+import type { XsMessage } from "./wire.js";
+import { DOMID_MAX } from "./protocol.js";
+
+export interface XenstoredOptions {
+  /** Where the journal and snapshots live; omit for an in-memory daemon (nothing persists). */
+  readonly stateDir?: string;
+  /** Overrides of the C daemon's default quotas for unprivileged domains. */
+  readonly quotas?: Partial<Quotas>;
+  /** Bytes of unread output a connection may accumulate before its watch events are dropped. */
+  readonly eventQueueBytes?: number;
+}
+
+interface DomainState {
+  target: number | undefined;
+  features: number;
+  quotas: Partial<Quotas>;
+}
+
+export interface Applied {
+  readonly root: XsNode;
+  readonly changes: readonly Change[];
+  readonly journal: readonly JournalOp[];
+  readonly ownerDelta: ReadonlyMap<number, number>;
+}
+
+export type SpecialName = "@introduceDomain" | "@releaseDomain";
+
+export class Xenstored implements ConnectionHost {
+  root: XsNode;
+  quotas: Quotas;
+  readonly watches = new WatchRegistry();
+  readonly connections = new Set<Connection>();
+  readonly specialPerms = new Map<SpecialName, Perms>([
+    ["@introduceDomain", DEFAULT_PERMS],
+    ["@releaseDomain", DEFAULT_PERMS],
+  ]);
+  /** Lines describing what loading the state directory found (and dropped). */
+  readonly loadReport: readonly string[];
+  readonly env: OpEnv;
+
+  readonly #domains = new Map<number, DomainState>();
+  readonly #owned: Map<number, number>;
+  readonly #held = new Set<Connection>();
+  readonly #eventQueueBytes: number;
+  #journal: Journal | undefined;
+  #gen = 1;
+  #txCounter = 0;
+  #connCounter = 0;
+  #flushScheduled = false;
+  #closed = false;
+
+  constructor(opts: XenstoredOptions = {}) {
+    this.quotas = { ...DEFAULT_QUOTAS, ...opts.quotas };
+    this.#eventQueueBytes = opts.eventQueueBytes ?? 1024 * 1024;
+    this.env = { nextGen: () => this.#gen++, nodesOwned: (d) => this.#owned.get(d) ?? 0 };
+    if (opts.stateDir !== undefined) {
+      const loaded = loadState(opts.stateDir);
+      this.root = loaded.root;
+      this.loadReport = loaded.report;
+      for (const line of loaded.report) log(loaded.dropped.length > 0 ? "warn" : "info", "xenstored", line);
+      this.#ensureBaseNodes();
+      // Compact at once: damage never survives into the new epoch, and the new journal starts clean.
+      this.#journal = Journal.startFrom(opts.stateDir, this.root, loaded.epoch);
+    } else {
+      this.root = makeNode("", DEFAULT_PERMS, 0);
+      this.loadReport = [];
+      this.#ensureBaseNodes();
+    }
+    this.#owned = countByOwner(this.root);
+  }
+
+  /** `/tool/xenstored` is the only node the C daemon creates at start (notes §1.4). */
+  #ensureBaseNodes(): void {
+    const v = new TreeView(this.root, { domid: 0, privileged: true }, this.quotas, { nextGen: () => this.#gen++, nodesOwned: () => 0 });
+    v.mkdir("/tool/xenstored");
+    this.root = v.root;
+  }
+
+  // ---- domains ----
+
+  isIntroduced(domid: number): boolean {
+    return domid === 0 || this.#domains.has(domid);
+  }
+
+  quotasFor(domid: number): Quotas {
+    const d = this.#domains.get(domid);
+    return d === undefined ? this.quotas : { ...this.quotas, ...d.quotas };
+  }
+
+  setDomainQuota(domid: number, name: keyof Quotas, value: number): void {
+    const d = this.#domain(domid);
+    d.quotas = { ...d.quotas, [name]: value };
+  }
+
+  domainFeatures(domid: number): number {
+    return this.#domain(domid).features;
+  }
+
+  setDomainFeatures(domid: number, features: number): void {
+    this.#domain(domid).features = features;
+  }
+
+  #domain(domid: number): DomainState {
+    const d = this.#domains.get(domid);
+    if (d === undefined) throw xsError("ENOENT", `domain ${domid} is not introduced`, { domid });
+    return d;
+  }
+
+  /** INTRODUCE: a domain exists from now on; fires @introduceDomain the first time. */
+  introduce(domid: number): void {
+    if (domid < 0 || domid > DOMID_MAX) throw xsError("EINVAL", `bad domid ${domid}`, { domid });
+    if (domid === 0 || this.#domains.has(domid)) return;
+    this.#domains.set(domid, { target: undefined, features: 0, quotas: {} });
+    this.watches.fireSpecial("@introduceDomain", domid, this.specialPerms.get("@introduceDomain")!);
+  }
+
+  /**
+   * RELEASE: the domain is gone. Its connections close, the nodes it owns are deleted and every
+   * ACL entry naming it is dropped (XSA-322/XSA-419, so a reused domid inherits nothing), its
+   * quota counters reset (XSA-483), and @releaseDomain fires.
+   */
+  release(domid: number): void {
+    if (domid === 0) throw xsError("EINVAL", "cannot release dom0");
+    if (!this.#domains.has(domid)) throw xsError("ENOENT", `domain ${domid} is not introduced`, { domid });
+    for (const c of [...this.connections]) if (c.domid === domid) c.close(`domain ${domid} released`);
+    const owned: string[] = [];
+    const acl: [string, Perms][] = [];
+    const stack: [string, XsNode][] = [["/", this.root]];
+    while (stack.length > 0) {
+      const [p, n] = stack.pop()!;
+      if (p !== "/" && n.perms[0]?.domid === domid) {
+        owned.push(p);
+        continue;
+      }
+      const stripped = withoutDomid(n.perms, domid);
+      if (stripped !== undefined) acl.push([p, stripped]);
+      for (const [k, c] of kidEntries(n.kids)) stack.push([p === "/" ? `/${k}` : `${p}/${k}`, c]);
+    }
+    const v = new TreeView(this.root, { domid: 0, privileged: true }, this.quotas, this.env);
+    for (const p of owned) v.rm(p);
+    for (const [p, perms] of acl) v.setPerms(p, perms);
+    this.adopt(v);
+    this.#owned.delete(domid);
+    for (const c of this.connections) if (c.target === domid) c.target = undefined;
+    for (const d of this.#domains.values()) if (d.target === domid) d.target = undefined;
+    this.#domains.delete(domid);
+    this.watches.fireSpecial("@releaseDomain", domid, this.specialPerms.get("@releaseDomain")!);
+  }
+
+  setTarget(domid: number, target: number): void {
+    const d = this.#domain(domid);
+    if (!this.isIntroduced(target)) throw xsError("ENOENT", `domain ${target} is not introduced`, { domid: target });
+    d.target = target;
+    for (const c of this.connections) if (c.domid === domid) c.target = target;
+  }
+
+  resume(domid: number): void {
+    this.#domain(domid);
+  }
+
+  // ---- connections ----
+
+  /**
+   * An in-process connection bound to `domid`, speaking the wire protocol: the toolstack pipes a
+   * guest's xenstore channel into it. dom0 is privileged (like a socket connection); any other
+   * domid gets unprivileged semantics (permission checks, quotas) and is introduced if needed.
+   */
+  openConnection(opts: { domid: number }): Duplex {
+    const [client, server] = duplexPair();
+    this.attach(server, opts.domid, `domain ${opts.domid} connection`);
+    return client;
+  }
+
+  /** Attach a transport (socket or stream) as a connection of `domid`. */
+  attach(transport: Duplex, domid: number, label: string): Connection {
+    if (this.#closed) {
+      transport.destroy();
+      throw xsError("EIO", "xenstored is closed");
+    }
+    if (!Number.isInteger(domid) || domid < 0 || domid > DOMID_MAX) throw xsError("EINVAL", `bad domid ${domid}`, { domid });
+    this.introduce(domid);
+    const q = this.quotasFor(domid);
+    const conn = new Connection(this, transport, {
+      id: ++this.#connCounter,
+      domid,
+      privileged: domid === 0,
+      outstanding: q.outstanding,
+      eventQueueBytes: this.#eventQueueBytes,
+      label: `${label} #${this.#connCounter}`,
+    });
+    conn.target = this.#domains.get(domid)?.target;
+    this.connections.add(conn);
+    return conn;
+  }
+
+  handle(conn: Connection, msg: XsMessage): void {
+    dispatch(this, conn, msg);
+  }
+
+  closed(conn: Connection): void {
+    this.connections.delete(conn);
+    this.#held.delete(conn);
+    this.dropConnectionState(conn);
+  }
+
+  /** Forget a connection's watches and transactions (close, RESET_WATCHES; XSA-330/484: idempotent). */
+  dropConnectionState(conn: Connection, keepTransactions = false): void {
+    for (const w of conn.watches.values()) this.watches.remove(w);
+    conn.watches.clear();
+    if (!keepTransactions) conn.transactions.clear();
+  }
+
+  // ---- transactions ----
+
+  startTransaction(conn: Connection): Transaction {
+    do this.#txCounter = (this.#txCounter + 1) >>> 0;
+    while (this.#txCounter === 0);
+    const tx = new Transaction(this.#txCounter, this.root, conn.accessor, this.quotasFor(conn.domid), this.env);
+    conn.transactions.set(tx.id, tx);
+    return tx;
+  }
+
+  commitTransaction(tx: Transaction): void {
+    this.adopt(tx.commit(this.root, this.env));
+  }
+
+  /** Make a set of changes current: new root, accounting, journal, then watch events. */
+  adopt(a: Applied): void {
+    if (a.root === this.root && a.changes.length === 0) return;
+    this.root = a.root;
+    for (const [d, n] of a.ownerDelta) this.#owned.set(d, (this.#owned.get(d) ?? 0) + n);
+    if (this.#journal !== undefined && a.journal.length > 0) this.#journal.append(a.journal);
+    for (const c of a.changes) this.watches.fire(c);
+  }
+
+  nodesOwned(domid: number): number {
+    return this.#owned.get(domid) ?? 0;
+  }
+
+  // ---- durability gate ----
+
+  outputHeld(): boolean {
+    return this.#journal?.dirty ?? false;
+  }
+
+  noteHeld(conn: Connection): void {
+    this.#held.add(conn);
+    this.batchDone();
+  }
+
+  batchDone(): void {
+    if (this.#flushScheduled || !(this.#journal?.dirty ?? false)) {
+      if (!this.#flushScheduled && this.#held.size > 0) this.#release();
+      return;
+    }
+    this.#flushScheduled = true;
+    // setImmediate: every connection whose data arrived in this poll phase is handled first, so
+    // one fsync covers all of them (group commit).
+    setImmediate(() => {
+      this.#flushScheduled = false;
+      this.flushJournal();
+    });
+  }
+
+  flushJournal(): void {
+    const j = this.#journal;
+    if (j !== undefined) {
+      j.flush();
+      if (j.wantsCompaction()) j.compact(this.root);
+    }
+    this.#release();
+  }
+
+  #release(): void {
+    const conns = [...this.#held];
+    this.#held.clear();
+    for (const c of conns) c.releaseHeld();
+  }
+
+  /** Flush the journal, close every connection, and stop. */
+  close(): void {
+    if (this.#closed) return;
+    this.flushJournal();
+    this.#closed = true;
+    for (const c of [...this.connections]) c.close("daemon closing");
+    this.#journal?.close();
+    this.#journal = undefined;
+  }
+}
+
+export function createXenstored(opts: XenstoredOptions = {}): Xenstored {
+  return new Xenstored(opts);
+}

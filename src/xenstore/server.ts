@@ -1,0 +1,78 @@
+/**
+ * The Unix-socket transport. It only accepts connections and hands each one to the daemon as a
+ * dom0 connection (both Xen daemons treat socket clients as dom0, notes §1.4); framing, dispatch
+ * and everything else happen in connection.ts / dispatch.ts.
+ */
+import * as fs from "node:fs";
+import * as net from "node:net";
+import * as path from "node:path";
+import { VmstackError } from "../lib/errors.js";
+import type { Xenstored } from "./daemon.js";
+
+export interface SocketServer {
+  readonly path: string;
+  close(): Promise<void>;
+}
+
+/** Remove a leftover socket file, but never a live daemon's socket nor a non-socket file. */
+async function clearStale(socketPath: string): Promise<void> {
+  let st: fs.Stats;
+  try {
+    st = fs.lstatSync(socketPath);
+  } catch (e) {
+    if ((e as NodeJS.ErrnoException).code === "ENOENT") return;
+    throw e;
+  }
+  if (!st.isSocket()) throw new VmstackError("XENSTORED_SOCKET_IN_USE", `${socketPath} exists and is not a socket`, { facts: { path: socketPath } });
+  const live = await new Promise<boolean>((resolve) => {
+    const s = net.connect(socketPath);
+    s.once("connect", () => {
+      s.destroy();
+      resolve(true);
+    });
+    s.once("error", () => resolve(false));
+  });
+  if (live) throw new VmstackError("XENSTORED_SOCKET_IN_USE", `another daemon is listening on ${socketPath}`, { facts: { path: socketPath } });
+  fs.unlinkSync(socketPath);
+}
+
+/** Listen on `socketPath` (mode 0600 unless `mode` says otherwise). */
+export async function listenUnix(daemon: Xenstored, socketPath: string, opts: { mode?: number } = {}): Promise<SocketServer> {
+  if (Buffer.byteLength(socketPath) >= 108) {
+    throw new VmstackError("XENSTORED_SOCKET_PATH", `socket path is too long for a Unix socket (${socketPath.length} bytes, max 107)`, { facts: { path: socketPath } });
+  }
+  fs.mkdirSync(path.dirname(socketPath), { recursive: true, mode: 0o755 });
+  await clearStale(socketPath);
+  // allowHalfOpen: a client may send requests and shut down its write side; it still gets replies.
+  const server = net.createServer({ allowHalfOpen: true }, (sock) => {
+    sock.setNoDelay?.(true);
+    try {
+      daemon.attach(sock, 0, "socket");
+    } catch {
+      sock.destroy();
+    }
+  });
+  const mode = opts.mode ?? 0o600;
+  // umask around listen() so the socket never exists with wider permissions, even briefly.
+  const old = process.umask(0o777 & ~mode);
+  try {
+    await new Promise<void>((resolve, reject) => {
+      server.once("error", reject);
+      server.listen(socketPath, () => {
+        server.off("error", reject);
+        resolve();
+      });
+    });
+  } finally {
+    process.umask(old);
+  }
+  fs.chmodSync(socketPath, mode);
+  return {
+    path: socketPath,
+    close: () =>
+      new Promise<void>((resolve) => {
+        server.close(() => resolve());
+        fs.rmSync(socketPath, { force: true });
+      }),
+  };
+}

@@ -1,0 +1,132 @@
+/**
+ * Transactions: isolation, and the conflict rule at commit.
+ *
+ * THE RULE (the C daemon's generation rule, notes §1.8; Xen HEAD tools/xenstored/transaction.c):
+ *
+ *   Every committed write stamps the node it changes with a fresh value of a global generation
+ *   counter; adding or removing a child rewrites the parent, so the parent is stamped too.
+ *   A transaction works on a private snapshot of the tree (the store is immutable, so the snapshot
+ *   is the root pointer at TRANSACTION_START). The FIRST time the transaction touches a node it
+ *   records the node's generation in the snapshot (or "absent"). Touching means every node an
+ *   operation looks up: the target of READ, DIRECTORY, GET_PERMS, WRITE, MKDIR, RM and SET_PERMS;
+ *   for a create, also every missing parent and the nearest existing ancestor (whose child list
+ *   changes); for RM, also the parent. Later touches of the same node record nothing, so its own
+ *   writes never count against it.
+ *
+ *   At TRANSACTION_END with T:
+ *     1. If the store's root is still the snapshot's root, nothing happened meanwhile: the
+ *        transaction's root becomes the store's root (one identity check, no copying).
+ *     2. Otherwise every recorded node must still have the recorded generation (absent must still
+ *        be absent). If one differs → EAGAIN and nothing is applied.
+ *     3. Otherwise the transaction's operations are replayed, in order, on the current root (with
+ *        the same permission and quota checks). If the replay fails → EAGAIN (a retry then sees the
+ *        real error inside the transaction). Else the result becomes the store's root.
+ *   Watches fire only for a successful commit, with the changes of the applied operations.
+ *
+ * WORKED EXAMPLES (tree: /e/x exists, /t exists without children, / has children e, t):
+ *   a) T1 WRITE /e/x=1. Meanwhile C2 WRITE /f/x (creating /f: / gets a new child → / restamped).
+ *      T1 recorded only /e/x; /e/x unchanged → commit OK (replayed on the new root). As observed
+ *      on both Xen daemons ("writing existing /e/x while someone writes /f/x → OK").
+ *   b) T1 WRITE /t/x (new). T1 recorded /t/x (absent) and /t. Meanwhile C2 WRITE /t/y (new):
+ *      /t is restamped → T1 EAGAIN. Two transactions creating siblings conflict, as in C.
+ *   c) T1 WRITE /n/x where /n is missing: T1 recorded /n/x, /n (absent) and /. C2 WRITE /other
+ *      creates a child of / → / restamped → T1 EAGAIN (the notes' observed "/t/x vs /other" case).
+ *   d) T1 READ /e/x then WRITE /e/x=v+1 (read-modify-write). C2 WRITE /e/x meanwhile → /e/x
+ *      restamped → T1 EAGAIN: no lost update.
+ *   e) T1 READ /e/missing (absent). C2 creates /e/missing → T1 EAGAIN (the read is stale).
+ *   f) T1 only reads /e/x. C2 writes /z/q. Commit OK: replay has nothing to apply.
+ *   g) T1 RM /e. C2 WRITE /e/x meanwhile: /e is restamped only if its child set changed; a plain
+ *      value change of /e/x does not restamp /e, so T1 commits and removes /e with the new /e/x.
+ *      (C behaves the same: RM's first access to /e/x in C's recursive delete is in the snapshot
+ *      order; we keep RM cheap and record only /e and its parent.)
+ *
+ * Limits: a domain may access at most `transaction-nodes` (1024) nodes in one transaction
+ * (XSA-326) → ENOSPC; open transactions per domain are counted by the connection (quota
+ * `transactions`).
+ */
+import { xsError } from "./errors.js";
+import { segmentsOf } from "./path.js";
+import type { Accessor, Perms } from "./permissions.js";
+import { lookup, type XsNode } from "./store.js";
+import { NO_GEN, TreeView, type AccessTracker, type Change, type JournalOp, type OpEnv } from "./operations.js";
+import { overQuota, type Quotas } from "./quota.js";
+import { assertNever } from "../lib/errors.js";
+
+export type TxOp =
+  | { readonly kind: "write"; readonly path: string; readonly value: string }
+  | { readonly kind: "mkdir"; readonly path: string }
+  | { readonly kind: "rm"; readonly path: string }
+  | { readonly kind: "perms"; readonly path: string; readonly perms: Perms };
+
+export interface CommitResult {
+  readonly root: XsNode;
+  readonly changes: readonly Change[];
+  readonly journal: readonly JournalOp[];
+  readonly ownerDelta: ReadonlyMap<number, number>;
+}
+
+export class Transaction implements AccessTracker {
+  readonly recorded = new Map<string, number>();
+  readonly ops: TxOp[] = [];
+  readonly view: TreeView;
+
+  constructor(
+    readonly id: number,
+    readonly base: XsNode,
+    readonly who: Accessor,
+    readonly quotas: Quotas,
+    env: OpEnv,
+  ) {
+    this.view = new TreeView(base, who, quotas, env, this);
+  }
+
+  noteRead(path: string, gen: number): void {
+    if (this.recorded.has(path)) return;
+    if (!this.who.privileged && overQuota(this.quotas["transaction-nodes"], this.recorded.size + 1)) {
+      throw xsError("ENOSPC", `transaction ${this.id} touches more than ${this.quotas["transaction-nodes"]} nodes`, { tx: this.id });
+    }
+    this.recorded.set(path, gen);
+  }
+
+  /** Run a modifying op on the private tree and log it for a possible replay. */
+  apply(op: TxOp): void {
+    applyOp(this.view, op);
+    this.ops.push(op);
+  }
+
+  /** Decide the commit against the store's current root (see THE RULE above). */
+  commit(current: XsNode, env: OpEnv): CommitResult {
+    const v = this.view;
+    if (current === this.base) return { root: v.root, changes: v.changes, journal: v.journal, ownerDelta: v.ownerDelta };
+    for (const [path, gen] of this.recorded) {
+      const now = lookup(current, segmentsOf(path));
+      if ((now?.gen ?? NO_GEN) !== gen) throw xsError("EAGAIN", `transaction ${this.id} conflicts on ${path}`, { tx: this.id, path });
+    }
+    const replay = new TreeView(current, this.who, this.quotas, env);
+    try {
+      for (const op of this.ops) applyOp(replay, op);
+    } catch (e) {
+      throw xsError("EAGAIN", `transaction ${this.id} no longer applies: ${e instanceof Error ? e.message : String(e)}`, { tx: this.id });
+    }
+    return { root: replay.root, changes: replay.changes, journal: replay.journal, ownerDelta: replay.ownerDelta };
+  }
+}
+
+export function applyOp(view: TreeView, op: TxOp): void {
+  switch (op.kind) {
+    case "write":
+      view.write(op.path, op.value);
+      return;
+    case "mkdir":
+      view.mkdir(op.path);
+      return;
+    case "rm":
+      view.rm(op.path);
+      return;
+    case "perms":
+      view.setPerms(op.path, op.perms);
+      return;
+    default:
+      assertNever(op, "transaction op");
+  }
+}
