@@ -16,5 +16,5 @@ export { CLOUD_KERNEL_META_PACKAGE, fetchKernel } from "./kernel-fetch.js";
 export type { FetchKernelOptions, FetchKernelResult } from "./kernel-fetch.js";
 export { extractVmlinux, kernelFileKind, parseBzImage } from "./vmlinux.js";
 export type { BzImageInfo, KernelFileKind, PayloadFormat } from "./vmlinux.js";
-export { DEFAULT_INITRD_COMPRESSION, INITRD_COMPRESSIONS, LOAD_ORDER_PATH, buildInitrd } from "./initrd.js";
+export { DEFAULT_INITRD_COMPRESSION, INITRD_COMPRESSIONS, INITRD_SKELETON, LOAD_ORDER_PATH, buildInitrd } from "./initrd.js";
 export type { BuildInitrdOptions, InitrdCompression, InitrdFile, InitrdResult } from "./initrd.js";

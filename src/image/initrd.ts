@@ -22,7 +22,7 @@ import { join } from "node:path";
 import { gunzipSync, gzipSync } from "node:zlib";
 import { VmstackError, assertNever } from "../lib/errors.js";
 import { openCache, sha256, type ContentStore, type Env } from "./cache.js";
-import { writeCpio, type CpioEntry } from "./cpio.js";
+import { normalizeArchivePath, writeCpio, type CpioEntry } from "./cpio.js";
 import type { ResolvedKernel } from "./kernel.js";
 import { DEFAULT_GUEST_MODULES, parseModulesBuiltin, parseModulesDep, resolveModules, type ModuleInfo } from "./modules.js";
 import { runChild } from "./run-child.js";
@@ -42,8 +42,25 @@ export const DEFAULT_INITRD_COMPRESSION: InitrdCompression = "none";
 /** Where the guest init finds the modules to load, in order. */
 export const LOAD_ORDER_PATH = "/lib/modules/load-order";
 
+/**
+ * The directories and device node every guest needs before it can mount anything: mount points
+ * (busybox mount wants them to exist) and /dev/console (char 5:1), which the kernel opens as
+ * init's stdin/stdout before devtmpfs is mounted (init/main.c console_on_rootfs()). A file the
+ * caller gives at one of these paths replaces the skeleton entry.
+ */
+export const INITRD_SKELETON: readonly CpioEntry[] = [
+  { type: "dir", path: "bin" },
+  { type: "dir", path: "dev" },
+  { type: "char", path: "dev/console", mode: 0o600, major: 5, minor: 1 },
+  { type: "dir", path: "proc", mode: 0o555 },
+  { type: "dir", path: "root", mode: 0o700 },
+  { type: "dir", path: "run" },
+  { type: "dir", path: "sys", mode: 0o555 },
+  { type: "dir", path: "tmp", mode: 0o1777 },
+];
+
 /** Bumped whenever the archive layout changes, so old cache entries are not reused. */
-const LAYOUT_VERSION = 1;
+const LAYOUT_VERSION = 2;
 
 export interface BuildInitrdOptions {
   readonly kernel: Pick<ResolvedKernel, "release" | "modulesDir">;
@@ -195,8 +212,11 @@ export async function buildInitrd(options: BuildInitrdOptions): Promise<InitrdRe
         modules.map(async (m) => ({ type: "file" as const, path: m.archivePath, mode: 0o644, data: await decompressModule(m, options.signal) })),
       );
       const loadOrder = modules.map((m) => `/${m.archivePath}\n`).join("");
+      const given = files.map(toEntry);
+      const givenPaths = new Set(given.map((e) => normalizeArchivePath(e.path)));
       const entries: CpioEntry[] = [
-        ...files.map(toEntry),
+        ...INITRD_SKELETON.filter((e) => !givenPaths.has(e.path)),
+        ...given,
         ...moduleEntries,
         { type: "file", path: LOAD_ORDER_PATH, mode: 0o644, data: Buffer.from(loadOrder) },
       ];

@@ -11,24 +11,24 @@ function tempStore(t: { after: (fn: () => void) => void }): ContentStore {
   return new ContentStore(dir);
 }
 
-test("cacheRoot prefers VMSTACK_CACHE, then XDG_CACHE_HOME/vmstack, then ~/.cache/vmstack", () => {
+void test("cacheRoot prefers VMSTACK_CACHE, then XDG_CACHE_HOME/vmstack, then ~/.cache/vmstack", () => {
   assert.equal(cacheRoot({ VMSTACK_CACHE: "/c", XDG_CACHE_HOME: "/x", HOME: "/h" }), "/c");
   assert.equal(cacheRoot({ XDG_CACHE_HOME: "/x", HOME: "/h" }), "/x/vmstack");
   assert.equal(cacheRoot({ HOME: "/h" }), "/h/.cache/vmstack");
 });
 
-test("cacheRoot ignores an empty VMSTACK_CACHE and a relative XDG_CACHE_HOME", () => {
+void test("cacheRoot ignores an empty VMSTACK_CACHE and a relative XDG_CACHE_HOME", () => {
   assert.equal(cacheRoot({ VMSTACK_CACHE: "", XDG_CACHE_HOME: "rel", HOME: "/h" }), "/h/.cache/vmstack");
 });
 
-test("canonicalJson and recipeKey do not depend on key order", () => {
+void test("canonicalJson and recipeKey do not depend on key order", () => {
   assert.equal(canonicalJson({ b: 1, a: [2, { d: 3, c: 4 }] }), '{"a":[2,{"c":4,"d":3}],"b":1}');
   assert.equal(recipeKey({ x: 1, y: "2" }), recipeKey({ y: "2", x: 1 }));
   assert.notEqual(recipeKey({ x: 1 }), recipeKey({ x: 2 }));
   assert.equal(recipeKey({ x: 1, skipped: undefined }), recipeKey({ x: 1 }));
 });
 
-test("putBytes stores content under its sha256 and get finds it", async (t) => {
+void test("putBytes stores content under its sha256 and get finds it", async (t) => {
   const store = tempStore(t);
   const key = await store.putBytes("hello");
   assert.equal(key, sha256("hello"));
@@ -38,14 +38,14 @@ test("putBytes stores content under its sha256 and get finds it", async (t) => {
   assert.equal(await store.get(sha256("absent")), undefined);
 });
 
-test("putFile gives the same key as putBytes of the same content", async (t) => {
+void test("putFile gives the same key as putBytes of the same content", async (t) => {
   const store = tempStore(t);
   const src = join(store.root, "src.txt");
   writeFileSync(src, "same bytes");
   assert.equal(await store.putFile(src), await store.putBytes("same bytes"));
 });
 
-test("buildOnce builds the first time and returns the cached output the second time", async (t) => {
+void test("buildOnce builds the first time and returns the cached output the second time", async (t) => {
   const store = tempStore(t);
   let builds = 0;
   const build = async (tmp: string): Promise<void> => {
@@ -65,7 +65,7 @@ test("buildOnce builds the first time and returns the cached output the second t
   assert.equal(builds, 2);
 });
 
-test("a failed build leaves neither an output nor a temporary file", async (t) => {
+void test("a failed build leaves neither an output nor a temporary file", async (t) => {
   const store = tempStore(t);
   await assert.rejects(
     store.buildOnce({ input: "boom" }, async (tmp) => {
@@ -77,7 +77,7 @@ test("a failed build leaves neither an output nor a temporary file", async (t) =
   assert.deepEqual(readdirSync(join(store.root, "builds")), []);
 });
 
-test("objectPath rejects something that is not a sha256 key", (t) => {
+void test("objectPath rejects something that is not a sha256 key", (t) => {
   const store = tempStore(t);
   assert.throws(() => store.objectPath("../../etc/passwd"), RangeError);
 });

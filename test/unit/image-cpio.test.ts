@@ -36,22 +36,22 @@ const SAMPLE: CpioEntry[] = [
   { type: "file", path: "lib/modules/6.1.0/kernel/a.ko", mode: 0o644, data: utf8("abc") },
 ];
 
-test("writeCpio output for a sample tree matches the golden bytes", () => {
+void test("writeCpio output for a sample tree matches the golden bytes", () => {
   assertGolden("sample.cpio", writeCpio(SAMPLE));
 });
 
-test("writeCpio output for an empty archive is just the trailer and matches the golden bytes", () => {
+void test("writeCpio output for an empty archive is just the trailer and matches the golden bytes", () => {
   const bytes = writeCpio([]);
   assert.equal(bytes.length, 124); // 110 header + "TRAILER!!!\0" (11) padded to 124
   assertGolden("empty.cpio", bytes);
 });
 
-test("writeCpio gives the same bytes whatever order the entries come in", () => {
+void test("writeCpio gives the same bytes whatever order the entries come in", () => {
   const reversed = [...SAMPLE].reverse();
   assert.ok(writeCpio(reversed).equals(writeCpio(SAMPLE)));
 });
 
-test("every header starts with the newc magic on a 4-byte boundary and the archive ends with TRAILER!!!", () => {
+void test("every header starts with the newc magic on a 4-byte boundary and the archive ends with TRAILER!!!", () => {
   const bytes = writeCpio(SAMPLE);
   assert.equal(bytes.length % 4, 0);
   let count = 0;
@@ -63,7 +63,7 @@ test("every header starts with the newc magic on a 4-byte boundary and the archi
   assert.ok(bytes.includes(utf8("TRAILER!!!\0")));
 });
 
-test("readCpio reads back paths, modes, contents, symlink targets and device numbers", () => {
+void test("readCpio reads back paths, modes, contents, symlink targets and device numbers", () => {
   const records = readCpio(writeCpio(SAMPLE));
   assert.deepEqual(
     records.map((r) => r.path),
@@ -83,7 +83,7 @@ test("readCpio reads back paths, modes, contents, symlink targets and device num
   assert.deepEqual([console?.rdevMajor, console?.rdevMinor], [5, 1]);
 });
 
-test("writeCpio uses mtime 0, uid/gid 0, inode numbers in path order and nlink 1 for files", () => {
+void test("writeCpio uses mtime 0, uid/gid 0, inode numbers in path order and nlink 1 for files", () => {
   const records = readCpio(writeCpio(SAMPLE));
   records.forEach((r, i) => {
     assert.equal(r.mtime, 0);
@@ -94,31 +94,31 @@ test("writeCpio uses mtime 0, uid/gid 0, inode numbers in path order and nlink 1
   });
 });
 
-test("a path given twice is an error naming it", () => {
+void test("a path given twice is an error naming it", () => {
   assert.throws(
     () => writeCpio([{ type: "dir", path: "a" }, { type: "dir", path: "/a/" }]),
     (e) => isVmstackError(e, "CPIO_DUPLICATE") && /'a'/.test(e.message),
   );
 });
 
-test("an entry inside a regular file is an error", () => {
+void test("an entry inside a regular file is an error", () => {
   assert.throws(
     () => writeCpio([{ type: "file", path: "a", data: new Uint8Array(0) }, { type: "dir", path: "a/b" }]),
     (e) => isVmstackError(e, "CPIO_NOT_A_DIRECTORY"),
   );
 });
 
-test("paths with '..' or nothing in them are rejected", () => {
+void test("paths with '..' or nothing in them are rejected", () => {
   for (const path of ["../etc", "a/../b", "/", ""]) {
     assert.throws(() => writeCpio([{ type: "dir", path }]), (e) => isVmstackError(e, "CPIO_BAD_PATH"), path);
   }
 });
 
-test("permission bits beyond 07777 are rejected", () => {
+void test("permission bits beyond 07777 are rejected", () => {
   assert.throws(() => writeCpio([{ type: "dir", path: "a", mode: 0o40755 }]), (e) => isVmstackError(e, "CPIO_BAD_MODE"));
 });
 
-test("file data that is not a multiple of 4 bytes is padded so the next header stays aligned", () => {
+void test("file data that is not a multiple of 4 bytes is padded so the next header stays aligned", () => {
   for (const n of [0, 1, 2, 3, 4, 5]) {
     const bytes = writeCpio([{ type: "file", path: "f", data: new Uint8Array(n).fill(7) }, { type: "dir", path: "z" }]);
     const records = readCpio(bytes);
@@ -127,7 +127,7 @@ test("file data that is not a multiple of 4 bytes is padded so the next header s
   }
 });
 
-test("readCpio reports a truncated archive with its offset", () => {
+void test("readCpio reports a truncated archive with its offset", () => {
   const bytes = writeCpio(SAMPLE);
   assert.throws(() => readCpio(bytes.subarray(0, bytes.length - 20)), (e) => isVmstackError(e, "CPIO_CORRUPT") && /offset \d+/.test(e.message));
 });

@@ -34,61 +34,61 @@ const index = (): ModuleIndex => ({
 
 const names = (wanted: string[]): string[] => resolveModules(index(), wanted).map((m) => m.name);
 
-test("moduleName drops the directory and .ko/.ko.xz/.ko.zst and treats '-' as '_'", () => {
+void test("moduleName drops the directory and .ko/.ko.xz/.ko.zst and treats '-' as '_'", () => {
   assert.equal(moduleName("kernel/drivers/net/virtio_net.ko.xz"), "virtio_net");
   assert.equal(moduleName("kernel/drivers/hid/hid-generic.ko.zst"), "hid_generic");
   assert.equal(moduleName("virtio-pci"), "virtio_pci");
 });
 
-test("a module with no dependencies resolves to itself", () => {
+void test("a module with no dependencies resolves to itself", () => {
   assert.deepEqual(names(["fuse"]), ["fuse"]);
 });
 
-test("the closure puts every dependency before the module that needs it", () => {
+void test("the closure puts every dependency before the module that needs it", () => {
   assert.deepEqual(names(["virtio_pci"]), ["virtio_pci_modern_dev", "virtio_ring", "virtio", "virtio_pci"]);
 });
 
-test("a dependency shared by several requested modules is loaded once", () => {
+void test("a dependency shared by several requested modules is loaded once", () => {
   const order = names(["virtio_console", "virtio_net", "virtiofs"]);
   assert.deepEqual(order, ["virtio_ring", "virtio", "virtio_console", "failover", "net_failover", "virtio_net", "fuse", "virtiofs"]);
   assert.equal(new Set(order).size, order.length);
 });
 
-test("a module asked for twice, or also pulled in as a dependency, appears once", () => {
+void test("a module asked for twice, or also pulled in as a dependency, appears once", () => {
   assert.deepEqual(names(["virtio", "virtio_console", "virtio"]), ["virtio_ring", "virtio", "virtio_console"]);
 });
 
-test("names with '-' find modules spelled with '_' and keep the file's path", () => {
+void test("names with '-' find modules spelled with '_' and keep the file's path", () => {
   const [m] = resolveModules(index(), ["hid_generic"]);
   assert.equal(m?.path, "kernel/drivers/hid/hid-generic.ko.zst");
 });
 
-test("a built-in module needs no loading and is not an error", () => {
+void test("a built-in module needs no loading and is not an error", () => {
   assert.deepEqual(names(["ext4", "fuse"]), ["fuse"]);
 });
 
-test("an unknown module is an error that names it", () => {
+void test("an unknown module is an error that names it", () => {
   assert.throws(
     () => resolveModules(index(), ["fuse", "vsock"], "6.1.0-test"),
     (e) => isVmstackError(e, "MODULE_UNKNOWN") && /'vsock'/.test(e.message) && /6\.1\.0-test/.test(e.message),
   );
 });
 
-test("an unknown dependency is an error naming the module that needs it", () => {
+void test("an unknown dependency is an error naming the module that needs it", () => {
   const idx = { modules: parseModulesDep("a.ko: b.ko\n"), builtin: new Set<string>() };
   assert.throws(() => resolveModules(idx, ["a"]), (e) => isVmstackError(e, "MODULE_UNKNOWN") && /'b' \(needed by 'a'\)/.test(e.message));
 });
 
-test("a dependency cycle is reported instead of recursing forever", () => {
+void test("a dependency cycle is reported instead of recursing forever", () => {
   const idx = { modules: parseModulesDep("a.ko: b.ko\nb.ko: a.ko\n"), builtin: new Set<string>() };
   assert.throws(() => resolveModules(idx, ["a"]), (e) => isVmstackError(e, "MODULE_CYCLE") && /a -> b -> a/.test(e.message));
 });
 
-test("a malformed modules.dep line is reported with its line number", () => {
+void test("a malformed modules.dep line is reported with its line number", () => {
   assert.throws(() => parseModulesDep("a.ko:\nnot a module line\n", "x/modules.dep"), (e) => isVmstackError(e, "MODULES_DEP_INVALID") && /x\/modules\.dep:2/.test(e.message));
 });
 
-test("the default guest modules resolve on the provisioned cloud kernel", async (t) => {
+void test("the default guest modules resolve on the provisioned cloud kernel", async (t) => {
   const kernel = await provisionedKernel(process.env);
   const dir = kernel?.modulesDir;
   if (dir === undefined || !existsSync(join(dir, "modules.dep"))) {
