@@ -21,6 +21,7 @@ import { log } from "../lib/log.js";
 import { XS_OPS, XENSTORE_PAYLOAD_MAX, isXsErrorName, type XsOp } from "./protocol.js";
 import { FrameDecoder, encodeMessage, nulTerminated, splitNul, type XsMessage } from "./wire.js";
 import { XsError } from "./errors.js";
+import { defaultSocketPath } from "./paths-default.js";
 import { parsePermEntry, formatPerms, type PermEntry } from "./permissions.js";
 
 export type { PermEntry } from "./permissions.js";
@@ -78,12 +79,16 @@ export interface TransactionOptions {
 
 const DEFAULT_MAX_ATTEMPTS = 32;
 
-/** `XENSTORED_PATH`, else `$XENSTORED_RUNDIR/socket`, else `/var/run/xenstored/socket`: libxenstore's order (xs_lib.c). */
+/**
+ * `$XENSTORED_PATH`, else `$XENSTORED_RUNDIR/socket` (libxenstore's variables, xs_lib.c), else
+ * vmstack's own daemon socket (paths-default.ts), where libxenstore would use /var/run/xenstored.
+ */
 export function defaultXenstoreSocket(env: NodeJS.ProcessEnv = process.env): string {
   const p = env["XENSTORED_PATH"];
   if (p !== undefined && p !== "") return p;
   const rundir = env["XENSTORED_RUNDIR"];
-  return `${rundir !== undefined && rundir !== "" ? rundir : "/var/run/xenstored"}/socket`;
+  if (rundir !== undefined && rundir !== "") return `${rundir}/socket`;
+  return defaultSocketPath(env);
 }
 
 /** A connector for a Unix socket path. */

@@ -13,6 +13,7 @@ import type { Duplex } from "node:stream";
 import { fileURLToPath } from "node:url";
 import { promisify } from "node:util";
 import type { Flavour, XsTarget } from "./xenstore-harness.js";
+import { createXenstored, listenUnix, type Xenstored, type XenstoredOptions } from "../../src/xenstore/index.js";
 
 const run = promisify(execFile);
 
@@ -36,57 +37,37 @@ export function connectUnix(path: string): Promise<Duplex> {
   });
 }
 
-/** What the suite needs of vmstack's daemon (src/xenstore/index.ts `createXenstored`). */
-export interface VmstackXenstored {
-  openConnection(opts: { domid: number }): Duplex;
-  listen?: (socketPath: string) => Promise<void>;
-  close(): Promise<void> | void;
-}
-
-type CreateXenstored = (opts?: { stateDir?: string }) => VmstackXenstored;
-
-/** vmstack's daemon factory, or the reason it is unavailable. */
-export async function loadVmstackDaemon(): Promise<CreateXenstored | string> {
-  const mod = (await import(join(REPO_ROOT, "dist/src/xenstore/index.js"))) as Record<string, unknown>;
-  const f = mod["createXenstored"];
-  if (typeof f !== "function") return "vmstack's xenstored is not exported from src/xenstore/index.ts yet (createXenstored)";
-  return f as CreateXenstored;
-}
-
-export async function startVmstackInProcess(opts: { stateDir?: string } = {}): Promise<XsTarget | string> {
-  const create = await loadVmstackDaemon();
-  if (typeof create === "string") return create;
-  const d = create(opts);
-  return {
+export async function startVmstackInProcess(opts: XenstoredOptions = {}): Promise<XsTarget & { daemon: Xenstored }> {
+  const d = createXenstored(opts);
+  return Promise.resolve({
     name: "vmstack xenstored (in-process)",
     flavour: "vmstack",
+    daemon: d,
     open: () => Promise.resolve(d.openConnection({ domid: 0 })),
-    openDomain: (domid) => Promise.resolve(d.openConnection({ domid })),
-    stop: async () => {
-      await d.close();
+    openDomain: (domid: number) => Promise.resolve(d.openConnection({ domid })),
+    stop: () => {
+      d.close();
+      return Promise.resolve();
     },
-  };
+  });
 }
 
-export async function startVmstackSocket(opts: { stateDir?: string } = {}): Promise<(XsTarget & { socket: string }) | string> {
-  const create = await loadVmstackDaemon();
-  if (typeof create === "string") return create;
-  const d = create(opts);
-  if (typeof d.listen !== "function") {
-    await d.close();
-    return "vmstack's xenstored has no listen(socketPath) yet";
-  }
+/** vmstack's daemon on a Unix socket in a fresh temporary directory. */
+export async function startVmstackSocket(opts: XenstoredOptions = {}): Promise<XsTarget & { socket: string; daemon: Xenstored }> {
+  const d = createXenstored(opts);
   const dir = mkdtempSync(join(tmpdir(), "vmstack-xs-"));
   const socket = join(dir, "socket");
-  await d.listen(socket);
+  const server = await listenUnix(d, socket);
   return {
     name: "vmstack xenstored (Unix socket)",
     flavour: "vmstack",
     socket,
+    daemon: d,
     open: () => connectUnix(socket),
     openDomain: (domid) => Promise.resolve(d.openConnection({ domid })),
     stop: async () => {
-      await d.close();
+      await server.close();
+      d.close();
       rmSync(dir, { recursive: true, force: true });
     },
   };

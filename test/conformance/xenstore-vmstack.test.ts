@@ -9,10 +9,6 @@ import { startVmstackInProcess, startVmstackSocket } from "./xenstore-targets.js
 
 await test("vmstack's xenstored in-process passes the xenstore conformance suite", async (t) => {
   const target = await startVmstackInProcess();
-  if (typeof target === "string") {
-    t.skip(target);
-    return;
-  }
   try {
     await runCases(t, target, xenstoreCases);
   } finally {
@@ -22,10 +18,6 @@ await test("vmstack's xenstored in-process passes the xenstore conformance suite
 
 await test("vmstack's xenstored over its Unix socket passes the xenstore conformance suite", async (t) => {
   const target = await startVmstackSocket();
-  if (typeof target === "string") {
-    t.skip(target);
-    return;
-  }
   try {
     await runCases(t, target, xenstoreCases);
   } finally {

@@ -35,8 +35,9 @@ const details = `Subcommands:
   exists PATH             exit 0 if the node exists, 1 if not
 
 Paths without a leading '/' are relative to /local/domain/0 (a socket client is dom0).
-The socket is --socket, else $XENSTORED_PATH, else $XENSTORED_RUNDIR/socket, else
-/var/run/xenstored/socket (the same order as Xen's own tools).
+The socket is --socket, else $XENSTORED_PATH, else $XENSTORED_RUNDIR/socket (the variables
+Xen's own tools use), else vmstack's xenstored socket ($VMSTACK_RUN_DIR/xenstored/socket, or
+/run/vmstack/xenstored/socket as root).
 
 Exit status: 0 success; 1 failure (the xenstore error, e.g. ENOENT, is in the message) or,
 for 'exists', a missing node; 2 usage error.
