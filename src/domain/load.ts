@@ -50,6 +50,8 @@ export function loadDomainText(text: string, file: string, options: { format?: C
       settings = over.settings;
     }
     dialect = xl.dialect;
+    // Syntax errors first: mapping a half-parsed file would only add confusing follow-on errors.
+    if (errorsOf(problems).length > 0) throw new DomainConfigError(file, problems);
     const imported = importXlConfig({ ...xl, settings });
     problems.push(...imported.problems);
     spec = imported.spec;

@@ -328,6 +328,7 @@ class Parser {
       }
       items.push(this.expr());
       this.skipNewlines();
+      if (this.peek().kind === "eof") continue;
       if (this.is(",")) {
         this.next();
         this.skipNewlines();

@@ -217,7 +217,7 @@ export function importXlConfig(xl: XlConfig): ImportedXl {
     if (v === undefined) continue;
     const a = ACTIONS[v];
     if (a === undefined) {
-      error(s.get(key) as XlSetting, `${key} '${v}' is not one of ${Object.keys(ACTIONS).join(", ")}`);
+      error((s.get(key) as XlSetting).value, `${key} '${v}' is not one of ${Object.keys(ACTIONS).join(", ")}`);
       continue;
     }
     if (a.note) warn(s.get(key) as XlSetting, `${key}=${v} acts as ${a.action}: ${a.note}`);
