@@ -26,3 +26,4 @@ export { canonicalize, homeOf, isValidNodePath } from "./path.js";
 export { parsePerms, formatPerms, type Perms, type PermEntry } from "./permissions.js";
 export { DEFAULT_QUOTAS, QUOTA_NAMES, parseQuotaOverrides, type Quotas, type QuotaName } from "./quota.js";
 export { defaultSocketPath, defaultStateDir } from "./paths-default.js";
+export { RawConnection, type RawReply as RawFrameReply } from "./raw-connection.js";

@@ -1,0 +1,310 @@
+import { test } from "node:test";
+import assert from "node:assert/strict";
+import { createXenstored, RawConnection, encodeMessage } from "../../src/xenstore/index.js";
+
+function setup(): { d: ReturnType<typeof createXenstored>; c: RawConnection; open: (domid: number) => RawConnection } {
+  const d = createXenstored();
+  const open = (domid: number): RawConnection => new RawConnection(d.openConnection({ domid }));
+  return { d, c: open(0), open };
+}
+
+void test("write then read returns the value without a trailing NUL", async () => {
+  const { d, c } = setup();
+  assert.equal((await c.request("WRITE", "/a/b|hello")).text, "OK|");
+  const r = await c.request("READ", "/a/b|");
+  assert.equal(r.op, "READ");
+  assert.equal(r.text, "hello");
+  assert.equal((await c.request("READ", "/a|")).text, "", "implicit parent has an empty value");
+  d.close();
+});
+
+void test("values may hold binary bytes and NULs", async () => {
+  const { d, c } = setup();
+  const v = Buffer.from([0, 1, 2, 255, 0]);
+  await c.request("WRITE", Buffer.concat([Buffer.from("/bin\0"), v]));
+  assert.deepEqual((await c.request("READ", "/bin|")).payload, v);
+  d.close();
+});
+
+void test("a relative path from a socket-like dom0 connection lands under /local/domain/0", async () => {
+  const { d, c } = setup();
+  await c.request("WRITE", "rel/x|1");
+  assert.equal((await c.request("READ", "/local/domain/0/rel/x|")).text, "1");
+  d.close();
+});
+
+void test("invalid paths and argument shapes are EINVAL, as the C daemon", async () => {
+  const { d, c } = setup();
+  for (const p of ["/p/|", "//p|", "/p/a b|", "/p/a.b:c|", "|", "/local/domain/|"]) {
+    assert.equal((await c.request("READ", p)).error, "EINVAL", p);
+  }
+  assert.equal((await c.request("READ", "/x|extra|")).error, "EINVAL");
+  assert.equal((await c.request("WRITE", "/y")).error, "EINVAL");
+  assert.equal((await c.request("READ", "/" + "a".repeat(2047) + "|")).error, "ENOENT");
+  assert.equal((await c.request("READ", "/" + "a".repeat(2048) + "|")).error, "EINVAL");
+  assert.equal((await c.request("READ", "@introduceDomain|")).error, "EINVAL");
+  d.close();
+});
+
+void test("unknown message types and client-sent WATCH_EVENT get ENOSYS and echo the ids", async () => {
+  const { d, c } = setup();
+  for (const t of [99, 20, 15, 16]) {
+    const r = await c.request(t, "x|", 0);
+    assert.equal(r.error, "ENOSYS", String(t));
+  }
+  d.close();
+});
+
+void test("directory lists children; missing nodes are ENOENT; rm is recursive", async () => {
+  const { d, c } = setup();
+  await c.request("WRITE", "/d/b|1");
+  await c.request("WRITE", "/d/a/x|1");
+  assert.equal((await c.request("DIRECTORY", "/d|")).text, "a|b|");
+  assert.equal((await c.request("DIRECTORY", "/d/b|")).text, "");
+  assert.equal((await c.request("DIRECTORY", "/nope|")).error, "ENOENT");
+  assert.equal((await c.request("RM", "/d/zz|")).text, "OK|", "missing node with existing parent");
+  assert.equal((await c.request("RM", "/q/zz|")).error, "ENOENT", "missing parent");
+  assert.equal((await c.request("RM", "/|")).error, "EINVAL");
+  await c.request("RM", "/d|");
+  assert.equal((await c.request("READ", "/d/a/x|")).error, "ENOENT");
+  d.close();
+});
+
+void test("mkdir on an existing node keeps its value", async () => {
+  const { d, c } = setup();
+  await c.request("WRITE", "/m|v");
+  assert.equal((await c.request("MKDIR", "/m|")).text, "OK|");
+  assert.equal((await c.request("READ", "/m|")).text, "v");
+  d.close();
+});
+
+void test("permissions round-trip and new children inherit them", async () => {
+  const { d, c } = setup();
+  await c.request("WRITE", "/p/a|");
+  assert.equal((await c.request("SET_PERMS", "/p/a|n0|r5|b7|")).text, "OK|");
+  assert.equal((await c.request("GET_PERMS", "/p/a|")).text, "n0|r5|b7|");
+  await c.request("WRITE", "/p/a/child|x");
+  assert.equal((await c.request("GET_PERMS", "/p/a/child|")).text, "n0|r5|b7|");
+  assert.equal((await c.request("SET_PERMS", "/p/a|")).error, "EINVAL");
+  assert.equal((await c.request("SET_PERMS", "/p/a|x0|")).error, "EINVAL");
+  assert.equal((await c.request("SET_PERMS", "/p/a|b0|n0|r0|")).text, "OK|");
+  assert.equal((await c.request("GET_PERMS", "/p/a|")).text, "b0|n0|r0|", "duplicates kept as sent");
+  d.close();
+});
+
+void test("a watch gets its initial event, then events for the subtree, relative when registered relative", async () => {
+  const { d, c } = setup();
+  assert.equal((await c.request("WATCH", "/w|tok|")).text, "OK|");
+  await c.waitEvents(1);
+  assert.deepEqual(c.events[0], { path: "/w", token: "tok" });
+  await c.request("WRITE", "/w/x/y|1");
+  await c.waitEvents(2);
+  assert.deepEqual(c.events[1], { path: "/w/x/y", token: "tok" }, "only the written path, not implicit parents");
+  await c.request("WATCH", "relw|r|");
+  await c.request("WRITE", "relw/k|1");
+  await c.waitEvents(4);
+  assert.deepEqual(c.events[3], { path: "relw/k", token: "r" });
+  assert.equal((await c.request("WATCH", "/w|tok|")).error, "EEXIST");
+  assert.equal((await c.request("WATCH", "/w|tok|1|")).error, "EINVAL", "no watch depth in this protocol level");
+  assert.equal((await c.request("UNWATCH", "/w|nope|")).error, "ENOENT");
+  assert.equal((await c.request("UNWATCH", "/w|tok|")).text, "OK|");
+  await c.request("WRITE", "/w/x|2");
+  await c.request("READ", "/w/x|");
+  assert.equal(c.events.length, 4);
+  d.close();
+});
+
+void test("own watch events come before the reply that caused them, as cxenstored", async () => {
+  const { d, c } = setup();
+  await c.request("WATCH", "/o|t|");
+  await c.waitEvents(1);
+  const before = c.frames.length;
+  await c.request("WRITE", "/o|1");
+  assert.equal(c.frames[before]?.op, "WATCH_EVENT");
+  assert.equal(c.frames[before + 1]?.op, "WRITE");
+  d.close();
+});
+
+void test("rm of a subtree fires one event above it and exact events for watches inside it", async () => {
+  const { d, c } = setup();
+  await c.request("WRITE", "/r/a/b|1");
+  await c.request("WRITE", "/r/a/c|1");
+  await c.request("WATCH", "/r|up|");
+  await c.request("WATCH", "/r/a/b|in|");
+  await c.request("WATCH", "/r/a/zz|none|");
+  await c.waitEvents(3);
+  await c.request("RM", "/r/a|");
+  await c.request("READ", "/r|");
+  const after = c.events.slice(3);
+  assert.deepEqual(after.sort((x, y) => x.token.localeCompare(y.token)), [
+    { path: "/r/a/b", token: "in" },
+    { path: "/r/a", token: "up" },
+  ]);
+  d.close();
+});
+
+void test("rewriting the same value fires again; set_perms fires; rm of a missing node does not", async () => {
+  const { d, c } = setup();
+  await c.request("WRITE", "/s|1");
+  await c.request("WATCH", "/s|t|");
+  await c.request("WRITE", "/s|1");
+  await c.request("SET_PERMS", "/s|n0|r1|");
+  await c.request("RM", "/s/none|");
+  await c.request("READ", "/s|");
+  assert.equal(c.events.length, 3);
+  d.close();
+});
+
+void test("transactions are isolated and commit atomically; aborts fire nothing", async () => {
+  const { d, c, open } = setup();
+  const other = open(0);
+  await c.request("WRITE", "/t/v|old");
+  await other.request("WATCH", "/t|w|");
+  await other.waitEvents(1);
+  const id = Number((await c.request("TRANSACTION_START", "|")).text.replace("|", ""));
+  assert.ok(id > 0);
+  await c.request("WRITE", "/t/v|new", id);
+  assert.equal((await c.request("READ", "/t/v|", id)).text, "new");
+  assert.equal((await other.request("READ", "/t/v|")).text, "old");
+  assert.equal(other.events.length, 1);
+  assert.equal((await c.request("TRANSACTION_END", "T|", id)).text, "OK|");
+  assert.equal((await other.request("READ", "/t/v|")).text, "new");
+  assert.equal(other.events.length, 2);
+  assert.equal((await c.request("TRANSACTION_END", "T|", id)).error, "ENOENT", "the id is dead after END");
+  const id2 = Number((await c.request("TRANSACTION_START", "|")).text.replace("|", ""));
+  await c.request("WRITE", "/t/v|aborted", id2);
+  await c.request("TRANSACTION_END", "F|", id2);
+  assert.equal((await other.request("READ", "/t/v|")).text, "new");
+  assert.equal(other.events.length, 2);
+  assert.equal((await c.request("READ", "/t/v|", 12345)).error, "ENOENT");
+  assert.equal((await c.request("TRANSACTION_START", "|", id2)).error, "EBUSY");
+  d.close();
+});
+
+void test("a read-modify-write transaction gets EAGAIN when someone wrote its node meanwhile", async () => {
+  const { d, c, open } = setup();
+  const other = open(0);
+  await c.request("WRITE", "/e/x|1");
+  const id = Number((await c.request("TRANSACTION_START", "|")).text.replace("|", ""));
+  await c.request("READ", "/e/x|", id);
+  await c.request("WRITE", "/e/x|2", id);
+  await other.request("WRITE", "/e/x|5");
+  assert.equal((await c.request("TRANSACTION_END", "T|", id)).error, "EAGAIN");
+  assert.equal((await c.request("READ", "/e/x|")).text, "5");
+  d.close();
+});
+
+void test("a transaction writing an existing node commits despite an unrelated write", async () => {
+  const { d, c, open } = setup();
+  const other = open(0);
+  await c.request("WRITE", "/e/x|1");
+  await c.request("WRITE", "/f/x|1");
+  const id = Number((await c.request("TRANSACTION_START", "|")).text.replace("|", ""));
+  await c.request("WRITE", "/e/x|2", id);
+  await other.request("WRITE", "/f/x|2");
+  assert.equal((await c.request("TRANSACTION_END", "T|", id)).text, "OK|");
+  assert.equal((await c.request("READ", "/e/x|")).text, "2");
+  assert.equal((await c.request("READ", "/f/x|")).text, "2");
+  d.close();
+});
+
+void test("a transaction creating a node under a parent that changed gets EAGAIN", async () => {
+  const { d, c, open } = setup();
+  const other = open(0);
+  const id = Number((await c.request("TRANSACTION_START", "|")).text.replace("|", ""));
+  await c.request("WRITE", "/t/x|1", id);
+  await other.request("WRITE", "/other|1");
+  assert.equal((await c.request("TRANSACTION_END", "T|", id)).error, "EAGAIN");
+  d.close();
+});
+
+void test("directory over 4096 bytes is E2BIG and DIRECTORY_PART returns it in chunks", async () => {
+  const { d, c } = setup();
+  for (let i = 0; i < 300; i++) await c.request("WRITE", `/big/name-${String(i).padStart(4, "0")}-with-a-longer-suffix|`);
+  assert.equal((await c.request("DIRECTORY", "/big|")).error, "E2BIG");
+  const names: string[] = [];
+  let off = 0;
+  let gen: string | undefined;
+  for (;;) {
+    const r = await c.request("DIRECTORY_PART", `/big|${off}|`);
+    assert.equal(r.error, undefined);
+    assert.ok(r.payload.length <= 4096);
+    const parts = r.payload.toString("latin1").split("\0");
+    gen ??= parts[0];
+    assert.equal(parts[0], gen);
+    const body = r.payload.subarray(r.payload.indexOf(0) + 1);
+    const last = body.length >= 2 && body[body.length - 1] === 0 && body[body.length - 2] === 0;
+    const chunkNames = body.toString("latin1").split("\0").filter((s) => s !== "");
+    names.push(...chunkNames);
+    off += chunkNames.reduce((n, s) => n + s.length + 1, 0);
+    if (last || body.length <= 1) break;
+  }
+  assert.equal(names.length, 300);
+  assert.equal(names[299], "name-0299-with-a-longer-suffix");
+  d.close();
+});
+
+void test("GET_DOMAIN_PATH works for any domid; dom0 special ops reply", async () => {
+  const { d, c } = setup();
+  assert.equal((await c.request("GET_DOMAIN_PATH", "5|")).text, "/local/domain/5|");
+  assert.equal((await c.request("GET_DOMAIN_PATH", "x|")).error, "EINVAL");
+  assert.equal((await c.request("IS_DOMAIN_INTRODUCED", "3|")).text, "F|");
+  assert.equal((await c.request("INTRODUCE", "3|1234|5|")).text, "OK|");
+  assert.equal((await c.request("IS_DOMAIN_INTRODUCED", "3|")).text, "T|");
+  assert.equal((await c.request("RESUME", "3|")).text, "OK|");
+  assert.equal((await c.request("RESUME", "4|")).error, "ENOENT");
+  assert.equal((await c.request("RELEASE", "3|")).text, "OK|");
+  assert.equal((await c.request("IS_DOMAIN_INTRODUCED", "3|")).text, "F|");
+  assert.equal((await c.request("RELEASE", "3|")).error, "ENOENT");
+  d.close();
+});
+
+void test("@introduceDomain and @releaseDomain watches fire with the initial event first", async () => {
+  const { d, c } = setup();
+  await c.request("WATCH", "@introduceDomain|i|");
+  await c.request("WATCH", "@releaseDomain|r|");
+  await c.request("WATCH", "@releaseDomain/7|r7|");
+  await c.waitEvents(3);
+  await c.request("INTRODUCE", "7|1|1|");
+  await c.request("INTRODUCE", "8|1|1|");
+  await c.request("RELEASE", "8|");
+  await c.request("RELEASE", "7|");
+  await c.waitEvents(8);
+  assert.deepEqual(c.events.slice(3).map((e) => e.token), ["i", "i", "r", "r", "r7"]);
+  d.close();
+});
+
+void test("RESET_WATCHES drops watches and transactions, also inside a transaction", async () => {
+  const { d, c } = setup();
+  await c.request("WATCH", "/rw|t|");
+  const id = Number((await c.request("TRANSACTION_START", "|")).text.replace("|", ""));
+  assert.equal((await c.request("RESET_WATCHES", "|", id)).text, "OK|");
+  assert.equal((await c.request("RESET_WATCHES", "|")).text, "OK|");
+  assert.equal((await c.request("TRANSACTION_END", "T|", id)).error, "ENOENT");
+  await c.request("WRITE", "/rw|1");
+  await c.request("READ", "/rw|");
+  assert.equal(c.events.length, 1);
+  d.close();
+});
+
+void test("quotas can be read and set by dom0", async () => {
+  const { d, c } = setup();
+  assert.match((await c.request("GET_QUOTA", "")).text, /nodes .*permissions/);
+  assert.equal((await c.request("GET_QUOTA", "nodes|")).text, "1000|");
+  assert.equal((await c.request("SET_QUOTA", "nodes|50|")).text, "OK|");
+  assert.equal((await c.request("GET_QUOTA", "nodes|")).text, "50|");
+  assert.equal((await c.request("GET_QUOTA", "bogus|")).error, "EINVAL");
+  assert.match((await c.request("CONTROL", "quota|")).text, /node-size\s+2048/);
+  assert.equal((await c.request("CONTROL", "frob|")).error, "EINVAL");
+  d.close();
+});
+
+void test("pipelined requests are answered in order with their req_ids and tx_ids echoed", async () => {
+  const { d, c } = setup();
+  const frames = [11, 22, 33].map((reqId) => encodeMessage({ type: "WRITE", reqId, payload: `/pp/${reqId}\0v` }));
+  c.sendBytes(Buffer.concat([...frames, encodeMessage({ type: "READ", reqId: 44, txId: 0, payload: "/pp/33\0" })]));
+  await c.waitFrames(4);
+  assert.deepEqual(c.frames.map((f) => f.reqId), [11, 22, 33, 44]);
+  assert.equal(c.frames[3]?.payload.toString(), "v");
+  d.close();
+});
