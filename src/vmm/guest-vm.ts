@@ -38,7 +38,8 @@ export interface GuestVmOptions {
 
 /**
  * The kernel command line, each word for a reason (timings in docs/boot.md):
- * - console=ttyS0 quiet loglevel=0: every serial byte is an emulated UART write; quiet saves ~0.3 s.
+ * - console=ttyS0 quiet loglevel=1: every serial byte is an emulated UART write; quiet saves ~0.3 s.
+ *   loglevel=1 still prints KERN_EMERG, so a panic shows up in the console tail of the error.
  * - no_timer_check tsc=reliable: skip timer/TSC sanity loops that are slow and pointless in a VM.
  * - i8042.*: no PS/2 controller probing (microvm has none; on pc it costs probe time).
  * - cryptomgr.notests: skip crypto self-tests at boot.
@@ -52,7 +53,7 @@ export function kernelCommandLine(machine: MachineType, accel: Accel, khz: numbe
   const words = [
     "console=ttyS0",
     "quiet",
-    "loglevel=0",
+    "loglevel=1",
     "no_timer_check",
     "tsc=reliable",
     "i8042.noaux",
@@ -162,7 +163,7 @@ export class GuestVm {
     const stderr = this.#qemu?.stderrTail.lines(5) ?? [];
     return new VmstackError(
       "BOOT_FAILED",
-      `${this.options.name}: ${what}` +
+      (this.options.name === "run" ? what : `${this.options.name}: ${what}`) +
         (lines.length ? `\nlast console lines:\n  ${lines.join("\n  ")}` : "\n(the guest printed nothing on its console)") +
         (stderr.length ? `\nQEMU said:\n  ${stderr.join("\n  ")}` : ""),
       { cause, facts: { consoleTail: lines, qemuStderr: stderr } },
@@ -171,7 +172,8 @@ export class GuestVm {
 
   /** Failure description for a VM that died while a command was running. */
   diedError(exit: Exit): VmstackError {
-    return this.#bootFailure(`the VM stopped unexpectedly (${describeExit(exit)})`);
+    const panic = /Kernel panic - not syncing: [^\r\n]*/.exec(this.console.text())?.[0];
+    return this.#bootFailure(`the VM stopped unexpectedly (${panic ? `the guest kernel panicked: "${panic}"` : describeExit(exit)})`);
   }
 
   /**

@@ -312,8 +312,11 @@ function nicArgs(machine: MachineType, n: NicArgsConfig): string[] {
         `user,id=${netdev}`,
         ...(b.restrict ? ["restrict=on"] : []),
         ...b.hostForwards.map((f) => `hostfwd=${f.proto}:${f.hostAddress}:${f.hostPort}-${f.guestAddress}:${f.guestPort}`),
-        // guestfwd's target is a chardev: a TCP connection to the host service, no shell involved.
-        ...b.guestForwards.map((f) => `guestfwd=tcp:${f.guestAddress}:${f.guestPort}-tcp:${f.hostAddress}:${f.hostPort}`),
+        // guestfwd to a `tcp:` chardev connects once, at QEMU start (and fails if the host service
+        // is not up yet) and carries a single stream; `cmd:` runs one relay per guest connection,
+        // as qemu-vm.nix does. QEMU runs it through /bin/sh, so it is built only from a validated
+        // IPv4 address and port numbers (validate.ts), never from free text.
+        ...b.guestForwards.map((f) => `guestfwd=tcp:${f.guestAddress}:${f.guestPort}-cmd:${guestForwardRelay(f.hostAddress, f.hostPort)}`),
       ].join(",");
       break;
     }
@@ -335,4 +338,12 @@ function nicArgs(machine: MachineType, n: NicArgsConfig): string[] {
     ...(n.bootIndex !== undefined ? [`bootindex=${n.bootIndex}`] : []),
   ].join(",");
   return ["-netdev", backend, "-device", device];
+}
+
+/** The relay QEMU runs for each guest→host connection: socat joins its stdio to the host port. */
+export function guestForwardRelay(hostAddress: string, hostPort: number): string {
+  if (!/^\d{1,3}(\.\d{1,3}){3}$/.test(hostAddress) || !Number.isInteger(hostPort)) {
+    throw new Error(`guest forward target must be an IPv4 address and a port, got ${hostAddress}:${hostPort}`);
+  }
+  return `socat - TCP:${hostAddress}:${hostPort}`;
 }

@@ -14,6 +14,8 @@ import { qemuVersion } from "./host.js";
 import { cacheRoot, type Env } from "../image/index.js";
 import type { ExecRequest, ExecResult } from "../guest/index.js";
 import { log } from "../lib/log.js";
+import { isVmstackError } from "../lib/errors.js";
+import { setTimeout as sleep } from "node:timers/promises";
 
 export interface ThrowawayOptions {
   readonly command: { readonly argv: readonly string[] } | { readonly shell: string };
@@ -120,9 +122,19 @@ async function runCommandIn(vm: GuestVm, o: ThrowawayOptions): Promise<ExecResul
   // with the console tail, never a hang.
   const died = vm.exited.then((exit) => Promise.reject(vm.diedError(exit)));
   died.catch(() => undefined);
-  const result = await Promise.race([handle.result, died]);
-  await outputs;
-  return result;
+  try {
+    const result = await Promise.race([handle.result, died]);
+    await outputs;
+    return result;
+  } catch (e) {
+    // The agent channel often closes a moment before QEMU's exit is seen: prefer the VM's own
+    // story (exit status + console tail) when it follows shortly.
+    if (isVmstackError(e, "GUEST_GONE")) {
+      const exit = await Promise.race([vm.exited, sleep(2000).then(() => undefined)]);
+      if (exit) throw vm.diedError(exit);
+    }
+    throw e;
+  }
 }
 
 async function feedStdin(stdin: Readable, handle: { writeStdin(d: Uint8Array): Promise<void>; closeStdin(): Promise<void> }): Promise<void> {

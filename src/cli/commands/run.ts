@@ -45,8 +45,10 @@ export const runCommand: Command = {
   ].join("\n"),
   async run(argv, ctx) {
     try {
-      return await execute(argv, ctx);
+      const code = await execute(argv, ctx);
+      return ctx.signal.aborted ? interrupted(ctx) : code;
     } catch (e) {
+      if (ctx.signal.aborted) return interrupted(ctx);
       // Keep the documented range: vmstack's failures must not look like the command's status.
       if (e instanceof VmstackError) {
         ctx.stderr.write(`vmstack run: ${e.message}\n`);
@@ -57,6 +59,12 @@ export const runCommand: Command = {
     }
   },
 };
+
+/** Ctrl-C / SIGTERM: the VM is already stopped and its files removed by the time we get here. */
+function interrupted(ctx: Parameters<Command["run"]>[1]): number {
+  ctx.stderr.write(`vmstack run: ${String((ctx.signal.reason as Error | undefined)?.message ?? "interrupted")}; the VM was stopped\n`);
+  return 130;
+}
 
 async function execute(argv: readonly string[], ctx: Parameters<Command["run"]>[1]): Promise<number> {
   const p = parseCommandArgs("run", argv, options);
