@@ -42,7 +42,7 @@ function fakeDaemon(handle: (m: XsMessage, send: (o: OutgoingMessage) => void) =
 
 const ok = (m: XsMessage): OutgoingMessage => ({ type: m.type, reqId: m.reqId, txId: m.txId, payload: "OK\0" });
 
-test("read, write, mkdir, rm, directory, exists and permissions round-trip through vmstack's daemon", async () => {
+await test("read, write, mkdir, rm, directory, exists and permissions round-trip through vmstack's daemon", async () => {
   const { client, close } = daemonClient();
   try {
     await client.write("/a/b", "hello");
@@ -70,7 +70,7 @@ test("read, write, mkdir, rm, directory, exists and permissions round-trip throu
   }
 });
 
-test("an error reply becomes an XsError with the errno, op and path as facts", async () => {
+await test("an error reply becomes an XsError with the errno, op and path as facts", async () => {
   const { client, close } = daemonClient();
   try {
     await assert.rejects(client.read("/missing/node"), (e: unknown) => {
@@ -84,7 +84,7 @@ test("an error reply becomes an XsError with the errno, op and path as facts", a
   }
 });
 
-test("replies are matched by req_id even when the daemon answers out of order", async () => {
+await test("replies are matched by req_id even when the daemon answers out of order", async () => {
   const held: XsMessage[] = [];
   const { client, received } = fakeDaemon((m, send) => {
     held.push(m);
@@ -97,7 +97,7 @@ test("replies are matched by req_id even when the daemon answers out of order", 
   await client.close();
 });
 
-test("a watch sees its initial event whether the daemon sends it before or after the WATCH reply", async () => {
+await test("a watch sees its initial event whether the daemon sends it before or after the WATCH reply", async () => {
   for (const eventFirst of [true, false]) {
     const { client } = fakeDaemon((m, send) => {
       if (m.op !== "WATCH") {
@@ -122,7 +122,7 @@ test("a watch sees its initial event whether the daemon sends it before or after
   }
 });
 
-test("leaving a watch's loop sends UNWATCH with the same path and token", async () => {
+await test("leaving a watch's loop sends UNWATCH with the same path and token", async () => {
   const { client, received } = fakeDaemon((m, send) => {
     send(ok(m));
     if (m.op === "WATCH") send({ type: "WATCH_EVENT", payload: Buffer.concat([m.payload]) });
@@ -140,7 +140,7 @@ test("leaving a watch's loop sends UNWATCH with the same path and token", async 
   await client.close();
 });
 
-test("watch events from vmstack's daemon arrive as an async iterator, including subtree changes", async () => {
+await test("watch events from vmstack's daemon arrive as an async iterator, including subtree changes", async () => {
   const { client, close } = daemonClient();
   try {
     const w = await client.watch("/vm");
@@ -157,7 +157,7 @@ test("watch events from vmstack's daemon arrive as an async iterator, including 
   }
 });
 
-test("an aborted signal ends a watch and rejects a request the daemon never answers", async () => {
+await test("an aborted signal ends a watch and rejects a request the daemon never answers", async () => {
   const { client } = fakeDaemon((m, send) => {
     if (m.op === "WATCH" || m.op === "UNWATCH") send(ok(m));
     // READ: never answered.
@@ -177,7 +177,7 @@ test("an aborted signal ends a watch and rejects a request the daemon never answ
   await client.close();
 });
 
-test("transaction() retries the body on EAGAIN and returns its value once the commit succeeds", async () => {
+await test("transaction() retries the body on EAGAIN and returns its value once the commit succeeds", async () => {
   const { client, connector, close } = daemonClient();
   const other = new XenstoreClient(await connector(undefined));
   try {
@@ -199,7 +199,7 @@ test("transaction() retries the body on EAGAIN and returns its value once the co
   }
 });
 
-test("transaction() gives up with XS_EAGAIN after maxAttempts and aborts when the body throws", async () => {
+await test("transaction() gives up with XS_EAGAIN after maxAttempts and aborts when the body throws", async () => {
   const { client, connector, close } = daemonClient();
   const other = new XenstoreClient(await connector(undefined));
   try {
@@ -232,7 +232,7 @@ test("transaction() gives up with XS_EAGAIN after maxAttempts and aborts when th
   }
 });
 
-test("directory() falls back to DIRECTORY_PART when the list is over 4096 bytes", async () => {
+await test("directory() falls back to DIRECTORY_PART when the list is over 4096 bytes", async () => {
   const { client, close } = daemonClient();
   try {
     const names = Array.from({ length: 400 }, (_, i) => `a-rather-long-child-name-${String(i).padStart(4, "0")}`);
@@ -243,7 +243,7 @@ test("directory() falls back to DIRECTORY_PART when the list is over 4096 bytes"
   }
 });
 
-test("after the connection drops, requests in flight fail, watches come back with a new initial event, and old transactions are dead", async () => {
+await test("after the connection drops, requests in flight fail, watches come back with a new initial event, and old transactions are dead", async () => {
   const d = createXenstored();
   let current: Duplex | undefined;
   const connector: XenstoreConnector = () => {
@@ -269,7 +269,7 @@ test("after the connection drops, requests in flight fail, watches come back wit
   }
 });
 
-test("an oversized reply or an unknown error name is reported, not trusted", async () => {
+await test("an oversized reply or an unknown error name is reported, not trusted", async () => {
   const big = fakeDaemon((m, send) => send({ type: m.type, reqId: m.reqId, payload: Buffer.alloc(5000) }));
   await assert.rejects(big.client.read("/x"), (e: unknown) => isVmstackError(e, "XS_PROTOCOL"));
   const odd = fakeDaemon((m, send) => send({ type: "ERROR", reqId: m.reqId, payload: "EWHATEVER\0" }));
@@ -277,7 +277,7 @@ test("an oversized reply or an unknown error name is reported, not trusted", asy
   await odd.client.close();
 });
 
-test("walkTree lists parents before children, in the daemon's order, with permissions on request", async () => {
+await test("walkTree lists parents before children, in the daemon's order, with permissions on request", async () => {
   const { client, close } = daemonClient();
   try {
     await client.write("/t/a/x", "1");
