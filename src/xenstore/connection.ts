@@ -26,6 +26,8 @@ import type { Accessor } from "./permissions.js";
 import type { Transaction } from "./transaction.js";
 import type { Watch, Watcher } from "./watch.js";
 
+const MODIFYING: ReadonlySet<string> = new Set(["WRITE", "MKDIR", "RM", "SET_PERMS", "TRANSACTION_END"]);
+
 /** Bytes the transport may hold for a client before we stop reading that client's requests. */
 export const OUTPUT_HIGH_WATER = 256 * 1024;
 
@@ -40,6 +42,8 @@ export interface ConnectionHost {
   closed(conn: Connection): void;
   /** Called after a batch of requests was handled (the journal flush point). */
   batchDone(): void;
+  /** Milliseconds this connection must wait before its next modifying request (XSA-206), or 0. */
+  writeDelay(conn: Connection): number;
 }
 
 export interface ConnectionOptions {
@@ -75,6 +79,7 @@ export class Connection implements Watcher {
   #pumping = false;
   #dropLogged = false;
   #ending = false;
+  #rateTimer: NodeJS.Timeout | undefined;
 
   constructor(host: ConnectionHost, transport: Duplex, opts: ConnectionOptions) {
     this.#host = host;
@@ -130,8 +135,19 @@ export class Connection implements Watcher {
     const corked = this.#inbox.length > 1;
     if (corked) this.#transport.cork();
     try {
-      while (this.#inbox.length > 0 && !this.#closed && !this.#blocked()) {
-        const msg = this.#inbox.shift()!;
+      while (this.#inbox.length > 0 && !this.#closed && !this.#blocked() && this.#rateTimer === undefined) {
+        const msg = this.#inbox[0]!;
+        if (!this.privileged && MODIFYING.has(msg.op)) {
+          const wait = this.#host.writeDelay(this);
+          if (wait > 0) {
+            this.#rateTimer = setTimeout(() => {
+              this.#rateTimer = undefined;
+              this.#pump();
+            }, wait);
+            break;
+          }
+        }
+        this.#inbox.shift();
         this.#host.handle(this, msg);
       }
     } finally {
@@ -220,6 +236,7 @@ export class Connection implements Watcher {
     this.#closed = true;
     this.#inbox = [];
     this.#held = [];
+    if (this.#rateTimer !== undefined) clearTimeout(this.#rateTimer);
     log("debug", "xenstored", `${this.label}: closed (${why})`);
     this.#transport.destroy();
     this.#host.closed(this);

@@ -12,7 +12,7 @@ import { xsError } from "./errors.js";
 import { TreeView, type Change, type JournalOp, type OpEnv } from "./operations.js";
 import { DEFAULT_PERMS, withoutDomid, type Perms } from "./permissions.js";
 import { Journal, loadState } from "./persist.js";
-import { DEFAULT_QUOTAS, type Quotas } from "./quota.js";
+import { DEFAULT_QUOTAS, DEFAULT_WRITE_RATE, TokenBucket, type Quotas, type WriteRate } from "./quota.js";
 import { countByOwner, kidEntries, makeNode, type XsNode } from "./store.js";
 import { Transaction } from "./transaction.js";
 import { WatchRegistry } from "./watch.js";
@@ -26,9 +26,14 @@ export interface XenstoredOptions {
   readonly quotas?: Partial<Quotas>;
   /** Bytes of unread output a connection may accumulate before its watch events are dropped. */
   readonly eventQueueBytes?: number;
+  /** Rate of modifying requests per unprivileged domain (XSA-206). */
+  readonly writeRate?: WriteRate;
+  /** Clock in milliseconds (tests inject one). */
+  readonly now?: () => number;
 }
 
 interface DomainState {
+  bucket: TokenBucket;
   target: number | undefined;
   features: number;
   quotas: Partial<Quotas>;
@@ -60,6 +65,8 @@ export class Xenstored implements ConnectionHost {
   readonly #owned: Map<number, number>;
   readonly #held = new Set<Connection>();
   readonly #eventQueueBytes: number;
+  readonly #writeRate: WriteRate;
+  readonly #now: () => number;
   #journal: Journal | undefined;
   #gen = 1;
   #txCounter = 0;
@@ -70,6 +77,8 @@ export class Xenstored implements ConnectionHost {
   constructor(opts: XenstoredOptions = {}) {
     this.quotas = { ...DEFAULT_QUOTAS, ...opts.quotas };
     this.#eventQueueBytes = opts.eventQueueBytes ?? 1024 * 1024;
+    this.#writeRate = opts.writeRate ?? DEFAULT_WRITE_RATE;
+    this.#now = opts.now ?? (() => performance.now());
     this.env = { nextGen: () => this.#gen++, nodesOwned: (d) => this.#owned.get(d) ?? 0 };
     if (opts.stateDir !== undefined) {
       const loaded = loadState(opts.stateDir);
@@ -128,7 +137,7 @@ export class Xenstored implements ConnectionHost {
   introduce(domid: number): void {
     if (domid < 0 || domid > DOMID_MAX) throw xsError("EINVAL", `bad domid ${domid}`, { domid });
     if (domid === 0 || this.#domains.has(domid)) return;
-    this.#domains.set(domid, { target: undefined, features: 0, quotas: {} });
+    this.#domains.set(domid, { bucket: new TokenBucket(this.#writeRate, this.#now()), target: undefined, features: 0, quotas: {} });
     this.watches.fireSpecial("@introduceDomain", domid, this.specialPerms.get("@introduceDomain")!);
   }
 
@@ -213,6 +222,11 @@ export class Xenstored implements ConnectionHost {
 
   handle(conn: Connection, msg: XsMessage): void {
     dispatch(this, conn, msg);
+  }
+
+  writeDelay(conn: Connection): number {
+    const d = this.#domains.get(conn.domid);
+    return d === undefined ? 0 : d.bucket.take(this.#now());
   }
 
   closed(conn: Connection): void {

@@ -11,7 +11,9 @@ class End extends Duplex {
   #waiting: (() => void) | undefined;
 
   constructor() {
-    super({ allowHalfOpen: true });
+    // A 1-byte readable high-water mark: every write's callback waits until the reader has taken
+    // the data, so "written but unread" is exact (the outstanding-request quota relies on it).
+    super({ allowHalfOpen: true, readableHighWaterMark: 1 });
   }
 
   override _write(chunk: Buffer, _enc: BufferEncoding, cb: (err?: Error | null) => void): void {

@@ -60,3 +60,44 @@ export function parseQuotaOverrides(specs: readonly string[]): Partial<Quotas> {
 export function overQuota(limit: number, used: number): boolean {
   return limit > 0 && used > limit;
 }
+
+/**
+ * Write rate limiting for unprivileged domains (XSA-206: one client's stream of writes must not
+ * starve other clients' transactions into endless EAGAIN). A token bucket per domain: each
+ * modifying request (WRITE, MKDIR, RM, SET_PERMS, TRANSACTION_END) takes a token; when the bucket
+ * is empty the domain's connection is not read until a token is back (requests are delayed, never
+ * failed — as the C daemon's rate limiter does). Pure: the clock is injected.
+ */
+export interface WriteRate {
+  /** Sustained modifying requests per second (0 = unlimited). */
+  readonly perSecond: number;
+  /** Requests allowed in a burst. */
+  readonly burst: number;
+}
+
+export const DEFAULT_WRITE_RATE: WriteRate = Object.freeze({ perSecond: 1000, burst: 200 });
+
+export class TokenBucket {
+  #tokens: number;
+  #last: number;
+
+  constructor(
+    readonly rate: WriteRate,
+    now: number,
+  ) {
+    this.#tokens = rate.burst;
+    this.#last = now;
+  }
+
+  /** Take one token; 0 if granted, else the milliseconds until one is available. */
+  take(now: number): number {
+    if (this.rate.perSecond <= 0) return 0;
+    this.#tokens = Math.min(this.rate.burst, this.#tokens + ((now - this.#last) * this.rate.perSecond) / 1000);
+    this.#last = now;
+    if (this.#tokens >= 1) {
+      this.#tokens -= 1;
+      return 0;
+    }
+    return Math.ceil(((1 - this.#tokens) * 1000) / this.rate.perSecond);
+  }
+}
