@@ -67,7 +67,9 @@ export async function chooseAccel(o: ProbeOptions): Promise<AccelDecision> {
   } catch (e) {
     // The caller's own abort is not a verdict on KVM: do not cache it.
     o.signal?.throwIfAborted();
-    detail = messageOf(e);
+    // One line: QEMU's own complaint when it gave one, else the first line of the failure.
+    const qemuSaid = (e as { facts?: { qemuStderr?: string[] } }).facts?.qemuStderr?.[0];
+    detail = qemuSaid ?? messageOf(e).split("\n")[0] ?? "";
   } finally {
     limit.clear();
   }

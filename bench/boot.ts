@@ -1,0 +1,83 @@
+/**
+ * bench/boot: wall time of `vmstack run -- true` against a naive QEMU boot of the same kernel, in
+ * the same invocation, runs interleaved so both see the same machine load.
+ *
+ * Naive baseline: qemu-system-x86_64 with its defaults (pc machine, SeaBIOS, TCG, 128 MiB) booting
+ * the same kernel's bzImage with a minimal busybox initrd whose init powers off at once, console on
+ * the serial port as a user would start it.
+ *
+ *   node dist/bench/boot.js [--runs N]        prints one JSON object
+ */
+import { mkdtempSync, readFileSync, rmSync, symlinkSync, writeFileSync } from "node:fs";
+import { tmpdir } from "node:os";
+import { join } from "node:path";
+import { fileURLToPath } from "node:url";
+import { writeCpio } from "../src/image/cpio.js";
+import { resolveKernel, cacheRoot } from "../src/image/index.js";
+import { qemuBinary, qemuVersion } from "../src/vmm/index.js";
+import { summarize, timeProcess } from "./stats.js";
+
+const runs = Number(process.argv[process.argv.indexOf("--runs") + 1] || 7);
+const bin = fileURLToPath(new URL("../src/bin/vmstack.js", import.meta.url));
+const kernel = await resolveKernel({ env: process.env });
+if (!kernel.bzImagePath) throw new Error("the naive baseline needs the kernel's bzImage (vmstack kernel fetch)");
+
+const work = mkdtempSync(join(tmpdir(), "vmstack-bench-boot-"));
+try {
+  const naiveInitrd = join(work, "naive.cpio");
+  writeFileSync(
+    naiveInitrd,
+    writeCpio([
+      { type: "file", path: "bin/busybox", mode: 0o755, data: readFileSync("/bin/busybox") },
+      { type: "file", path: "init", mode: 0o755, data: Buffer.from("#!/bin/busybox sh\n/bin/busybox poweroff -f\n") },
+      { type: "dir", path: "dev" },
+      { type: "dir", path: "proc" },
+    ]),
+  );
+  const naive = [qemuBinary(), "-nographic", "-kernel", kernel.bzImagePath, "-initrd", naiveInitrd, "-append", "console=ttyS0"];
+  const vmstack = [process.execPath, bin, "run", "--", "true"];
+
+  // Cold: an empty cache except for the kernel (fetching it is setup, not a run): the first run
+  // builds the initrd and probes the accelerator.
+  const coldCache = join(work, "cache");
+  const { mkdirSync } = await import("node:fs");
+  mkdirSync(coldCache);
+  symlinkSync(join(cacheRoot(process.env), "kernels"), join(coldCache, "kernels"));
+  const cold = await timeProcess([process.execPath, bin, "--verbose", "run", "--", "true"], { ...process.env, VMSTACK_CACHE: coldCache });
+  const coldBuilt = /initrd built/.test(cold.stderr);
+
+  // Warm up the default cache, then alternate the two contestants.
+  const warm = await timeProcess([process.execPath, bin, "--verbose", "run", "--", "true"]);
+  const warmHit = /initrd cached/.test(warm.stderr);
+  const accel = /accelerator (\w+)/.exec(warm.stderr)?.[1] ?? "unknown";
+  const naiveTimes: number[] = [];
+  const vmstackTimes: number[] = [];
+  for (let i = 0; i < runs; i++) {
+    naiveTimes.push((await timeProcess(naive)).seconds);
+    vmstackTimes.push((await timeProcess(vmstack)).seconds);
+  }
+  const n = summarize(naiveTimes);
+  const v = summarize(vmstackTimes);
+  console.log(
+    JSON.stringify(
+      {
+        bench: "boot",
+        qemu: await qemuVersion(),
+        kernel: kernel.release,
+        accelerator: accel,
+        runs,
+        vmstack_run_true_s: v,
+        naive_qemu_boot_s: n,
+        ratio_median: Math.round((v.median / n.median) * 1000) / 1000,
+        cold_first_run_s: Math.round(cold.seconds * 1000) / 1000,
+        cold_built_initrd: coldBuilt,
+        warm_run_cache_hit: warmHit,
+        naive_command: naive.join(" "),
+      },
+      null,
+      2,
+    ),
+  );
+} finally {
+  rmSync(work, { recursive: true, force: true });
+}

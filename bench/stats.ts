@@ -1,0 +1,34 @@
+/** Small statistics and timing helpers shared by the benchmarks. */
+import { spawn } from "node:child_process";
+
+export interface Summary {
+  readonly n: number;
+  readonly median: number;
+  readonly min: number;
+  readonly max: number;
+}
+
+export function summarize(samples: readonly number[]): Summary {
+  const s = [...samples].sort((a, b) => a - b);
+  const mid = Math.floor(s.length / 2);
+  const median = s.length % 2 ? s[mid]! : (s[mid - 1]! + s[mid]!) / 2;
+  const r = (x: number): number => Math.round(x * 1000) / 1000;
+  return { n: s.length, median: r(median), min: r(s[0] ?? NaN), max: r(s[s.length - 1] ?? NaN) };
+}
+
+/** Wall time in seconds of one process run; rejects on a non-zero exit. */
+export function timeProcess(argv: readonly string[], env: NodeJS.ProcessEnv = process.env): Promise<{ seconds: number; stderr: string }> {
+  const [file, ...args] = argv;
+  return new Promise((resolve, reject) => {
+    const t0 = performance.now();
+    const child = spawn(file!, args, { env, stdio: ["ignore", "ignore", "pipe"] });
+    let stderr = "";
+    child.stderr.on("data", (c: Buffer) => (stderr += c.toString()));
+    child.once("error", reject);
+    child.once("close", (code) => {
+      const seconds = (performance.now() - t0) / 1000;
+      if (code === 0) resolve({ seconds, stderr });
+      else reject(new Error(`${argv.join(" ")} exited ${code}: ${stderr.slice(-500)}`));
+    });
+  });
+}
