@@ -9,9 +9,9 @@ import { pipeline } from "node:stream/promises";
 import type { Readable, Writable } from "node:stream";
 import { GuestVm } from "./guest-vm.js";
 import { prepareGuestImage } from "./guest-image.js";
-import { chooseAccel, type AccelChoice, type AccelDecision } from "./accel.js";
-import { qemuVersion } from "./host.js";
-import { cacheRoot, type Env } from "../image/index.js";
+import type { AccelChoice, AccelDecision } from "./accel.js";
+import { accelForGuest } from "./guest-accel.js";
+import type { Env } from "../image/index.js";
 import type { ExecRequest, ExecResult } from "../guest/index.js";
 import { log } from "../lib/log.js";
 import { isVmstackError } from "../lib/errors.js";
@@ -71,21 +71,17 @@ export async function runThrowaway(o: ThrowawayOptions): Promise<ThrowawayResult
     });
   let vm: GuestVm | undefined;
   try {
-    let probed: GuestVm | undefined;
-    const accel = await chooseAccel({
+    // A probe VM that boots is kept and used for the command: no second boot.
+    const { decision: accel, probeVm } = await accelForGuest({
       choice: o.accel,
-      bootIdentity: `${await qemuVersion()}|${image.kernel.release}|${image.initrd.key}`,
-      cacheFile: join(cacheRoot(o.hostEnv), "accel-probe.json"),
+      image,
+      env: o.hostEnv,
       signal: o.signal,
-      // A probe that boots is kept and used for the command: no second boot.
-      probeBoot: async (signal) => {
-        probed = await boot("kvm", signal);
-        return true;
-      },
+      bootKvm: (signal) => boot("kvm", signal),
     });
     log("debug", "run", `accelerator: ${accel.accel} (${accel.reason})`);
     const tBoot = performance.now();
-    vm = probed ?? (await boot(accel.accel, o.signal));
+    vm = probeVm ?? (await boot(accel.accel, o.signal));
     const tCmd = performance.now();
     const result = await runCommandIn(vm, o);
     const tEnd = performance.now();

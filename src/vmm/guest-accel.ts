@@ -1,0 +1,33 @@
+/**
+ * The accelerator for booting a given guest image: the cached verdict, or a KVM probe boot of that
+ * very image. A probe VM that boots is handed back so the caller can use it instead of booting again.
+ */
+import { join } from "node:path";
+import { chooseAccel, type AccelChoice, type AccelDecision } from "./accel.js";
+import { qemuVersion } from "./host.js";
+import type { GuestImage } from "./guest-image.js";
+import type { GuestVm } from "./guest-vm.js";
+import { cacheRoot, type Env } from "../image/index.js";
+
+export async function accelForGuest(o: {
+  readonly choice: AccelChoice;
+  readonly image: GuestImage;
+  readonly env: Env;
+  readonly signal?: AbortSignal | undefined;
+  /** Boots the image under KVM; must honour the signal (the probe's deadline). */
+  readonly bootKvm: (signal: AbortSignal) => Promise<GuestVm>;
+}): Promise<{ decision: AccelDecision; probeVm: GuestVm | undefined }> {
+  let probeVm: GuestVm | undefined;
+  const decision = await chooseAccel({
+    choice: o.choice,
+    // Keyed on QEMU and the kernel, not the initrd: a new initrd (other modules) needs no new probe.
+    bootIdentity: `${await qemuVersion()}|${o.image.kernel.release}|${o.image.kernel.kernelPath}`,
+    cacheFile: join(cacheRoot(o.env), "accel-probe.json"),
+    signal: o.signal,
+    probeBoot: async (signal) => {
+      probeVm = await o.bootKvm(signal);
+      return true;
+    },
+  });
+  return { decision, probeVm };
+}

@@ -1,0 +1,71 @@
+/**
+ * What `vmstack info` reports: versions, the guest kernel, the accelerator (probing once if no
+ * verdict is cached), host CPUs and memory.
+ */
+import { cpus, totalmem, freemem } from "node:os";
+import { mkdtempSync, rmSync } from "node:fs";
+import { tmpdir } from "node:os";
+import { join } from "node:path";
+import { prepareGuestImage } from "./guest-image.js";
+import { accelForGuest } from "./guest-accel.js";
+import { GuestVm } from "./guest-vm.js";
+import { qemuBinary, qemuVersion, kvmDeviceUsable } from "./host.js";
+import { bootTimeoutMs } from "./throwaway.js";
+import type { AccelChoice } from "./accel.js";
+import { cacheRoot, type Env } from "../image/index.js";
+
+export interface HostInfo {
+  readonly qemu: { readonly binary: string; readonly version: string };
+  readonly kernel: { readonly release: string; readonly path: string; readonly source: string } | { readonly error: string };
+  readonly accelerator: { readonly accel: string; readonly reason: string } | { readonly error: string };
+  readonly kvmDevice: boolean;
+  readonly host: { readonly cpus: number; readonly memoryMiB: number; readonly freeMemoryMiB: number };
+  readonly cache: string;
+}
+
+export async function hostInfo(o: { env: Env; kernelPath?: string | undefined; accel: AccelChoice; signal?: AbortSignal }): Promise<HostInfo> {
+  const version = await qemuVersion();
+  let kernel: HostInfo["kernel"];
+  let accelerator: HostInfo["accelerator"];
+  try {
+    const image = await prepareGuestImage({ kernelPath: o.kernelPath, env: o.env, signal: o.signal });
+    kernel = { release: image.kernel.release, path: image.kernel.kernelPath, source: image.kernel.source };
+    const runDir = mkdtempSync(join(tmpdir(), "vmstack-probe-"));
+    try {
+      const { decision, probeVm } = await accelForGuest({
+        choice: o.accel,
+        image,
+        env: o.env,
+        signal: o.signal,
+        bootKvm: (signal) =>
+          GuestVm.boot({
+            name: "kvm-probe",
+            kernelPath: image.kernel.kernelPath,
+            initrdPath: image.initrd.path,
+            accel: "kvm",
+            memoryMiB: 128,
+            cpus: 1,
+            runDir,
+            bootTimeoutMs: bootTimeoutMs("kvm", o.env),
+            signal,
+          }),
+      });
+      await probeVm?.destroy();
+      accelerator = { accel: decision.accel, reason: decision.reason };
+    } finally {
+      rmSync(runDir, { recursive: true, force: true });
+    }
+  } catch (e) {
+    const error = e instanceof Error ? e.message : String(e);
+    kernel = { error };
+    accelerator = { error: "unknown without a guest kernel to probe with" };
+  }
+  return {
+    qemu: { binary: qemuBinary(o.env), version },
+    kernel,
+    accelerator,
+    kvmDevice: kvmDeviceUsable(),
+    host: { cpus: cpus().length, memoryMiB: Math.round(totalmem() / 2 ** 20), freeMemoryMiB: Math.round(freemem() / 2 ** 20) },
+    cache: cacheRoot(o.env),
+  };
+}
