@@ -11,8 +11,10 @@ import { type Accel, type BlockFormat, type DriveConfig, type MachineConfig, typ
 import type { DiskConfig, DiskFormat, DomainConfig, NicConfig } from "./spec.js";
 
 export interface CompileContext {
-  /** The domain's run directory: sockets, logs, scratch disks live here. */
+  /** The domain's run directory: sockets, logs, scratch disks live here (gone after a stop). */
   readonly runDir: string;
+  /** The domain's persistent directory (UEFI variables); the run directory when absent. */
+  readonly stateDir?: string;
   /** The accelerator chosen by the start-up probe; for accel "auto" without it, tcg is shown. */
   readonly accel?: Accel;
   /** Host TSC frequency: microvm under TCG hangs calibrating without `tsc_early_khz` (qemu-notes §2). */
@@ -107,7 +109,8 @@ export function compileDomain(c: DomainConfig, ctx: CompileContext): DomainPlan 
     };
   });
 
-  const firmware = c.boot.firmware === "uefi" ? { kind: "uefi" as const, code: c.boot.uefiCode, vars: c.boot.uefiVars ?? run("efivars.fd") } : undefined;
+  const efiVars = c.boot.uefiVars ?? `${(ctx.stateDir ?? ctx.runDir).replace(/\/+$/, "")}/efivars.fd`;
+  const firmware = c.boot.firmware === "uefi" ? { kind: "uefi" as const, code: c.boot.uefiCode, vars: efiVars } : undefined;
   if (firmware) prepare.push({ kind: "copy-if-missing", from: c.boot.uefiVarsTemplate, to: firmware.vars });
 
   const helpers: Helper[] = c.shares.map((s, i) => {

@@ -99,7 +99,7 @@ export const bootSchema = obj({
   order: withDefault(str({ pattern: /^[cdn]{1,3}$/, hint: "boot order letters c, d, n" }), "cd", "Firmware boot order: c = first disk, d = first cdrom, n = network."),
   uefiCode: withDefault(str(PATH), "/usr/share/OVMF/OVMF_CODE_4M.fd", "OVMF code image (read-only pflash)."),
   uefiVarsTemplate: withDefault(str(PATH), "/usr/share/OVMF/OVMF_VARS_4M.fd", "Template copied to `uefiVars` at first start."),
-  uefiVars: optional(str(PATH), "Persistent UEFI variables file (writable pflash); `<run dir>/efivars.fd` when absent."),
+  uefiVars: optional(str(PATH), "Persistent UEFI variables file (writable pflash); `<state dir>/efivars.fd` when absent."),
 });
 
 export const domainSchema = obj({
@@ -118,7 +118,7 @@ export const domainSchema = obj({
   nics: withDefault(list(nicSchema), [{ type: "user" }], "Network interfaces. The default is one user-mode NAT NIC (as qemu-vm.nix); `[]` for none."),
   serial: withDefault(oneOf(["socket", "file", "none"]), "socket", "Where the first serial port goes: a Unix socket in the run directory (for `vmstack console`), a log file there, or nowhere."),
   graphics: withDefault(bool(), false, "A display device and VNC on a Unix socket in the run directory; off means no display at all."),
-  onPoweroff: withDefault(oneOf(ACTIONS), "destroy", "What happens when the guest powers off."),
+  onPoweroff: withDefault(oneOf(ACTIONS), "destroy", "What happens when the guest powers off: `destroy` ends the domain, `restart` starts it again, `preserve` keeps it paused for inspection."),
   onReboot: withDefault(oneOf(ACTIONS), "restart", "What happens when the guest reboots."),
   onCrash: withDefault(oneOf(ACTIONS), "destroy", "What happens when the guest kernel panics (pvpanic)."),
   rng: withDefault(bool(), true, "A virtio-rng device fed from the host's /dev/urandom."),

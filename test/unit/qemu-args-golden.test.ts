@@ -28,7 +28,7 @@ function argvOf(c: Case): readonly string[] {
     c.xl !== undefined
       ? loadDomainText(readFileSync(new URL(c.xl, xlDir), "utf8"), c.xl, { overrides: c.overrides ?? [] }).config
       : parseDomainSpec(c.spec).config;
-  return compileDomain(config, { runDir: `/run/vmstack/${config.name}`, ...c.context }).argv;
+  return compileDomain(config, { runDir: `/run/vmstack/${config.name}`, stateDir: `/var/lib/vmstack/${config.name}`, ...c.context }).argv;
 }
 
 const cases = readdirSync(dir).filter((f) => f.endsWith(".json")).sort();

@@ -17,11 +17,12 @@ export function displayArg(a: string): string {
 export const createCommand: Command = {
   name: "create",
   summary: "create a domain from an xl.cfg, xm or JSON config (only --dry-run for now)",
-  usage: "[-n|--dry-run] [--json] [--run-dir DIR] FILE [KEY=VALUE…]",
+  usage: "[-n|--dry-run] [--json] [--run-dir DIR] [--state-dir DIR] FILE [KEY=VALUE…]",
   options: {
     "dry-run": { type: "boolean", short: "n", help: "print the normalized config and the QEMU command line; start nothing" },
     json: { type: "boolean", help: "print one JSON object (config, argv, prepare steps, helpers, notes, warnings)" },
     "run-dir": { type: "string", arg: "DIR", help: "run directory shown in paths (default /run/vmstack/NAME)" },
+    "state-dir": { type: "string", arg: "DIR", help: "persistent directory shown in paths (default /var/lib/vmstack/NAME)" },
   },
   details: [
     "KEY=VALUE pairs override the file's settings, as with xl create: for xl.cfg files they are xl",
@@ -44,7 +45,8 @@ export const createCommand: Command = {
     }
     const loaded = await loadDomainFile(file, { overrides });
     const runDir = stringOpt(p, "run-dir") ?? `/run/vmstack/${loaded.config.name}`;
-    const plan = compileDomain(loaded.config, { runDir });
+    const stateDir = stringOpt(p, "state-dir") ?? `/var/lib/vmstack/${loaded.config.name}`;
+    const plan = compileDomain(loaded.config, { runDir, stateDir });
     if (boolOpt(p, "json")) {
       const out = {
         config: loaded.config,
