@@ -111,7 +111,19 @@ export function socketConnector(path: string): XenstoreConnector {
 /** Connect to a xenstored socket (default: libxenstore's choice); reconnects unless `reconnect: false`. */
 export async function connectXenstore(opts: { socket?: string; signal?: AbortSignal; reconnect?: boolean; reconnectTimeoutMs?: number } = {}): Promise<XenstoreClient> {
   const connector = socketConnector(opts.socket ?? defaultXenstoreSocket());
-  const duplex = await connector(opts.signal);
+  // A Unix socket's connect fails with EAGAIN while the daemon's listen backlog is full (Xen's C
+  // daemon has a short one): that is worth waiting out; anything else is reported at once.
+  const duplex = await retryUntil(
+    async () => {
+      try {
+        return await connector(opts.signal);
+      } catch (e) {
+        if (e instanceof VmstackError && (e.cause as NodeJS.ErrnoException | undefined)?.code === "EAGAIN") return undefined;
+        throw e;
+      }
+    },
+    { what: "xenstored to accept the connection", timeoutMs: 5000, initialDelayMs: 2, maxDelayMs: 100, signal: opts.signal },
+  );
   return new XenstoreClient(duplex, {
     ...(opts.reconnect === false ? {} : { reconnect: connector }),
     ...(opts.reconnectTimeoutMs === undefined ? {} : { reconnectTimeoutMs: opts.reconnectTimeoutMs }),

@@ -185,6 +185,11 @@ export class Connection implements Watcher {
   }
 
   #write(frame: Buffer): void {
+    if (this.privileged || this.#opts.outstanding <= 0) {
+      // No outstanding-request quota to track: skip the per-write callback (hot path for dom0).
+      this.#transport.write(frame);
+      return;
+    }
     this.#inFlight++;
     this.#transport.write(frame, () => {
       this.#inFlight--;

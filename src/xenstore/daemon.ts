@@ -86,8 +86,8 @@ export class Xenstored implements ConnectionHost {
       this.loadReport = loaded.report;
       for (const line of loaded.report) log(loaded.dropped.length > 0 ? "warn" : "info", "xenstored", line);
       this.#ensureBaseNodes();
-      // Compact at once: damage never survives into the new epoch, and the new journal starts clean.
-      this.#journal = Journal.startFrom(opts.stateDir, this.root, loaded.epoch);
+      // A new journal epoch; after damage, a snapshot at once so the damage never survives.
+      this.#journal = Journal.startFrom(opts.stateDir, this.root, loaded);
     } else {
       this.root = makeNode("", DEFAULT_PERMS, 0);
       this.loadReport = [];

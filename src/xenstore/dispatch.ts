@@ -44,9 +44,10 @@ export function dispatch(d: Xenstored, conn: Connection, msg: XsMessage): void {
 }
 
 function one(msg: XsMessage): string {
-  const a = strictArgs(msg.payload, 1);
-  if (a === undefined) throw xsError("EINVAL", `${msg.op} takes exactly one NUL-terminated argument`);
-  return a[0]!;
+  // Hot path (READ, DIRECTORY, ...): C `onearg()` — exactly one NUL, at the end.
+  const p = msg.payload;
+  if (p.length === 0 || p.indexOf(0) !== p.length - 1) throw xsError("EINVAL", `${msg.op} takes exactly one NUL-terminated argument`);
+  return p.toString("utf8", 0, p.length - 1);
 }
 
 function args(msg: XsMessage, n: number): string[] {

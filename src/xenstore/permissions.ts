@@ -62,6 +62,29 @@ export function parsePerms(entries: readonly string[]): Perms | undefined {
   return internPerms(out);
 }
 
+const textOf = new WeakMap<Perms, string>();
+const byText = new Map<string, Perms>();
+
+/** The list as one space-separated string (`n0 r5`), cached per list (journal and snapshots). */
+export function permsText(perms: Perms): string {
+  let t = textOf.get(perms);
+  if (t === undefined) {
+    t = formatPerms(perms).join(" ");
+    textOf.set(perms, t);
+  }
+  return t;
+}
+
+/** Parse a space-separated list, cached (loading 100k nodes mostly sees a handful of lists). */
+export function parsePermsText(text: string): Perms | undefined {
+  let p = byText.get(text);
+  if (p === undefined) {
+    p = parsePerms(text.split(" "));
+    if (p !== undefined && byText.size < 10_000) byText.set(text, p);
+  }
+  return p;
+}
+
 /** `n0 r5` style strings, one per entry (GET_PERMS sends each followed by NUL). */
 export function formatPerms(perms: Perms): string[] {
   return perms.map((e) => `${e.access}${e.domid}`);

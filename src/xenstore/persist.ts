@@ -25,10 +25,10 @@
 import * as fs from "node:fs";
 import * as path from "node:path";
 import { crc32 } from "node:zlib";
-import { formatPerms, parsePerms, DEFAULT_PERMS, type Perms } from "./permissions.js";
-import { kidEntries, makeNode, type Kids, type XsNode } from "./store.js";
+import { permsText, parsePermsText, DEFAULT_PERMS, type Perms } from "./permissions.js";
+import { makeNode, type Kids, type XsNode } from "./store.js";
 import type { JournalOp } from "./operations.js";
-import { segmentsOf } from "./path.js";
+import { basename, parentOf } from "./path.js";
 
 const MAGIC = 0x31525358; // "XSR1" little-endian
 const HEADER = 12;
@@ -43,7 +43,7 @@ export function encodeRecord(op: JournalOp | { op: "end"; count: number }): Buff
   let bodyLen = 1 + 2 + pathLen;
   let perms = "";
   if (op.op === "put") {
-    perms = formatPerms(op.perms).join(" ");
+    perms = permsText(op.perms);
     bodyLen += 2 + perms.length + 4 + op.value.length;
   } else if (op.op === "end") bodyLen += 4;
   const b = Buffer.allocUnsafe(HEADER + bodyLen);
@@ -92,7 +92,7 @@ function parseBody(body: Buffer): LoadedRecord | undefined {
   const permLen = body.readUInt16LE(o);
   o += 2;
   if (o + permLen + 4 > body.length) return undefined;
-  const perms = parsePerms(body.toString("latin1", o, o + permLen).split(" "));
+  const perms = parsePermsText(body.toString("latin1", o, o + permLen));
   o += permLen;
   const vl = body.readUInt32LE(o);
   o += 4;
@@ -160,30 +160,65 @@ export interface LoadResult {
   /** Human-readable lines: what was loaded and exactly what was dropped or repaired. */
   readonly report: readonly string[];
   readonly nodes: number;
+  /** Anything dropped or repaired: the daemon then compacts at once so the damage is gone. */
+  readonly damaged: boolean;
+  readonly snapshotBytes: number;
+  readonly journalBytes: number;
 }
 
-function applyRecord(root: MNode, rec: JournalOp, repairs: string[]): void {
-  const segs = segmentsOf(rec.path);
-  let n = root;
-  for (let i = 0; i < segs.length - (rec.op === "del" ? 1 : 0); i++) {
-    const s = segs[i]!;
-    let c = n.kids?.get(s);
-    if (c === undefined) {
-      if (rec.op === "del") return; // deleting something already absent
-      if (i < segs.length - 1) repairs.push(`recreated missing parent /${segs.slice(0, i + 1).join("/")} of ${rec.path}`);
-      c = { value: "", perms: n.perms, kids: undefined };
-      (n.kids ??= new Map()).set(s, c);
+/**
+ * The tree under construction plus an index of every path in it, so a record (which names its
+ * full path) finds its parent with one map lookup instead of a walk from the root.
+ */
+class LoadTree {
+  readonly root: MNode = { value: "", perms: DEFAULT_PERMS, kids: undefined };
+  readonly #index = new Map<string, MNode>([["/", this.root]]);
+
+  constructor(private readonly repairs: string[]) {}
+
+  apply(rec: JournalOp): void {
+    if (rec.op === "del") this.#del(rec.path);
+    else this.#put(rec.path, rec.value, rec.perms);
+  }
+
+  #put(p: string, value: string, perms: Perms): void {
+    const existing = this.#index.get(p);
+    if (existing !== undefined) {
+      existing.value = value;
+      existing.perms = perms;
+      return;
     }
-    n = c;
+    const parent = this.#ensure(parentOf(p), p);
+    const n: MNode = { value, perms, kids: undefined };
+    (parent.kids ??= new Map()).set(basename(p), n);
+    this.#index.set(p, n);
   }
-  if (rec.op === "del") {
-    if (segs.length === 0) return;
-    n.kids?.delete(segs[segs.length - 1]!);
-    if (n.kids?.size === 0) n.kids = undefined;
-    return;
+
+  /** The node at `p`, creating missing ancestors (only damaged files get here; reported). */
+  #ensure(p: string, forPath: string): MNode {
+    const hit = this.#index.get(p);
+    if (hit !== undefined) return hit;
+    const parent = this.#ensure(parentOf(p), forPath);
+    this.repairs.push(`recreated missing parent ${p} of ${forPath}`);
+    const n: MNode = { value: "", perms: parent.perms, kids: undefined };
+    (parent.kids ??= new Map()).set(basename(p), n);
+    this.#index.set(p, n);
+    return n;
   }
-  n.value = rec.value;
-  n.perms = rec.perms;
+
+  #del(p: string): void {
+    const n = this.#index.get(p);
+    if (n === undefined || p === "/") return;
+    const parent = this.#index.get(parentOf(p))!;
+    parent.kids?.delete(basename(p));
+    if (parent.kids?.size === 0) parent.kids = undefined;
+    const stack: [string, MNode][] = [[p, n]];
+    while (stack.length > 0) {
+      const [q, m] = stack.pop()!;
+      this.#index.delete(q);
+      if (m.kids !== undefined) for (const [k, c] of m.kids) stack.push([`${q}/${k}`, c]);
+    }
+  }
 }
 
 /** Cartesian-tree build of a treap from children already sorted by name: O(n). */
@@ -242,34 +277,43 @@ export function loadState(dir: string): LoadResult {
   const report: string[] = [];
   const dropped: Dropped[] = [];
   const repairs: string[] = [];
-  const root: MNode = { value: "", perms: DEFAULT_PERMS, kids: undefined };
+  const tree = new LoadTree(repairs);
+  const root = tree.root;
   const snaps = listEpochs(dir, "snapshot");
   const base = snaps.length > 0 ? snaps[snaps.length - 1]! : 0;
+  let snapshotBytes = 0;
+  let journalBytes = 0;
+  let incomplete = false;
   if (snaps.length > 0) {
     const file = path.join(dir, `snapshot-${base}`);
-    const r = parseRecords(fs.readFileSync(file), file);
+    const data = fs.readFileSync(file);
+    snapshotBytes = data.length;
+    const r = parseRecords(data, file);
     dropped.push(...r.dropped);
     let puts = 0;
     let end: number | undefined;
     for (const rec of r.records) {
       if (rec.op === "end") end = rec.count;
       else {
-        applyRecord(root, rec, repairs);
+        tree.apply(rec);
         puts++;
       }
     }
     if (end === undefined) report.push(`${file}: no end marker; the snapshot is incomplete (${puts} nodes read)`);
     else if (end !== puts) report.push(`${file}: ${end - puts} of ${end} nodes lost to damage`);
+    incomplete = end !== puts;
   }
   let replayed = 0;
   const journals = listEpochs(dir, "journal").filter((e) => e >= base);
   for (const e of journals) {
     const file = path.join(dir, `journal-${e}`);
-    const r = parseRecords(fs.readFileSync(file), file);
+    const data = fs.readFileSync(file);
+    journalBytes += data.length;
+    const r = parseRecords(data, file);
     dropped.push(...r.dropped);
     for (const rec of r.records) {
       if (rec.op === "end") continue;
-      applyRecord(root, rec, repairs);
+      tree.apply(rec);
       replayed++;
     }
   }
@@ -278,24 +322,83 @@ export function loadState(dir: string): LoadResult {
   const frozen = freeze(root);
   const epoch = Math.max(base, journals[journals.length - 1] ?? 0);
   report.unshift(`loaded ${frozen.count} nodes from ${dir} (snapshot ${snaps.length > 0 ? base : "none"}, ${replayed} journal records)`);
-  return { root: frozen.node, epoch, dropped, report, nodes: frozen.count };
+  const damaged = dropped.length > 0 || repairs.length > 0 || incomplete;
+  return { root: frozen.node, epoch, dropped, report, nodes: frozen.count, damaged, snapshotBytes, journalBytes };
+}
+
+/** Writes records straight into a large buffer (no per-record allocation); `out` gets full chunks. */
+class RecordWriter {
+  #buf = Buffer.allocUnsafe(1 << 20);
+  #off = 0;
+
+  constructor(private readonly out: (b: Buffer) => void) {}
+
+  #room(n: number): void {
+    if (this.#off + n <= this.#buf.length) return;
+    this.flush();
+    if (n > this.#buf.length) this.#buf = Buffer.allocUnsafe(n);
+  }
+
+  put(p: string, value: string, perms: string): void {
+    const bodyLen = 1 + 2 + p.length + 2 + perms.length + 4 + value.length;
+    this.#room(HEADER + bodyLen);
+    const b = this.#buf;
+    const start = this.#off;
+    let o = start + HEADER;
+    b[o++] = KIND_PUT;
+    b.writeUInt16LE(p.length, o);
+    o += 2;
+    o += b.write(p, o, "latin1");
+    b.writeUInt16LE(perms.length, o);
+    o += 2;
+    o += b.write(perms, o, "latin1");
+    b.writeUInt32LE(value.length, o);
+    o += 4;
+    o += b.write(value, o, "latin1");
+    b.writeUInt32LE(MAGIC, start);
+    b.writeUInt32LE(bodyLen, start + 4);
+    b.writeUInt32LE(crc32(b.subarray(start + HEADER, o)), start + 8);
+    this.#off = o;
+  }
+
+  raw(rec: Buffer): void {
+    this.#room(rec.length);
+    rec.copy(this.#buf, this.#off);
+    this.#off += rec.length;
+  }
+
+  flush(): void {
+    if (this.#off === 0) return;
+    this.out(Buffer.from(this.#buf.subarray(0, this.#off)));
+    this.#off = 0;
+  }
 }
 
 /** Serialise a tree as snapshot records (pre-order, children by name, iteratively). */
 export function snapshotRecords(root: XsNode, emit: (b: Buffer) => void): number {
+  const w = new RecordWriter(emit);
   let count = 0;
   const stack: [string, XsNode][] = [["/", root]];
+  const kids: Kids[] = [];
   while (stack.length > 0) {
     const [p, n] = stack.pop()!;
-    emit(encodeRecord({ op: "put", path: p, value: n.value, perms: n.perms }));
+    w.put(p, n.value, permsText(n.perms));
     count++;
-    const kids = [...kidEntries(n.kids)];
-    for (let i = kids.length - 1; i >= 0; i--) {
-      const [k, c] = kids[i]!;
-      stack.push([p === "/" ? `/${k}` : `${p}/${k}`, c]);
+    // Push children in reverse name order (reverse in-order walk of the treap), so they pop in order.
+    let cur = n.kids;
+    const prefix = p === "/" ? "/" : p + "/";
+    while (cur !== undefined || kids.length > 0) {
+      while (cur !== undefined) {
+        kids.push(cur);
+        cur = cur.right;
+      }
+      const k = kids.pop()!;
+      stack.push([prefix + k.key, k.node]);
+      cur = k.left;
     }
   }
-  emit(encodeRecord({ op: "end", count }));
+  w.raw(encodeRecord({ op: "end", count }));
+  w.flush();
   return count;
 }
 
@@ -330,10 +433,26 @@ export class Journal {
     this.#fd = fs.openSync(path.join(dir, `journal-${epoch}`), "a", 0o600);
   }
 
-  /** Start a fresh epoch from `root` (written as a snapshot) and delete older files. */
-  static startFrom(dir: string, root: XsNode, previousEpoch: number): Journal {
-    const j = new Journal(dir, previousEpoch + 1);
-    j.#writeSnapshot(root);
+  /**
+   * Continue after loading: a fresh journal epoch. If the state was damaged, `root` is written as
+   * that epoch's snapshot at once (and older files deleted) so the damage is gone for good;
+   * otherwise the existing snapshot and journals stay valid (the loader replays every journal from
+   * the newest snapshot on) and compaction waits until the journal has grown — a clean restart
+   * writes nothing.
+   */
+  static startFrom(dir: string, root: XsNode, loaded: Pick<LoadResult, "epoch" | "damaged" | "snapshotBytes" | "journalBytes">): Journal {
+    const j = new Journal(dir, loaded.epoch + 1);
+    if (loaded.damaged) j.#writeSnapshot(root);
+    else {
+      // Empty journals of earlier epochs hold nothing to replay.
+      for (const e of listEpochs(dir, "journal")) {
+        const f = path.join(dir, `journal-${e}`);
+        if (e < j.#epoch && fs.statSync(f).size === 0) fs.rmSync(f);
+      }
+      fsyncDir(dir);
+      j.#lastSnapshotBytes = loaded.snapshotBytes;
+      j.#sinceCompact = loaded.journalBytes;
+    }
     return j;
   }
 
@@ -385,24 +504,13 @@ export class Journal {
     const file = path.join(this.dir, `snapshot-${this.#epoch}`);
     const tmp = `${file}.tmp`;
     const fd = fs.openSync(tmp, "w", 0o600);
-    let chunk: Buffer[] = [];
-    let size = 0;
     let total = 0;
-    const out = (): void => {
-      const b = Buffer.concat(chunk, size);
-      let w = 0;
-      while (w < b.length) w += fs.writeSync(fd, b, w);
-      total += size;
-      chunk = [];
-      size = 0;
-    };
     try {
       snapshotRecords(root, (b) => {
-        chunk.push(b);
-        size += b.length;
-        if (size > 1 << 20) out();
+        let w = 0;
+        while (w < b.length) w += fs.writeSync(fd, b, w);
+        total += b.length;
       });
-      out();
       fs.fsyncSync(fd);
     } finally {
       fs.closeSync(fd);
