@@ -53,5 +53,35 @@ export function renderOptionsDoc(): string {
     "| --- | --- | --- | --- |",
     ...all.map((r) => `| \`${r.path}\` | ${cell(describeType(r.field.schema))} | ${cell(defaultText(r.field))} | ${cell(r.field.description)} |`),
     "",
+    ...XL_SECTION,
+    "",
   ].join("\n");
 }
+
+/** How xl.cfg(5) settings map onto the options above (src/domain/xl-import.ts does it). */
+const XL_MAPPING: readonly (readonly [string, string])[] = [
+  ["name, uuid, memory, maxmem, vcpus, maxvcpus, localtime", "the options of the same name (`name` defaults to the file name, with a warning)"],
+  ["kernel, ramdisk, cmdline", "`boot.kernel`, `boot.initrd`, `boot.cmdline`; without cmdline, `root=ROOT EXTRA` as xl builds it"],
+  ["kernel = a pv-grub image, extra = \"(hd0,0)/boot/grub/menu.lst\"", "`boot.guestGrub` with `menu`, `disk`, `partition`"],
+  ["bootloader = \"pygrub\", bootloader_args = [\"--entry=N\"]", "`boot.guestGrub` with `entry`"],
+  ["firmware / bios = uefi, ovmf, seabios, bios; boot = \"cd\"", "`boot.firmware`, `boot.order`"],
+  ["disk = [ DISKSPEC … ]", "`disks`: canonical, positional and legacy (`file:`, `phy:`, `raw:…,hdc:cdrom,ro`) forms; xvd* → virtio, hd* → ide, sd* → scsi"],
+  ["vif = [ VIFSPEC … ]", "`nics`: no bridge or xenbr0 → user-mode NAT; another bridge name → a private network of that name; mac, model kept"],
+  ["p9 = [ \"tag=T,path=DIR,…\" ]", "`shares` (served over virtiofs)"],
+  ["serial, vnc, sdl, vfb, nographic", "`serial` (pty → socket, file: → file, none), `graphics`"],
+  ["on_poweroff, on_reboot, on_crash", "the on* options; rename-restart, coredump-*, soft-reset act as restart or destroy, with a warning"],
+  ["device_model_args (and _hvm/_pv)", "`extraArgs`"],
+];
+
+const XL_SECTION: readonly string[] = [
+  "## xl.cfg and xm files",
+  "",
+  "`vmstack create` and `vmstack config` read xl.cfg(5) files and the Python subset of old xm files",
+  "(`from xen.util.path import *`, string concatenation, lists, `#` comments). Settings map as below.",
+  "Other xl settings (cpus, pci, viridian, …) are accepted with a warning naming them; an unknown",
+  "setting close to a known one is an error with a did-you-mean.",
+  "",
+  "| xl.cfg | vmstack |",
+  "| --- | --- |",
+  ...XL_MAPPING.map(([a, b]) => `| ${cell(a)} | ${cell(b)} |`),
+];
