@@ -309,6 +309,12 @@ export class Xenstored implements ConnectionHost {
     for (const c of conns) c.releaseHeld();
   }
 
+  /** Write a snapshot now and start a new journal epoch (normally automatic, by journal size). */
+  compact(): void {
+    this.#journal?.flush();
+    this.#journal?.compact(this.root);
+  }
+
   /** Flush the journal, close every connection, and stop. */
   close(): void {
     if (this.#closed) return;

@@ -1,0 +1,156 @@
+import { test } from "node:test";
+import assert from "node:assert/strict";
+import * as fs from "node:fs";
+import * as os from "node:os";
+import * as path from "node:path";
+import { createXenstored, RawConnection } from "../../src/xenstore/index.js";
+import { encodeRecord, parseRecords, loadState } from "../../src/xenstore/persist.js";
+import { parsePerms } from "../../src/xenstore/permissions.js";
+
+function tmpdir(): string {
+  return fs.mkdtempSync(path.join(os.tmpdir(), "vmstack-xs-persist-"));
+}
+
+async function populate(dir: string): Promise<void> {
+  const d = createXenstored({ stateDir: dir });
+  const c = new RawConnection(d.openConnection({ domid: 0 }));
+  await c.request("WRITE", "/a/b|hello");
+  await c.request("WRITE", "/a/c|world");
+  await c.request("SET_PERMS", "/a/b|n0|r5|b7|");
+  await c.request("WRITE", "/gone/x|1");
+  await c.request("RM", "/gone|");
+  await c.request("WRITE", Buffer.concat([Buffer.from("/bin\0"), Buffer.from([0, 255, 1])]));
+  d.close();
+}
+
+void test("a restart restores the exact tree with permissions and binary values", async () => {
+  const dir = tmpdir();
+  await populate(dir);
+  const d = createXenstored({ stateDir: dir });
+  const c = new RawConnection(d.openConnection({ domid: 0 }));
+  assert.equal((await c.request("READ", "/a/b|")).text, "hello");
+  assert.equal((await c.request("GET_PERMS", "/a/b|")).text, "n0|r5|b7|");
+  assert.equal((await c.request("READ", "/gone|")).error, "ENOENT");
+  assert.deepEqual((await c.request("READ", "/bin|")).payload, Buffer.from([0, 255, 1]));
+  assert.ok(d.loadReport[0]?.startsWith("loaded "));
+  d.close();
+  fs.rmSync(dir, { recursive: true });
+});
+
+void test("a reply is sent only after its change is in the journal on disk", async () => {
+  const dir = tmpdir();
+  const d = createXenstored({ stateDir: dir });
+  const c = new RawConnection(d.openConnection({ domid: 0 }));
+  await c.request("WRITE", "/durable|yes");
+  // Without close(): what a kill -9 right after the reply would leave.
+  const loaded = loadState(dir);
+  assert.match(loaded.report[0] ?? "", /[1-9]\d* journal records/);
+  const d2 = createXenstored({ stateDir: dir });
+  const c2 = new RawConnection(d2.openConnection({ domid: 0 }));
+  assert.equal((await c2.request("READ", "/durable|")).text, "yes");
+  d2.close();
+  d.close();
+  fs.rmSync(dir, { recursive: true });
+});
+
+void test("records round-trip and a flipped byte is skipped and reported exactly", () => {
+  const perms = parsePerms(["n0", "r5"])!;
+  const recs = [
+    encodeRecord({ op: "put", path: "/x", value: "1", perms }),
+    encodeRecord({ op: "put", path: "/y", value: "2", perms }),
+    encodeRecord({ op: "del", path: "/x" }),
+  ];
+  const good = Buffer.concat(recs);
+  assert.equal(parseRecords(good, "f").records.length, 3);
+  const bad = Buffer.from(good);
+  const at = recs[0]!.length + 14; // inside the second record's body
+  bad[at] = bad[at]! ^ 0xff;
+  const r = parseRecords(bad, "f");
+  assert.deepEqual(r.records.map((x) => x.op), ["put", "del"]);
+  assert.equal(r.dropped.length, 1);
+  assert.equal(r.dropped[0]?.offset, recs[0]!.length);
+  assert.equal(r.dropped[0]?.length, recs[1]!.length);
+  assert.equal(r.dropped[0]?.reason, "checksum mismatch");
+});
+
+void test("a truncated journal tail is dropped and reported, everything before it recovered", async () => {
+  const dir = tmpdir();
+  await populate(dir);
+  const journal = fs.readdirSync(dir).filter((f) => f.startsWith("journal-")).sort().pop()!;
+  const d0 = createXenstored({ stateDir: dir });
+  const c0 = new RawConnection(d0.openConnection({ domid: 0 }));
+  await c0.request("WRITE", "/late|1");
+  await c0.request("WRITE", "/later|2");
+  d0.close();
+  const j2 = fs.readdirSync(dir).filter((f) => f.startsWith("journal-")).sort((a, b) => Number(a.slice(8)) - Number(b.slice(8))).pop()!;
+  assert.notEqual(j2, journal);
+  const file = path.join(dir, j2);
+  const size = fs.statSync(file).size;
+  fs.truncateSync(file, size - 3);
+  const d = createXenstored({ stateDir: dir });
+  const c = new RawConnection(d.openConnection({ domid: 0 }));
+  assert.equal((await c.request("READ", "/late|")).text, "1");
+  assert.equal((await c.request("READ", "/later|")).error, "ENOENT");
+  assert.equal((await c.request("READ", "/a/c|")).text, "world");
+  assert.ok(d.loadReport.some((l) => l.includes(`${j2}: dropped`) && l.includes("truncated")), d.loadReport.join("\n"));
+  d.close();
+  // The damage was compacted away: the next start reports nothing dropped.
+  const again = createXenstored({ stateDir: dir });
+  assert.ok(!again.loadReport.some((l) => l.includes("dropped")), again.loadReport.join("\n"));
+  again.close();
+  fs.rmSync(dir, { recursive: true });
+});
+
+void test("a corrupt snapshot record loses only that node; missing parents are recreated and reported", async () => {
+  const dir = tmpdir();
+  await populate(dir);
+  const dd = createXenstored({ stateDir: dir });
+  dd.compact();
+  dd.close();
+  const snap = fs.readdirSync(dir).find((f) => f.startsWith("snapshot-"))!;
+  const buf = fs.readFileSync(path.join(dir, snap));
+  // The record of /a: its path is followed by the u16 length of its perms text "n0".
+  const at = buf.indexOf(Buffer.from([0x2f, 0x61, 0x02, 0x00]));
+  assert.ok(at > 0);
+  buf[at + 1] = 0x41; // "/A": the checksum no longer matches
+  fs.writeFileSync(path.join(dir, snap), buf);
+  const d = createXenstored({ stateDir: dir });
+  assert.ok(d.loadReport.some((l) => l.includes(`${snap}: dropped`) && l.includes("checksum mismatch")), d.loadReport.join("\n"));
+  assert.ok(d.loadReport.some((l) => l.includes("recreated missing parent /a of /a/b")), d.loadReport.join("\n"));
+  const c = new RawConnection(d.openConnection({ domid: 0 }));
+  assert.equal((await c.request("READ", "/a/c|")).text, "world", "children of the lost node survive");
+  assert.equal((await c.request("GET_PERMS", "/a/b|")).text, "n0|r5|b7|");
+  d.close();
+  fs.rmSync(dir, { recursive: true });
+});
+
+void test("garbage files in the state directory never stop the daemon from starting", () => {
+  const dir = tmpdir();
+  fs.writeFileSync(path.join(dir, "journal-1"), Buffer.from("this is not a journal at all"));
+  fs.writeFileSync(path.join(dir, "snapshot-1"), Buffer.alloc(100, 0xab));
+  const d = createXenstored({ stateDir: dir });
+  assert.ok(d.loadReport.some((l) => l.includes("snapshot-1: dropped 100 bytes at offset 0")), d.loadReport.join("\n"));
+  assert.ok(d.loadReport.some((l) => l.includes("journal-1: dropped 28 bytes at offset 0")), d.loadReport.join("\n"));
+  d.close();
+  fs.rmSync(dir, { recursive: true });
+});
+
+void test("compaction rotates to a new epoch and deletes what the snapshot replaces", async () => {
+  const dir = tmpdir();
+  const d = createXenstored({ stateDir: dir });
+  const c = new RawConnection(d.openConnection({ domid: 0 }));
+  const big = "v".repeat(4000);
+  // ~9 MB of journal passes the 8 MiB compaction threshold.
+  for (let round = 0; round < 36; round++) {
+    await Promise.all(Array.from({ length: 64 }, (_, i) => c.request("WRITE", `/big/k${i}|${big}`)));
+  }
+  const files = fs.readdirSync(dir).sort();
+  assert.ok(files.some((f) => f.startsWith("snapshot-")), files.join(" "));
+  assert.ok(files.filter((f) => f.startsWith("journal-")).length === 1, files.join(" "));
+  d.close();
+  const d2 = createXenstored({ stateDir: dir });
+  const c2 = new RawConnection(d2.openConnection({ domid: 0 }));
+  assert.equal((await c2.request("READ", "/big/k63|")).text, big);
+  d2.close();
+  fs.rmSync(dir, { recursive: true });
+});
