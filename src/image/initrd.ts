@@ -7,15 +7,15 @@
  * /lib/modules/load-order lists them one absolute path per line, dependencies first: the guest
  * init runs `insmod` on each line in order.
  *
- * Compression: chosen by measurement (docs/images.md, "Initrd compression"). With the cloud
- * kernel (CONFIG_RD_GZIP=y, CONFIG_RD_LZ4=y, CONFIG_RD_ZSTD=y …) and the default initrd
- * (static busybox + 16 modules, ~3.5 MB raw), on this 2-core TCG host:
- *   none  3.6 MB   build  ~3 ms   boot (microvm, PVH, modules loaded) median 1.92 s
- *   gzip  1.6 MB   build ~150 ms  boot median 1.95 s
- *   lz4   2.2 MB   build  ~25 ms  boot median 1.93 s
- * The boot times are within noise of each other, so "none" wins: no build time, no tool, and the
- * cached file is a plain cpio anyone can list. Size does not matter for a file read from the
- * local cache.
+ * Compression: chosen by measurement (docs/images.md, "Initrd compression"). The cloud kernel can
+ * unpack gzip, lz4, xz, zstd … (CONFIG_RD_*=y). Default initrd (static busybox + init + the 13
+ * default modules, 3.07 MB raw), 10 interleaved TCG boots each on this loaded 2-core host:
+ *   none  3.07 MB  build  35 ms  kernel unpack (populate_rootfs) median  63 ms, min 32 ms
+ *   lz4   1.85 MB  build  50 ms  kernel unpack median  67 ms, min 49 ms
+ *   gzip  1.35 MB  build 120 ms  kernel unpack median 207 ms, min 89 ms
+ * Whole-boot wall times were within noise of each other. Decompressing under TCG costs more than
+ * QEMU copying 1–2 MB more into guest RAM, so "none" wins: fastest unpack, fastest build, no
+ * external tool, and the cached file is a plain cpio anyone can list.
  */
 import { readFile, writeFile } from "node:fs/promises";
 import { join } from "node:path";
@@ -188,7 +188,7 @@ async function compress(cpio: Buffer, compression: InitrdCompression, signal: Ab
       return gzipSync(cpio, { level: 6 });
     case "lz4":
       // The kernel's initramfs unpacker reads only the legacy LZ4 frame format (lib/decompress_unlz4.c): -l.
-      return (await runChild(["lz4", "-l", "-c", "-9"], { input: cpio, signal })).stdout;
+      return (await runChild(["lz4", "-l", "-c"], { input: cpio, signal })).stdout;
     default:
       return assertNever(compression, "initrd compression");
   }
