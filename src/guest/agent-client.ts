@@ -252,8 +252,10 @@ export class AgentClient {
     return new Promise<AgentInfo>((resolve, reject) => {
       let interval = options.helloIntervalMs ?? 50;
       let timer: NodeJS.Timeout | undefined;
+      let settled = false;
       const ids: number[] = [];
       const end = (f: () => void): void => {
+        settled = true;
         clearTimeout(timer);
         signal.removeEventListener("abort", onAbort);
         for (const id of ids) this.#routes.delete(id);
@@ -303,6 +305,7 @@ export class AgentClient {
       // been listening for the previous one.
       const tick = (): void => {
         hello();
+        if (settled) return; // answered (or failed) synchronously, e.g. over an in-memory stream
         interval = Math.min(interval * 2, 1000);
         timer = setTimeout(tick, interval);
       };
