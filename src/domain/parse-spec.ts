@@ -35,27 +35,33 @@ export function checkDomainSpec(input: unknown, options: ParseOptions = {}): { c
   const origins = options.origins ?? new OriginMap(options.source ?? "domain");
   const originOf = (path: string): Origin => origins.get(path);
   const walked = parseWithSchema(domainSchema, input, originOf);
-  if (errorsOf(walked.problems).length > 0) return { config: undefined, problems: walked.problems };
-  const config = deriveDefaults(walked.value as Record<string, unknown>);
-  const problems = validateDomain(config, input as Record<string, unknown>).map((p) => ({
+  if (typeof walked.value !== "object" || walked.value === null || Array.isArray(walked.value)) return { config: undefined, problems: walked.problems };
+  // The cross-option checks run even when some options are malformed, skipping only the checks
+  // that read a malformed subtree, so that one round trip shows every problem.
+  const badPaths = walked.problems.map((p) => p.path ?? "");
+  const isBad = (path: string): boolean => badPaths.some((b) => b === path || b.startsWith(path + ".") || b.startsWith(path + "[") || path.startsWith(b + ".") || path.startsWith(b + "["));
+  const config = deriveDefaults(walked.value as Record<string, unknown>, isBad);
+  const validated = validateDomain(config, input as Record<string, unknown>, isBad).map((p) => ({
     ...p,
     ...(p.origin === undefined && p.path !== undefined ? { origin: originOf(p.path) } : {}),
   }));
-  return { config, problems };
+  const problems = [...walked.problems, ...validated];
+  return { config: errorsOf(walked.problems).length > 0 ? undefined : config, problems };
 }
 
 /** Fill the `derived` fields of spec.ts (each one's rule is stated in its table entry). */
-function deriveDefaults(c: Record<string, unknown>): DomainConfig {
+function deriveDefaults(c: Record<string, unknown>, isBad: (path: string) => boolean): DomainConfig {
   const d = c as Mutable<DomainConfig>;
   d.maxmem ??= d.memory;
   d.maxvcpus ??= d.vcpus;
-  d.disks = d.disks.map((disk, i) => ({
+  if (!isBad("disks")) d.disks = d.disks.map((disk, i) => ({
     ...disk,
     id: disk.id ?? `disk${i}`,
     format: disk.format ?? (disk.backing !== undefined || disk.scratch ? "qcow2" : "raw"),
     readOnly: disk.readOnly ?? disk.media === "cdrom",
   }));
-  d.nics = d.nics.map((nic, i) => ({ ...nic, id: nic.id ?? `net${i}`, mac: nic.mac ?? stableMac(d.name, i) }));
+  const name = isBad("name") ? "" : d.name;
+  if (!isBad("nics")) d.nics = d.nics.map((nic, i) => ({ ...nic, id: nic.id ?? `net${i}`, mac: nic.mac ?? stableMac(name, i) }));
   return inSchemaOrder(domainSchema, d) as DomainConfig;
 }
 

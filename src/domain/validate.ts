@@ -10,27 +10,34 @@ import type { DomainConfig } from "./spec.js";
 /** IDE on pc has two buses with two units each; q35's AHCI controller has six ports. */
 const IDE_SLOTS = { pc: 4, q35: 6, microvm: 0 } as const;
 
-export function validateDomain(c: DomainConfig, raw: Record<string, unknown> = {}): Problem[] {
+/**
+ * `isBad(path)` says whether the schema already found that option (or something inside it)
+ * malformed; checks that would read it are skipped, the others still run.
+ */
+export function validateDomain(c: DomainConfig, raw: Record<string, unknown> = {}, isBad: (path: string) => boolean = () => false): Problem[] {
   const out: Problem[] = [];
   const error = (path: string, message: string): void => void out.push({ severity: "error", path, message });
   const warn = (path: string, message: string): void => void out.push({ severity: "warning", path, message });
+  const ok = (...paths: string[]): boolean => paths.every((p) => !isBad(p));
 
-  if (c.maxmem < c.memory) error("maxmem", `maxmem (${c.maxmem} MiB) must be at least memory (${c.memory} MiB)`);
-  else if (c.maxmem > c.memory)
-    warn("maxmem", `the guest starts with ${c.maxmem} MiB and a balloon holding it at ${c.memory} MiB; without a virtio-balloon driver it uses all ${c.maxmem} MiB`);
-  if (c.maxvcpus < c.vcpus) error("maxvcpus", `maxvcpus (${c.maxvcpus}) must be at least vcpus (${c.vcpus})`);
+  if (ok("memory", "maxmem")) {
+    if (c.maxmem < c.memory) error("maxmem", `maxmem (${c.maxmem} MiB) must be at least memory (${c.memory} MiB)`);
+    else if (c.maxmem > c.memory)
+      warn("maxmem", `the guest starts with ${c.maxmem} MiB and a balloon holding it at ${c.memory} MiB; without a virtio-balloon driver it uses all ${c.maxmem} MiB`);
+  }
+  if (ok("vcpus", "maxvcpus") && c.maxvcpus < c.vcpus) error("maxvcpus", `maxvcpus (${c.maxvcpus}) must be at least vcpus (${c.vcpus})`);
 
-  validateBoot(c, raw, error, warn);
-  validateDisks(c, error);
-  validateNics(c, error);
+  if (ok("boot", "disks", "machine", "serial")) validateBoot(c, raw, error, warn);
+  if (ok("disks", "machine")) validateDisks(c, error);
+  if (ok("nics", "machine")) validateNics(c, error);
 
   const tags = new Set<string>();
-  c.shares.forEach((s, i) => {
+  if (ok("shares", "machine")) c.shares.forEach((s, i) => {
     if (tags.has(s.tag)) error(`shares[${i}].tag`, `share tag '${s.tag}' is used twice`);
     tags.add(s.tag);
     if (c.machine === "microvm") error(`shares[${i}]`, "virtiofs shares need PCI (vhost-user-fs-pci): use machine q35 or pc");
   });
-  if (c.machine === "microvm" && c.graphics) error("graphics", "microvm has no display device: set graphics to false or use machine q35 or pc");
+  if (ok("machine", "graphics") && c.machine === "microvm" && c.graphics) error("graphics", "microvm has no display device: set graphics to false or use machine q35 or pc");
   return out;
 }
 

@@ -99,6 +99,13 @@ test("every schema problem is reported at once", () => {
   assert.equal(e.code, "DOMAIN_CONFIG_INVALID");
 });
 
+test("schema errors and cross-option errors come back together in one report", () => {
+  const problems = problemsOf({ name: "a", boot: kernel, memroy: 5, memory: 512, maxmem: 256, nics: [{ type: "user", forwards: [{ from: "guest", guestAddress: "1.2.3.4", guestPort: 1, hostPort: 1 }] }] });
+  assert.ok(problems.some((p) => p.includes("unknown option 'memroy'")));
+  assert.ok(problems.some((p) => p.includes("maxmem (256 MiB) must be at least memory")));
+  assert.ok(problems.some((p) => p.includes("10.0.2.0/24")));
+});
+
 test("guest-to-host forwards must be tcp and target a 10.0.2.x address (qemu-vm.nix's assertions)", () => {
   const problems = problemsOf({
     name: "a",
@@ -205,4 +212,24 @@ test("docs/options.md is generated from the option table and is current (npm run
   const onDisk = readFileSync(new URL("../../../docs/options.md", import.meta.url), "utf8");
   assert.equal(onDisk, renderOptionsDoc(), "docs/options.md is stale: run `npm run docs:options`");
   assert.match(onDisk, /\| `nics\[\]\{type=user\}\.forwards\[\]\.from` \|/);
+});
+
+test("checkDomainSpec reports problems and never throws, however a spec is mangled", () => {
+  const everything = JSON.parse(readFileSync(new URL("../../../test/golden/argv/everything.json", import.meta.url), "utf8")) as { spec: unknown };
+  const junk: unknown[] = [null, 0, -1, 1.5, "", "x", true, [], {}, [1, "a"], { type: "user" }, { from: "guest" }];
+  // A fixed linear congruential generator: the same 400 mutations on every run.
+  let seed = 12345;
+  const rand = (n: number): number => ((seed = (seed * 1103515245 + 12345) % 2 ** 31), seed % n);
+  const paths = (v: unknown, prefix: (string | number)[] = []): (string | number)[][] =>
+    typeof v === "object" && v !== null ? [prefix, ...Object.entries(v).flatMap(([k, c]) => paths(c, [...prefix, Array.isArray(v) ? Number(k) : k]))] : [prefix];
+  const all = paths(everything.spec).filter((p) => p.length > 0);
+  for (let i = 0; i < 400; i++) {
+    const spec = structuredClone(everything.spec) as Record<string | number, unknown>;
+    const path = all[rand(all.length)] as (string | number)[];
+    let o = spec;
+    for (const k of path.slice(0, -1)) o = o[k] as Record<string | number, unknown>;
+    o[path[path.length - 1] as string | number] = junk[rand(junk.length)];
+    const r = checkDomainSpec(spec);
+    if (r.config === undefined) assert.ok(r.problems.some((p) => p.severity === "error"), `no error for a mangled ${path.join(".")}`);
+  }
 });
