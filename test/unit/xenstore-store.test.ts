@@ -1,0 +1,170 @@
+import { test } from "node:test";
+import assert from "node:assert/strict";
+import { canonicalize, isAtOrBelow, relativeTo, isValidNodePath } from "../../src/xenstore/path.js";
+import { accessFor, parsePerms, formatPerms, inheritPerms, withoutDomid, PERM_READ, PERM_WRITE, PERM_OWNER, DEFAULT_PERMS } from "../../src/xenstore/permissions.js";
+import { childNames, kidDelete, kidEntries, kidGet, kidSet, lookup, makeNode, type Kids } from "../../src/xenstore/store.js";
+import { TreeView, type OpEnv } from "../../src/xenstore/operations.js";
+import { Transaction } from "../../src/xenstore/transaction.js";
+import { DEFAULT_QUOTAS } from "../../src/xenstore/quota.js";
+import { isVmstackError } from "../../src/lib/errors.js";
+
+const dom0 = { domid: 0, privileged: true };
+
+function env(): OpEnv {
+  let gen = 1;
+  return { nextGen: () => gen++, nodesOwned: () => 0 };
+}
+
+void test("canonicalize maps relative paths under the domain's home and rejects bad ones", () => {
+  assert.deepEqual(canonicalize("foo/bar", 3, 2048), { abs: "/local/domain/3/foo/bar", relative: true });
+  assert.equal(canonicalize("/x", 3, 2048).relative, false);
+  assert.equal(canonicalize("@releaseDomain", 0, 2048, true).abs, "@releaseDomain");
+  for (const bad of ["", "/a/", "//a", "/a b", "/é", "/a.b"]) {
+    assert.throws(() => canonicalize(bad, 0, 2048), (e) => isVmstackError(e, "XS_EINVAL"), bad);
+  }
+  assert.throws(() => canonicalize("@x", 0, 2048), (e) => isVmstackError(e, "XS_EINVAL"));
+  assert.ok(isValidNodePath("/", 2048));
+  assert.ok(isValidNodePath(`/local/domain/7/${"a".repeat(2048)}`, 2048), "counted from any domain's home");
+  assert.ok(!isValidNodePath(`/local/domain/7/${"a".repeat(2049)}`, 2048));
+  assert.ok(isAtOrBelow("/a/b", "/a") && isAtOrBelow("/a", "/a") && !isAtOrBelow("/ab", "/a") && isAtOrBelow("/x", "/"));
+  assert.equal(relativeTo("/local/domain/4/k", 4), "k");
+});
+
+void test("the first permission entry is the owner and sets everyone else's default", () => {
+  const p = parsePerms(["r3", "w5", "n6", "b7"])!;
+  assert.equal(accessFor({ domid: 3, privileged: false }, p), PERM_READ | PERM_WRITE | PERM_OWNER);
+  assert.equal(accessFor({ domid: 5, privileged: false }, p), PERM_WRITE);
+  assert.equal(accessFor({ domid: 6, privileged: false }, p), 0);
+  assert.equal(accessFor({ domid: 7, privileged: false }, p), PERM_READ | PERM_WRITE);
+  assert.equal(accessFor({ domid: 9, privileged: false }, p), PERM_READ, "the owner's letter is the default");
+  assert.equal(accessFor({ domid: 9, privileged: false, target: 3 }, p), PERM_READ | PERM_WRITE | PERM_OWNER, "a target's rights");
+  assert.equal(accessFor({ domid: 9, privileged: true }, DEFAULT_PERMS), PERM_READ | PERM_WRITE | PERM_OWNER);
+  assert.deepEqual(formatPerms(p), ["r3", "w5", "n6", "b7"]);
+  assert.equal(parsePerms([]), undefined);
+  assert.equal(parsePerms(["q1"]), undefined);
+  assert.equal(parsePerms(["r99999"]), undefined);
+  assert.equal(parsePerms(["n0"]), DEFAULT_PERMS, "lists are interned");
+});
+
+void test("unprivileged creators own what they create; dom0 keeps the parent's owner", () => {
+  const parent = parsePerms(["n0", "b5"])!;
+  assert.deepEqual(formatPerms(inheritPerms(parent, { domid: 5, privileged: false })), ["n5", "b5"]);
+  assert.equal(inheritPerms(parent, dom0), parent);
+  assert.deepEqual(formatPerms(withoutDomid(parsePerms(["n0", "r5", "b7", "w5"])!, 5)!), ["n0", "b7"]);
+  assert.equal(withoutDomid(parent, 9), undefined);
+});
+
+void test("the children treap stays sorted and shares structure across versions", () => {
+  let t: Kids | undefined;
+  const names = Array.from({ length: 500 }, (_, i) => `n${(i * 7919) % 500}`);
+  const leaf = makeNode("", DEFAULT_PERMS, 0);
+  for (const n of names) t = kidSet(t, n, leaf);
+  const sorted = [...new Set(names)].sort();
+  assert.deepEqual([...kidEntries(t)].map(([k]) => k), sorted);
+  const before = t;
+  const after = kidDelete(t, "n250");
+  assert.equal(kidGet(after, "n250"), undefined);
+  assert.equal(kidGet(before, "n250"), leaf, "old versions are untouched");
+  assert.equal([...kidEntries(after)].length, sorted.length - 1);
+});
+
+void test("a write returns a new root and leaves the old one intact (immutable store)", () => {
+  const v = new TreeView(makeNode("", DEFAULT_PERMS, 0), dom0, DEFAULT_QUOTAS, env());
+  v.write("/a/b", "1");
+  const r1 = v.root;
+  v.write("/a/c", "2");
+  assert.notEqual(v.root, r1);
+  assert.equal(lookup(r1, ["a", "c"]), undefined);
+  assert.equal(lookup(v.root, ["a", "b"]), lookup(r1, ["a", "b"]), "untouched nodes are shared");
+  assert.deepEqual(childNames(lookup(v.root, ["a"])!), ["b", "c"]);
+  assert.equal(v.changes.length, 2);
+  assert.deepEqual(v.journal.map((j) => `${j.op} ${j.path}`), ["put /a", "put /a/b", "put /a/c"]);
+});
+
+void test("creating or deleting a child restamps the parent's generation, a value change does not", () => {
+  const e = env();
+  const v = new TreeView(makeNode("", DEFAULT_PERMS, 0), dom0, DEFAULT_QUOTAS, e);
+  v.write("/p/x", "1");
+  const g1 = lookup(v.root, ["p"])!.gen;
+  v.write("/p/x", "2");
+  assert.equal(lookup(v.root, ["p"])!.gen, g1);
+  v.write("/p/y", "1");
+  const g2 = lookup(v.root, ["p"])!.gen;
+  assert.ok(g2 > g1);
+  v.rm("/p/x");
+  assert.ok(lookup(v.root, ["p"])!.gen > g2);
+});
+
+function base(): { root: ReturnType<typeof makeNode>; e: OpEnv } {
+  const e = env();
+  const v = new TreeView(makeNode("", DEFAULT_PERMS, 0), dom0, DEFAULT_QUOTAS, e);
+  v.write("/e/x", "1");
+  v.mkdir("/t");
+  return { root: v.root, e };
+}
+
+function outside(root: ReturnType<typeof makeNode>, e: OpEnv, f: (v: TreeView) => void): ReturnType<typeof makeNode> {
+  const v = new TreeView(root, dom0, DEFAULT_QUOTAS, e);
+  f(v);
+  return v.root;
+}
+
+const conflict = (e: unknown): boolean => isVmstackError(e, "XS_EAGAIN");
+
+void test("worked example a: writing an existing node commits despite an unrelated create", () => {
+  const { root, e } = base();
+  const tx = new Transaction(1, root, dom0, DEFAULT_QUOTAS, e);
+  tx.apply({ kind: "write", path: "/e/x", value: "2" });
+  const now = outside(root, e, (v) => v.write("/f/x", "1"));
+  const r = tx.commit(now, e);
+  assert.equal(lookup(r.root, ["e", "x"])!.value, "2");
+  assert.ok(lookup(r.root, ["f", "x"]) !== undefined, "the replay keeps the other writer's node");
+});
+
+void test("worked example b: two transactions creating siblings conflict", () => {
+  const { root, e } = base();
+  const tx = new Transaction(1, root, dom0, DEFAULT_QUOTAS, e);
+  tx.apply({ kind: "write", path: "/t/x", value: "1" });
+  const now = outside(root, e, (v) => v.write("/t/y", "1"));
+  assert.throws(() => tx.commit(now, e), conflict);
+});
+
+void test("worked example c: creating under a missing parent conflicts with any new top-level node", () => {
+  const { root, e } = base();
+  const tx = new Transaction(1, root, dom0, DEFAULT_QUOTAS, e);
+  tx.apply({ kind: "write", path: "/n/x", value: "1" });
+  const now = outside(root, e, (v) => v.write("/other", "1"));
+  assert.throws(() => tx.commit(now, e), conflict);
+});
+
+void test("worked example d: read-modify-write loses no update", () => {
+  const { root, e } = base();
+  const tx = new Transaction(1, root, dom0, DEFAULT_QUOTAS, e);
+  assert.equal(tx.view.read("/e/x"), "1");
+  tx.apply({ kind: "write", path: "/e/x", value: "2" });
+  const now = outside(root, e, (v) => v.write("/e/x", "5"));
+  assert.throws(() => tx.commit(now, e), conflict);
+});
+
+void test("worked example e: a stale read of a missing node conflicts once it is created", () => {
+  const { root, e } = base();
+  const tx = new Transaction(1, root, dom0, DEFAULT_QUOTAS, e);
+  assert.throws(() => tx.view.read("/e/missing"), (err) => isVmstackError(err, "XS_ENOENT"));
+  const now = outside(root, e, (v) => v.write("/e/missing", "1"));
+  assert.throws(() => tx.commit(now, e), conflict);
+});
+
+void test("worked example f: a read-only transaction commits whatever happened elsewhere", () => {
+  const { root, e } = base();
+  const tx = new Transaction(1, root, dom0, DEFAULT_QUOTAS, e);
+  tx.view.read("/e/x");
+  const now = outside(root, e, (v) => v.write("/z/q", "1"));
+  assert.equal(tx.commit(now, e).root, now);
+});
+
+void test("an unchanged store commits by identity: the transaction's root becomes the store's", () => {
+  const { root, e } = base();
+  const tx = new Transaction(1, root, dom0, DEFAULT_QUOTAS, e);
+  tx.apply({ kind: "write", path: "/e/y", value: "1" });
+  assert.equal(tx.commit(root, e).root, tx.view.root);
+});
