@@ -42,6 +42,11 @@ export async function runChild(argv: readonly string[], options: ChildOptions = 
   const out: Buffer[] = [];
   let err = "";
   const sink = options.stdoutFile === undefined ? undefined : createWriteStream(options.stdoutFile);
+  let sinkError: unknown;
+  sink?.on("error", (e) => {
+    sinkError = e;
+    child.kill("SIGTERM");
+  });
   if (sink !== undefined) stdout.pipe(sink);
   else stdout.on("data", (c: Buffer) => out.push(c));
   stderr.on("data", (c: Buffer) => {
@@ -67,8 +72,14 @@ export async function runChild(argv: readonly string[], options: ChildOptions = 
       { cause: e, facts: { argv } },
     );
   }
-  if (sink !== undefined && !sink.closed) await once(sink, "close");
+  if (sink !== undefined && !sink.closed && sinkError === undefined) await once(sink, "close");
   options.signal?.throwIfAborted();
+  if (sinkError !== undefined) {
+    throw new VmstackError("CHILD_FAILED", `cannot write the output of '${file}' to ${options.stdoutFile ?? ""}: ${String(sinkError)}`, {
+      cause: sinkError,
+      facts: { argv },
+    });
+  }
   if (!(options.okExitCodes ?? [0]).includes(exitCode)) {
     throw new VmstackError("CHILD_FAILED", `'${argv.join(" ")}' exited with ${exitCode}: ${err.trim().split("\n").slice(-5).join(" | ")}`, {
       facts: { argv, exitCode, stderr: err },
