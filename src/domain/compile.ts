@@ -46,6 +46,8 @@ export interface DomainPlan {
   readonly prepare: readonly PrepareStep[];
   readonly helpers: readonly Helper[];
   readonly paths: { readonly qmp: string; readonly console?: string; readonly agent?: string; readonly vnc?: string };
+  /** Shares the guest agent mounts once the guest is up (`mount -t virtiofs TAG TARGET`). */
+  readonly mounts: readonly { readonly tag: string; readonly target: string; readonly readOnly: boolean }[];
   /** Things decided only at start (a probe boot, a GRUB menu), stated so a dry run is honest. */
   readonly notes: readonly string[];
 }
@@ -164,7 +166,8 @@ export function compileDomain(c: DomainConfig, ctx: CompileContext): DomainPlan 
     ...(ctx.paused ? { paused: true } : {}),
     ...(c.extraArgs.length > 0 ? { extraArgs: c.extraArgs } : {}),
   };
-  return { machine, argv: buildQemuArgs(machine), prepare, helpers, paths, notes };
+  const mounts = c.shares.flatMap((s) => (s.target === undefined ? [] : [{ tag: s.tag, target: s.target, readOnly: s.readOnly }]));
+  return { machine, argv: buildQemuArgs(machine), prepare, helpers, paths, mounts, notes };
 }
 
 function createImage(qemuImg: string, d: DiskConfig, path: string): string[] {

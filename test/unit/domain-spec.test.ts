@@ -72,6 +72,23 @@ test("the typed API accepts a spec object and returns a DomainConfig", () => {
   assert.equal(config.nics[0]?.type, "private");
 });
 
+test("the types inferred from the option table reject wrong shapes at compile time", () => {
+  // Each @ts-expect-error fails the build if the inferred type were too loose (e.g. any).
+  // @ts-expect-error memory is a number of MiB
+  const a: DomainSpec = { name: "x", memory: "1G" };
+  // @ts-expect-error name is required
+  const b: DomainSpec = { memory: 512 };
+  // @ts-expect-error a private NIC needs its network name
+  const c: DomainSpec = { name: "x", nics: [{ type: "private" }] };
+  // @ts-expect-error disk interfaces are virtio, scsi or ide
+  const d: DomainSpec = { name: "x", disks: [{ path: "/a", interface: "sata" }] };
+  const config = parseDomainSpec({ name: "x", boot: kernel }).config;
+  // @ts-expect-error a validated config is read-only
+  config.memory = 1;
+  const derived: number = config.maxmem; // derived options are always present in a DomainConfig
+  assert.ok([a, b, c, d].length === 4 && derived === 1024);
+});
+
 test("stable MACs are locally administered unicast and differ per NIC and per domain", () => {
   const macs = [stableMac("a", 0), stableMac("a", 1), stableMac("b", 0)];
   assert.equal(new Set(macs).size, 3);

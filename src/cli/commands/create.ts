@@ -54,6 +54,7 @@ export const createCommand: Command = {
         prepare: plan.prepare,
         helpers: plan.helpers,
         paths: plan.paths,
+        mounts: plan.mounts,
         notes: plan.notes,
         warnings: loaded.warnings.map(formatProblem),
       };
@@ -66,6 +67,7 @@ export const createCommand: Command = {
       ctx.stdout.write(`# at start: ${step.kind === "copy-if-missing" ? `copy ${step.from} to ${step.to} if missing` : `${step.kind}: ${step.argv.map(displayArg).join(" ")}`}\n`);
     }
     for (const h of plan.helpers) ctx.stdout.write(`# helper ${h.name}: ${h.argv.map(displayArg).join(" ")}\n`);
+    for (const m of plan.mounts) ctx.stdout.write(`# in the guest: mount -t virtiofs ${m.readOnly ? "-o ro " : ""}${m.tag} ${m.target}\n`);
     for (const n of plan.notes) ctx.stdout.write(`# note: ${n}\n`);
     ctx.stdout.write(displayCommandLine([QEMU_BINARY, ...plan.argv]) + "\n");
     return 0;
