@@ -84,23 +84,25 @@ export class Xenstored implements ConnectionHost {
       const loaded = loadState(opts.stateDir);
       this.root = loaded.root;
       this.loadReport = loaded.report;
+      this.#gen = loaded.maxSeq + 1; // new children sort after loaded ones
       for (const line of loaded.report) log(loaded.dropped.length > 0 ? "warn" : "info", "xenstored", line);
-      this.#ensureBaseNodes();
       // A new journal epoch; after damage, a snapshot at once so the damage never survives.
       this.#journal = Journal.startFrom(opts.stateDir, this.root, loaded);
     } else {
       this.root = makeNode("", DEFAULT_PERMS, 0);
       this.loadReport = [];
-      this.#ensureBaseNodes();
     }
     this.#owned = countByOwner(this.root);
+    this.#ensureBaseNodes();
   }
 
-  /** `/tool/xenstored` is the only node the C daemon creates at start (notes §1.4). */
+  /** `/tool/xenstored` is the only node the C daemon creates at start (notes §1.4). Journaled. */
   #ensureBaseNodes(): void {
-    const v = new TreeView(this.root, { domid: 0, privileged: true }, this.quotas, { nextGen: () => this.#gen++, nodesOwned: () => 0 });
-    v.mkdir("/tool/xenstored");
-    this.root = v.root;
+    const v = new TreeView(this.root, { domid: 0, privileged: true }, this.quotas, this.env);
+    if (v.mkdir("/tool/xenstored")) {
+      this.adopt(v);
+      this.#journal?.flush();
+    }
   }
 
   // ---- domains ----

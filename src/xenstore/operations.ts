@@ -149,7 +149,7 @@ export class TreeView {
     const gen = this.env.nextGen();
     let node = makeNode(mode === "write" ? value : "", perms, gen);
     for (let d = segs.length - 1; d > depth; d--) {
-      node = makeNode("", perms, gen, kidSet(undefined, segs[d]!, node));
+      node = makeNode("", perms, gen, kidSet(undefined, segs[d]!, node, gen));
     }
     this.root = rebuild(chain, segs.slice(0, depth + 1), node, gen);
     let cur = "/";

@@ -26,7 +26,7 @@ import * as fs from "node:fs";
 import * as path from "node:path";
 import { crc32 } from "node:zlib";
 import { permsText, parsePermsText, DEFAULT_PERMS, type Perms } from "./permissions.js";
-import { makeNode, type Kids, type XsNode } from "./store.js";
+import { makeNode, orderedKids, type Kids, type XsNode } from "./store.js";
 import type { JournalOp } from "./operations.js";
 import { basename, parentOf } from "./path.js";
 
@@ -160,6 +160,8 @@ export interface LoadResult {
   /** Human-readable lines: what was loaded and exactly what was dropped or repaired. */
   readonly report: readonly string[];
   readonly nodes: number;
+  /** Highest child seq used: the daemon's generation counter starts above it. */
+  readonly maxSeq: number;
   /** Anything dropped or repaired: the daemon then compacts at once so the damage is gone. */
   readonly damaged: boolean;
   readonly snapshotBytes: number;
@@ -222,13 +224,13 @@ class LoadTree {
 }
 
 /** Cartesian-tree build of a treap from children already sorted by name: O(n). */
-function buildKids(sorted: [string, XsNode][]): Kids | undefined {
-  type K = { key: string; node: XsNode; prio: number; left: K | undefined; right: K | undefined };
+function buildKids(sorted: [string, XsNode, number][]): Kids | undefined {
+  type K = { key: string; node: XsNode; prio: number; seq: number; left: K | undefined; right: K | undefined };
   const stack: K[] = [];
-  for (const [key, node] of sorted) {
+  for (const [key, node, seq] of sorted) {
     let h = 0x811c9dc5;
     for (let i = 0; i < key.length; i++) h = Math.imul(h ^ key.charCodeAt(i), 0x01000193);
-    const k: K = { key, node, prio: h >>> 0, left: undefined, right: undefined };
+    const k: K = { key, node, prio: h >>> 0, seq, left: undefined, right: undefined };
     let last: K | undefined;
     while (stack.length > 0 && stack[stack.length - 1]!.prio < k.prio) last = stack.pop();
     k.left = last;
@@ -238,9 +240,11 @@ function buildKids(sorted: [string, XsNode][]): Kids | undefined {
   return stack[0];
 }
 
-function freeze(root: MNode): { node: XsNode; count: number } {
-  // Iterative post-order (XSA-418).
+function freeze(root: MNode): { node: XsNode; count: number; maxSeq: number } {
+  // Iterative post-order (XSA-418). Children get seq numbers in their Map order, which is the
+  // order they were created in the snapshot/journal: DIRECTORY order survives a restart.
   let count = 0;
+  let seq = 0;
   const done = new Map<MNode, XsNode>();
   const stack: [MNode, boolean][] = [[root, false]];
   while (stack.length > 0) {
@@ -252,14 +256,16 @@ function freeze(root: MNode): { node: XsNode; count: number } {
     }
     let kids: Kids | undefined;
     if (m.kids !== undefined) {
+      const order = new Map<string, number>();
+      for (const n of m.kids.keys()) order.set(n, ++seq);
       const names = [...m.kids.keys()].sort();
-      kids = buildKids(names.map((n) => [n, done.get(m.kids!.get(n)!)!]));
+      kids = buildKids(names.map((n) => [n, done.get(m.kids!.get(n)!)!, order.get(n)!]));
       for (const n of names) done.delete(m.kids.get(n)!);
     }
     done.set(m, makeNode(m.value, m.perms, 0, kids));
     count++;
   }
-  return { node: done.get(root)!, count };
+  return { node: done.get(root)!, count, maxSeq: seq };
 }
 
 function listEpochs(dir: string, prefix: string): number[] {
@@ -323,7 +329,7 @@ export function loadState(dir: string): LoadResult {
   const epoch = Math.max(base, journals[journals.length - 1] ?? 0);
   report.unshift(`loaded ${frozen.count} nodes from ${dir} (snapshot ${snaps.length > 0 ? base : "none"}, ${replayed} journal records)`);
   const damaged = dropped.length > 0 || repairs.length > 0 || incomplete;
-  return { root: frozen.node, epoch, dropped, report, nodes: frozen.count, damaged, snapshotBytes, journalBytes };
+  return { root: frozen.node, epoch, dropped, report, nodes: frozen.count, maxSeq: frozen.maxSeq, damaged, snapshotBytes, journalBytes };
 }
 
 /** Writes records straight into a large buffer (no per-record allocation); `out` gets full chunks. */
@@ -379,22 +385,15 @@ export function snapshotRecords(root: XsNode, emit: (b: Buffer) => void): number
   const w = new RecordWriter(emit);
   let count = 0;
   const stack: [string, XsNode][] = [["/", root]];
-  const kids: Kids[] = [];
   while (stack.length > 0) {
     const [p, n] = stack.pop()!;
     w.put(p, n.value, permsText(n.perms));
     count++;
-    // Push children in reverse name order (reverse in-order walk of the treap), so they pop in order.
-    let cur = n.kids;
-    const prefix = p === "/" ? "/" : p + "/";
-    while (cur !== undefined || kids.length > 0) {
-      while (cur !== undefined) {
-        kids.push(cur);
-        cur = cur.right;
-      }
-      const k = kids.pop()!;
-      stack.push([prefix + k.key, k.node]);
-      cur = k.left;
+    // Children in creation order (so a reload recreates DIRECTORY order), pushed in reverse.
+    if (n.kids !== undefined) {
+      const prefix = p === "/" ? "/" : p + "/";
+      const kids = orderedKids(n.kids);
+      for (let i = kids.length - 1; i >= 0; i--) stack.push([prefix + kids[i]!.key, kids[i]!.node]);
     }
   }
   w.raw(encodeRecord({ op: "end", count }));

@@ -6,7 +6,10 @@
  *
  * Children are a persistent treap keyed by name (priorities are a hash of the name, so the shape is
  * canonical): insert, delete and lookup are O(log n) with O(log n) copying, so a directory with
- * 100,000 entries costs no full copy per write. DIRECTORY lists names in byte order.
+ * 100,000 entries costs no full copy per write. Each child also carries `seq`, the generation at
+ * which it was added: DIRECTORY lists children in that order, i.e. creation order, exactly as the
+ * C daemon (which appends a new child's name to its parent's list) — so Xen's tools print the same
+ * listings against both daemons.
  *
  * Values are kept as latin1 strings (one byte per char, exact round trip for binary values) rather
  * than Buffers: a short string costs a fraction of a Buffer object, which matters at 100k nodes.
@@ -28,6 +31,8 @@ export interface Kids {
   readonly key: string;
   readonly node: XsNode;
   readonly prio: number;
+  /** When the child was added (orders DIRECTORY). */
+  readonly seq: number;
   readonly left: Kids | undefined;
   readonly right: Kids | undefined;
 }
@@ -54,8 +59,8 @@ export function kidGet(t: Kids | undefined, key: string): XsNode | undefined {
   return undefined;
 }
 
-function mk(key: string, node: XsNode, prio: number, left: Kids | undefined, right: Kids | undefined): Kids {
-  return { key, node, prio, left, right };
+function mk(key: string, node: XsNode, prio: number, seq: number, left: Kids | undefined, right: Kids | undefined): Kids {
+  return { key, node, prio, seq, left, right };
 }
 
 /** Split into (< key, >= key). Depth is O(log n) expected, so recursion here is bounded. */
@@ -63,30 +68,30 @@ function split(t: Kids | undefined, key: string): [Kids | undefined, Kids | unde
   if (t === undefined) return [undefined, undefined];
   if (t.key < key) {
     const [l, r] = split(t.right, key);
-    return [mk(t.key, t.node, t.prio, t.left, l), r];
+    return [mk(t.key, t.node, t.prio, t.seq, t.left, l), r];
   }
   const [l, r] = split(t.left, key);
-  return [l, mk(t.key, t.node, t.prio, r, t.right)];
+  return [l, mk(t.key, t.node, t.prio, t.seq, r, t.right)];
 }
 
 function merge(a: Kids | undefined, b: Kids | undefined): Kids | undefined {
   if (a === undefined) return b;
   if (b === undefined) return a;
-  if (a.prio >= b.prio) return mk(a.key, a.node, a.prio, a.left, merge(a.right, b));
-  return mk(b.key, b.node, b.prio, merge(a, b.left), b.right);
+  if (a.prio >= b.prio) return mk(a.key, a.node, a.prio, a.seq, a.left, merge(a.right, b));
+  return mk(b.key, b.node, b.prio, b.seq, merge(a, b.left), b.right);
 }
 
-/** Insert or replace. */
-export function kidSet(t: Kids | undefined, key: string, node: XsNode): Kids {
+/** Insert (with creation order `seq`) or replace (keeping the child's seq). */
+export function kidSet(t: Kids | undefined, key: string, node: XsNode, seq: number): Kids {
   const prio = prioOf(key);
   const ins = (t: Kids | undefined): Kids => {
-    if (t === undefined) return mk(key, node, prio, undefined, undefined);
-    if (t.key === key) return mk(key, node, t.prio, t.left, t.right);
-    if (prio > t.prio) {
+    if (t === undefined) return mk(key, node, prio, seq, undefined, undefined);
+    if (t.key === key) return mk(key, node, t.prio, t.seq, t.left, t.right);
+    if (prio > t.prio && kidGet(t, key) === undefined) {
       const [l, r] = split(t, key);
-      return mk(key, node, prio, l, r);
+      return mk(key, node, prio, seq, l, r);
     }
-    return key < t.key ? mk(t.key, t.node, t.prio, ins(t.left), t.right) : mk(t.key, t.node, t.prio, t.left, ins(t.right));
+    return key < t.key ? mk(t.key, t.node, t.prio, t.seq, ins(t.left), t.right) : mk(t.key, t.node, t.prio, t.seq, t.left, ins(t.right));
   };
   return ins(t);
 }
@@ -95,7 +100,7 @@ export function kidDelete(t: Kids | undefined, key: string): Kids | undefined {
   const del = (t: Kids | undefined): Kids | undefined => {
     if (t === undefined) return undefined;
     if (t.key === key) return merge(t.left, t.right);
-    return key < t.key ? mk(t.key, t.node, t.prio, del(t.left), t.right) : mk(t.key, t.node, t.prio, t.left, del(t.right));
+    return key < t.key ? mk(t.key, t.node, t.prio, t.seq, del(t.left), t.right) : mk(t.key, t.node, t.prio, t.seq, t.left, del(t.right));
   };
   return del(t);
 }
@@ -115,10 +120,25 @@ export function* kidEntries(t: Kids | undefined): Generator<[string, XsNode]> {
   }
 }
 
+/** Children in creation order (DIRECTORY order). */
+export function orderedKids(t: Kids | undefined): Kids[] {
+  const out: Kids[] = [];
+  const stack: Kids[] = [];
+  let cur = t;
+  while (cur !== undefined || stack.length > 0) {
+    while (cur !== undefined) {
+      stack.push(cur);
+      cur = cur.left;
+    }
+    const n = stack.pop()!;
+    out.push(n);
+    cur = n.right;
+  }
+  return out.sort((a, b) => a.seq - b.seq);
+}
+
 export function childNames(node: XsNode): string[] {
-  const out: string[] = [];
-  for (const [k] of kidEntries(node.kids)) out.push(k);
-  return out;
+  return orderedKids(node.kids).map((k) => k.key);
 }
 
 export function hasChildren(node: XsNode): boolean {
@@ -171,7 +191,7 @@ export function rebuild(chain: readonly XsNode[], segs: readonly string[], leaf:
       g = gen;
     } else {
       if (i === depth - 1 && kidGet(parent.kids, key) === undefined) g = gen;
-      kids = kidSet(parent.kids, key, child);
+      kids = kidSet(parent.kids, key, child, gen);
     }
     child = { value: parent.value, perms: parent.perms, kids, gen: g };
   }

@@ -31,6 +31,9 @@ void test("a restart restores the exact tree with permissions and binary values"
   assert.equal((await c.request("READ", "/a/b|")).text, "hello");
   assert.equal((await c.request("GET_PERMS", "/a/b|")).text, "n0|r5|b7|");
   assert.equal((await c.request("READ", "/gone|")).error, "ENOENT");
+  assert.equal((await c.request("DIRECTORY", "/|")).text, "tool|a|bin|", "creation order survives");
+  await c.request("WRITE", "/new|1");
+  assert.equal((await c.request("DIRECTORY", "/|")).text, "tool|a|bin|new|", "new nodes come after loaded ones");
   assert.deepEqual((await c.request("READ", "/bin|")).payload, Buffer.from([0, 255, 1]));
   assert.ok(d.loadReport[0]?.startsWith("loaded "));
   d.close();

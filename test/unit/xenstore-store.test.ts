@@ -58,7 +58,7 @@ void test("the children treap stays sorted and shares structure across versions"
   let t: Kids | undefined;
   const names = Array.from({ length: 500 }, (_, i) => `n${(i * 7919) % 500}`);
   const leaf = makeNode("", DEFAULT_PERMS, 0);
-  for (const n of names) t = kidSet(t, n, leaf);
+  names.forEach((n, i) => (t = kidSet(t, n, leaf, i + 1)));
   const sorted = [...new Set(names)].sort();
   assert.deepEqual([...kidEntries(t)].map(([k]) => k), sorted);
   const before = t;
@@ -79,6 +79,8 @@ void test("a write returns a new root and leaves the old one intact (immutable s
   assert.deepEqual(childNames(lookup(v.root, ["a"])!), ["b", "c"]);
   assert.equal(v.changes.length, 2);
   assert.deepEqual(v.journal.map((j) => `${j.op} ${j.path}`), ["put /a", "put /a/b", "put /a/c"]);
+  v.write("/a/a", "3");
+  assert.deepEqual(childNames(lookup(v.root, ["a"])!), ["b", "c", "a"], "creation order, as the C daemon");
 });
 
 void test("creating or deleting a child restamps the parent's generation, a value change does not", () => {
