@@ -115,6 +115,8 @@ export function compileDomain(c: DomainConfig, ctx: CompileContext): DomainPlan 
   const firmware = c.boot.firmware === "uefi" ? { kind: "uefi" as const, code: c.boot.uefiCode, vars: efiVars } : undefined;
   if (firmware) prepare.push({ kind: "copy-if-missing", from: c.boot.uefiVarsTemplate, to: firmware.vars });
 
+  if (c.onReboot === "preserve" && c.onPoweroff !== "preserve")
+    notes.push(`onReboot preserve: QEMU pauses at reboot and at poweroff alike; at a poweroff (SHUTDOWN reason guest-shutdown) vmstackd applies onPoweroff=${c.onPoweroff}`);
   const helpers: Helper[] = c.shares.map((s, i) => {
     const socketPath = run(`virtiofs-${i}.sock`);
     // The C virtiofsd of qemu-system-common; it exits when QEMU disconnects (one per share).
@@ -161,7 +163,11 @@ export function compileDomain(c: DomainConfig, ctx: CompileContext): DomainPlan 
     // on_reboot=destroy: QEMU exits instead of resetting. on_poweroff=preserve: QEMU stays, paused.
     // on_crash: pvpanic reports the panic; preserve keeps the guest paused for inspection.
     ...(c.onReboot === "destroy" ? { noReboot: true } : {}),
-    ...(c.onPoweroff === "preserve" ? { onShutdown: "pause" as const } : {}),
+    // on_reboot=preserve: a reboot must stop the guest where it is, which QEMU only offers as
+    // "reboot acts as shutdown" plus "shutdown pauses"; vmstackd tells the two apart by the
+    // SHUTDOWN event's reason and applies onPoweroff itself (see the note).
+    ...(c.onReboot === "preserve" ? { onReboot: "shutdown" as const } : {}),
+    ...(c.onPoweroff === "preserve" || c.onReboot === "preserve" ? { onShutdown: "pause" as const } : {}),
     onPanic: c.onCrash === "preserve" ? "pause" : "shutdown",
     ...(ctx.paused ? { paused: true } : {}),
     ...(c.extraArgs.length > 0 ? { extraArgs: c.extraArgs } : {}),

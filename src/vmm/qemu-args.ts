@@ -62,6 +62,8 @@ export interface MachineConfig {
   readonly vncSocket?: string;
   /** What QEMU does on guest shutdown and panic (`-action`); a panic needs the pvpanic device. */
   readonly onShutdown?: "poweroff" | "pause";
+  /** `shutdown`: a guest reboot is handled as a shutdown (then `onShutdown` applies) instead of a reset. */
+  readonly onReboot?: "reset" | "shutdown";
   readonly onPanic?: "shutdown" | "pause";
 }
 
@@ -207,6 +209,7 @@ export function buildQemuArgs(c: MachineConfig): string[] {
   }
   if (c.onPanic !== undefined && c.machine !== "microvm") args.push("-device", "pvpanic,id=pvpanic0");
   const actions = [
+    ...(c.onReboot === "shutdown" ? ["reboot=shutdown"] : []),
     ...(c.onShutdown === "pause" ? ["shutdown=pause"] : []),
     ...(c.onPanic !== undefined ? [`panic=${c.onPanic}`] : []),
   ];
