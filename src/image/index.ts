@@ -18,3 +18,5 @@ export { extractVmlinux, kernelFileKind, parseBzImage } from "./vmlinux.js";
 export type { BzImageInfo, KernelFileKind, PayloadFormat } from "./vmlinux.js";
 export { DEFAULT_INITRD_COMPRESSION, INITRD_COMPRESSIONS, INITRD_SKELETON, LOAD_ORDER_PATH, buildInitrd } from "./initrd.js";
 export type { BuildInitrdOptions, InitrdCompression, InitrdFile, InitrdResult } from "./initrd.js";
+export { hasPvhNote, withPvhVmlinux } from "./pvh.js";
+export type { WithPvhOptions } from "./pvh.js";
