@@ -1,7 +1,7 @@
 /**
  * The xl.cfg / xm corpus in test/fixtures/xl: every good file parses, validates and compiles to a
- * QEMU argv, and round-trips through `config convert` (xl → config → xl → same config); every file
- * in bad/ fails with the errors its `# expect-error: LINE:COL text` lines name, at those positions.
+ * QEMU argv, and round-trips through `config convert` both ways (xl → JSON and config → xl give the
+ * same config back); every file in bad/ fails with the errors its `# expect-error: LINE:COL text` lines name, at those positions.
  * `# expect-warning: text` lines in good files name warnings that must appear.
  */
 import { test } from "node:test";
@@ -29,6 +29,8 @@ for (const file of good) {
     for (const m of text.matchAll(/^# expect-warning: (.*)$/gm)) assert.ok(warnings.includes(m[1] as string), `no warning with '${m[1]}' in:\n${warnings}`);
     const back = loadDomainText(exportXlConfig(loaded.config).text, `${file}.roundtrip.cfg`);
     assert.deepEqual(back.config, loaded.config);
+    const viaJson = loadDomainText(JSON.stringify(loaded.spec), `${file}.json`);
+    assert.deepEqual(viaJson.config, loaded.config);
   });
 }
 
