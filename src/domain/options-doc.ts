@@ -3,7 +3,19 @@
  * described). `npm run docs:options` writes it; a unit test fails when the file is stale.
  */
 import { type Field, type Schema, describeType } from "./schema.js";
-import { domainSchema } from "./spec.js";
+import { parseDomainSpec } from "./parse-spec.js";
+import { type DomainSpec, domainSchema } from "./spec.js";
+
+/** The example in the doc; rendering parses it, so the doc cannot show an invalid config. */
+export const EXAMPLE_SPEC: DomainSpec = {
+  name: "web",
+  memory: 512,
+  vcpus: 2,
+  boot: { kernel: "/var/lib/vmstack/kernels/vmlinux", initrd: "/var/lib/vmstack/kernels/initrd.gz", cmdline: "console=ttyS0 root=/dev/vda rw" },
+  disks: [{ path: "/var/lib/vmstack/web/root.qcow2", backing: "/var/lib/vmstack/images/debian-12.qcow2", size: 8192 }],
+  shares: [{ tag: "src", source: "/home/me/src", target: "/mnt/src" }],
+  nics: [{ type: "user", forwards: [{ hostAddress: "127.0.0.1", hostPort: 8080, guestPort: 80 }] }],
+};
 
 interface Row {
   readonly path: string;
@@ -48,6 +60,12 @@ export function renderOptionsDoc(): string {
     "",
     "A domain is a JSON object (or an xl.cfg / xm file, converted on reading; see `vmstack config convert`).",
     "Unknown options are errors. `nics[]{type=user}` means: an entry of `nics` whose `type` is `user`.",
+    "",
+    "Example (`vmstack create --dry-run web.json` shows the QEMU command line it becomes):",
+    "",
+    "```json",
+    JSON.stringify(parseDomainSpec(EXAMPLE_SPEC) && EXAMPLE_SPEC, null, 2),
+    "```",
     "",
     "| option | type | default | description |",
     "| --- | --- | --- | --- |",
