@@ -23,7 +23,10 @@ export interface ModuleIndex {
   readonly builtin: ReadonlySet<string>;
 }
 
-/** The modules a throwaway VM needs from the cloud kernel; resolveModules() adds dependencies. */
+/**
+ * Every driver a throwaway VM may need from the cloud kernel, on either transport;
+ * resolveModules() adds dependencies. guestModulesFor() picks the subset a given VM needs.
+ */
 export const DEFAULT_GUEST_MODULES: readonly string[] = [
   "virtio_mmio", // microvm's transport
   "virtio_pci", // pc / q35 transport
@@ -32,6 +35,35 @@ export const DEFAULT_GUEST_MODULES: readonly string[] = [
   "virtio_net",
   "virtiofs", // host directory sharing (pulls in fuse)
 ] as const;
+
+/** How virtio devices reach the guest: microvm has virtio-mmio, pc and q35 have virtio-pci. */
+export type VirtioTransport = "mmio" | "pci";
+
+/** The virtio devices a VM actually has; each one needs its driver module. */
+export interface GuestDevices {
+  readonly transport: VirtioTransport;
+  /** virtio-serial (the agent channel). Default true. */
+  readonly console?: boolean;
+  readonly block?: boolean;
+  readonly net?: boolean;
+  readonly virtiofs?: boolean;
+}
+
+/**
+ * Only the modules for the devices a VM has. Every module costs boot time: measured on the cloud
+ * kernel under TCG (microvm, 6 boots each, loaded host), insmod of the 13-module default closure
+ * took median 0.66 s (min 0.41 s) in the guest, the 4 modules a plain `vmstack run` needs
+ * (virtio_ring virtio virtio_mmio virtio_console) median 0.30 s (min 0.20 s).
+ */
+export function guestModulesFor(devices: GuestDevices): string[] {
+  return [
+    devices.transport === "mmio" ? "virtio_mmio" : "virtio_pci",
+    ...(devices.console === false ? [] : ["virtio_console"]),
+    ...(devices.block === true ? ["virtio_blk"] : []),
+    ...(devices.net === true ? ["virtio_net"] : []),
+    ...(devices.virtiofs === true ? ["virtiofs"] : []),
+  ];
+}
 
 const MODULE_SUFFIX = /\.ko(\.(xz|zst|gz))?$/;
 

@@ -4,6 +4,7 @@ import { existsSync, readFileSync } from "node:fs";
 import { join } from "node:path";
 import {
   DEFAULT_GUEST_MODULES,
+  guestModulesFor,
   moduleName,
   parseModulesBuiltin,
   parseModulesDep,
@@ -105,4 +106,15 @@ void test("the default guest modules resolve on the provisioned cloud kernel", a
   assert.ok(order.indexOf("virtio_ring") < order.indexOf("virtio"));
   assert.ok(order.indexOf("fuse") < order.indexOf("virtiofs"));
   assert.deepEqual(resolveModules(idx, ["ext4"]), [], "ext4 is built into the cloud kernel");
+});
+
+void test("guestModulesFor picks the transport's driver and only the devices the VM has", () => {
+  assert.deepEqual(guestModulesFor({ transport: "mmio" }), ["virtio_mmio", "virtio_console"]);
+  assert.deepEqual(guestModulesFor({ transport: "pci", block: true, net: true, virtiofs: true }), [
+    "virtio_pci", "virtio_console", "virtio_blk", "virtio_net", "virtiofs",
+  ]);
+  assert.deepEqual(guestModulesFor({ transport: "pci", console: false }), ["virtio_pci"]);
+  for (const m of guestModulesFor({ transport: "mmio", block: true, net: true, virtiofs: true })) {
+    assert.ok(DEFAULT_GUEST_MODULES.includes(m), `${m} is also in the default list`);
+  }
 });
