@@ -7,7 +7,7 @@ import { connect, type Socket } from "node:net";
 import { join } from "node:path";
 import { existsSync } from "node:fs";
 import { once } from "node:events";
-import { buildQemuArgs, type Accel, type MachineConfig, type MachineType } from "./qemu-args.js";
+import { buildQemuArgs, type Accel, type MachineConfig, type MachineType, type NicArgsConfig } from "./qemu-args.js";
 import { qemuBinary, tscKhz } from "./host.js";
 import { AgentClient, AGENT_PORT_NAME } from "../guest/index.js";
 import { spawnManaged, TailBuffer, type Exit, type ManagedChild } from "../lib/process.js";
@@ -34,6 +34,19 @@ export interface GuestVmOptions {
   /** Deadline for boot + agent handshake. */
   readonly bootTimeoutMs: number;
   readonly signal?: AbortSignal | undefined;
+  /** A QMP monitor on this Unix socket (the test framework drives QEMU through it). */
+  readonly qmpSocket?: string;
+  /** Network cards (test VLANs, user-mode NAT). */
+  readonly nics?: readonly NicArgsConfig[];
+  /** Start from a saved state (`-incoming URI`, e.g. "exec:cat state.bin") instead of booting. */
+  readonly incoming?: string;
+  /** Keep QEMU's stdin open so bytes can be typed on the serial console (writeConsole). */
+  readonly consoleInput?: boolean;
+  /**
+   * Called once QEMU is spawned, before the agent handshake; the boot deadline's signal is passed.
+   * E.g. connect QMP, or resume a VM restored with `incoming` (its agent answers only once running).
+   */
+  readonly afterSpawn?: (signal: AbortSignal) => Promise<void>;
 }
 
 /**
@@ -88,7 +101,11 @@ export class GuestVm {
       serial: { kind: "stdio" },
       channels: [{ name: AGENT_PORT_NAME, socketPath: join(options.runDir, "agent.sock") }],
       noReboot: true,
-      ...(options.extraArgs ? { extraArgs: options.extraArgs } : {}),
+      ...(options.qmpSocket !== undefined ? { qmpSocket: options.qmpSocket } : {}),
+      ...(options.nics ? { nics: options.nics } : {}),
+      ...(options.extraArgs || options.incoming !== undefined
+        ? { extraArgs: [...(options.extraArgs ?? []), ...(options.incoming !== undefined ? ["-incoming", options.incoming] : [])] }
+        : {}),
     };
     this.argv = [qemuBinary(), ...buildQemuArgs(config)];
   }
@@ -115,6 +132,13 @@ export class GuestVm {
     return this.#qemu.exited;
   }
 
+  /** Types bytes on the serial console (needs `consoleInput`). */
+  writeConsole(data: string | Uint8Array): void {
+    const stdin = this.#qemu?.process.stdin;
+    if (!stdin) throw new VmstackError("CONSOLE_INPUT_OFF", `${this.options.name}: the console takes no input (start the VM with consoleInput)`);
+    stdin.write(data);
+  }
+
   get pid(): number {
     return this.#qemu?.pid ?? -1;
   }
@@ -122,8 +146,10 @@ export class GuestVm {
   async #start(): Promise<void> {
     const o = this.options;
     log("debug", o.name, `QEMU: ${this.argv.map((a) => (/[\s"']/.test(a) ? JSON.stringify(a) : a)).join(" ")}`);
-    const qemu = spawnManaged(this.argv, { label: "QEMU", stdio: ["ignore", "pipe", "pipe"] });
+    const qemu = spawnManaged(this.argv, { label: "QEMU", stdio: [o.consoleInput ? "pipe" : "ignore", "pipe", "pipe"] });
     this.#qemu = qemu;
+    // Typing on the console of a QEMU that just exited must not crash the host process (EPIPE).
+    qemu.process.stdin?.on("error", (e) => log("debug", o.name, `console input: ${messageOf(e)}`));
     qemu.process.stdout?.on("data", (c: Buffer) => {
       this.console.push(c);
       o.onConsole?.(c);
@@ -138,6 +164,7 @@ export class GuestVm {
     );
     const signal = AbortSignal.any([deadline, early.signal, ...(o.signal ? [o.signal] : [])]);
     try {
+      if (o.afterSpawn) await o.afterSpawn(signal);
       const sockPath = join(o.runDir, "agent.sock");
       this.#socket = await retryUntil(() => (existsSync(sockPath) ? tryConnect(sockPath) : undefined), {
         what: "QEMU's agent socket",

@@ -9,5 +9,6 @@ import { kernelCommand } from "./kernel.js";
 import { runCommand } from "./run.js";
 import { xenstoreCommand } from "./xenstore.js";
 import { xenstoredCommand } from "./xenstored.js";
+import { testCommand } from "./test.js";
 
-export const commands: readonly Command[] = [runCommand, infoCommand, kernelCommand, xenstoreCommand, xenstoredCommand, createCommand, configCommand];
+export const commands: readonly Command[] = [runCommand, infoCommand, kernelCommand, xenstoreCommand, xenstoredCommand, createCommand, configCommand, testCommand];
