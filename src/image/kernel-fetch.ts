@@ -12,7 +12,7 @@
  */
 import { mkdir, readdir, rename, rm } from "node:fs/promises";
 import { join } from "node:path";
-import { VmstackError } from "../lib/errors.js";
+import { VmstackError, isVmstackError } from "../lib/errors.js";
 import { tempPathFor, writeFileAtomic, type Env } from "./cache.js";
 import {
   MANIFEST_NAME,
@@ -48,7 +48,7 @@ export interface FetchKernelResult {
 export function parseAptDepends(output: string, metaPackage: string): string {
   const match = /^\s*Depends:\s*(linux-image-[^\s<>]+)/m.exec(output);
   if (match?.[1] === undefined) {
-    throw new VmstackError("KERNEL_PACKAGE_UNKNOWN", `apt does not know which kernel '${metaPackage}' depends on (run 'apt-get update'?)`, {
+    throw new VmstackError("KERNEL_PACKAGE_UNKNOWN", `apt does not know which kernel '${metaPackage}' depends on: run 'apt-get update' and try again`, {
       facts: { metaPackage, output },
     });
   }
@@ -74,8 +74,18 @@ export async function fetchKernel(options: FetchKernelOptions): Promise<FetchKer
     if (current !== undefined) return { kernel: current, fetched: false };
   }
   const meta = options.metaPackage ?? CLOUD_KERNEL_META_PACKAGE;
-  const depends = await runChild(["apt-cache", "depends", meta], { signal });
-  const pkg = parseAptDepends(depends.stdout.toString(), meta);
+  let depends: string;
+  try {
+    depends = (await runChild(["apt-cache", "depends", meta], { signal })).stdout.toString();
+  } catch (e) {
+    // apt-cache exits 100 ("No packages found") when the package lists are missing or stale.
+    if (!isVmstackError(e, "CHILD_FAILED")) throw e;
+    throw new VmstackError("KERNEL_PACKAGE_UNKNOWN", `apt does not know '${meta}': run 'apt-get update' and try again (${e.message})`, {
+      cause: e,
+      facts: { metaPackage: meta },
+    });
+  }
+  const pkg = parseAptDepends(depends, meta);
   const release = releaseOfPackage(pkg);
   const root = kernelsDir(env);
   const finalDir = join(root, release);

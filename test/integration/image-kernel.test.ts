@@ -89,3 +89,12 @@ void test("fetching again with the kernel present does nothing", async (t) => {
   assert.deepEqual(r.kernel, kernel);
   assert.deepEqual(progress, []);
 });
+
+void test("a kernel package apt does not know is KERNEL_PACKAGE_UNKNOWN telling the user to run apt-get update", async (t) => {
+  const dir = tempDir(t);
+  await assert.rejects(
+    fetchKernel({ env: { VMSTACK_CACHE: dir }, metaPackage: "vmstack-no-such-kernel-package" }),
+    (e) => (isVmstackError(e, "KERNEL_PACKAGE_UNKNOWN") && /apt-get update/.test(e.message)) || isVmstackError(e, "TOOL_MISSING"),
+  );
+  assert.deepEqual(readdirSync(dir), [], "nothing is left in the cache");
+});
