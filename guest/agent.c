@@ -300,7 +300,9 @@ static void do_exec(uint32_t id, struct rd *r) {
     sigset_t none;
     sigemptyset(&none);
     sigprocmask(SIG_SETMASK, &none, NULL);
-    signal(SIGPIPE, SIG_DFL);
+    /* Ignored signals are inherited through exec: whoever started the agent (a background
+     * shell ignores SIGINT, we ignore SIGPIPE) must not decide what the command ignores. */
+    for (int s = 1; s < NSIG; s++) signal(s, SIG_DFL);
     setpgid(0, 0); /* its own group, so timeouts and SIGNAL reach everything it starts */
     dup2(inp[0], 0);
     dup2(outp[1], 1);

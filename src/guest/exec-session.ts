@@ -77,9 +77,10 @@ export function startExec(ch: FrameChannel, id: number, req: ParsedExec): ExecHa
   const stderr = new Readable({ read() {} });
   const pid = deferred<number>();
   const result = deferred<ExecResult>();
-  // A caller who only awaits `result` must not crash the process with an unhandled `pid`
-  // rejection; awaiting `pid` still sees it.
+  // A caller who only awaits `result` (or awaits it late, after other work) must not crash the
+  // process with an unhandled rejection; awaiting either promise still sees the error.
   pid.promise.catch(() => undefined);
+  result.promise.catch(() => undefined);
   let startedPid = 0;
   let done = false;
   let credit = STDIN_WINDOW;

@@ -1,0 +1,173 @@
+/**
+ * The agent binary at the byte level: malformed input, reconnects. The agent listens on a Unix
+ * socket (--listen), as QEMU's socket does for the real port, and the test writes raw frames.
+ */
+import assert from "node:assert/strict";
+import { spawn, type ChildProcess } from "node:child_process";
+import { existsSync } from "node:fs";
+import { mkdtemp, rm } from "node:fs/promises";
+import { connect, type Socket } from "node:net";
+import { tmpdir } from "node:os";
+import { join } from "node:path";
+import { after, before, describe, test } from "node:test";
+import { retryUntil } from "../../src/lib/retry.js";
+import { guestArtifacts } from "../../src/guest/artifacts.js";
+import type { Message } from "../../src/guest/protocol.js";
+import { ERROR_CODES, FRAME_TYPES, FrameDecoder, encodeFrame, encodeMessage } from "../../src/guest/protocol.js";
+
+const agentPath = guestArtifacts().agent;
+const missing = existsSync(agentPath) ? undefined : "agent binary not built (npm run build runs make -C guest)";
+
+/** A raw connection that collects decoded messages and waits for one that matches. */
+class Raw {
+  readonly messages: Message[] = [];
+  private readonly decoder = new FrameDecoder();
+  private waiters: Array<() => void> = [];
+  private constructor(readonly socket: Socket) {
+    socket.on("data", (c: Buffer) => {
+      for (const ev of this.decoder.push(c)) if (ev.kind === "message") this.messages.push(ev.message);
+      const w = this.waiters;
+      this.waiters = [];
+      for (const f of w) f();
+    });
+  }
+
+  static async open(path: string): Promise<Raw> {
+    const socket = await retryUntil(
+      () =>
+        new Promise<Socket | undefined>((resolve) => {
+          const s = connect(path);
+          s.once("connect", () => resolve(s));
+          s.once("error", () => resolve(undefined)); // not listening yet: try again
+        }),
+      { what: `agent socket ${path}`, timeoutMs: 5000 },
+    );
+    return new Raw(socket);
+  }
+
+  write(b: Uint8Array): void {
+    this.socket.write(b);
+  }
+
+  /** Removes and returns the first message matching `pred`, waiting up to 5 s for it. */
+  async take(pred: (m: Message) => boolean, what: string): Promise<Message> {
+    const deadline = Date.now() + 5000;
+    for (;;) {
+      const i = this.messages.findIndex(pred);
+      if (i >= 0) return this.messages.splice(i, 1)[0] as Message;
+      const left = deadline - Date.now();
+      if (left <= 0) assert.fail(`no ${what}; got ${JSON.stringify(this.messages.map((m) => [m.type, m.id]))}`);
+      await new Promise<void>((r) => {
+        const t = setTimeout(r, left);
+        this.waiters.push(() => {
+          clearTimeout(t);
+          r();
+        });
+      });
+    }
+  }
+
+  async error(id: number, code: number): Promise<Message> {
+    return this.take((m) => m.type === "error" && m.id === id && m.code === code, `ERROR ${code} for id ${id}`);
+  }
+
+  async pingPong(id: number): Promise<void> {
+    this.write(encodeMessage({ type: "ping", id, data: Buffer.from("p") }));
+    await this.take((m) => m.type === "pong" && m.id === id, `PONG ${id}`);
+  }
+}
+
+const exec = (id: number, script: string): Buffer =>
+  encodeMessage({ type: "exec", id, shell: true, stdin: false, clearEnv: false, timeoutMs: 0, graceMs: 0, cwd: "", argv: [script], env: [] });
+
+describe("guest agent wire handling", () => {
+  let dir = "";
+  let sock = "";
+  let agent: ChildProcess | undefined;
+
+  before(async () => {
+    if (missing) return;
+    dir = await mkdtemp(join(tmpdir(), "vmstack-agent-wire-"));
+    sock = join(dir, "agent.sock");
+    agent = spawn(agentPath, ["--listen", sock], { stdio: ["ignore", "ignore", "ignore"] });
+  });
+  after(async () => {
+    agent?.kill("SIGTERM");
+    if (dir) await rm(dir, { recursive: true, force: true });
+  });
+
+  test("a new connection gets READY, then garbage gets one error and the channel still works", async (t) => {
+    if (missing) return t.skip(missing);
+    const raw = await Raw.open(sock);
+    await raw.take((m) => m.type === "ready" && m.id === 0, "READY");
+    raw.write(Buffer.from("this is not a frame\n"));
+    await raw.error(0, ERROR_CODES.badFrame);
+    await raw.pingPong(1);
+    raw.socket.destroy();
+  });
+
+  test("malformed frames each get a protocol error and never kill the agent", async (t) => {
+    if (missing) return t.skip(missing);
+    const raw = await Raw.open(sock);
+    // A header announcing 4 GiB.
+    raw.write(Buffer.from([0xf7, 0x56, FRAME_TYPES.stdin, 0, 0, 0, 0, 2, 0xff, 0xff, 0xff, 0xff]));
+    await raw.error(2, ERROR_CODES.tooLarge);
+    await raw.error(0, ERROR_CODES.badFrame); // the rest of that header, skipped as garbage
+    raw.write(encodeFrame(0x33, 3, Buffer.from("x")));
+    await raw.error(3, ERROR_CODES.unknownType);
+    raw.write(encodeFrame(FRAME_TYPES.exec, 4, Buffer.from([0, 0, 0])));
+    await raw.error(4, ERROR_CODES.badPayload);
+    // argc 0
+    raw.write(encodeFrame(FRAME_TYPES.exec, 5, Buffer.alloc(24)));
+    await raw.error(5, ERROR_CODES.badPayload);
+    // a string length running past the payload
+    raw.write(encodeFrame(FRAME_TYPES.readFile, 6, Buffer.from([0x7f, 0, 0, 0, 0x41])));
+    await raw.error(6, ERROR_CODES.badPayload);
+    // an env entry without "="
+    const noEq = encodeMessage({ type: "exec", id: 7, shell: false, stdin: false, clearEnv: false, timeoutMs: 0, graceMs: 0, cwd: "", argv: ["true"], env: ["NOEQUALS"] });
+    raw.write(noEq);
+    await raw.error(7, ERROR_CODES.badPayload);
+    const reserved = encodeMessage({ type: "ping", id: 8, data: Buffer.alloc(0) });
+    reserved[3] = 9;
+    raw.write(reserved);
+    await raw.error(8, ERROR_CODES.badFrame);
+    raw.write(encodeFrame(FRAME_TYPES.signal, 9, Buffer.from([0, 0, 0, 200])));
+    await raw.error(9, ERROR_CODES.badPayload);
+    // id 0 is the connection's, never a command's
+    raw.write(exec(0, "true"));
+    await raw.error(0, ERROR_CODES.duplicateId);
+    // Data for ids nobody knows is dropped quietly (a normal race after a command ends).
+    raw.write(encodeMessage({ type: "stdin", id: 4242, data: Buffer.from("late") }));
+    raw.write(encodeMessage({ type: "fileData", id: 4243, data: Buffer.from("late") }));
+    await raw.pingPong(10);
+    assert.deepEqual(raw.messages.filter((m) => m.type === "error"), []);
+    assert.equal(agent?.exitCode, null);
+    raw.socket.destroy();
+  });
+
+  test("a second command with an id still in use is refused", async (t) => {
+    if (missing) return t.skip(missing);
+    const raw = await Raw.open(sock);
+    raw.write(exec(20, "sleep 0.5"));
+    await raw.take((m) => m.type === "started" && m.id === 20, "STARTED 20");
+    raw.write(exec(20, "true"));
+    await raw.error(20, ERROR_CODES.duplicateId);
+    await raw.take((m) => m.type === "exit" && m.id === 20, "EXIT 20");
+    raw.socket.destroy();
+  });
+
+  test("a host that leaves mid-frame and comes back finds a clean channel and its command's exit", async (t) => {
+    if (missing) return t.skip(missing);
+    const first = await Raw.open(sock);
+    first.write(exec(30, "sleep 0.3; echo done"));
+    await first.take((m) => m.type === "started" && m.id === 30, "STARTED 30");
+    first.write(encodeMessage({ type: "ping", id: 31, data: Buffer.alloc(100) }).subarray(0, 20));
+    first.socket.destroy();
+    const second = await Raw.open(sock);
+    await second.pingPong(32); // the half frame from the first host did not swallow this one
+    // Output produced while nobody was connected is delivered to the next host.
+    const exit = await second.take((m) => m.type === "exit" && m.id === 30, "EXIT 30");
+    assert.equal(exit.type === "exit" && exit.exitCode, 0);
+    second.socket.destroy();
+  });
+});
