@@ -54,14 +54,20 @@ function deriveDefaults(c: Record<string, unknown>, isBad: (path: string) => boo
   const d = c as Mutable<DomainConfig>;
   d.maxmem ??= d.memory;
   d.maxvcpus ??= d.vcpus;
-  if (!isBad("disks")) d.disks = d.disks.map((disk, i) => ({
-    ...disk,
-    id: disk.id ?? `disk${i}`,
-    format: disk.format ?? (disk.backing !== undefined || disk.scratch ? "qcow2" : "raw"),
-    readOnly: disk.readOnly ?? disk.media === "cdrom",
-  }));
+  // Malformed list items are left as they are (their checks are skipped); the others get derived.
+  if (Array.isArray(d.disks))
+    d.disks = d.disks.map((disk, i) =>
+      isBad(`disks[${i}]`)
+        ? disk
+        : {
+            ...disk,
+            id: disk.id ?? `disk${i}`,
+            format: disk.format ?? (disk.backing !== undefined || disk.scratch ? "qcow2" : "raw"),
+            readOnly: disk.readOnly ?? disk.media === "cdrom",
+          },
+    );
   const name = isBad("name") ? "" : d.name;
-  if (!isBad("nics")) d.nics = d.nics.map((nic, i) => ({ ...nic, id: nic.id ?? `net${i}`, mac: nic.mac ?? stableMac(name, i) }));
+  if (Array.isArray(d.nics)) d.nics = d.nics.map((nic, i) => (isBad(`nics[${i}]`) ? nic : { ...nic, id: nic.id ?? `net${i}`, mac: nic.mac ?? stableMac(name, i) }));
   return inSchemaOrder(domainSchema, d) as DomainConfig;
 }
 

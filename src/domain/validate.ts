@@ -27,9 +27,11 @@ export function validateDomain(c: DomainConfig, raw: Record<string, unknown> = {
   }
   if (ok("vcpus", "maxvcpus") && c.maxvcpus < c.vcpus) error("maxvcpus", `maxvcpus (${c.maxvcpus}) must be at least vcpus (${c.vcpus})`);
 
-  if (ok("boot", "disks", "machine", "serial")) validateBoot(c, raw, error, warn);
-  if (ok("disks", "machine")) validateDisks(c, error);
-  if (ok("nics", "machine")) validateNics(c, error);
+  // Lists are checked item by item: a malformed disk or NIC skips only its own checks.
+  const listOk = (name: "disks" | "nics"): boolean => Array.isArray(c[name]);
+  if (ok("boot", "machine", "serial") && listOk("disks")) validateBoot(c, raw, error, warn, isBad);
+  if (ok("machine") && listOk("disks")) validateDisks(c, error, isBad);
+  if (ok("machine") && listOk("nics")) validateNics(c, error, isBad);
 
   const tags = new Set<string>();
   if (ok("shares", "machine")) c.shares.forEach((s, i) => {
@@ -43,7 +45,7 @@ export function validateDomain(c: DomainConfig, raw: Record<string, unknown> = {
 
 type Report = (path: string, message: string) => void;
 
-function validateBoot(c: DomainConfig, raw: Record<string, unknown>, error: Report, warn: Report): void {
+function validateBoot(c: DomainConfig, raw: Record<string, unknown>, error: Report, warn: Report, isBad: (path: string) => boolean): void {
   const b = c.boot;
   if (b.kernel === undefined) {
     if (b.initrd !== undefined) error("boot.initrd", "boot.initrd needs boot.kernel (direct kernel boot)");
@@ -52,8 +54,11 @@ function validateBoot(c: DomainConfig, raw: Record<string, unknown>, error: Repo
   const rawBoot = (typeof raw["boot"] === "object" && raw["boot"] !== null ? raw["boot"] : {}) as Record<string, unknown>;
   if (b.guestGrub !== undefined) {
     if (b.kernel !== undefined) error("boot.guestGrub", "boot.guestGrub and boot.kernel exclude each other: the guest's GRUB menu names the kernel");
-    if (b.guestGrub.disk >= c.disks.length) error("boot.guestGrub.disk", `boot.guestGrub.disk is ${b.guestGrub.disk} but the domain has ${c.disks.length} disk(s)`);
-    else if (c.disks[b.guestGrub.disk]?.path === undefined) error("boot.guestGrub.disk", "the disk holding the GRUB menu has no path");
+    // A malformed disk reports its own problems; the menu's disk is only checked when well-formed.
+    if (!isBad(`disks[${b.guestGrub.disk}]`)) {
+      if (b.guestGrub.disk >= c.disks.length) error("boot.guestGrub.disk", `boot.guestGrub.disk is ${b.guestGrub.disk} but the domain has ${c.disks.length} disk(s)`);
+      else if (c.disks[b.guestGrub.disk]?.path === undefined) error("boot.guestGrub.disk", "the disk holding the GRUB menu has no path");
+    }
   }
   if (b.kernel !== undefined && (rawBoot["firmware"] !== undefined || rawBoot["order"] !== undefined))
     warn("boot.kernel", "boot.kernel is set, so QEMU boots that kernel directly: the bootloader on the disks will not run");
@@ -67,12 +72,13 @@ function validateBoot(c: DomainConfig, raw: Record<string, unknown>, error: Repo
     warn("boot.cmdline", "the kernel command line has no console=ttyS0: the serial console will show nothing from the kernel");
 }
 
-function validateDisks(c: DomainConfig, error: Report): void {
+function validateDisks(c: DomainConfig, error: Report, isBad: (path: string) => boolean): void {
   const ids = new Set<string>();
   const vdevs = new Set<string>();
   let ide = 0;
   c.disks.forEach((d, i) => {
     const at = `disks[${i}]`;
+    if (isBad(at)) return;
     if (ids.has(d.id)) error(`${at}.id`, `device id '${d.id}' is used twice`);
     ids.add(d.id);
     if (d.vdev !== undefined) {
@@ -100,12 +106,13 @@ function validateDisks(c: DomainConfig, error: Report): void {
   if (c.machine !== "microvm" && ide > slots) error("disks", `machine ${c.machine} has ${slots} IDE slots, but ${ide} disks use interface ide`);
 }
 
-function validateNics(c: DomainConfig, error: Report): void {
+function validateNics(c: DomainConfig, error: Report, isBad: (path: string) => boolean): void {
   const ids = new Set<string>();
   const macs = new Set<string>();
   const hostPorts = new Set<string>();
   c.nics.forEach((n, i) => {
     const at = `nics[${i}]`;
+    if (isBad(at)) return;
     if (ids.has(n.id)) error(`${at}.id`, `device id '${n.id}' is used twice`);
     ids.add(n.id);
     const mac = n.mac.toLowerCase();

@@ -123,6 +123,19 @@ test("schema errors and cross-option errors come back together in one report", (
   assert.ok(problems.some((p) => p.includes("10.0.2.0/24")));
 });
 
+test("a malformed disk or NIC skips only its own checks: the other items are still validated", () => {
+  const problems = problemsOf({
+    name: "a",
+    boot: kernel,
+    disks: [{ path: "/a", format: "qcow9" }, { media: "cdrom" }],
+    nics: [{ type: "user", mac: 5 }, { type: "user", forwards: [{ from: "guest", guestAddress: "10.0.3.1", guestPort: 1, hostPort: 1 }] }],
+  });
+  assert.ok(problems.some((p) => p.includes('"qcow9"') && p.includes("[disks[0].format]")));
+  assert.ok(problems.some((p) => p.includes("a cdrom needs interface ide or scsi") && p.includes("[disks[1].interface]")));
+  assert.ok(problems.some((p) => p.includes("expected MAC address") && p.includes("[nics[0].mac]")));
+  assert.ok(problems.some((p) => p.includes("10.0.2.0/24") && p.includes("[nics[1].forwards[0].guestAddress]")));
+});
+
 test("guest-to-host forwards must be tcp and target a 10.0.2.x address (qemu-vm.nix's assertions)", () => {
   const problems = problemsOf({
     name: "a",
