@@ -13,7 +13,7 @@
  */
 import { createHash, randomBytes } from "node:crypto";
 import { createReadStream } from "node:fs";
-import { mkdir, rename, rm, stat, writeFile, copyFile } from "node:fs/promises";
+import { copyFile, mkdir, readdir, rename, rm, stat, writeFile } from "node:fs/promises";
 import { homedir } from "node:os";
 import { dirname, join } from "node:path";
 import { pipeline } from "node:stream/promises";
@@ -63,6 +63,39 @@ export function canonicalJson(value: unknown): string {
 /** A temporary name next to `path`, unique per process and call. */
 export function tempPathFor(path: string): string {
   return join(dirname(path), `.tmp-${process.pid}-${randomBytes(6).toString("hex")}`);
+}
+
+const TEMP_NAME = /^\.tmp-(\d+)-[0-9a-f]+$/;
+
+function processExists(pid: number): boolean {
+  try {
+    process.kill(pid, 0);
+    return true;
+  } catch (e) {
+    // EPERM: it exists but belongs to someone else.
+    return (e as NodeJS.ErrnoException).code === "EPERM";
+  }
+}
+
+/**
+ * Removes temporary entries in `dir` left by vmstack processes that no longer exist (killed with
+ * SIGKILL, or the machine lost power, so they could not clean up). Entries of live processes are
+ * theirs and stay. Returns the names removed.
+ */
+export async function sweepStaleTemps(dir: string): Promise<string[]> {
+  let names: string[];
+  try {
+    names = await readdir(dir);
+  } catch (e) {
+    if ((e as NodeJS.ErrnoException).code === "ENOENT") return [];
+    throw e;
+  }
+  const stale = names.filter((n) => {
+    const m = TEMP_NAME.exec(n);
+    return m?.[1] !== undefined && Number(m[1]) !== process.pid && !processExists(Number(m[1]));
+  });
+  await Promise.all(stale.map((n) => rm(join(dir, n), { recursive: true, force: true })));
+  return stale;
 }
 
 /** Writes `bytes` to `path` atomically (temp file + rename). */
@@ -159,6 +192,7 @@ export class ContentStore {
     const path = this.buildPath(key, options.ext ?? "");
     if (await exists(path)) return { path, key, cached: true };
     await mkdir(dirname(path), { recursive: true });
+    await sweepStaleTemps(dirname(path));
     const tmp = tempPathFor(path);
     try {
       await build(tmp);

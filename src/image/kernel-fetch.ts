@@ -13,7 +13,7 @@
 import { mkdir, readdir, rename, rm } from "node:fs/promises";
 import { join } from "node:path";
 import { VmstackError, isVmstackError } from "../lib/errors.js";
-import { tempPathFor, writeFileAtomic, type Env } from "./cache.js";
+import { sweepStaleTemps, tempPathFor, writeFileAtomic, type Env } from "./cache.js";
 import {
   MANIFEST_NAME,
   currentPointerPath,
@@ -97,6 +97,7 @@ export async function fetchKernel(options: FetchKernelOptions): Promise<FetchKer
   }
 
   await mkdir(root, { recursive: true });
+  await sweepStaleTemps(root);
   const work = tempPathFor(finalDir);
   await mkdir(work);
   try {

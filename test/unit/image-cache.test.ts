@@ -1,9 +1,9 @@
 import { test } from "node:test";
 import assert from "node:assert/strict";
-import { mkdtempSync, readdirSync, readFileSync, rmSync, writeFileSync } from "node:fs";
+import { mkdirSync, mkdtempSync, readdirSync, readFileSync, rmSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
-import { ContentStore, cacheRoot, canonicalJson, recipeKey, sha256 } from "../../src/image/cache.js";
+import { ContentStore, cacheRoot, canonicalJson, recipeKey, sha256, sweepStaleTemps } from "../../src/image/cache.js";
 
 function tempStore(t: { after: (fn: () => void) => void }): ContentStore {
   const dir = mkdtempSync(join(tmpdir(), "vmstack-cache-test-"));
@@ -80,4 +80,17 @@ void test("a failed build leaves neither an output nor a temporary file", async 
 void test("objectPath rejects something that is not a sha256 key", (t) => {
   const store = tempStore(t);
   assert.throws(() => store.objectPath("../../etc/passwd"), RangeError);
+});
+
+void test("sweepStaleTemps removes temporaries of dead processes and keeps those of live ones", async (t) => {
+  const store = tempStore(t);
+  const dir = join(store.root, "builds");
+  mkdirSync(join(dir, ".tmp-999999999-abcdef"), { recursive: true }); // no such pid (above pid_max)
+  writeFileSync(join(dir, ".tmp-999999998-0123"), "half");
+  writeFileSync(join(dir, `.tmp-${process.pid}-beef`), "mine");
+  writeFileSync(join(dir, ".tmp-1-cafe"), "pid 1 is alive");
+  writeFileSync(join(dir, "finished.cpio"), "done");
+  assert.deepEqual((await sweepStaleTemps(dir)).sort(), [".tmp-999999998-0123", ".tmp-999999999-abcdef"]);
+  assert.deepEqual(readdirSync(dir).sort(), [`.tmp-${process.pid}-beef`, ".tmp-1-cafe", "finished.cpio"].sort());
+  assert.deepEqual(await sweepStaleTemps(join(dir, "absent")), []);
 });
