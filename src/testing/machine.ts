@@ -21,6 +21,7 @@ import type { RunOutput } from "../guest/index.js";
 import type { Exit } from "../lib/process.js";
 import { VmstackError, isVmstackError, messageOf } from "../lib/errors.js";
 import { retryUntil } from "../lib/retry.js";
+import { log } from "../lib/log.js";
 import { MachineCrashed, TestFailure } from "./errors.js";
 import type { MachineHost } from "./machine-host.js";
 import { LineSplitter } from "../vmm/qmp/protocol.js";
@@ -397,8 +398,11 @@ export class Machine {
       }
     }
     this.#state = "up";
+    const tNet = performance.now();
     await this.#configureNetwork(vm);
+    const tHosts = performance.now();
     await this.#writeHosts();
+    log("debug", this.name, `guest setup: network ${Math.round(tHosts - tNet)} ms, /etc/hosts ${Math.round(performance.now() - tHosts)} ms`);
     return saved ? "restore from snapshot" : "boot";
   }
 
