@@ -13,6 +13,7 @@ import { readFile, stat } from "node:fs/promises";
 import { basename, dirname, join, resolve } from "node:path";
 import { VmstackError } from "../lib/errors.js";
 import { cacheRoot, type Env } from "./cache.js";
+import { hasPvhNote } from "./pvh.js";
 import { kernelFileKind, parseBzImage, readHead, releaseOfVmlinux } from "./vmlinux.js";
 
 export type KernelSource = "argument" | "env" | "cache";
@@ -132,7 +133,7 @@ export async function provisionedKernel(env: Env): Promise<ResolvedKernel | unde
   return readProvisionedKernel(join(kernelsDir(env), release));
 }
 
-async function findModulesDir(kernelFile: string, release: string): Promise<string | undefined> {
+async function findModulesDir(kernelFile: string, release: string, env: Env): Promise<string | undefined> {
   const dir = dirname(kernelFile);
   const candidates = [
     // <root>/boot/vmlinuz-<release> → <root>/lib/modules/<release> (a host /boot, or dpkg-deb -x output)
@@ -140,13 +141,17 @@ async function findModulesDir(kernelFile: string, release: string): Promise<stri
     join(dir, "lib/modules", release),
     join(dir, "modules", release),
     join(dir, "pkg/lib/modules", release),
+    // Modules only load into the exact release they were built for (vermagic), so any copy of
+    // the same release works: the provisioned one, then the host's.
+    join(kernelsDir(env), release, "pkg/lib/modules", release),
+    join("/lib/modules", release),
   ];
   for (const c of candidates) if (await isDir(c)) return resolve(c);
   return undefined;
 }
 
 /** Inspects a kernel file given by the user (bzImage or vmlinux) and finds its modules. */
-export async function inspectKernelFile(path: string, source: KernelSource): Promise<ResolvedKernel> {
+export async function inspectKernelFile(path: string, source: KernelSource, env: Env = process.env): Promise<ResolvedKernel> {
   const abs = resolve(path);
   const what = source === "env" ? `${abs} (from ${KERNEL_ENV})` : abs;
   if (!(await isFile(abs))) {
@@ -161,12 +166,21 @@ export async function inspectKernelFile(path: string, source: KernelSource): Pro
   if (kind === undefined) {
     throw new VmstackError("KERNEL_INVALID", `kernel ${what} is neither a bzImage nor a vmlinux ELF file`, { facts: { path: abs, source } });
   }
+  // QEMU boots an ELF kernel only through its PVH entry; without the note it fails with
+  // "Error loading uncompressed kernel without PVH ELF Note". Say so before starting a VM.
+  if (kind === "vmlinux" && !(await hasPvhNote(abs))) {
+    throw new VmstackError(
+      "KERNEL_INVALID",
+      `kernel ${what} is an ELF file without the PVH entry note (the kernel needs CONFIG_PVH=y); pass its bzImage instead`,
+      { facts: { path: abs, source } },
+    );
+  }
   const image = await readFile(abs);
   const release = kind === "bzImage" ? parseBzImage(image, abs).release : releaseOfVmlinux(image);
   if (release === undefined) {
     throw new VmstackError("KERNEL_INVALID", `kernel ${what}: cannot find its release (no version string)`, { facts: { path: abs, source } });
   }
-  const modulesDir = await findModulesDir(abs, release);
+  const modulesDir = await findModulesDir(abs, release, env);
   return {
     release,
     kernelPath: abs,
@@ -183,9 +197,9 @@ export interface ResolveKernelOptions {
 
 /** The guest kernel to boot (see the file comment for the order). */
 export async function resolveKernel(options: ResolveKernelOptions): Promise<ResolvedKernel> {
-  if (options.kernelPath !== undefined && options.kernelPath !== "") return inspectKernelFile(options.kernelPath, "argument");
+  if (options.kernelPath !== undefined && options.kernelPath !== "") return inspectKernelFile(options.kernelPath, "argument", options.env);
   const fromEnv = options.env[KERNEL_ENV];
-  if (fromEnv !== undefined && fromEnv !== "") return inspectKernelFile(fromEnv, "env");
+  if (fromEnv !== undefined && fromEnv !== "") return inspectKernelFile(fromEnv, "env", options.env);
   const cached = await provisionedKernel(options.env);
   if (cached !== undefined) return cached;
   throw new VmstackError(

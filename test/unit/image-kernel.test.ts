@@ -26,6 +26,30 @@ function fakeBzImage(release: string, payload: Uint8Array): Buffer {
   return b;
 }
 
+/**
+ * A minimal ELF64 vmlinux: one PT_NOTE segment (with the Xen PVH entry note, type 18, unless
+ * `pvh` is false) followed by `tail` (e.g. a "Linux version" banner).
+ */
+function fakeVmlinux(tail: string, pvh = true): Buffer {
+  const note = Buffer.alloc(20);
+  note.writeUInt32LE(4, 0); // namesz ("Xen\0")
+  note.writeUInt32LE(4, 4); // descsz
+  note.writeUInt32LE(pvh ? 18 : 6, 8);
+  note.write("Xen\0", 12, "latin1");
+  const header = Buffer.alloc(64);
+  header.writeUInt32BE(0x7f454c46, 0);
+  header[4] = 2;
+  header[5] = 1;
+  header.writeBigUInt64LE(64n, 0x20);
+  header.writeUInt16LE(56, 0x36);
+  header.writeUInt16LE(1, 0x38);
+  const ph = Buffer.alloc(56);
+  ph.writeUInt32LE(4, 0);
+  ph.writeBigUInt64LE(120n, 8);
+  ph.writeBigUInt64LE(BigInt(note.length), 32);
+  return Buffer.concat([header, ph, note, Buffer.from(tail, "latin1")]);
+}
+
 const LZ4_PAYLOAD = Buffer.from([0x02, 0x21, 0x4c, 0x18, 1, 2, 3, 4, 9, 0, 0, 0]);
 
 void test("parseBzImage reads the release, boot protocol and payload position from the setup header", () => {
@@ -164,7 +188,7 @@ void test("VMSTACK_KERNEL wins over the cache; a vmlinux there gets its release 
   const s = sandbox(t);
   provision(s, "6.1.0-1-cloud-amd64");
   const vmlinux = join(s.dir, "vmlinux");
-  writeFileSync(vmlinux, Buffer.concat([Buffer.from([0x7f, 0x45, 0x4c, 0x46]), Buffer.from("\0Linux version 6.6.6-custom (me@host)\0")]));
+  writeFileSync(vmlinux, fakeVmlinux("\0Linux version 6.6.6-custom (me@host)\0"));
   const k = await resolveKernel({ env: { ...s.env, [KERNEL_ENV]: vmlinux } });
   assert.equal(k.source, "env");
   assert.equal(k.release, "6.6.6-custom");
@@ -197,4 +221,24 @@ void test("a kernel path that is neither a bzImage nor an ELF file is rejected",
   const junk = join(s.dir, "junk");
   writeFileSync(junk, "hello");
   await assert.rejects(resolveKernel({ kernelPath: junk, env: s.env }), (e) => isVmstackError(e, "KERNEL_INVALID") && e.message.includes(junk));
+});
+
+void test("a vmlinux without the PVH entry note is rejected with a hint to pass the bzImage", async (t) => {
+  const s = sandbox(t);
+  const vmlinux = join(s.dir, "vmlinux");
+  writeFileSync(vmlinux, fakeVmlinux("\0Linux version 6.6.6-custom (me@host)\0", false));
+  await assert.rejects(
+    resolveKernel({ kernelPath: vmlinux, env: s.env }),
+    (e) => isVmstackError(e, "KERNEL_INVALID") && e.message.includes(vmlinux) && /PVH/.test(e.message) && /bzImage/.test(e.message),
+  );
+});
+
+void test("a lone kernel file of a provisioned release uses the provisioned modules", async (t) => {
+  const s = sandbox(t);
+  const dir = provision(s, "6.1.0-1-cloud-amd64");
+  const lone = join(s.dir, "elsewhere-vmlinuz");
+  writeFileSync(lone, fakeBzImage("6.1.0-1-cloud-amd64", LZ4_PAYLOAD));
+  const k = await resolveKernel({ kernelPath: lone, env: s.env });
+  assert.equal(k.kernelPath, lone);
+  assert.equal(k.modulesDir, join(dir, "pkg/lib/modules/6.1.0-1-cloud-amd64"));
 });
