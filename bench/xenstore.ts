@@ -1,0 +1,211 @@
+/**
+ * xenstore benchmark: the same client workload (vmstack's client, over a Unix socket) against
+ * vmstack's xenstored and Xen 4.17's C and OCaml daemons, all in one run, then vmstack's memory
+ * with 100,000 nodes and its restart-from-disk time. Prints one JSON document.
+ *
+ *   npm run build && node dist/bench/xenstore.js [--repeat N] [--only vmstack,c,ocaml]
+ *
+ * Workloads (issue 3 item 8): writes then reads of 1,000 small nodes with 1 and with 64 requests
+ * in flight; a read-modify-write transaction loop; watch fan-out (100 watchers on their own
+ * connections, 10,000 writes; events/s counts deliveries). Each figure is the median of
+ * `--repeat` runs (default 3; fan-out runs once). Client and daemons share the machine's CPUs, so figures are noisy:
+ * compare the ratios, which come from the same run.
+ */
+import { performance } from "node:perf_hooks";
+import { cpus } from "node:os";
+import { connectXenstore, type XenstoreClient } from "../src/xenstore/client.js";
+import { rssMiB, startVmstack, startXen, type BenchDaemon } from "./xenstore-daemons.js";
+
+const args = process.argv.slice(2);
+const argValue = (name: string): string | undefined => {
+  const i = args.indexOf(name);
+  return i >= 0 ? args[i + 1] : undefined;
+};
+const REPEAT = Number(argValue("--repeat") ?? 3);
+const ONLY = (argValue("--only") ?? "vmstack,c,ocaml").split(",");
+const NODES = 1000;
+const TX_LOOPS = 500;
+const WATCHERS = 100;
+const FANOUT_WRITES = 10_000;
+const BIG_NODES = 100_000;
+
+/** Run `op(0..n-1)` keeping `window` calls in flight. */
+async function windowed(n: number, window: number, op: (i: number) => Promise<unknown>): Promise<void> {
+  let next = 0;
+  const worker = async (): Promise<void> => {
+    while (next < n) await op(next++);
+  };
+  await Promise.all(Array.from({ length: Math.min(window, n) }, worker));
+}
+
+async function timed(fn: () => Promise<unknown>): Promise<number> {
+  const t0 = performance.now();
+  await fn();
+  return (performance.now() - t0) / 1000;
+}
+
+function median(xs: readonly number[]): number {
+  const s = [...xs].sort((a, b) => a - b);
+  const mid = Math.floor(s.length / 2);
+  return s.length % 2 === 1 ? (s[mid] ?? NaN) : ((s[mid - 1] ?? NaN) + (s[mid] ?? NaN)) / 2;
+}
+
+const round = (x: number): number => Math.round(x);
+const value16 = "0123456789abcdef";
+
+async function readWrite(c: XenstoreClient, window: number, run: number): Promise<{ write: number; read: number }> {
+  const base = `/bench/rw${window}-${run}`;
+  const w = await timed(() => windowed(NODES, window, (i) => c.write(`${base}/k${i}`, value16)));
+  const r = await timed(() => windowed(NODES, window, (i) => c.read(`${base}/k${i}`)));
+  await c.rm(base);
+  return { write: NODES / w, read: NODES / r };
+}
+
+async function rmwTransactions(c: XenstoreClient, run: number): Promise<number> {
+  const key = `/bench/tx-${run}/counter`;
+  await c.write(key, "0");
+  const s = await timed(async () => {
+    for (let i = 0; i < TX_LOOPS; i++) {
+      await c.transaction(async (tx) => {
+        const n = Number(await tx.read(key));
+        await tx.write(key, String(n + 1));
+      });
+    }
+  });
+  if ((await c.read(key)) !== String(TX_LOOPS)) throw new Error(`transaction loop lost updates on ${key}`);
+  await c.rm(`/bench/tx-${run}`);
+  return TX_LOOPS / s;
+}
+
+/**
+ * 100 watchers (each its own connection, connected one by one) on one subtree; 10,000 writes, 64
+ * in flight. Then one round trip per watcher: a daemon queues the events of completed writes
+ * before a later reply, so after it every event that will ever come has come. Counts events lost
+ * (a daemon may drop events for a slow reader) instead of waiting for them forever.
+ */
+async function fanout(socket: string, writer: XenstoreClient, run: number): Promise<{ writes: number; events: number; lost: number }> {
+  const base = `/bench/fan-${run}`;
+  await writer.mkdir(base);
+  const clients: XenstoreClient[] = [];
+  try {
+    for (let i = 0; i < WATCHERS; i++) clients.push(await connectXenstore({ socket, reconnect: false }));
+    const watches = await Promise.all(clients.map((c) => c.watch(base, { maxQueued: FANOUT_WRITES + 10 })));
+    await Promise.all(watches.map((w) => w.next())); // initial events
+    const s = await timed(async () => {
+      await windowed(FANOUT_WRITES, 64, (i) => writer.write(`${base}/k${i % 100}`, String(i)));
+      await Promise.all(clients.map((c) => c.getDomainPath(0)));
+    });
+    const delivered = watches.reduce((n, w) => n + w.drain().length + w.dropped, 0);
+    return { writes: FANOUT_WRITES / s, events: delivered / s, lost: FANOUT_WRITES * WATCHERS - delivered };
+  } finally {
+    await Promise.all(clients.map((c) => c.close()));
+    await writer.rm(base);
+  }
+}
+
+type Figures = Record<string, number>;
+
+async function measure(d: BenchDaemon): Promise<Figures> {
+  const c = await connectXenstore({ socket: d.socket, reconnect: false });
+  const runs: Figures[] = [];
+  try {
+    for (let run = 0; run < REPEAT; run++) {
+      const w1 = await readWrite(c, 1, run);
+      const w64 = await readWrite(c, 64, run);
+      const tx = await rmwTransactions(c, run);
+      // Fan-out is the longest workload (about 20 s on Xen's C daemon): once per daemon.
+      const fan = run === 0 ? await fanout(d.socket, c, run) : undefined;
+      runs.push({
+        write_w1_ops: w1.write,
+        read_w1_ops: w1.read,
+        write_w64_ops: w64.write,
+        read_w64_ops: w64.read,
+        rmw_tx_per_s: tx,
+        ...(fan === undefined ? {} : { fanout_writes_per_s: fan.writes, fanout_events_per_s: fan.events, fanout_events_lost: fan.lost }),
+      });
+    }
+  } finally {
+    await c.close();
+  }
+  const keys = Object.keys(runs[0] ?? {});
+  return Object.fromEntries(keys.map((k) => [k, round(median(runs.flatMap((r) => (r[k] === undefined ? [] : [r[k]]))))]));
+}
+
+/** Fill a daemon with 100,000 64-byte nodes (64 in flight) and read its RSS. */
+async function fill(d: BenchDaemon): Promise<{ rss_mib: number; fill_ops: number }> {
+  const c = await connectXenstore({ socket: d.socket, reconnect: false });
+  const v = "x".repeat(64);
+  try {
+    const s = await timed(() => windowed(BIG_NODES, 64, (i) => c.write(`/big/d${Math.floor(i / 1000)}/n${i % 1000}`, v)));
+    return { rss_mib: Math.round(rssMiB(d.pid()) * 10) / 10, fill_ops: round(BIG_NODES / s) };
+  } finally {
+    await c.close();
+  }
+}
+
+const out: {
+  benchmark: string;
+  command: string;
+  date: string;
+  host: { cpus: number; node: string };
+  workload: Record<string, number>;
+  daemons: Record<string, Figures | { skipped: string }>;
+  ratios: Record<string, Figures>;
+  vmstack_store: Record<string, number | boolean>;
+} = {
+  benchmark: "xenstore",
+  command: `node dist/bench/xenstore.js ${args.join(" ")}`.trim(),
+  date: new Date().toISOString(),
+  host: { cpus: cpus().length, node: process.version },
+  workload: { nodes: NODES, value_bytes: 16, repeat: REPEAT, tx_loops: TX_LOOPS, watchers: WATCHERS, fanout_writes: FANOUT_WRITES, big_nodes: BIG_NODES, big_value_bytes: 64 },
+  daemons: {},
+  ratios: {},
+  vmstack_store: {},
+};
+
+for (const name of ["vmstack", "c", "ocaml"] as const) {
+  if (!ONLY.includes(name)) continue;
+  const vm = name === "vmstack" ? await startVmstack() : undefined;
+  const d = vm ?? (await startXen(name === "vmstack" ? "c" : name));
+  if (typeof d === "string") {
+    out.daemons[name] = { skipped: d };
+    continue;
+  }
+  try {
+    const figures = await measure(d);
+    const big = await fill(d);
+    out.daemons[name] = { ...figures, rss_100k_nodes_mib: big.rss_mib, fill_100k_ops: big.fill_ops };
+    if (vm !== undefined) {
+      // Restart from disk: SIGTERM, start again on the same state directory, time until it answers a read.
+      const t0 = performance.now();
+      await vm.restart();
+      const c = await connectXenstore({ socket: d.socket, reconnect: false });
+      const v = await c.read(`/big/d99/n999`);
+      const restartMs = performance.now() - t0;
+      await c.close();
+      if (v.length !== 64) throw new Error("restart lost data");
+      out.vmstack_store = {
+        rss_100k_nodes_mib: big.rss_mib,
+        rss_target_mib: 150,
+        rss_ok: big.rss_mib <= 150,
+        restart_ms: Math.round(restartMs),
+        restart_target_ms: 1000,
+        restart_ok: restartMs <= 1000,
+      };
+    }
+  } finally {
+    await d.stop();
+  }
+}
+
+const ours = out.daemons["vmstack"];
+for (const other of ["c", "ocaml"]) {
+  const theirs = out.daemons[other];
+  if (ours === undefined || theirs === undefined || "skipped" in ours || "skipped" in theirs) continue;
+  out.ratios[`vmstack/${other}`] = Object.fromEntries(
+    Object.keys(ours)
+      .filter((k) => !k.startsWith("rss") && !k.endsWith("_lost") && typeof theirs[k] === "number")
+      .map((k) => [k, Math.round(((ours[k] ?? NaN) / (theirs[k] ?? NaN)) * 100) / 100]),
+  );
+}
+process.stdout.write(JSON.stringify(out, null, 2) + "\n");
