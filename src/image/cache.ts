@@ -13,7 +13,7 @@
  */
 import { createHash, randomBytes } from "node:crypto";
 import { createReadStream } from "node:fs";
-import { copyFile, mkdir, readdir, rename, rm, stat, writeFile } from "node:fs/promises";
+import { copyFile, mkdir, readdir, rename, rm, stat, utimes, writeFile } from "node:fs/promises";
 import { homedir } from "node:os";
 import { dirname, join } from "node:path";
 import { pipeline } from "node:stream/promises";
@@ -98,6 +98,39 @@ export async function sweepStaleTemps(dir: string): Promise<string[]> {
   return stale;
 }
 
+/** Build outputs not used for this long are removed when something new is built. */
+export const BUILD_MAX_UNUSED_MS = 14 * 24 * 3600 * 1000;
+
+/**
+ * Removes build outputs in `dir` whose mtime (refreshed on every cache hit, see buildOnce) is
+ * older than `maxUnusedMs` before `now`. Without this, every change to the agent or init would
+ * leave another few-MB initrd behind forever. Returns the names removed.
+ */
+export async function pruneUnused(dir: string, maxUnusedMs: number, now = Date.now()): Promise<string[]> {
+  let names: string[];
+  try {
+    names = await readdir(dir);
+  } catch (e) {
+    if ((e as NodeJS.ErrnoException).code === "ENOENT") return [];
+    throw e;
+  }
+  const removed: string[] = [];
+  for (const name of names) {
+    if (TEMP_NAME.test(name)) continue;
+    const path = join(dir, name);
+    try {
+      if (now - (await stat(path)).mtimeMs > maxUnusedMs) {
+        await rm(path, { recursive: true, force: true });
+        removed.push(name);
+      }
+    } catch (e) {
+      // Another process pruned it first.
+      if ((e as NodeJS.ErrnoException).code !== "ENOENT") throw e;
+    }
+  }
+  return removed;
+}
+
 /** Writes `bytes` to `path` atomically (temp file + rename). */
 export async function writeFileAtomic(path: string, bytes: Uint8Array | string): Promise<void> {
   await mkdir(dirname(path), { recursive: true });
@@ -118,6 +151,18 @@ async function exists(path: string): Promise<boolean> {
   } catch (e) {
     if ((e as NodeJS.ErrnoException).code === "ENOENT") return false;
     throw e;
+  }
+}
+
+/** Marks a cache entry as used now (its mtime is its last use, for pruneUnused). */
+async function touch(path: string): Promise<void> {
+  const now = new Date();
+  try {
+    await utimes(path, now, now);
+  } catch (e) {
+    // A read-only cache still serves hits; only pruning loses precision.
+    const code = (e as NodeJS.ErrnoException).code;
+    if (code !== "EROFS" && code !== "EACCES" && code !== "EPERM") throw e;
   }
 }
 
@@ -180,7 +225,8 @@ export class ContentStore {
 
   /**
    * Builds once per recipe: if the output of `recipe` exists, returns it (`cached: true`) without
-   * calling `build`. Otherwise `build` writes to the temporary path it is given, which is then
+   * calling `build`, and refreshes its mtime as its last use. Otherwise outputs unused for
+   * BUILD_MAX_UNUSED_MS are pruned, and `build` writes to the temporary path it is given, which is then
    * renamed into place. Same inputs → same key → no rebuild.
    */
   async buildOnce(
@@ -190,9 +236,13 @@ export class ContentStore {
   ): Promise<BuildResult> {
     const key = recipeKey(recipe);
     const path = this.buildPath(key, options.ext ?? "");
-    if (await exists(path)) return { path, key, cached: true };
+    if (await exists(path)) {
+      await touch(path);
+      return { path, key, cached: true };
+    }
     await mkdir(dirname(path), { recursive: true });
     await sweepStaleTemps(dirname(path));
+    await pruneUnused(dirname(path), BUILD_MAX_UNUSED_MS);
     const tmp = tempPathFor(path);
     try {
       await build(tmp);

@@ -1,9 +1,9 @@
 import { test } from "node:test";
 import assert from "node:assert/strict";
-import { mkdirSync, mkdtempSync, readdirSync, readFileSync, rmSync, writeFileSync } from "node:fs";
+import { mkdirSync, mkdtempSync, readdirSync, readFileSync, rmSync, statSync, utimesSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
-import { ContentStore, cacheRoot, canonicalJson, recipeKey, sha256, sweepStaleTemps } from "../../src/image/cache.js";
+import { BUILD_MAX_UNUSED_MS, ContentStore, cacheRoot, canonicalJson, pruneUnused, recipeKey, sha256, sweepStaleTemps } from "../../src/image/cache.js";
 
 function tempStore(t: { after: (fn: () => void) => void }): ContentStore {
   const dir = mkdtempSync(join(tmpdir(), "vmstack-cache-test-"));
@@ -93,4 +93,26 @@ void test("sweepStaleTemps removes temporaries of dead processes and keeps those
   assert.deepEqual((await sweepStaleTemps(dir)).sort(), [".tmp-999999998-0123", ".tmp-999999999-abcdef"]);
   assert.deepEqual(readdirSync(dir).sort(), [`.tmp-${process.pid}-beef`, ".tmp-1-cafe", "finished.cpio"].sort());
   assert.deepEqual(await sweepStaleTemps(join(dir, "absent")), []);
+});
+
+void test("pruneUnused removes outputs unused for longer than the limit and keeps recent ones", async (t) => {
+  const store = tempStore(t);
+  const dir = join(store.root, "builds");
+  mkdirSync(dir, { recursive: true });
+  const now = Date.now();
+  writeFileSync(join(dir, "old.cpio"), "old");
+  utimesSync(join(dir, "old.cpio"), new Date(now - 20 * 86_400_000), new Date(now - 20 * 86_400_000));
+  writeFileSync(join(dir, "recent.cpio"), "recent");
+  assert.deepEqual(await pruneUnused(dir, BUILD_MAX_UNUSED_MS, now), ["old.cpio"]);
+  assert.deepEqual(readdirSync(dir), ["recent.cpio"]);
+});
+
+void test("a cache hit refreshes the output's mtime so it is not pruned while in use", async (t) => {
+  const store = tempStore(t);
+  const first = await store.buildOnce({ input: "x" }, async (tmp) => writeFileSync(tmp, "x"));
+  const longAgo = new Date(Date.now() - 20 * 86_400_000);
+  utimesSync(first.path, longAgo, longAgo);
+  const hit = await store.buildOnce({ input: "x" }, async () => assert.fail("must not rebuild"));
+  assert.equal(hit.cached, true);
+  assert.ok(Date.now() - statSync(hit.path).mtimeMs < 86_400_000);
 });
