@@ -215,3 +215,82 @@ export const txCases: readonly Case[] = [
     },
   },
 ];
+
+/**
+ * Unprivileged domains (xenstore-notes §1.5, §1.7, XSA-115/352). Xen's daemons treat every socket
+ * connection as dom0, so only vmstack's daemon (openConnection({ domid })) can run these.
+ */
+export const domainCases: readonly Case[] = [
+  {
+    name: "an unprivileged domain gets EACCES on a node it has no rights to, and exactly the rights it is granted",
+    unprivileged: true,
+    async run(s) {
+      const d0 = await s.conn("dom0");
+      const d5 = await s.domain(5);
+      (await d0.call("WRITE", [s.p("secret")], { value: "s" })).ok();
+      (await d5.call("READ", [s.p("secret")])).error("EACCES");
+      (await d5.call("WRITE", [s.p("secret")], { value: "x" })).error("EACCES");
+      (await d0.call("SET_PERMS", [s.p("secret"), "n0", "r5"])).ok();
+      (await d5.call("READ", [s.p("secret")])).value("s");
+      (await d5.call("WRITE", [s.p("secret")], { value: "x" })).error("EACCES");
+      (await d0.call("SET_PERMS", [s.p("secret"), "n0", "b5"])).ok();
+      (await d5.call("WRITE", [s.p("secret")], { value: "x" })).ok();
+      (await d0.call("READ", [s.p("secret")])).value("x");
+    },
+  },
+  {
+    name: "a domain's relative paths are below its own home, and nodes it creates are owned by it",
+    unprivileged: true,
+    async run(s) {
+      const d0 = await s.conn("dom0");
+      const d5 = await s.domain(5);
+      const home = `/local/domain/5/${s.relBase.replace("/", "-")}`;
+      (await d0.call("MKDIR", [home])).ok();
+      (await d0.call("SET_PERMS", [home, "n5"])).ok();
+      try {
+        const rel = home.slice("/local/domain/5/".length);
+        (await d5.call("WRITE", [`${rel}/x`], { value: "mine" })).ok();
+        (await d0.call("READ", [`${home}/x`])).value("mine");
+        (await d0.call("GET_PERMS", [`${home}/x`])).list(["n5"], true);
+      } finally {
+        (await d0.call("RM", [home])).ok();
+      }
+    },
+  },
+  {
+    name: "the owner may change a node's permissions but only dom0 may change its owner (EPERM)",
+    unprivileged: true,
+    async run(s) {
+      const d0 = await s.conn("dom0");
+      const d5 = await s.domain(5);
+      (await d0.call("WRITE", [s.p("o")], { value: "" })).ok();
+      (await d0.call("SET_PERMS", [s.p("o"), "n5"])).ok();
+      (await d5.call("SET_PERMS", [s.p("o"), "n5", "r6"])).ok();
+      (await d5.call("SET_PERMS", [s.p("o"), "n6"])).error("EPERM");
+      (await d0.call("GET_PERMS", [s.p("o")])).list(["n5", "r6"], true);
+      (await d0.call("SET_PERMS", [s.p("o"), "n6"])).ok();
+    },
+  },
+  {
+    name: "a watcher gets no events for nodes it cannot read",
+    unprivileged: true,
+    async run(s) {
+      const d0 = await s.conn("dom0");
+      const d5 = await s.domain(5);
+      (await d0.call("MKDIR", [s.p()])).ok();
+      (await d0.call("SET_PERMS", [s.p(), "n0", "r5"])).ok();
+      (await d5.call("WATCH", [s.p(), "t"])).ok();
+      await d5.barrier();
+      d5.takeEvents();
+      (await d0.call("WRITE", [s.p("hidden")], { value: "1" })).ok();
+      (await d0.call("SET_PERMS", [s.p("hidden"), "n0"])).ok();
+      (await d0.call("WRITE", [s.p("hidden")], { value: "2" })).ok();
+      await d5.barrier();
+      d5.takeEvents(); // the create and perms change may be reported while it was still readable
+      (await d0.call("WRITE", [s.p("hidden")], { value: "3" })).ok();
+      await d5.expectEvents([], "for a node dom5 cannot read");
+      (await d0.call("WRITE", [s.p("visible")], { value: "1" })).ok();
+      await d5.expectEvents([[s.p("visible"), "t"]], "for a node dom5 can read");
+    },
+  },
+];

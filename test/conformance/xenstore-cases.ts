@@ -2,6 +2,6 @@
 import type { Case } from "./xenstore-harness.js";
 import { nodeCases } from "./xenstore-cases-nodes.js";
 import { watchCases } from "./xenstore-cases-watch.js";
-import { txCases } from "./xenstore-cases-tx.js";
+import { domainCases, txCases } from "./xenstore-cases-tx.js";
 
-export const xenstoreCases: readonly Case[] = [...nodeCases, ...watchCases, ...txCases];
+export const xenstoreCases: readonly Case[] = [...nodeCases, ...watchCases, ...txCases, ...domainCases];
