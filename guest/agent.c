@@ -15,6 +15,8 @@
  *   --fd N           an inherited socket (socketpair); exit when it closes (tests)
  * --power lets POWER requests really power off/reboot the machine; without it the agent
  * acknowledges and exits 0, so tests on the host can exercise the request safely.
+ * --init (PID 1 only; implies --power) first sets the machine up like guest/init (pid1.c). Run
+ * as PID 1 (installed as the initrd's /init) the agent does this without being asked.
  */
 #define _GNU_SOURCE
 #include <dirent.h>
@@ -38,6 +40,8 @@
 #include <sys/wait.h>
 #include <time.h>
 #include <unistd.h>
+
+#include "pid1.h"
 
 #define AGENT_VERSION "0.1.0"
 #define PROTO_VERSION 1
@@ -743,7 +747,7 @@ static const char *open_channel(void) {
 
 static void usage(void) {
   fprintf(stderr, "usage: vmstack-agent [--port NAME | --device PATH | --listen PATH | --connect PATH"
-                  " | --fd N] [--power]\n");
+                  " | --fd N] [--power] [--init]\n");
   exit(2);
 }
 
@@ -751,9 +755,11 @@ static void usage(void) {
 enum { P_CONN, P_LISTEN, P_SIG, P_OUT, P_ERR, P_IN };
 
 int main(int argc, char **argv) {
+  int as_init = 0;
   for (int i = 1; i < argc; i++) {
     const char *a = argv[i];
     if (strcmp(a, "--power") == 0) { power_allowed = 1; continue; }
+    if (strcmp(a, "--init") == 0) { as_init = 1; power_allowed = 1; continue; }
     if (strcmp(a, "--version") == 0) { printf("vmstack-agent %s protocol %d\n", AGENT_VERSION, PROTO_VERSION); return 0; }
     if (i + 1 >= argc) usage();
     if (strcmp(a, "--port") == 0) mode = M_PORT;
@@ -764,6 +770,9 @@ int main(int argc, char **argv) {
     else usage();
     chan_arg = argv[++i];
   }
+  /* Run as PID 1 (the initrd's /init is this binary): nothing else will set the machine up. */
+  if (getpid() == 1) as_init = power_allowed = 1;
+  if (as_init) pid1_setup();
   for (int i = 0; i < MAX_XFERS; i++) xfers[i].fd = -1;
   signal(SIGPIPE, SIG_IGN); /* a vanished host or a closed stdin pipe is an errno, not a death */
   sigset_t sigs;
