@@ -48,12 +48,21 @@ export const kernelCommand: Command = {
     switch (sub) {
       case "fetch": {
         if (stringOpt(p, "kernel") !== undefined) throw usageError("kernel", "--kernel is only for 'show'");
-        const r = await fetchKernel({
-          env: process.env,
-          signal: ctx.signal,
-          update: boolOpt(p, "update"),
-          onProgress: (line) => ctx.stderr.write(`vmstack kernel: ${line}\n`),
-        });
+        let r: Awaited<ReturnType<typeof fetchKernel>>;
+        try {
+          r = await fetchKernel({
+            env: process.env,
+            signal: ctx.signal,
+            update: boolOpt(p, "update"),
+            onProgress: (line) => ctx.stderr.write(`vmstack kernel: ${line}\n`),
+          });
+        } catch (e) {
+          if (!ctx.signal.aborted) throw e;
+          // fetchKernel removed its temporary directory: the cache is as it was.
+          const why = ctx.signal.reason instanceof Error ? ctx.signal.reason.message : "interrupted";
+          ctx.stderr.write(`vmstack kernel: ${why}; the fetch was abandoned and nothing was kept\n`);
+          return 130;
+        }
         if (!r.fetched) ctx.stderr.write(`vmstack kernel: ${r.kernel.release} is already in the cache\n`);
         kernel = r.kernel;
         fetched = r.fetched;
