@@ -24,8 +24,10 @@ export interface BenchDaemon {
 
 export interface VmstackDaemon extends BenchDaemon {
   readonly stateDir: string;
-  /** Stop (SIGTERM, journal flushed) and start again on the same state; resolves when it answers. */
-  restart(): Promise<void>;
+  /** Stop the process: SIGTERM (clean: journal flushed) or SIGKILL (a crash). */
+  kill(signal: "SIGTERM" | "SIGKILL"): Promise<void>;
+  /** Start it again on the same state directory; resolves once it accepts connections. */
+  launch(): Promise<void>;
 }
 
 function waitForLine(child: ChildProcess, what: string): Promise<void> {
@@ -45,11 +47,11 @@ function waitForLine(child: ChildProcess, what: string): Promise<void> {
   });
 }
 
-function stopChild(child: ChildProcess): Promise<void> {
+function stopChild(child: ChildProcess, signal: "SIGTERM" | "SIGKILL" = "SIGTERM"): Promise<void> {
   if (child.exitCode !== null || child.signalCode !== null) return Promise.resolve();
   return new Promise((resolvePromise) => {
     child.once("exit", () => resolvePromise());
-    child.kill("SIGTERM");
+    child.kill(signal);
   });
 }
 
@@ -69,10 +71,8 @@ export async function startVmstack(): Promise<VmstackDaemon> {
     socket,
     stateDir,
     pid: () => child.pid ?? 0,
-    restart: async () => {
-      await stopChild(child);
-      await launch();
-    },
+    kill: (signal) => stopChild(child, signal),
+    launch,
     stop: async () => {
       await stopChild(child);
       rmSync(dir, { recursive: true, force: true });
