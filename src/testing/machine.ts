@@ -123,6 +123,11 @@ export class Machine {
     return this.#ready;
   }
 
+  /** QEMU's process id (-1 before the first boot). */
+  get pid(): number {
+    return this.#vm?.pid ?? -1;
+  }
+
   get isUp(): boolean {
     return this.#state === "up";
   }
@@ -515,8 +520,9 @@ export class Machine {
 
   /** Runs an agent request, turning the VM dying underneath it into a CRASH with the console tail. */
   async #guard<T>(vm: GuestVm, p: Promise<T>): Promise<T> {
+    // #onExit was attached at boot, before this: by the time this runs it has classified the exit.
     const died = vm.exited.then((exit) => {
-      throw this.#state === "stopping" ? new VmstackError("MACHINE_DOWN", `${this.name} was stopped`) : this.#crashed(exit);
+      throw this.#exitError(exit);
     });
     died.catch(() => undefined);
     try {
@@ -525,14 +531,18 @@ export class Machine {
       if (isVmstackError(e, "GUEST_GONE")) {
         // The channel often closes a moment before QEMU's exit is seen: wait briefly for the VM's story.
         const exit = await Promise.race([vm.exited, new Promise<undefined>((r) => setTimeout(r, 2000, undefined))]);
-        if (exit) throw this.#state === "stopping" ? new VmstackError("MACHINE_DOWN", `${this.name} was stopped`, { cause: e }) : this.#crashed(exit);
+        if (exit) throw this.#exitError(exit);
       }
       throw e;
     }
   }
 
+  /** Why a command could not finish: the machine crashed, or the test stopped it. */
+  #exitError(exit: Exit): VmstackError {
+    return this.#unexpected ? this.#crashed(exit) : new VmstackError("MACHINE_DOWN", `${this.name} was stopped`);
+  }
+
   #crashed(exit: Exit): MachineCrashed {
-    this.#unexpected = exit;
     const tail = consoleTail(this.#console);
     const panic = /Kernel panic - not syncing: [^\r\n]*/.exec(this.#console)?.[0];
     return new MachineCrashed(
