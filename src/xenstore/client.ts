@@ -205,7 +205,8 @@ export class XenstoreClient implements XenstoreOps {
       }
       const p = this.#pending.get(m.reqId);
       if (p === undefined) {
-        log("warn", "xenstore-client", `reply ${m.op} for unknown req_id ${m.reqId}; ignored`);
+        // Normally the reply to a request whose caller gave up (AbortSignal).
+        log("debug", "xenstore-client", `reply ${m.op} for unknown req_id ${m.reqId}; ignored`);
         continue;
       }
       this.#pending.delete(m.reqId);
@@ -275,7 +276,7 @@ export class XenstoreClient implements XenstoreOps {
       // Register every watch again; each fires its initial event, which tells readers to re-read.
       await Promise.all(
         [...this.#watches.values()].map((w) =>
-          this.#send("WATCH", nulTerminated(w.path, w.token), 0, undefined).catch((e: unknown) => {
+          this.request("WATCH", nulTerminated(w.path, w.token), 0, w.path, undefined).catch((e: unknown) => {
             w._end(e);
           }),
         ),
