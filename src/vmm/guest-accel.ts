@@ -3,10 +3,10 @@
  * very image. A probe VM that boots is handed back so the caller can use it instead of booting again.
  */
 import { join } from "node:path";
-import { chooseAccel, type AccelChoice, type AccelDecision } from "./accel.js";
+import { chooseAccel, DEFAULT_PROBE_DEADLINE_MS, type AccelChoice, type AccelDecision } from "./accel.js";
 import { qemuVersion } from "./host.js";
 import type { GuestImage } from "./guest-image.js";
-import type { GuestVm } from "./guest-vm.js";
+import { GuestVm } from "./guest-vm.js";
 import { cacheRoot, type Env } from "../image/index.js";
 
 export async function accelForGuest(o: {
@@ -30,4 +30,35 @@ export async function accelForGuest(o: {
     },
   });
   return { decision, probeVm };
+}
+
+/**
+ * The accelerator for an image when no VM is wanted right away (`vmstack info`, a test host): a KVM
+ * probe VM that boots is stopped again. Throwaway runs use accelForGuest to keep theirs.
+ */
+export async function decideAccel(o: {
+  readonly choice: AccelChoice;
+  readonly image: GuestImage;
+  readonly env: Env;
+  /** Where the probe VM's sockets go (a short private directory). */
+  readonly runDir: string;
+  readonly signal?: AbortSignal | undefined;
+}): Promise<AccelDecision> {
+  const { decision, probeVm } = await accelForGuest({
+    ...o,
+    bootKvm: (signal) =>
+      GuestVm.boot({
+        name: "kvm-probe",
+        kernelPath: o.image.kernel.kernelPath,
+        initrdPath: o.image.initrd.path,
+        accel: "kvm",
+        memoryMiB: 128,
+        cpus: 1,
+        runDir: o.runDir,
+        bootTimeoutMs: DEFAULT_PROBE_DEADLINE_MS * 2,
+        signal,
+      }),
+  });
+  await probeVm?.destroy();
+  return decision;
 }

@@ -7,10 +7,8 @@ import { mkdtempSync, rmSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { prepareGuestImage } from "./guest-image.js";
-import { accelForGuest } from "./guest-accel.js";
-import { GuestVm } from "./guest-vm.js";
+import { decideAccel } from "./guest-accel.js";
 import { qemuBinary, qemuVersion, kvmDeviceUsable } from "./host.js";
-import { bootTimeoutMs } from "./throwaway.js";
 import type { AccelChoice } from "./accel.js";
 import { cacheRoot, type Env } from "../image/index.js";
 
@@ -32,25 +30,7 @@ export async function hostInfo(o: { env: Env; kernelPath?: string | undefined; a
     kernel = { release: image.kernel.release, path: image.kernel.kernelPath, source: image.kernel.source };
     const runDir = mkdtempSync(join(tmpdir(), "vmstack-probe-"));
     try {
-      const { decision, probeVm } = await accelForGuest({
-        choice: o.accel,
-        image,
-        env: o.env,
-        signal: o.signal,
-        bootKvm: (signal) =>
-          GuestVm.boot({
-            name: "kvm-probe",
-            kernelPath: image.kernel.kernelPath,
-            initrdPath: image.initrd.path,
-            accel: "kvm",
-            memoryMiB: 128,
-            cpus: 1,
-            runDir,
-            bootTimeoutMs: bootTimeoutMs("kvm", o.env),
-            signal,
-          }),
-      });
-      await probeVm?.destroy();
+      const decision = await decideAccel({ choice: o.accel, image, env: o.env, runDir, signal: o.signal });
       accelerator = { accel: decision.accel, reason: decision.reason };
     } finally {
       rmSync(runDir, { recursive: true, force: true });
