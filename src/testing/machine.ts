@@ -343,6 +343,9 @@ export class Machine {
 
   /** Boots or restores; says which, for the log. */
   async #boot(): Promise<string> {
+    // Let the test body declare its other machines first (consecutive `await machine(…)` calls
+    // only take microtasks): then /etc/hosts, part of the snapshot key, is the same every time.
+    await new Promise((r) => setImmediate(r));
     const host = this.host;
     const image = await host.image(["network"]);
     const runDir = mkdtempSync(join(host.runDir, `${this.name.slice(0, 12)}-`));
@@ -351,13 +354,24 @@ export class Machine {
       ...(this.options.nat ? [natNicArgs(this.name)] : []),
     ];
     const memoryMiB = this.options.memory ?? 256;
+    const hosts = hostsFile(this.name, this.scope.peers());
     const cpus = this.options.cpus ?? 1;
-    const key = snapshotKey({ name: this.name, memoryMiB, cpus, nicIds: nics.map((n) => n.id), imageKey: image.initrd.key, accel: host.accel.accel });
+    const key = snapshotKey({
+      name: this.name,
+      memoryMiB,
+      cpus,
+      nicIds: nics.map((n) => n.id),
+      addresses: [...this.addresses.entries()].map(([v, a]) => `${v}=${a}`),
+      hosts,
+      imageKey: image.initrd.key,
+      accel: host.accel.accel,
+    });
     const saved = host.snapshots ? await host.snapshots.lookup(key) : undefined;
     const qmpSocket = join(runDir, "qmp.sock");
     const timeoutMs = host.timeouts.bootMs;
     this.#console = "";
     const lines = new LineSplitter();
+    const tSpawn = performance.now();
     const vm = await GuestVm.boot({
       name: this.name,
       kernelPath: image.kernel.kernelPath,
@@ -381,15 +395,25 @@ export class Machine {
       afterSpawn: async (signal) => {
         this.#qmp = await QmpClient.connect(qmpSocket, { timeoutMs, signal, label: this.name });
         this.#qmp.onEvent((e) => host.timeline.emit({ type: "qmp", test: this.scope.test, machine: this.name, event: e.event, data: e.data }));
-        if (saved) await resumeRestored(this.#qmp, { timeoutMs, signal });
+        if (saved) {
+          await resumeRestored(this.#qmp, { timeoutMs, signal });
+          log("debug", this.name, `state loaded and resumed ${Math.round(performance.now() - tSpawn)} ms after spawn`);
+        }
       },
     });
     this.#vm = vm;
     this.#exit = undefined;
     void vm.exited.then((exit) => this.#onExit(vm, exit));
+    this.#state = "up";
+    // Addresses and the hostname are part of the snapshot key, so a restored machine already has
+    // them: right after a restore TCG's translation cache is cold and every fork+exec is slow.
+    if (!saved) {
+      await this.#configureNetwork(vm);
+      await this.#writeHosts(hosts);
+    }
     if (host.snapshots && !saved && this.#qmp && host.snapshots.lookup(key) === undefined) {
-      // The first machine of this shape: save it now, right after the agent answered and before
-      // any per-test setup, then carry on with it.
+      // The first machine of this shape: save it now, after the network setup and before anything
+      // the test does, then carry on with it.
       const claim = host.snapshots.claim(key);
       const t0 = performance.now();
       try {
@@ -402,12 +426,9 @@ export class Machine {
         throw e;
       }
     }
-    this.#state = "up";
-    const tNet = performance.now();
-    await this.#configureNetwork(vm);
-    const tHosts = performance.now();
-    await this.#writeHosts();
-    log("debug", this.name, `guest setup: network ${Math.round(tHosts - tNet)} ms, /etc/hosts ${Math.round(performance.now() - tHosts)} ms`);
+    // A peer declared while this machine booted changes its /etc/hosts.
+    if (hostsFile(this.name, this.scope.peers()) !== hosts) await this.#writeHosts();
+    log("debug", this.name, `${saved ? "restored" : "booted"}: ready ${Math.round(performance.now() - tSpawn)} ms after spawn`);
     return saved ? "restore from snapshot" : "boot";
   }
 
@@ -420,10 +441,10 @@ export class Machine {
     if (r.exitCode !== 0) throw new VmstackError("GUEST_SETUP_FAILED", `${this.name}: network setup failed: ${r.stderr.toString().trim()}`);
   }
 
-  async #writeHosts(): Promise<void> {
+  async #writeHosts(content = hostsFile(this.name, this.scope.peers())): Promise<void> {
     const vm = this.#vm;
     if (!vm || this.#state !== "up") return;
-    await this.#guard(vm, vm.agent.writeFile("/etc/hosts", hostsFile(this.name, this.scope.peers()), { signal: this.scope.signal }));
+    await this.#guard(vm, vm.agent.writeFile("/etc/hosts", content, { signal: this.scope.signal }));
   }
 
   #onExit(vm: GuestVm, exit: Exit): void {

@@ -10,8 +10,8 @@
  *
  * What must match between save and restore is the device set (memory, CPUs, NICs with their MACs),
  * which is why the key covers the machine's shape; NIC backends (VLAN ports) and socket paths may
- * differ, which is what lets each test get fresh VLANs. Addresses and /etc/hosts are configured
- * after the restore, exactly as after a cold boot.
+ * differ, which is what lets each test get fresh VLANs. The state is saved after the guest's network
+ * setup and /etc/hosts (both are in the key), so a restored machine needs no setup at all.
  */
 import { createHash } from "node:crypto";
 import { join } from "node:path";
@@ -24,6 +24,10 @@ export interface SnapshotShape {
   readonly memoryMiB: number;
   readonly cpus: number;
   readonly nicIds: readonly string[];
+  /** VLAN addresses ("1=192.168.1.2"): configured in the guest before the save. */
+  readonly addresses: readonly string[];
+  /** The /etc/hosts the guest had when saved. */
+  readonly hosts: string;
   /** The guest image and accelerator: a state only loads into the same kernel and QEMU setup. */
   readonly imageKey: string;
   readonly accel: string;

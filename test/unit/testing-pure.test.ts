@@ -102,10 +102,10 @@ test("the guest network script finds cards by MAC and fails when one is missing"
 });
 
 test("snapshot keys change with anything that must match between save and restore", () => {
-  const base = { name: "server", memoryMiB: 256, cpus: 1, nicIds: ["vlan1"], imageKey: "k", accel: "tcg" };
+  const base = { name: "server", memoryMiB: 256, cpus: 1, nicIds: ["vlan1"], addresses: ["1=192.168.1.1"], hosts: "127.0.0.1 localhost\n", imageKey: "k", accel: "tcg" };
   const k = snapshotKey(base);
   assert.equal(k, snapshotKey({ ...base }));
-  for (const change of [{ memoryMiB: 512 }, { nicIds: ["vlan1", "nat"] }, { imageKey: "other" }, { name: "client" }]) {
+  for (const change of [{ memoryMiB: 512 }, { nicIds: ["vlan1", "nat"] }, { imageKey: "other" }, { name: "client" }, { addresses: ["1=192.168.1.2"] }]) {
     assert.notEqual(snapshotKey({ ...base, ...change }), k);
   }
 });
