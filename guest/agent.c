@@ -248,6 +248,29 @@ static void cmd_check_done(struct cmd *c) {
   else if (c->exited) cmd_finish(c, 0);
 }
 
+/* The grace period ended with stdout or stderr still open. First take what is already in the
+ * pipes, past the usual output-queue limit: the command wrote it before exiting (at most a pipe
+ * buffer per stream), so it belongs to the result even if the host was slow to read. Bounded, so
+ * a background process that writes without pause cannot keep us here. */
+static void cmd_grace_expired(struct cmd *c) {
+  int *fds[2] = {&c->out_fd, &c->err_fd};
+  for (int k = 0; k < 2; k++) {
+    for (size_t total = 0; *fds[k] >= 0 && total < OUT_HIGH;) {
+      ssize_t n = read(*fds[k], scratch, sizeof scratch);
+      if (n < 0 && errno == EINTR) continue;
+      if (n < 0 && errno == EAGAIN) break;
+      if (n > 0) {
+        send_frame(k ? T_STDERR : T_STDOUT, c->id, scratch, (size_t)n, NULL, 0);
+        total += (size_t)n;
+        continue;
+      }
+      send_frame(k ? T_STDERR : T_STDOUT, c->id, NULL, 0, NULL, 0);
+      close_fd(fds[k]);
+    }
+  }
+  cmd_finish(c, c->out_fd >= 0 || c->err_fd >= 0);
+}
+
 static void pipe_cloexec(int p[2]) {
   if (pipe2(p, O_CLOEXEC) < 0) die("pipe2");
 }
@@ -809,7 +832,7 @@ int main(int argc, char **argv) {
         else WAKE(c->deadline);
       }
       if (c->exited && !c->detached) {
-        if (now >= c->grace_deadline) cmd_finish(c, 1);
+        if (now >= c->grace_deadline) cmd_grace_expired(c);
         else WAKE(c->grace_deadline);
       }
     }

@@ -8,8 +8,9 @@ import { existsSync } from "node:fs";
 import { mkdtemp, rm } from "node:fs/promises";
 import { connect, type Socket } from "node:net";
 import { tmpdir } from "node:os";
+import { setTimeout as sleep } from "node:timers/promises";
 import { join } from "node:path";
-import { after, before, describe, test } from "node:test";
+import { after, before, describe, test, type TestContext } from "node:test";
 import { retryUntil } from "../../src/lib/retry.js";
 import { guestArtifacts } from "../../src/guest/artifacts.js";
 import type { Message } from "../../src/guest/protocol.js";
@@ -32,7 +33,8 @@ class Raw {
     });
   }
 
-  static async open(path: string): Promise<Raw> {
+  /** Connects; the connection is closed when the test ends, so a failure cannot block the next. */
+  static async open(path: string, t: TestContext): Promise<Raw> {
     const socket = await retryUntil(
       () =>
         new Promise<Socket | undefined>((resolve) => {
@@ -42,6 +44,7 @@ class Raw {
         }),
       { what: `agent socket ${path}`, timeoutMs: 5000 },
     );
+    t.after(() => socket.destroy());
     return new Raw(socket);
   }
 
@@ -98,7 +101,7 @@ describe("guest agent wire handling", () => {
 
   test("a new connection gets READY, then garbage gets one error and the channel still works", async (t) => {
     if (missing) return t.skip(missing);
-    const raw = await Raw.open(sock);
+    const raw = await Raw.open(sock, t);
     await raw.take((m) => m.type === "ready" && m.id === 0, "READY");
     raw.write(Buffer.from("this is not a frame\n"));
     await raw.error(0, ERROR_CODES.badFrame);
@@ -108,7 +111,7 @@ describe("guest agent wire handling", () => {
 
   test("malformed frames each get a protocol error and never kill the agent", async (t) => {
     if (missing) return t.skip(missing);
-    const raw = await Raw.open(sock);
+    const raw = await Raw.open(sock, t);
     // A header announcing 4 GiB.
     raw.write(Buffer.from([0xf7, 0x56, FRAME_TYPES.stdin, 0, 0, 0, 0, 2, 0xff, 0xff, 0xff, 0xff]));
     await raw.error(2, ERROR_CODES.tooLarge);
@@ -147,7 +150,7 @@ describe("guest agent wire handling", () => {
 
   test("a second command with an id still in use is refused", async (t) => {
     if (missing) return t.skip(missing);
-    const raw = await Raw.open(sock);
+    const raw = await Raw.open(sock, t);
     raw.write(exec(20, "sleep 0.5"));
     await raw.take((m) => m.type === "started" && m.id === 20, "STARTED 20");
     raw.write(exec(20, "true"));
@@ -156,14 +159,40 @@ describe("guest agent wire handling", () => {
     raw.socket.destroy();
   });
 
+  test("output written just before exit is delivered even when the host was not reading", { timeout: 20_000 }, async (t) => {
+    if (missing) return t.skip(missing);
+    if (!existsSync("/usr/bin/perl")) return t.skip("needs perl to write without blocking");
+    const raw = await Raw.open(sock, t);
+    raw.socket.pause();
+    // Writes until the agent stops reading (its queue to the paused host is full), leaves a
+    // full pipe behind and exits; the total goes to stderr.
+    const script = [
+      "use Fcntl; fcntl(STDOUT, F_SETFL, O_NONBLOCK) or die; my $buf = 'x' x 4096; my ($n, $idle) = (0, 0);",
+      "while ($idle < 30) { my $w = syswrite(STDOUT, $buf); if (defined $w) { $n += $w; $idle = 0 } else { select(undef, undef, undef, 0.01); $idle++ } }",
+      "print STDERR $n;",
+    ].join(" ");
+    raw.write(
+      encodeMessage({ type: "exec", id: 40, shell: false, stdin: false, clearEnv: false, timeoutMs: 0, graceMs: 50, cwd: "", argv: ["perl", "-e", script], env: [] }),
+    );
+    await sleep(1500); // well past the exit and its grace period
+    raw.socket.resume();
+    const exit = await raw.take((m) => m.type === "exit" && m.id === 40, "EXIT 40");
+    const sum = (type: string): Buffer =>
+      Buffer.concat(raw.messages.flatMap((m) => (m.type === type && m.id === 40 && "data" in m ? [Buffer.from(m.data)] : [])));
+    assert.equal(sum("stdout").length, Number(sum("stderr").toString()));
+    assert.equal(exit.type === "exit" && exit.exitCode, 0);
+    assert.equal(exit.type === "exit" && exit.outputHeldOpen, false);
+    raw.socket.destroy();
+  });
+
   test("a host that leaves mid-frame and comes back finds a clean channel and its command's exit", async (t) => {
     if (missing) return t.skip(missing);
-    const first = await Raw.open(sock);
+    const first = await Raw.open(sock, t);
     first.write(exec(30, "sleep 0.3; echo done"));
     await first.take((m) => m.type === "started" && m.id === 30, "STARTED 30");
     first.write(encodeMessage({ type: "ping", id: 31, data: Buffer.alloc(100) }).subarray(0, 20));
     first.socket.destroy();
-    const second = await Raw.open(sock);
+    const second = await Raw.open(sock, t);
     await second.pingPong(32); // the half frame from the first host did not swallow this one
     // Output produced while nobody was connected is delivered to the next host.
     const exit = await second.take((m) => m.type === "exit" && m.id === 30, "EXIT 30");
