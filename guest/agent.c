@@ -271,10 +271,6 @@ static void cmd_grace_expired(struct cmd *c) {
   cmd_finish(c, c->out_fd >= 0 || c->err_fd >= 0);
 }
 
-static void pipe_cloexec(int p[2]) {
-  if (pipe2(p, O_CLOEXEC) < 0) die("pipe2");
-}
-
 static void do_exec(uint32_t id, struct rd *r) {
   uint32_t flags = rd_u32(r), timeout = rd_u32(r), grace = rd_u32(r);
   char *cwd = rd_str(r);
@@ -309,18 +305,17 @@ static void do_exec(uint32_t id, struct rd *r) {
     goto out;
   }
 
-  int inp[2] = {-1, -1}, outp[2], errp[2], rep[2];
-  if (flags & EXEC_STDIN) pipe_cloexec(inp);
-  else if ((inp[0] = open("/dev/null", O_RDONLY | O_CLOEXEC)) < 0) die("open /dev/null");
-  pipe_cloexec(outp);
-  pipe_cloexec(errp);
-  pipe_cloexec(rep); /* the child reports a failed chdir/exec here; success closes it (CLOEXEC) */
+  /* rep: the child reports a failed chdir/exec here; a successful exec closes it (CLOEXEC). */
+  int inp[2] = {-1, -1}, outp[2] = {-1, -1}, errp[2] = {-1, -1}, rep[2] = {-1, -1};
+  int ok = (flags & EXEC_STDIN) ? pipe2(inp, O_CLOEXEC) == 0
+                                : (inp[0] = open("/dev/null", O_RDONLY | O_CLOEXEC)) >= 0;
+  ok = ok && pipe2(outp, O_CLOEXEC) == 0 && pipe2(errp, O_CLOEXEC) == 0 && pipe2(rep, O_CLOEXEC) == 0;
   int64_t start = now_ms();
-  pid_t pid = fork();
-  if (pid < 0) {
-    send_error(id, (uint32_t)errno, "fork: %s", strerror(errno));
-    close_fd(&inp[0]); close_fd(&inp[1]);
-    close(outp[0]); close(outp[1]); close(errp[0]); close(errp[1]); close(rep[0]); close(rep[1]);
+  pid_t pid = ok ? fork() : -1;
+  if (pid < 0) { /* out of fds or processes: this command fails, the agent carries on */
+    send_error(id, (uint32_t)errno, "%s: %s", ok ? "fork" : "pipe", strerror(errno));
+    int *all[] = {&inp[0], &inp[1], &outp[0], &outp[1], &errp[0], &errp[1], &rep[0], &rep[1]};
+    for (size_t i = 0; i < sizeof all / sizeof *all; i++) close_fd(all[i]);
     goto out;
   }
   if (pid == 0) {
