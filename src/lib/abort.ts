@@ -14,3 +14,17 @@ export function deadline(timeoutMs: number, parent?: AbortSignal): { signal: Abo
   const signal = parent ? AbortSignal.any([parent, controller.signal]) : controller.signal;
   return { signal, expired: () => controller.signal.aborted, clear: () => clearTimeout(timer) };
 }
+
+/**
+ * The promise's value, or undefined if it has not settled within `ms`. The timer is cleared either
+ * way, so it never keeps the process alive after the answer is known.
+ */
+export async function within<T>(promise: Promise<T>, ms: number): Promise<T | undefined> {
+  let timer: NodeJS.Timeout | undefined;
+  const timeout = new Promise<undefined>((resolve) => (timer = setTimeout(resolve, ms, undefined)));
+  try {
+    return await Promise.race([promise, timeout]);
+  } finally {
+    clearTimeout(timer);
+  }
+}

@@ -4,7 +4,7 @@
  */
 import { spawn, type ChildProcess, type SpawnOptions } from "node:child_process";
 import { once } from "node:events";
-import { setTimeout as sleep } from "node:timers/promises";
+import { within } from "./abort.js";
 import { VmstackError } from "./errors.js";
 
 export interface Exit {
@@ -94,8 +94,8 @@ export function spawnManaged(argv: readonly string[], options: SpawnManagedOptio
     async stop(graceMs = 2000) {
       if (child.exitCode !== null || child.signalCode !== null) return exited;
       child.kill("SIGTERM");
-      const winner = await Promise.race([exited, sleep(graceMs).then(() => undefined)]);
-      if (winner) return winner;
+      const exit = await within(exited, graceMs);
+      if (exit) return exit;
       child.kill("SIGKILL");
       return exited;
     },

@@ -15,7 +15,7 @@ import type { Env } from "../image/index.js";
 import type { ExecRequest, ExecResult } from "../guest/index.js";
 import { log } from "../lib/log.js";
 import { isVmstackError } from "../lib/errors.js";
-import { setTimeout as sleep } from "node:timers/promises";
+import { within } from "../lib/abort.js";
 
 export interface ThrowawayOptions {
   readonly command: { readonly argv: readonly string[] } | { readonly shell: string };
@@ -126,7 +126,7 @@ async function runCommandIn(vm: GuestVm, o: ThrowawayOptions): Promise<ExecResul
     // The agent channel often closes a moment before QEMU's exit is seen: prefer the VM's own
     // story (exit status + console tail) when it follows shortly.
     if (isVmstackError(e, "GUEST_GONE")) {
-      const exit = await Promise.race([vm.exited, sleep(2000).then(() => undefined)]);
+      const exit = await within(vm.exited, 2000);
       if (exit) throw vm.diedError(exit);
     }
     throw e;
