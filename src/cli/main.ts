@@ -64,18 +64,19 @@ export async function main(argv: readonly string[], ctx: Omit<CommandContext, "v
   const rest = argv.slice(i + 1);
   if (verb === undefined || verb === "--help" || verb === "-h" || verb === "help") {
     const named = verb === "help" ? commands.find((c) => c.name === rest[0]) : undefined;
-    ctx.stdout.write((named ? commandHelp(named) : mainHelp()) + "\n");
+    ctx.stdout.write((named ? commandHelp(await named.load()) : mainHelp()) + "\n");
     return verb === undefined ? EXIT_USAGE : 0;
   }
   if (verb === "--version" || verb === "version") {
     ctx.stdout.write(`vmstack ${version()}\n`);
     return 0;
   }
-  const command = commands.find((c) => c.name === verb);
-  if (!command) {
+  const entry = commands.find((c) => c.name === verb);
+  if (!entry) {
     ctx.stderr.write(`vmstack: unknown command '${verb}' (see 'vmstack --help')\n`);
     return EXIT_USAGE;
   }
+  const command = await entry.load();
   // --help anywhere before a `--` shows the command's help.
   const dashdash = rest.indexOf("--");
   const head = dashdash === -1 ? rest : rest.slice(0, dashdash);

@@ -36,3 +36,12 @@ test("every command answers --help with its usage", async () => {
     assert.match(r.out, new RegExp(`^Usage: vmstack ${c.name} `), c.name);
   }
 });
+
+test("the registry's name and summary match each command's own", async () => {
+  const { commands } = await import("../../src/cli/commands/index.js");
+  for (const entry of commands) {
+    const c = await entry.load();
+    assert.equal(c.name, entry.name);
+    assert.equal(c.summary, entry.summary, entry.name);
+  }
+});
