@@ -12,6 +12,8 @@ import { parseMachineName, parseVlan, vlanAddress, type VlanRef } from "./networ
 import { Timeline } from "./timeline.js";
 import type { TestResult } from "./junit.js";
 import { VmstackError, messageOf } from "../lib/errors.js";
+import { mkdirSync, writeFileSync } from "node:fs";
+import { join } from "node:path";
 
 export interface TestContext {
   /** Declares a machine and starts booting it (in parallel with the others); resolves at once. */
@@ -142,6 +144,7 @@ async function runOne(t: TestDefinition, epoch: number, host: MachineHost, timel
     clearTimeout(deadline);
     options.signal?.removeEventListener("abort", onRunAbort);
   }
+  if (outcome !== "SUCCESS" && outcome !== "SKIP" && options.outDir !== undefined) saveConsoles(options.outDir, t.name, machines);
   try {
     if (outcome !== "SUCCESS" && outcome !== "SKIP" && options.onFailure && !options.signal?.aborted) {
       await options.onFailure({ test: t.name, outcome, error, machines });
@@ -153,6 +156,13 @@ async function runOne(t: TestDefinition, epoch: number, host: MachineHost, timel
   const ms = Math.round(performance.now() - t0);
   timeline.emit({ type: "test-end", test: t.name, outcome, ms, ...(message !== undefined ? { message } : {}) });
   return { name: t.name, file: t.file, outcome, ms, ...(message !== undefined ? { message } : {}) };
+}
+
+/** A failed test's console logs, one file per machine, for the post-mortem (house rule 9). */
+function saveConsoles(outDir: string, test: string, machines: ReadonlyMap<string, Machine>): void {
+  const dir = join(outDir, test.toLowerCase().replace(/[^a-z0-9]+/g, "-").replace(/^-|-$/g, "") || "test");
+  mkdirSync(dir, { recursive: true });
+  for (const m of machines.values()) writeFileSync(join(dir, `${m.name}.console.log`), m.consoleText);
 }
 
 function testContext(

@@ -201,3 +201,16 @@ test("Ctrl-C during vmstack test stops every machine and exits 130", async (t) =
   assert.match(r.stderr, /interrupted; every machine was stopped/);
   for (const pid of qemuPids) assert.equal(alive(pid), false, `QEMU ${pid} still runs`);
 });
+
+test("--interactive keeps a failed test's machines up and runs shell lines in them through the agent", async (t) => {
+  if (skip) return t.skip(skip);
+  const { done } = startCli(["test", "--interactive", join(FIXTURES, "fails.test.ts")], {
+    stdin: ["box echo interactive-$((40 + 2))", ":use box", "uname -n", ":console box", ":continue", ""].join("\n"),
+  });
+  const r = await done;
+  assert.equal(r.code, 1, r.stderr);
+  assert.match(r.stderr, /FAILURE: a command fails: box: succeed/);
+  assert.match(r.stderr, /^interactive-42$/m);
+  assert.match(r.stderr, /^box$/m);
+  assert.match(r.stderr, /vmstack-agent: ready/);
+});
