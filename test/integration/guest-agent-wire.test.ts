@@ -200,3 +200,24 @@ describe("guest agent wire handling", () => {
     second.socket.destroy();
   });
 });
+
+describe("guest agent under resource exhaustion", () => {
+  test("running out of file descriptors fails one exec with EMFILE and the agent carries on", { timeout: 20_000 }, async (t) => {
+    if (missing) return t.skip(missing);
+    const dir = await mkdtemp(join(tmpdir(), "vmstack-agent-fds-"));
+    t.after(() => rm(dir, { recursive: true, force: true }));
+    const sock = join(dir, "agent.sock");
+    // 16 descriptors: the agent's own 6, then 8 per exec while it starts (4 pipes), 2 per running one.
+    const agent = spawn("sh", ["-c", `ulimit -n 16 && exec "$0" --listen "$1"`, agentPath, sock], { stdio: "ignore" });
+    t.after(() => agent.kill("SIGTERM"));
+    const raw = await Raw.open(sock, t);
+    for (let id = 50; id < 54; id++) raw.write(exec(id, "sleep 0.3"));
+    const refused = await raw.take((m) => m.type === "error" && m.code === 24, "ERROR EMFILE");
+    assert.match(refused.type === "error" ? refused.message : "", /pipe: Too many open files/);
+    await raw.take((m) => m.type === "exit" && m.id === 50, "EXIT 50");
+    raw.write(exec(60, "echo still here"));
+    const out = await raw.take((m) => m.type === "stdout" && m.id === 60 && m.data.length > 0, "STDOUT 60");
+    assert.equal(out.type === "stdout" && Buffer.from(out.data).toString(), "still here\n");
+    assert.equal(agent.exitCode, null);
+  });
+});

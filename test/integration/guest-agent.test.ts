@@ -218,6 +218,12 @@ describe("guest agent over a Unix socket", () => {
     assert.equal((await client().readFile(path)).data.length, 0);
   });
 
+  test("a /proc file that reports size 0 still reads its content", async (t) => {
+    if (missing) return t.skip(missing);
+    const { data } = await client().readFile(`/proc/${agent?.process.pid}/status`);
+    assert.match(data.toString(), /^Name:\s+vmstack-agent/m);
+  });
+
   test("file errors name the path and leave nothing behind", async (t) => {
     if (missing) return t.skip(missing);
     await assert.rejects(client().readFile(join(dir, "nope")), (e: unknown) => {
