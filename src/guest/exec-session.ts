@@ -47,7 +47,10 @@ export interface ExecHandle {
   /** Ends at EOF, or when the exit is reported (outputHeldOpen), or when the guest goes away. */
   readonly stdout: Readable;
   readonly stderr: Readable;
-  /** Sends stdin (stdin: "pipe"); resolves once the guest has room. After the exit: a no-op. */
+  /**
+   * Sends stdin (stdin: "pipe"); resolves once the guest has room for it. Rejects with
+   * GUEST_STDIN_CLOSED once the command has ended (like EPIPE), so a feeder loop knows to stop.
+   */
   writeStdin(data: string | Uint8Array): Promise<void>;
   closeStdin(): Promise<void>;
   /** Sends a signal to the command's process group. */
@@ -83,6 +86,7 @@ export function startExec(ch: FrameChannel, id: number, req: ParsedExec): ExecHa
   result.promise.catch(() => undefined);
   let startedPid = 0;
   let done = false;
+  let failure: VmstackError | undefined;
   let credit = STDIN_WINDOW;
   let creditWaiters: Array<() => void> = [];
   let stdinChain: Promise<void> = Promise.resolve();
@@ -101,6 +105,7 @@ export function startExec(ch: FrameChannel, id: number, req: ParsedExec): ExecHa
     wake();
   };
   const fail = (e: VmstackError): void => {
+    failure = e;
     finish();
     pid.reject(e);
     result.reject(e);
@@ -180,12 +185,12 @@ export function startExec(ch: FrameChannel, id: number, req: ParsedExec): ExecHa
     }
     const bytes = typeof data === "string" ? Buffer.from(data, "utf8") : Buffer.from(data);
     stdinChain = stdinChain.then(async () => {
-      for (let off = 0; off < bytes.length && !done; off += CHUNK_SIZE) {
+      for (let off = 0; off < bytes.length; off += CHUNK_SIZE) {
         const chunk = bytes.subarray(off, off + CHUNK_SIZE);
         // Flow control: never more than STDIN_WINDOW unacknowledged bytes, so a command that
         // reads slowly cannot make the guest buffer without bound.
         while (credit < chunk.length && !done) await new Promise<void>((r) => creditWaiters.push(r));
-        if (done) return;
+        if (done) throw failure ?? new VmstackError("GUEST_STDIN_CLOSED", `${what} has ended; its stdin is closed`, { facts: { id } });
         credit -= chunk.length;
         ch.send(encodeMessage({ type: "stdin", id, data: chunk }));
       }
@@ -195,9 +200,12 @@ export function startExec(ch: FrameChannel, id: number, req: ParsedExec): ExecHa
 
   function closeStdin(): Promise<void> {
     if (!req.fields.stdin) return Promise.resolve();
-    stdinChain = stdinChain.then(() => {
-      if (!done) ch.send(encodeMessage({ type: "stdin", id, data: new Uint8Array(0) }));
-    });
+    // After a failed write the caller has its error already; closing is still well-defined.
+    stdinChain = stdinChain
+      .catch(() => undefined)
+      .then(() => {
+        if (!done) ch.send(encodeMessage({ type: "stdin", id, data: new Uint8Array(0) }));
+      });
     return stdinChain;
   }
 

@@ -100,6 +100,14 @@ describe("guest agent over a Unix socket", () => {
     assert.equal(Buffer.concat(out).toString(), "HELLO WORLD\n");
   });
 
+  test("writing stdin after the command has ended is refused, closing is harmless", async (t) => {
+    if (missing) return t.skip(missing);
+    const h = client().exec({ argv: ["true"], stdin: "pipe" });
+    await h.result;
+    await assert.rejects(h.writeStdin("late"), (e: unknown) => isVmstackError(e, "GUEST_STDIN_CLOSED"));
+    await h.closeStdin();
+  });
+
   test("megabytes of stdin pass through a slow reader under flow control", async (t) => {
     if (missing) return t.skip(missing);
     const size = 3 * 1024 * 1024 + 17;
