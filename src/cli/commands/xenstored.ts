@@ -55,8 +55,11 @@ export const xenstoredCommand: Command = {
       if (ctx.signal.aborted) resolve();
       else ctx.signal.addEventListener("abort", () => resolve(), { once: true });
     });
-    await server.close();
+    // Stop accepting, then close the daemon (flushes the journal and drops every connection, which
+    // lets the listening socket finish closing).
+    const closing = server.close();
     daemon.close();
+    await closing;
     return 0;
   },
 };
