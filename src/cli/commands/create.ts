@@ -1,11 +1,16 @@
 /**
- * `vmstack create [-n|--dry-run] FILE [KEY=VALUE…]`: xl's create. For now only the dry run
- * exists: it prints the normalized config as JSON and the QEMU command line, starting nothing.
+ * `vmstack create [-c] [-p] [-n|--dry-run] [FILE] [KEY=VALUE…]`: xl's create. The config is
+ * loaded and validated here (errors name file:line:col) and vmstackd starts the domain; the dry
+ * run prints the normalized config and the QEMU command line, starting nothing. Without FILE the
+ * KEY=VALUE pairs are the whole spec (option paths, as for JSON files), and a spec without a
+ * kernel or disk boots vmstack's default guest.
  */
 import type { Command } from "../command.js";
 import { boolOpt, parseCommandArgs, stringOpt, usageError } from "../args.js";
-import { compileDomain, formatProblem, loadDomainFile } from "../../domain/index.js";
-import { VmstackError } from "../../lib/errors.js";
+import { compileDomain, formatProblem, loadDomainFile, loadDomainText, type LoadedDomain } from "../../domain/index.js";
+import { request } from "./domain-verb.js";
+import { attachConsole, parseEscape } from "./console.js";
+import type { DomainInfo } from "../../vmm/api/protocol.js";
 
 export const QEMU_BINARY = "qemu-system-x86_64";
 
@@ -16,9 +21,12 @@ export function displayArg(a: string): string {
 
 export const createCommand: Command = {
   name: "create",
-  summary: "create a domain from an xl.cfg, xm or JSON config (only --dry-run for now)",
-  usage: "[-n|--dry-run] [--json] [--run-dir DIR] [--state-dir DIR] FILE [KEY=VALUE…]",
+  summary: "create and start a domain from an xl.cfg, xm or JSON config, or from KEY=VALUE alone",
+  usage: "[-c] [-p] [--force] [-n|--dry-run] [--json] [--run-dir DIR] [--state-dir DIR] [FILE] [KEY=VALUE…]",
   options: {
+    console: { type: "boolean", short: "c", help: "attach to the console once the domain runs (Ctrl-] detaches)" },
+    paused: { type: "boolean", short: "p", help: "leave the domain paused (vmstack unpause starts it)" },
+    force: { type: "boolean", help: "start even when the host's memory is already committed (overcommit)" },
     "dry-run": { type: "boolean", short: "n", help: "print the normalized config and the QEMU command line; start nothing" },
     json: { type: "boolean", help: "print one JSON object (config, argv, prepare steps, helpers, notes, warnings)" },
     "run-dir": { type: "string", arg: "DIR", help: "run directory shown in paths (default /run/vmstack/NAME)" },
@@ -30,20 +38,27 @@ export const createCommand: Command = {
     "",
     "Examples:",
     "  vmstack create -n /etc/xen/guest.cfg memory=256",
+    "  vmstack create name=demo memory=256        # vmstack's default guest, no file",
+    "  vmstack create -c guest.cfg",
     "  vmstack create --dry-run --json guest.json",
   ].join("\n"),
   async run(argv, ctx) {
     const p = parseCommandArgs("create", argv, this.options);
-    const [file, ...overrides] = p.positionals;
-    if (file === undefined) throw usageError("create", "missing FILE");
+    const first = p.positionals[0];
+    // xl's rule: the first argument is the config file unless it is KEY=VALUE.
+    const file = first !== undefined && !first.includes("=") ? first : undefined;
+    const overrides = file === undefined ? p.positionals : p.positionals.slice(1);
+    if (file === undefined && overrides.length === 0) throw usageError("create", "missing FILE (or KEY=VALUE settings such as name=demo)");
     for (const o of overrides) if (!o.includes("=")) throw usageError("create", `'${o}' is not KEY=VALUE`);
+    const loaded: LoadedDomain =
+      file === undefined ? loadDomainText("{}", "<command line>", { format: "json", overrides }) : await loadDomainFile(file, { overrides });
     if (!boolOpt(p, "dry-run")) {
-      throw new VmstackError(
-        "NOT_IMPLEMENTED",
-        "starting domains is not implemented yet; only 'vmstack create --dry-run FILE' exists (it prints the config and the QEMU command line)",
-      );
+      for (const w of loaded.warnings) ctx.stderr.write(formatProblem(w) + "\n");
+      const info = (await request({ op: "create", config: loaded.config as unknown as Record<string, unknown>, paused: boolOpt(p, "paused"), force: boolOpt(p, "force") }, ctx)) as DomainInfo;
+      if (boolOpt(p, "json")) ctx.stdout.write(JSON.stringify(info) + "\n");
+      if (boolOpt(p, "console")) await attachConsole(info.name, parseEscape("^]"), ctx);
+      return 0;
     }
-    const loaded = await loadDomainFile(file, { overrides });
     const runDir = stringOpt(p, "run-dir") ?? `/run/vmstack/${loaded.config.name}`;
     const stateDir = stringOpt(p, "state-dir") ?? `/var/lib/vmstack/${loaded.config.name}`;
     const plan = compileDomain(loaded.config, { runDir, stateDir });

@@ -1,0 +1,21 @@
+#!/usr/bin/env node
+// Thin entry point: `vmstackd [options]` is `vmstack vmstackd [options]`.
+import { main } from "../cli/main.js";
+
+const controller = new AbortController();
+for (const sig of ["SIGINT", "SIGTERM"] as const) {
+  process.on(sig, () => {
+    if (controller.signal.aborted) process.exit(130);
+    controller.abort(new Error(`stopped by ${sig}`));
+  });
+}
+// Started on demand, vmstackd outlives the terminal it came from.
+process.on("SIGHUP", () => undefined);
+
+const code = await main(["vmstackd", ...process.argv.slice(2)], {
+  stdout: process.stdout,
+  stderr: process.stderr,
+  stdin: process.stdin,
+  signal: controller.signal,
+});
+process.exitCode = code;

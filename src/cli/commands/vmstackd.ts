@@ -1,0 +1,31 @@
+/** `vmstack vmstackd`: run the toolstack daemon in the foreground (the CLI also starts it on demand). */
+import type { Command } from "../command.js";
+import { intOpt, parseCommandArgs, stringOpt, usageError } from "../args.js";
+import { runVmstackd } from "../../vmm/manager-daemon.js";
+
+export const vmstackdCommand: Command = {
+  name: "vmstackd",
+  summary: "run vmstackd, the domain daemon, in the foreground",
+  usage: "[--state-dir DIR] [--run-dir DIR] [--dom0-mem MiB]",
+  options: {
+    "state-dir": { type: "string", arg: "DIR", help: "domain records, logs, xenstore journal (default $VMSTACK_STATE_DIR or /var/lib/vmstack)" },
+    "run-dir": { type: "string", arg: "DIR", help: "sockets and per-domain run directories (default $VMSTACK_RUN_DIR or /run/vmstack)" },
+    "dom0-mem": { type: "string", arg: "MiB", help: "host memory kept out of domains (default $VMSTACK_DOM0_MEM or 1024)" },
+  },
+  details: [
+    "Stopping vmstackd (SIGTERM, or kill -9) leaves every domain running; the next vmstackd re-attaches.",
+    "Its log goes to stdout; `vmstack dmesg` shows the recent part.",
+  ].join("\n"),
+  async run(argv, ctx) {
+    const p = parseCommandArgs("vmstackd", argv, this.options);
+    if (p.positionals.length > 0) throw usageError("vmstackd", `unexpected argument '${p.positionals[0]}'`);
+    return runVmstackd({
+      stateDir: stringOpt(p, "state-dir"),
+      runDir: stringOpt(p, "run-dir"),
+      dom0MemoryMiB: intOpt("vmstackd", p, "dom0-mem", 0),
+      env: process.env,
+      out: ctx.stdout,
+      signal: ctx.signal,
+    });
+  },
+};

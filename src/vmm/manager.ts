@@ -1,0 +1,276 @@
+/**
+ * vmstackd's domain manager: the registry of domains (domids, names), create with memory
+ * accounting and complete rollback, the on_poweroff/on_reboot/on_crash policy when a QEMU ends,
+ * and re-attachment to every running domain when vmstackd starts (after a clean stop or kill -9).
+ */
+import { randomUUID } from "node:crypto";
+import { mkdirSync, readFileSync, rmSync } from "node:fs";
+import type { XenstoreClient } from "../xenstore/client.js";
+import { checkDomainSpec, type DomainConfig, errorsOf, formatProblem } from "../domain/index.js";
+import { Domain, type DomainHooks, type ExitCause } from "./domain.js";
+import { type DomainRecord, qemuAlive, readRecords, removeRecord, writeRecord } from "./domain-record.js";
+import { removeDomain, renameDomain, writeDom0, writeDomain } from "./domain-xenstore.js";
+import { killQuietly, launchDomain } from "./manager-launch.js";
+import type { DaemonPaths } from "./manager-paths.js";
+import { defaultGuestBoot } from "./manager-guest.js";
+import type { DomainInfo } from "./api/protocol.js";
+import { VmstackError, messageOf } from "../lib/errors.js";
+import { retryUntil } from "../lib/retry.js";
+import { join } from "node:path";
+
+export interface ManagerOptions {
+  readonly paths: DaemonPaths;
+  readonly xs: XenstoreClient;
+  /** Memory kept for the host itself (Xen's dom0_mem), MiB. */
+  readonly dom0MemoryMiB: number;
+  readonly hostMemoryMiB: number;
+  readonly accel: "kvm" | "tcg";
+  readonly env: NodeJS.ProcessEnv;
+  readonly log: (message: string) => void;
+  /** Deadline for QEMU to start answering QMP (scaled for TCG by the caller). */
+  readonly startTimeoutMs: number;
+}
+
+export function hostMemoryMiB(meminfo = readFileSync("/proc/meminfo", "utf8")): number {
+  const kb = Number(/^MemTotal:\s+(\d+) kB/m.exec(meminfo)?.[1] ?? 0);
+  return Math.floor(kb / 1024);
+}
+
+export class DomainManager {
+  readonly #domains = new Map<number, Domain>();
+  /** Names being created, so two concurrent creates of one name cannot both pass the check. */
+  readonly #reserved = new Set<string>();
+  #nextDomid = 1;
+
+  constructor(readonly o: ManagerOptions) {}
+
+  get domains(): readonly Domain[] {
+    return [...this.#domains.values()].sort((a, b) => a.domid - b.domid);
+  }
+
+  /** Reads every record, re-attaches to live QEMUs and clears out the dead; writes Domain-0. */
+  async start(): Promise<void> {
+    mkdirSync(this.o.paths.domainsDir, { recursive: true });
+    await writeDom0(this.o.xs, this.o.dom0MemoryMiB);
+    for (const r of readRecords(this.o.paths.domainsDir, this.o.log)) {
+      this.#nextDomid = Math.max(this.#nextDomid, r.domid + 1);
+      const alive = r.qemuPid !== null && qemuAlive(r.qemuPid, r.qemuStartTime);
+      if (!alive && r.preserved === null) {
+        this.o.log(`${r.name} (domid ${r.domid}): its QEMU is gone; applying on_crash`);
+        const d = new Domain(r, this.#hooks());
+        this.#domains.set(r.domid, d);
+        this.#onExit(d, "killed");
+        continue;
+      }
+      const d = new Domain(r, this.#hooks());
+      this.#domains.set(r.domid, d);
+      if (!alive) continue; // preserved crashed/shut-down domain without QEMU: listed until destroyed
+      try {
+        await d.connect(join(this.o.paths.logDir, `${r.name}.console.log`), this.o.startTimeoutMs);
+        this.o.log(`re-attached ${r.name} (domid ${r.domid}, pid ${r.qemuPid})`);
+      } catch (e) {
+        this.o.log(`${r.name}: cannot re-attach to QEMU ${r.qemuPid}: ${messageOf(e)}`);
+      }
+    }
+  }
+
+  #hooks(): DomainHooks {
+    return { onExit: (d, cause) => this.#onExit(d, cause), log: this.o.log };
+  }
+
+  find(ref: string): Domain {
+    const byId = /^\d+$/.test(ref) ? this.#domains.get(Number(ref)) : undefined;
+    const d = byId ?? this.domains.find((x) => x.name === ref);
+    if (!d) throw new VmstackError("NO_SUCH_DOMAIN", `no domain '${ref}'`, { facts: { domain: ref } });
+    return d;
+  }
+
+  committedMiB(): number {
+    return this.domains.reduce((sum, d) => sum + configOf(d.record).maxmem, 0);
+  }
+
+  freeMiB(): number {
+    return this.o.hostMemoryMiB - this.o.dom0MemoryMiB - this.committedMiB();
+  }
+
+  async create(spec: Record<string, unknown>, paused: boolean, force: boolean, signal?: AbortSignal): Promise<DomainInfo> {
+    const checked = checkDomainSpec(spec, { source: "create request" });
+    if (checked.config === undefined || errorsOf(checked.problems).length > 0) {
+      throw new VmstackError("BAD_CONFIG", `invalid domain config:\n  ${errorsOf(checked.problems).map(formatProblem).join("\n  ")}`);
+    }
+    let config = checked.config;
+    const name = config.name;
+    if (this.#reserved.has(name) || this.domains.some((d) => d.name === name)) {
+      throw new VmstackError("DOMAIN_EXISTS", `a domain named '${name}' already exists`, { facts: { name } });
+    }
+    const free = this.freeMiB();
+    if (config.maxmem > free && !force) {
+      throw new VmstackError(
+        "OUT_OF_MEMORY",
+        `not enough memory for '${name}': it needs ${config.maxmem} MiB, ${free} MiB is free (host ${this.o.hostMemoryMiB} MiB, dom0 reservation ${this.o.dom0MemoryMiB} MiB, domains ${this.committedMiB()} MiB); use --force to overcommit`,
+        { facts: { needMiB: config.maxmem, freeMiB: free } },
+      );
+    }
+    this.#reserved.add(name);
+    const domid = this.#nextDomid++;
+    const uuid = config.uuid ?? randomUUID();
+    let written = false;
+    try {
+      config = await defaultGuestBoot(config, this.o.accel, this.o.env, signal);
+      await writeDomain(this.o.xs, xsFacts(domid, uuid, config, Date.now()));
+      written = true;
+      const d = await this.#launch(domid, uuid, config, paused, Date.now(), signal);
+      this.o.log(`created ${name} (domid ${domid}, pid ${d.record.qemuPid})`);
+      return this.info(d);
+    } catch (e) {
+      if (written) await removeDomain(this.o.xs, domid, uuid).catch((x: unknown) => this.o.log(`cleanup of ${name} in xenstore: ${messageOf(x)}`));
+      removeRecord(this.o.paths.domainsDir, domid);
+      this.o.log(`create ${name} failed: ${messageOf(e)}`);
+      throw e;
+    } finally {
+      this.#reserved.delete(name);
+    }
+  }
+
+  async #launch(domid: number, uuid: string, config: DomainConfig, paused: boolean, createdAt: number, signal?: AbortSignal): Promise<Domain> {
+    const d = await launchDomain({ paths: this.o.paths, domid, uuid, config, paused, accel: this.o.accel, createdAt, hooks: this.#hooks(), timeoutMs: this.o.startTimeoutMs, signal });
+    this.#domains.set(domid, d);
+    return d;
+  }
+
+  /** QEMU ended: apply the domain's action for why it ended (xl.cfg on_poweroff/on_reboot/on_crash). */
+  #onExit(d: Domain, cause: ExitCause): void {
+    const c = configOf(d.record);
+    const action = d.dying || cause === "host" ? "destroy" : cause === "guest-shutdown" ? c.onPoweroff : cause === "guest-reset" ? c.onReboot : c.onCrash;
+    this.o.log(`${d.name}: QEMU ended (${cause}); action ${action}`);
+    void d.enqueue(async () => {
+      switch (action) {
+        case "restart":
+          try {
+            // xl gives the restarted domain a new domid; vmstack keeps it, so names and ids stay stable.
+            this.#domains.delete(d.domid);
+            await this.#launch(d.domid, d.record.uuid, c, false, Date.now());
+            this.o.log(`${d.name}: restarted`);
+          } catch (e) {
+            this.o.log(`${d.name}: restart failed: ${messageOf(e)}`);
+            await this.#cleanup(d);
+          }
+          return;
+        case "preserve":
+          // Kept, without a QEMU, as a crashed ('c') or shut-down ('s') entry until destroyed.
+          d.record = { ...d.record, qemuPid: null, preserved: cause === "guest-shutdown" ? "shutdown" : "crashed" };
+          writeRecord(this.o.paths.domainsDir, d.record);
+          return;
+        case "destroy":
+          await this.#cleanup(d);
+          return;
+      }
+    });
+  }
+
+  async #cleanup(d: Domain): Promise<void> {
+    d.detach();
+    for (const p of d.record.helperPids) killQuietly(p, "SIGTERM");
+    this.#domains.delete(d.domid);
+    await removeDomain(this.o.xs, d.domid, d.record.uuid).catch((e: unknown) => this.o.log(`${d.name}: xenstore cleanup: ${messageOf(e)}`));
+    removeRecord(this.o.paths.domainsDir, d.domid);
+    rmSync(d.record.runDir, { recursive: true, force: true });
+    this.o.log(`${d.name} (domid ${d.domid}) destroyed`);
+  }
+
+  /** Pulls the plug (xl destroy): quit over QMP, SIGKILL if that does not end it at once. */
+  destroy(d: Domain): Promise<void> {
+    return d.enqueue(async () => {
+      d.dying = true;
+      const pid = d.record.qemuPid;
+      if (pid !== null && qemuAlive(pid, d.record.qemuStartTime)) {
+        await d.qmpExecute("quit").catch((e: unknown) => this.o.log(`${d.name}: quit: ${messageOf(e)}`));
+        killQuietly(pid, "SIGKILL");
+      }
+      // The exit handler queues the cleanup; for a domain with no QEMU, clean up here.
+      if (pid === null) await this.#cleanup(d);
+    }).then(() => this.#waitGone(d, 10_000));
+  }
+
+  /** Until the domain is gone (or, with `orStopped`, kept as shut down or crashed). */
+  async #waitGone(d: Domain, timeoutMs: number, signal?: AbortSignal, orStopped = false): Promise<void> {
+    const stopped = (): boolean => orStopped && (d.record.preserved !== null || d.status === "shutdown");
+    await retryUntil(() => (this.#domains.get(d.domid) === d && !stopped() ? undefined : true), { what: `domain ${d.name} to go`, timeoutMs, signal, maxDelayMs: 50 });
+  }
+
+  waitGone(d: Domain, timeoutMs: number, signal?: AbortSignal, orStopped = false): Promise<void> {
+    return this.#waitGone(d, timeoutMs, signal, orStopped);
+  }
+
+  info(d: Domain, withConfig = false): DomainInfo {
+    const c = configOf(d.record);
+    return {
+      name: d.name,
+      domid: d.domid,
+      uuid: d.record.uuid,
+      memoryMiB: c.memory,
+      maxmemMiB: c.maxmem,
+      vcpus: c.vcpus,
+      state: d.stateLetters(),
+      cpuSeconds: d.cpuSeconds(),
+      uptimeSeconds: (Date.now() - d.record.createdAt) / 1000,
+      pid: d.record.qemuPid,
+      ...(withConfig ? { config: d.record.config } : {}),
+    };
+  }
+
+  dom0Info(): DomainInfo {
+    return {
+      name: "Domain-0",
+      domid: 0,
+      uuid: "00000000-0000-0000-0000-000000000000",
+      memoryMiB: this.o.dom0MemoryMiB,
+      maxmemMiB: this.o.dom0MemoryMiB,
+      vcpus: (process.env["VMSTACK_DOM0_VCPUS"] === undefined ? undefined : Number(process.env["VMSTACK_DOM0_VCPUS"])) ?? navigatorCpus(),
+      state: "r-----",
+      cpuSeconds: process.cpuUsage().user / 1e6 + process.cpuUsage().system / 1e6,
+      uptimeSeconds: Number(readFileSync("/proc/uptime", "utf8").split(" ")[0]),
+      pid: process.pid,
+    };
+  }
+
+  rename(d: Domain, newName: string): Promise<void> {
+    return d.enqueue(async () => {
+      const checked = checkDomainSpec({ ...d.record.config, name: newName }, { source: "rename" });
+      if (checked.config === undefined) throw new VmstackError("BAD_NAME", `'${newName}' is not a valid domain name`);
+      if (this.domains.some((x) => x.name === newName) || this.#reserved.has(newName)) throw new VmstackError("DOMAIN_EXISTS", `a domain named '${newName}' already exists`);
+      await renameDomain(this.o.xs, d.domid, d.record.uuid, newName);
+      d.record = { ...d.record, name: newName, config: { ...d.record.config, name: newName } };
+      writeRecord(this.o.paths.domainsDir, d.record);
+    });
+  }
+
+  /** The daemon is stopping: let go of every domain, leaving them running. */
+  detachAll(): void {
+    for (const d of this.#domains.values()) d.detach();
+  }
+}
+
+export function configOf(r: DomainRecord): DomainConfig {
+  return r.config as unknown as DomainConfig;
+}
+
+function navigatorCpus(): number {
+  return readFileSync("/proc/cpuinfo", "utf8").split("\n").filter((l) => l.startsWith("processor")).length;
+}
+
+function xsFacts(domid: number, uuid: string, c: DomainConfig, now: number): Parameters<typeof writeDomain>[1] {
+  return {
+    domid,
+    name: c.name,
+    uuid,
+    memoryMiB: c.memory,
+    maxmemMiB: c.maxmem,
+    vcpus: c.vcpus,
+    maxvcpus: c.maxvcpus,
+    onPoweroff: c.onPoweroff,
+    onReboot: c.onReboot,
+    onCrash: c.onCrash,
+    startTime: now / 1000,
+  };
+}
