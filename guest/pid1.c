@@ -49,9 +49,11 @@ static void step(const char *what) {
   fprintf(stderr, "vmstack-init: [%s] %s\n", up, what);
 }
 
+/* nosuid everywhere; nodev everywhere but devpts, whose whole point is device nodes. */
 static void mnt(const char *src, const char *dir, const char *type, const char *opts, int required) {
   mkdir(dir, 0755);
-  if (mount(src, dir, type, MS_NOSUID | (strcmp(type, "devtmpfs") ? MS_NODEV : 0), opts) < 0 && required) {
+  unsigned long flags = MS_NOSUID | (strcmp(type, "devpts") ? MS_NODEV : 0);
+  if (mount(src, dir, type, flags, opts) < 0 && required) {
     char what[128];
     snprintf(what, sizeof what, "mount %s on %s", type, dir);
     fail(what, errno);
@@ -106,8 +108,12 @@ void pid1_setup(void) {
   debug = strstr(cmdline, "vmstack.debug=1") != NULL;
   step("start");
   mnt("sys", "/sys", "sysfs", NULL, 1);
-  mnt("dev", "/dev", "devtmpfs", NULL, 1);
-  int con = open("/dev/console", O_RDWR | O_NOCTTY);
+  /* EBUSY: a devtmpfs is already there (a kernel with DEVTMPFS_MOUNT, or a test namespace). */
+  mkdir("/dev", 0755);
+  if (mount("dev", "/dev", "devtmpfs", MS_NOSUID, NULL) < 0 && errno != EBUSY) fail("mount devtmpfs on /dev", errno);
+  /* The kernel gives init /dev/console as stdio when the initramfs has that node; otherwise
+   * open it now that devtmpfs provides it, so failures reach the console. */
+  int con = fcntl(2, F_GETFD) < 0 ? open("/dev/console", O_RDWR | O_NOCTTY) : -1;
   if (con >= 0) {
     dup2(con, 0);
     dup2(con, 1);
