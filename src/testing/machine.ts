@@ -87,7 +87,6 @@ export class Machine {
   #qmp: QmpClient | undefined;
   /** Boot plus guest setup plus queued /etc/hosts refreshes; every verb waits on it. */
   #ready: Promise<void> = Promise.resolve();
-  #exit: Exit | undefined;
   /** The machine stopped without shutdown()/crash()/waitForShutdown() asking for it. */
   #unexpected: Exit | undefined;
   #console = "";
@@ -182,9 +181,14 @@ export class Machine {
     });
   }
 
-  /** Stops QEMU whatever its state; used by the runner's cleanup. Never throws. */
+  /**
+   * Stops QEMU whatever its state; used by the runner's cleanup, after it aborted the test's
+   * signal. Never throws. A boot still in flight is awaited first (the aborted signal ends it
+   * within moments, and GuestVm stops its own QEMU when a boot fails), so no QEMU outlives this.
+   */
   async destroy(): Promise<void> {
     if (this.#state !== "exited") this.#state = "stopping";
+    await Promise.race([this.#ready.catch(() => undefined), new Promise((r) => setTimeout(r, 10_000).unref())]);
     this.#qmp?.close();
     await this.#vm?.destroy().catch(() => undefined);
   }
@@ -346,6 +350,7 @@ export class Machine {
     // Let the test body declare its other machines first (consecutive `await machine(…)` calls
     // only take microtasks): then /etc/hosts, part of the snapshot key, is the same every time.
     await new Promise((r) => setImmediate(r));
+    this.scope.signal.throwIfAborted();
     const host = this.host;
     const image = await host.image(["network"]);
     const runDir = mkdtempSync(join(host.runDir, `${this.name.slice(0, 12)}-`));
@@ -402,7 +407,10 @@ export class Machine {
       },
     });
     this.#vm = vm;
-    this.#exit = undefined;
+    if (this.scope.signal.aborted) {
+      await vm.destroy();
+      this.scope.signal.throwIfAborted();
+    }
     void vm.exited.then((exit) => this.#onExit(vm, exit));
     this.#state = "up";
     // Addresses and the hostname are part of the snapshot key, so a restored machine already has
@@ -449,7 +457,6 @@ export class Machine {
 
   #onExit(vm: GuestVm, exit: Exit): void {
     if (vm !== this.#vm) return;
-    this.#exit = exit;
     if (this.#state !== "stopping") this.#unexpected = exit;
     this.#state = "exited";
     this.#qmp?.close();

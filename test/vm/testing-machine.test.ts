@@ -36,6 +36,19 @@ function alive(pid: number): boolean {
   }
 }
 
+function qemuChildren(parent: number): number[] {
+  try {
+    return execFileSync("pgrep", ["-P", String(parent), "qemu-system"], { encoding: "utf8" })
+      .split("\n")
+      .filter(Boolean)
+      .map(Number);
+  } catch (e) {
+    // pgrep exits 1 when nothing matches.
+    if ((e as { status?: number }).status === 1) return [];
+    throw e;
+  }
+}
+
 function explain(report: RunReport): string {
   return report.results.map((r) => `${r.name}: ${r.outcome} ${r.message ?? ""}`).join("\n");
 }
@@ -159,19 +172,24 @@ test("failures, errors and crashes get their own outcomes, and every machine is 
         track(m);
         await m.execute("echo c >/proc/sysrq-trigger");
       }),
+      def("a throw while a machine still boots", async ({ machine }) => {
+        await machine("late");
+        throw new TypeError("bug before the machine was up");
+      }),
     ],
     // The first test boots and saves "box"; the others start from that snapshot.
     { accel: "tcg", snapshots: true },
   );
   assert.deepEqual(
     report.results.map((r) => r.outcome),
-    ["FAILURE", "ERROR", "CRASH"],
+    ["FAILURE", "ERROR", "CRASH", "ERROR"],
     explain(report),
   );
   assert.match(report.results[0]?.message ?? "", /box: succeed\("exit 3"\): expected the command to exit 0, got exit status 3/);
   assert.match(report.results[2]?.message ?? "", /box stopped unexpectedly \(guest kernel panic/);
   assert.equal(pids.length, 3);
   for (const pid of pids) assert.equal(alive(pid), false, `QEMU ${pid} still runs`);
+  assert.deepEqual(qemuChildren(process.pid), [], "a QEMU outlived its test");
 });
 
 test("Ctrl-C during vmstack test stops every machine and exits 130", async (t) => {
@@ -190,10 +208,7 @@ test("Ctrl-C during vmstack test stops every machine and exits 130", async (t) =
       }
     });
   });
-  qemuPids = execFileSync("pgrep", ["-P", String(child.pid), "qemu-system"], { encoding: "utf8" })
-    .split("\n")
-    .filter(Boolean)
-    .map(Number);
+  qemuPids = qemuChildren(child.pid ?? -1);
   assert.equal(qemuPids.length, 1);
   child.kill("SIGINT");
   const r = await done;
