@@ -5,9 +5,9 @@
  */
 import { connect, type Socket } from "node:net";
 import { join } from "node:path";
-import { existsSync } from "node:fs";
+import { existsSync, rmSync } from "node:fs";
 import { once } from "node:events";
-import { buildQemuArgs, type Accel, type MachineConfig, type MachineType, type NicArgsConfig } from "./qemu-args.js";
+import { buildQemuArgs, type Accel, type DriveConfig, type MachineConfig, type MachineType, type NicArgsConfig } from "./qemu-args.js";
 import { qemuBinary, tscKhz } from "./host.js";
 import { AgentClient, AGENT_PORT_NAME } from "../guest/index.js";
 import { spawnManaged, TailBuffer, type Exit, type ManagedChild } from "../lib/process.js";
@@ -31,13 +31,17 @@ export interface GuestVmOptions {
   readonly extraArgs?: readonly string[];
   /** Every console byte, as it arrives. */
   readonly onConsole?: (chunk: Buffer) => void;
-  /** Deadline for boot + agent handshake. */
+  /** Deadline for boot + agent handshake, all attempts together. */
   readonly bootTimeoutMs: number;
+  /** Fresh boots that stall are retried within the deadline, up to this many attempts (default 3). */
+  readonly bootAttempts?: number;
   readonly signal?: AbortSignal | undefined;
   /** A QMP monitor on this Unix socket (the test framework drives QEMU through it). */
   readonly qmpSocket?: string;
   /** Network cards (test VLANs, user-mode NAT). */
   readonly nics?: readonly NicArgsConfig[];
+  /** Disks (scratch disks, images; `vmstack run --scratch`). */
+  readonly drives?: readonly DriveConfig[];
   /** Start from a saved state (`-incoming URI`, e.g. "exec:cat state.bin") instead of booting. */
   readonly incoming?: string;
   /** Keep QEMU's stdin open so bytes can be typed on the serial console (writeConsole). */
@@ -88,7 +92,11 @@ export class GuestVm {
   #socket: Socket | undefined;
   readonly argv: readonly string[];
 
-  private constructor(readonly options: GuestVmOptions) {
+  private constructor(
+    readonly options: GuestVmOptions,
+    /** This attempt's share of the boot deadline. */
+    private readonly attemptTimeoutMs: number = options.bootTimeoutMs,
+  ) {
     const machine = options.machine ?? defaultMachine(options.accel);
     const config: MachineConfig = {
       machine,
@@ -103,6 +111,7 @@ export class GuestVm {
       noReboot: true,
       ...(options.qmpSocket !== undefined ? { qmpSocket: options.qmpSocket } : {}),
       ...(options.nics ? { nics: options.nics } : {}),
+      ...(options.drives ? { drives: options.drives } : {}),
       ...(options.extraArgs || options.incoming !== undefined
         ? { extraArgs: [...(options.extraArgs ?? []), ...(options.incoming !== undefined ? ["-incoming", options.incoming] : [])] }
         : {}),
@@ -112,13 +121,26 @@ export class GuestVm {
 
   /** Starts QEMU and waits for the agent; on any failure QEMU is stopped before this throws. */
   static async boot(options: GuestVmOptions): Promise<GuestVm> {
-    const vm = new GuestVm(options);
-    try {
-      await vm.#start();
-      return vm;
-    } catch (e) {
-      await vm.destroy();
-      throw e;
+    // A stalled boot is retried. Under TCG on a loaded host, about one fresh boot in 30–40 stops
+    // making progress in the kernel's initcalls (seen after "Loading compiled-in X.509
+    // certificates", guest clock frozen) and never recovers; a new QEMU boots normally. A restore
+    // (`incoming`) is not retried: it is not a fresh boot, and its failure has another cause.
+    const attempts = options.incoming === undefined ? Math.max(1, options.bootAttempts ?? 3) : 1;
+    const overallDeadline = Date.now() + options.bootTimeoutMs;
+    for (let attempt = 1; ; attempt++) {
+      const left = Math.max(1, overallDeadline - Date.now());
+      const last = attempt >= attempts;
+      const budget = last ? left : Math.min(left, Math.ceil(options.bootTimeoutMs / attempts));
+      const vm = new GuestVm(options, budget);
+      try {
+        await vm.#start();
+        return vm;
+      } catch (e) {
+        await vm.destroy();
+        if (last || !isVmstackError(e, "BOOT_FAILED") || e.facts["stalled"] !== true || overallDeadline - Date.now() <= 0) throw e;
+        log("warn", options.name, `boot attempt ${attempt} stalled after ${budget} ms; starting a new QEMU`);
+        rmSync(join(options.runDir, "agent.sock"), { force: true });
+      }
     }
   }
 
@@ -156,7 +178,7 @@ export class GuestVm {
     });
     const started = performance.now();
     // One deadline for the whole boot; QEMU exiting early ends the wait at once.
-    const deadline = AbortSignal.timeout(o.bootTimeoutMs);
+    const deadline = AbortSignal.timeout(this.attemptTimeoutMs);
     const early = new AbortController();
     void qemu.exited.then(
       (exit) => early.abort(this.#bootFailure(`QEMU exited during boot (${describeExit(exit)})`)),
@@ -168,24 +190,24 @@ export class GuestVm {
       const sockPath = join(o.runDir, "agent.sock");
       this.#socket = await retryUntil(() => (existsSync(sockPath) ? tryConnect(sockPath) : undefined), {
         what: "QEMU's agent socket",
-        timeoutMs: o.bootTimeoutMs,
+        timeoutMs: this.attemptTimeoutMs,
         signal,
         initialDelayMs: 5,
         maxDelayMs: 50,
       });
-      this.#agent = await AgentClient.connect(this.#socket, { timeoutMs: o.bootTimeoutMs, signal, clientName: "vmstack" });
+      this.#agent = await AgentClient.connect(this.#socket, { timeoutMs: this.attemptTimeoutMs, signal, clientName: "vmstack" });
       log("debug", o.name, `agent ready after ${Math.round(performance.now() - started)} ms: ${this.#agent.info.kernel}`);
     } catch (e) {
       if (early.signal.aborted) throw early.signal.reason;
       o.signal?.throwIfAborted();
       if (deadline.aborted || isVmstackError(e, "TIMEOUT")) {
-        throw this.#bootFailure(`the guest agent did not answer within ${o.bootTimeoutMs} ms`);
+        throw this.#bootFailure(`the guest agent did not answer within ${this.attemptTimeoutMs} ms`, undefined, { stalled: true });
       }
       throw this.#bootFailure(`could not reach the guest agent: ${messageOf(e)}`, e);
     }
   }
 
-  #bootFailure(what: string, cause?: unknown): VmstackError {
+  #bootFailure(what: string, cause?: unknown, extraFacts: Record<string, unknown> = {}): VmstackError {
     const lines = this.console.lines(15);
     const stderr = this.#qemu?.stderrTail.lines(5) ?? [];
     return new VmstackError(
@@ -193,7 +215,7 @@ export class GuestVm {
       (this.options.name === "run" ? what : `${this.options.name}: ${what}`) +
         (lines.length ? `\nlast console lines:\n  ${lines.join("\n  ")}` : "\n(the guest printed nothing on its console)") +
         (stderr.length ? `\nQEMU said:\n  ${stderr.join("\n  ")}` : ""),
-      { cause, facts: { consoleTail: lines, qemuStderr: stderr } },
+      { cause, facts: { consoleTail: lines, qemuStderr: stderr, ...extraFacts } },
     );
   }
 

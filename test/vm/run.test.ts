@@ -4,7 +4,9 @@
  */
 import { test, before } from "node:test";
 import assert from "node:assert/strict";
-import { readdirSync } from "node:fs";
+import { existsSync, mkdtempSync, readdirSync, rmSync } from "node:fs";
+import { join } from "node:path";
+import { fileURLToPath } from "node:url";
 import { execFileSync } from "node:child_process";
 import { tmpdir } from "node:os";
 import { cli, startCli, vmUnavailable } from "../support/cli.js";
@@ -110,4 +112,25 @@ test("Ctrl-C stops the VM and removes every temporary file and socket", async (t
   assert.equal(r.code, 130);
   assert.deepEqual(qemuProcessesUsing(mine[0]!), [], "no QEMU left running");
   assert.ok(!runDirs().has(mine[0]!), "run directory removed");
+});
+
+test("a boot that stalls is retried with a new QEMU within the boot deadline", async (t) => {
+  if (skip) return t.skip(skip);
+  const dir = mkdtempSync(join(tmpdir(), "vmstack-stall-"));
+  try {
+    const marker = join(dir, "stalled");
+    const r = await cli(["run", "--accel", "tcg", "--", "echo", "booted"], {
+      env: {
+        VMSTACK_QEMU: fileURLToPath(new URL("../../../test/fixtures/stalling-qemu", import.meta.url)),
+        STALL_MARKER: marker,
+        VMSTACK_BOOT_TIMEOUT_MS: "60000",
+      },
+    });
+    assert.ok(existsSync(marker), "the first boot stalled");
+    assert.equal(r.code, 0, r.stderr);
+    assert.equal(r.stdout, "booted\n");
+    assert.match(r.stderr, /boot attempt 1 stalled/);
+  } finally {
+    rmSync(dir, { recursive: true, force: true });
+  }
 });
