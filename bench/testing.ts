@@ -2,9 +2,9 @@
  * bench/testing: VM tests end to end, through the real CLI, against `vmstack run -- true` measured
  * in the same invocation (runs interleaved, so all see the same machine load).
  *
- * - cold: `vmstack test web.test.ts` — two machines boot in parallel and exchange one HTTP request.
+ * - cold: `vmstack test web.vm.ts` — two machines boot in parallel and exchange one HTTP request.
  *   Target: under 2 × the `vmstack run -- true` time.
- * - fan-out: `vmstack test --snapshots fan-out.test.ts` — the same exchange as 5 tests; test 1
+ * - fan-out: `vmstack test --snapshots fan-out.vm.ts` — the same exchange as 5 tests; test 1
  *   boots both machines and saves them, tests 2–5 start them from the saved states. Reported: the
  *   whole run, and per later test the time until both machines answered (they start in parallel).
  *   Target: <= 0.5 s per additional test.
@@ -49,7 +49,7 @@ try {
   for (let i = 0; i < runs; i++) {
     baseline.push((await timeProcess([node, bin, "run", "--", "true"])).seconds);
     const tl = join(work, `cold-${i}.jsonl`);
-    cold.push((await timeProcess([node, bin, "test", "--timeline", tl, join(fixtures, "web.test.ts")])).seconds);
+    cold.push((await timeProcess([node, bin, "test", "--timeline", tl, join(fixtures, "web.vm.ts")])).seconds);
     const boots = timeline(tl).filter((e) => e.type === "step" && e.what === "boot");
     coldBoot.push(Math.max(...boots.map((e) => e.ms ?? 0)) / 1000);
   }
@@ -60,7 +60,7 @@ try {
   let saveMs: number[] = [];
   for (let i = 0; i < Math.max(1, Math.min(runs, 2)); i++) {
     const tl = join(work, `fan-${i}.jsonl`);
-    fanTimes.push((await timeProcess([node, bin, "test", "--snapshots", "--timeline", tl, join(fixtures, "fan-out.test.ts")])).seconds);
+    fanTimes.push((await timeProcess([node, bin, "test", "--snapshots", "--timeline", tl, join(fixtures, "fan-out.vm.ts")])).seconds);
     const events = timeline(tl);
     saveMs = events.filter((e) => e.what === "snapshot saved").map((e) => e.ms ?? 0);
     const tests = [...new Set(events.filter((e) => e.type === "test-start").map((e) => e.test))];

@@ -28,7 +28,7 @@ test("vmstack test loads .ts (with its relative imports) and .mjs files and exit
   if (skip) return t.skip(skip);
   const out = mkdtempSync(join(tmpdir(), "vmstack-runner-"));
   try {
-    const r = await cli(["test", "--out", out, join(FIXTURES, "loader-only.test.ts"), join(FIXTURES, "no-machines.test.mjs")]);
+    const r = await cli(["test", "--out", out, join(FIXTURES, "loader-only.vm.ts"), join(FIXTURES, "no-machines.vm.mjs")]);
     assert.equal(r.code, OUTCOME_EXIT.FAILURE, r.stderr);
     assert.match(r.stderr, /✔ a TypeScript test file loads with its imports: SUCCESS/);
     assert.match(r.stderr, /✘ a failing expectation is a FAILURE: FAILURE/);
@@ -50,7 +50,7 @@ test("vmstack test loads .ts (with its relative imports) and .mjs files and exit
 
 test("-t runs only the tests whose name matches, and a missing file is an error naming it", async (t) => {
   if (skip) return t.skip(skip);
-  const r = await cli(["test", "-t", "loads", join(FIXTURES, "loader-only.test.ts")]);
+  const r = await cli(["test", "-t", "loads", join(FIXTURES, "loader-only.vm.ts")]);
   assert.equal(r.code, 0, r.stderr);
   assert.doesNotMatch(r.stderr, /FAILURE/);
   const missing = await cli(["test", join(FIXTURES, "no-such.test.ts")]);

@@ -194,7 +194,7 @@ test("failures, errors and crashes get their own outcomes, and every machine is 
 
 test("Ctrl-C during vmstack test stops every machine and exits 130", async (t) => {
   if (skip) return t.skip(skip);
-  const { child, done } = startCli(["test", join(FIXTURES, "hang.test.ts")]);
+  const { child, done } = startCli(["test", join(FIXTURES, "hang.vm.ts")]);
   let qemuPids: number[] = [];
   // Once the machine has booted and the endless command runs, interrupt.
   await new Promise<void>((resolve, reject) => {
@@ -219,7 +219,7 @@ test("Ctrl-C during vmstack test stops every machine and exits 130", async (t) =
 
 test("--interactive keeps a failed test's machines up and runs shell lines in them through the agent", async (t) => {
   if (skip) return t.skip(skip);
-  const { done } = startCli(["test", "--interactive", join(FIXTURES, "fails.test.ts")], {
+  const { done } = startCli(["test", "--interactive", join(FIXTURES, "fails.vm.ts")], {
     stdin: ["box echo interactive-$((40 + 2))", ":use box", "uname -n", ":console box", ":continue", ""].join("\n"),
   });
   const r = await done;
