@@ -25,7 +25,7 @@ import { openCache, sha256, type ContentStore, type Env } from "./cache.js";
 import { normalizeArchivePath, writeCpio, type CpioEntry } from "./cpio.js";
 import type { ResolvedKernel } from "./kernel.js";
 import { DEFAULT_GUEST_MODULES, parseModulesBuiltin, parseModulesDep, resolveModules, type ModuleInfo } from "./modules.js";
-import { runChild } from "./run-child.js";
+import { runChild } from "../lib/run-child.js";
 
 export type InitrdFile =
   | { readonly path: string; readonly mode?: number; readonly source: string }

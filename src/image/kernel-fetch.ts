@@ -23,7 +23,7 @@ import {
   type KernelManifest,
   type ResolvedKernel,
 } from "./kernel.js";
-import { runChild } from "./run-child.js";
+import { runChild } from "../lib/run-child.js";
 import { extractVmlinux } from "./vmlinux.js";
 
 export const CLOUD_KERNEL_META_PACKAGE = "linux-image-cloud-amd64";

@@ -15,7 +15,7 @@
  */
 import { open, readFile, rename, rm, stat } from "node:fs/promises";
 import { VmstackError } from "../lib/errors.js";
-import { runChild } from "./run-child.js";
+import { runChild } from "../lib/run-child.js";
 import { tempPathFor } from "./cache.js";
 
 export type PayloadFormat = "lz4" | "xz" | "gzip" | "zstd" | "bzip2" | "lzma" | "lzo";

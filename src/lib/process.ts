@@ -3,9 +3,9 @@
  * the way out, a staged stop, and a bounded tail of stderr for error messages.
  */
 import { spawn, type ChildProcess, type SpawnOptions } from "node:child_process";
-import { once } from "node:events";
 import { within } from "./abort.js";
 import { VmstackError } from "./errors.js";
+import { runChild, type ChildOptions } from "./run-child.js";
 
 export interface Exit {
   readonly code: number | null;
@@ -102,17 +102,17 @@ export function spawnManaged(argv: readonly string[], options: SpawnManagedOptio
   };
 }
 
-/** Run a short helper command to completion, collecting stdout; a non-zero exit is an error. */
-export async function runCommand(argv: readonly string[], label: string, options: { cwd?: string; input?: Buffer } = {}): Promise<Buffer> {
-  const child = spawnManaged(argv, { label, stdio: [options.input ? "pipe" : "ignore", "pipe", "pipe"], ...(options.cwd ? { cwd: options.cwd } : {}) });
-  const out: Buffer[] = [];
-  child.process.stdout?.on("data", (c: Buffer) => out.push(c));
-  if (options.input) child.process.stdin?.end(options.input);
-  const [exit] = await Promise.all([child.exited, child.process.stdout ? once(child.process.stdout, "close") : Promise.resolve()]);
-  if (exit.code !== 0) {
-    throw new VmstackError("COMMAND_FAILED", `${label} failed (${exit.signal ?? `exit ${exit.code}`}): ${child.stderrTail.lines(5).join(" | ")}`, {
-      facts: { argv: [...argv], exit },
-    });
+/**
+ * Run a short helper command to completion and return its stdout; a non-zero exit is an error
+ * naming `label`. A thin form of runChild (the one implementation) for the common case.
+ */
+export async function runCommand(argv: readonly string[], label: string, options: ChildOptions = {}): Promise<Buffer> {
+  try {
+    return (await runChild(argv, options)).stdout;
+  } catch (e) {
+    if (e instanceof VmstackError && e.code === "CHILD_FAILED") {
+      throw new VmstackError("COMMAND_FAILED", `${label} failed: ${e.message}`, { cause: e, facts: e.facts });
+    }
+    throw e;
   }
-  return Buffer.concat(out);
 }

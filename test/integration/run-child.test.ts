@@ -3,7 +3,7 @@ import assert from "node:assert/strict";
 import { mkdtempSync, readFileSync, rmSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
-import { runChild } from "../../src/image/run-child.js";
+import { runChild } from "../../src/lib/run-child.js";
 import { isVmstackError } from "../../src/lib/errors.js";
 
 void test("runChild passes input on stdin and collects stdout", async () => {

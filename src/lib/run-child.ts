@@ -1,11 +1,11 @@
 /**
- * Runs the short-lived tools the image layer needs (apt-get, dpkg-deb, depmod, lz4, xz, zstd):
+ * Runs short-lived tools (apt-get, dpkg-deb, depmod, lz4, qemu-img, busybox --list-full…):
  * argv arrays only (house rule 8), cancellable, stderr tail kept for the error message.
  */
 import { spawn } from "node:child_process";
 import { createWriteStream } from "node:fs";
 import { once } from "node:events";
-import { VmstackError } from "../lib/errors.js";
+import { VmstackError } from "./errors.js";
 
 export interface ChildOptions {
   readonly cwd?: string;
@@ -68,7 +68,7 @@ export async function runChild(argv: readonly string[], options: ChildOptions = 
     const enoent = (e as NodeJS.ErrnoException).code === "ENOENT";
     throw new VmstackError(
       enoent ? "TOOL_MISSING" : "CHILD_FAILED",
-      enoent ? `'${file}' is not installed (needed to build the guest image)` : `could not run '${file}': ${String(e)}`,
+      enoent ? `'${file}' is not installed (./setup installs what vmstack needs)` : `could not run '${file}': ${String(e)}`,
       { cause: e, facts: { argv } },
     );
   }
