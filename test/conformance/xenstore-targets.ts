@@ -66,8 +66,8 @@ export async function startVmstackSocket(opts: XenstoredOptions = {}): Promise<X
     open: () => connectUnix(socket),
     openDomain: (domid) => Promise.resolve(d.openConnection({ domid })),
     stop: async () => {
+      d.close(); // first: the listener's close waits for every connection to end
       await server.close();
-      d.close();
       rmSync(dir, { recursive: true, force: true });
     },
   };
