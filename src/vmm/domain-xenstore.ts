@@ -61,7 +61,15 @@ export async function writeDomain(xs: XenstoreClient, f: XsDomainFacts): Promise
     await tx.mkdir(`${home}/device`);
     const readable = [{ access: "n" as const, domid: 0 }, { access: "r" as const, domid: f.domid }];
     const writable = [{ access: "n" as const, domid: 0 }, { access: "b" as const, domid: f.domid }];
+    // Every node of the home is readable by the domain (as xl sets them), control/ and data/ writable.
     await tx.setPerms(home, readable);
+    for (const sub of ["name", "domid", "vm", "memory", "memory/target", "memory/static-max", "console", "console/type", "cpu", "device", "control/platform-feature-multiprocessor-suspend"]) {
+      await tx.setPerms(`${home}/${sub}`, readable);
+    }
+    for (let i = 0; i < f.maxvcpus; i++) {
+      await tx.setPerms(`${home}/cpu/${i}`, readable);
+      await tx.setPerms(`${home}/cpu/${i}/availability`, readable);
+    }
     await tx.setPerms(`${home}/control`, writable);
     await tx.setPerms(`${home}/control/shutdown`, writable);
     await tx.setPerms(`${home}/data`, writable);

@@ -2,22 +2,69 @@
  * vmstack's default guest for domains: a spec that names no kernel, no GRUB menu and no disk to
  * boot from gets the kernel and agent initrd of `vmstack run`, so `vmstack create name=demo
  * memory=256` needs no file at all and `vmstack exec` works in it.
+ *
+ * The spec validator insists on something to boot, so `create` loads such a spec with a
+ * placeholder kernel and swaps in the default guest here.
  */
+import { existsSync } from "node:fs";
 import type { DomainConfig } from "../domain/index.js";
-import { prepareGuestImage, type GuestFeature } from "./guest-image.js";
+import { BUSYBOX_PATH, prepareGuestImage, type GuestFeature, type GuestImage } from "./guest-image.js";
 import { kernelCommandLine } from "./guest-vm.js";
+import { buildInitrd, guestModulesFor, resolveKernel } from "../image/index.js";
+import { guestArtifacts } from "../guest/index.js";
+import { runCommand } from "../lib/process.js";
+import { VmstackError } from "../lib/errors.js";
 
-export function needsDefaultGuest(c: DomainConfig): boolean {
-  return c.boot.kernel === undefined && c.boot.guestGrub === undefined && c.disks.length === 0;
+export const DEFAULT_GUEST_PLACEHOLDER = "/vmstack-default-guest";
+
+export function usesDefaultGuest(c: DomainConfig): boolean {
+  return c.boot.kernel === DEFAULT_GUEST_PLACEHOLDER;
 }
 
-export async function defaultGuestBoot(c: DomainConfig, accel: "kvm" | "tcg", env: NodeJS.ProcessEnv, signal?: AbortSignal): Promise<DomainConfig> {
-  if (!needsDefaultGuest(c)) return c;
+export async function withDefaultGuest(c: DomainConfig, env: NodeJS.ProcessEnv, signal?: AbortSignal): Promise<DomainConfig> {
+  if (!usesDefaultGuest(c)) return c;
   const features: GuestFeature[] = [];
   if (c.nics.length > 0) features.push("network");
   if (c.shares.length > 0) features.push("share");
-  const image = await prepareGuestImage({ env, features, signal });
+  const image = c.machine === "microvm" ? await prepareGuestImage({ env, features, signal }) : await pciGuestImage(c, env, signal);
   // tsc_early_khz for microvm is added by compileDomain; the rest is the throwaway VM's command line.
-  const cmdline = kernelCommandLine(c.machine, accel, undefined);
+  const cmdline = kernelCommandLine(c.machine, "tcg", undefined);
   return { ...c, boot: { ...c.boot, kernel: image.kernel.kernelPath, initrd: image.initrd.path, cmdline: c.boot.cmdline ?? cmdline } };
+}
+
+/**
+ * The same guest for pc and q35, whose virtio devices sit on PCI: prepareGuestImage packs only
+ * microvm's virtio-mmio driver, so this adds virtio_pci, and pvpanic_mmio — the driver of the ISA
+ * pvpanic device (ACPI-enumerated) through which a panicking guest tells QEMU, so that on_crash
+ * applies. Same files, same cache.
+ */
+async function pciGuestImage(c: DomainConfig, env: NodeJS.ProcessEnv, signal?: AbortSignal): Promise<GuestImage> {
+  const kernel = await resolveKernel({ kernelPath: undefined, env });
+  const busybox = env["VMSTACK_BUSYBOX"] ?? BUSYBOX_PATH;
+  const guest = guestArtifacts();
+  for (const path of [busybox, guest.agent, guest.init]) {
+    if (!existsSync(path)) throw new VmstackError("GUEST_PIECE_MISSING", `${path} is missing: run ./setup (busybox-static, npm run build)`, { facts: { path } });
+  }
+  const applets = (await runCommand([busybox, "--list-full"], "busybox"))
+    .toString()
+    .split("\n")
+    .filter((l) => l !== "" && !["bin/busybox", "linuxrc", "sbin/init"].includes(l) && /^[a-z0-9/._[-]+$/.test(l));
+  const modules = [
+    ...guestModulesFor({ transport: "pci", block: c.disks.length > 0, net: c.nics.length > 0, virtiofs: c.shares.length > 0 }),
+    "pvpanic_mmio",
+  ];
+  const initrd = await buildInitrd({
+    kernel,
+    modules,
+    files: [
+      { path: "/bin/busybox", mode: 0o755, source: busybox },
+      ...["/proc", "/sys", "/dev", "/tmp", "/run", "/root", "/etc", "/mnt"].map((path) => ({ path, directory: true as const, mode: path === "/tmp" ? 0o1777 : 0o755 })),
+      ...applets.map((path) => ({ path: `/${path}`, symlink: "/bin/busybox" })),
+      { path: "/init", mode: 0o755, source: guest.init },
+      { path: "/bin/vmstack-agent", mode: 0o755, source: guest.agent },
+    ],
+    env,
+    signal,
+  });
+  return { kernel, initrd };
 }

@@ -12,7 +12,6 @@ import { type DomainRecord, qemuAlive, readRecords, removeRecord, writeRecord } 
 import { removeDomain, renameDomain, writeDom0, writeDomain } from "./domain-xenstore.js";
 import { killQuietly, launchDomain } from "./manager-launch.js";
 import type { DaemonPaths } from "./manager-paths.js";
-import { defaultGuestBoot } from "./manager-guest.js";
 import type { DomainInfo } from "./api/protocol.js";
 import { VmstackError, messageOf } from "../lib/errors.js";
 import { retryUntil } from "../lib/retry.js";
@@ -98,7 +97,7 @@ export class DomainManager {
     if (checked.config === undefined || errorsOf(checked.problems).length > 0) {
       throw new VmstackError("BAD_CONFIG", `invalid domain config:\n  ${errorsOf(checked.problems).map(formatProblem).join("\n  ")}`);
     }
-    let config = checked.config;
+    const config = checked.config;
     const name = config.name;
     if (this.#reserved.has(name) || this.domains.some((d) => d.name === name)) {
       throw new VmstackError("DOMAIN_EXISTS", `a domain named '${name}' already exists`, { facts: { name } });
@@ -116,7 +115,6 @@ export class DomainManager {
     const uuid = config.uuid ?? randomUUID();
     let written = false;
     try {
-      config = await defaultGuestBoot(config, this.o.accel, this.o.env, signal);
       await writeDomain(this.o.xs, xsFacts(domid, uuid, config, Date.now()));
       written = true;
       const d = await this.#launch(domid, uuid, config, paused, Date.now(), signal);

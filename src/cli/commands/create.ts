@@ -7,7 +7,10 @@
  */
 import type { Command } from "../command.js";
 import { boolOpt, parseCommandArgs, stringOpt, usageError } from "../args.js";
-import { compileDomain, formatProblem, loadDomainFile, loadDomainText, type LoadedDomain } from "../../domain/index.js";
+import { readFile } from "node:fs/promises";
+import { DomainConfigError, compileDomain, errorsOf, formatProblem, loadDomainFile, loadDomainText, type LoadedDomain } from "../../domain/index.js";
+import { detectFormat } from "../../domain/load.js";
+import { DEFAULT_GUEST_PLACEHOLDER, withDefaultGuest } from "../../vmm/manager-guest.js";
 import { request } from "./domain-verb.js";
 import { attachConsole, parseEscape } from "./console.js";
 import type { DomainInfo } from "../../vmm/api/protocol.js";
@@ -50,11 +53,21 @@ export const createCommand: Command = {
     const overrides = file === undefined ? p.positionals : p.positionals.slice(1);
     if (file === undefined && overrides.length === 0) throw usageError("create", "missing FILE (or KEY=VALUE settings such as name=demo)");
     for (const o of overrides) if (!o.includes("=")) throw usageError("create", `'${o}' is not KEY=VALUE`);
-    const loaded: LoadedDomain =
-      file === undefined ? loadDomainText("{}", "<command line>", { format: "json", overrides }) : await loadDomainFile(file, { overrides });
+    const load = (extra: readonly string[]): Promise<LoadedDomain> | LoadedDomain =>
+      file === undefined ? loadDomainText("{}", "<command line>", { format: "json", overrides: [...overrides, ...extra] }) : loadDomainFile(file, { overrides: [...overrides, ...extra] });
+    let loaded: LoadedDomain;
+    try {
+      loaded = await load([]);
+    } catch (e) {
+      // Nothing to boot and that is the only problem: vmstack's default guest (the kernel and agent initrd of `vmstack run`).
+      if (!(e instanceof DomainConfigError) || !errorsOf(e.problems).every((x) => x.message.startsWith("nothing to boot"))) throw e;
+      const xl = file !== undefined && detectFormat(file, await readFile(file, "utf8")) === "xl";
+      loaded = await load([xl ? `kernel="${DEFAULT_GUEST_PLACEHOLDER}"` : `boot.kernel=${DEFAULT_GUEST_PLACEHOLDER}`]);
+    }
     if (!boolOpt(p, "dry-run")) {
       for (const w of loaded.warnings) ctx.stderr.write(formatProblem(w) + "\n");
-      const info = (await request({ op: "create", config: loaded.config as unknown as Record<string, unknown>, paused: boolOpt(p, "paused"), force: boolOpt(p, "force") }, ctx)) as DomainInfo;
+      const config = await withDefaultGuest(loaded.config, process.env, ctx.signal);
+      const info = (await request({ op: "create", config: config as unknown as Record<string, unknown>, paused: boolOpt(p, "paused"), force: boolOpt(p, "force") }, ctx)) as DomainInfo;
       if (boolOpt(p, "json")) ctx.stdout.write(JSON.stringify(info) + "\n");
       if (boolOpt(p, "console")) await attachConsole(info.name, parseEscape("^]"), ctx);
       return 0;
