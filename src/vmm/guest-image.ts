@@ -4,7 +4,7 @@
  * hash, so a warm `vmstack run` builds nothing.
  */
 import { existsSync } from "node:fs";
-import { buildInitrd, resolveKernel, type Env, type InitrdResult, type ResolvedKernel } from "../image/index.js";
+import { buildInitrd, guestModulesFor, resolveKernel, withPvhVmlinux, type Env, type InitrdResult, type ResolvedKernel } from "../image/index.js";
 import { guestArtifacts } from "../guest/index.js";
 import { VmstackError } from "../lib/errors.js";
 import { runCommand } from "../lib/process.js";
@@ -40,11 +40,12 @@ export type GuestFeature = "disk" | "network" | "share";
 
 /** microvm's virtio-mmio transport and the agent's virtio-serial port are always needed. */
 export function guestModules(features: readonly GuestFeature[] = []): string[] {
-  const modules = ["virtio_mmio", "virtio_console"];
-  if (features.includes("disk")) modules.push("virtio_blk");
-  if (features.includes("network")) modules.push("virtio_net");
-  if (features.includes("share")) modules.push("virtiofs");
-  return modules;
+  return guestModulesFor({
+    transport: "mmio",
+    block: features.includes("disk"),
+    net: features.includes("network"),
+    virtiofs: features.includes("share"),
+  });
 }
 
 export async function prepareGuestImage(options: {
@@ -53,7 +54,8 @@ export async function prepareGuestImage(options: {
   features?: readonly GuestFeature[];
   signal?: AbortSignal | undefined;
 }): Promise<GuestImage> {
-  const kernel = await resolveKernel({ kernelPath: options.kernelPath, env: options.env });
+  // A user's bzImage gets its vmlinux extracted once (cached), so it boots through PVH too.
+  const kernel = await withPvhVmlinux(await resolveKernel({ kernelPath: options.kernelPath, env: options.env }), { env: options.env, signal: options.signal });
   const busybox = options.env["VMSTACK_BUSYBOX"] ?? BUSYBOX_PATH;
   const guest = guestArtifacts();
   for (const [what, path, hint] of [
