@@ -143,6 +143,10 @@ static void host_lost(void) {
   case M_PORT: case M_DEVICE:
     break; /* the port stays open; the host comes back when QEMU's socket gets a new client */
   }
+  /* Commands run on: their results are queued for whoever connects next. But no one will send
+   * them more stdin or finish a file transfer: a new host starts with fresh ids. */
+  end_stdin_all();
+  abort_transfers();
 }
 
 static void host_found(void) {

@@ -97,6 +97,7 @@ void feed_stdin(struct cmd *c);
 void cmd_finish(struct cmd *c, int held_open);
 void cmd_grace_expired(struct cmd *c);
 void kill_all(void);
+void end_stdin_all(void);
 
 /* files.c: file transfers */
 struct xfer *find_xfer(uint32_t id);
@@ -105,6 +106,7 @@ void do_file_data(uint32_t id, const uint8_t *p, size_t n);
 void do_file_end(uint32_t id);
 void do_read_file(uint32_t id, struct rd *r);
 void pump_reads(void);
+void abort_transfers(void);
 
 /* agent.c */
 int id_in_use(uint32_t id);

@@ -231,3 +231,13 @@ void kill_all(void) {
   for (int i = 0; i < MAX_CMDS; i++)
     if (cmds[i].used && cmds[i].pid > 0) kill(-cmds[i].pid, SIGKILL);
 }
+
+/* The host went away: every command's stdin ends once what was received is written. */
+void end_stdin_all(void) {
+  for (int i = 0; i < MAX_CMDS; i++) {
+    struct cmd *c = &cmds[i];
+    if (!c->used || c->in_fd < 0) continue;
+    c->in_eof = 1;
+    if (buf_pending(&c->in) == 0) close_fd(&c->in_fd);
+  }
+}

@@ -145,3 +145,9 @@ void pump_reads(void) {
     }
   }
 }
+
+/* The host went away: no transfer can finish. A partial write leaves no file behind. */
+void abort_transfers(void) {
+  for (int i = 0; i < MAX_XFERS; i++)
+    if (xfers[i].used) xfer_free(&xfers[i], !xfers[i].reading);
+}

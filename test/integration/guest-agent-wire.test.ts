@@ -5,7 +5,7 @@
 import assert from "node:assert/strict";
 import { spawn, type ChildProcess } from "node:child_process";
 import { existsSync } from "node:fs";
-import { mkdtemp, rm } from "node:fs/promises";
+import { mkdtemp, readdir, rm } from "node:fs/promises";
 import { connect, type Socket } from "node:net";
 import { tmpdir } from "node:os";
 import { setTimeout as sleep } from "node:timers/promises";
@@ -198,6 +198,32 @@ describe("guest agent wire handling", () => {
     const exit = await second.take((m) => m.type === "exit" && m.id === 30, "EXIT 30");
     assert.equal(exit.type === "exit" && exit.exitCode, 0);
     second.socket.destroy();
+  });
+});
+
+describe("guest agent when the host leaves for good", () => {
+  test("stdin ends, half-written files vanish, and the exit waits for the next host", { timeout: 20_000 }, async (t) => {
+    if (missing) return t.skip(missing);
+    const dir = await mkdtemp(join(tmpdir(), "vmstack-agent-leave-"));
+    t.after(() => rm(dir, { recursive: true, force: true }));
+    const sock = join(dir, "agent.sock");
+    const agent = spawn(agentPath, ["--listen", sock], { stdio: "ignore" });
+    t.after(() => agent.kill("SIGTERM"));
+    const first = await Raw.open(sock, t);
+    first.write(encodeMessage({ type: "exec", id: 70, shell: false, stdin: true, clearEnv: false, timeoutMs: 0, graceMs: 0, cwd: "", argv: ["cat"], env: [] }));
+    first.write(encodeMessage({ type: "stdin", id: 70, data: Buffer.from("before the host left\n") }));
+    const target = join(dir, "partial.txt");
+    first.write(encodeMessage({ type: "writeFile", id: 71, mode: 0o644, mkdirs: false, path: target }));
+    first.write(encodeMessage({ type: "fileData", id: 71, data: Buffer.from("half") }));
+    await first.take((m) => m.type === "started" && m.id === 70, "STARTED 70");
+    await first.take((m) => m.type === "stdout" && m.id === 70, "STDOUT 70");
+    first.socket.destroy();
+    const second = await Raw.open(sock, t);
+    // cat saw EOF when the first host left, so it exits; its EXIT is delivered here.
+    const exit = await second.take((m) => m.type === "exit" && m.id === 70, "EXIT 70");
+    assert.equal(exit.type === "exit" && exit.exitCode, 0);
+    await second.pingPong(72);
+    assert.deepEqual(await readdir(dir), ["agent.sock"]);
   });
 });
 
