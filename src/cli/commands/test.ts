@@ -16,7 +16,7 @@ const options = {
   filter: { type: "string", short: "t", arg: "TEXT", help: "run only tests whose name contains TEXT" },
   snapshots: { type: "boolean", help: "boot each machine shape once, then start it from a saved state in later tests" },
   interactive: { type: "boolean", short: "I", help: "on failure keep the machines up and open a shell prompt into them" },
-  console: { type: "boolean", help: "show the machines' console lines in the log" },
+  quiet: { type: "boolean", short: "q", help: "leave the machines' console lines out of the log (the timeline keeps them)" },
   accel: { type: "string", arg: "auto|kvm|tcg", default: "auto", help: "accelerator" },
   kernel: { type: "string", arg: "PATH", help: "guest kernel; also $VMSTACK_KERNEL" },
 } as const;
@@ -50,7 +50,7 @@ export const testCommand: Command = {
     const tests = await loadTestFiles(p.positionals);
     const timeline = new Timeline();
     const color = (ctx.stderr as { isTTY?: boolean }).isTTY === true;
-    const showConsole = boolOpt(p, "console");
+    const showConsole = !boolOpt(p, "quiet");
     timeline.addSink((e) => {
       const line = humanLine(e, { color, console: showConsole });
       if (line !== undefined) ctx.stderr.write(line + "\n");
