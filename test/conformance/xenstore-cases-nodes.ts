@@ -281,6 +281,40 @@ export const nodeCases: readonly Case[] = [
     },
   },
   {
+    name: "the root has the permissions n0, and MKDIR of / succeeds",
+    async run(s) {
+      const c = await s.conn();
+      (await c.call("GET_PERMS", ["/"])).list(["n0"], true);
+      (await c.call("MKDIR", ["/"])).ok();
+    },
+  },
+  {
+    name: "SET_PERMS on @introduceDomain is accepted while GET_PERMS of it is rejected with EINVAL",
+    differs: { ocaml: OCAML_AT_NODES },
+    async run(s) {
+      const c = await s.conn();
+      (await c.call("SET_PERMS", ["@introduceDomain", "n0"])).ok();
+      (await c.call("GET_PERMS", ["@introduceDomain"])).error("EINVAL");
+    },
+  },
+  {
+    name: "DIRECTORY_PART at an offset inside a name or at the end of the list answers the rest, then the final NUL",
+    differs: { ocaml: "oxenstored 4.17 has no DIRECTORY_PART: ENOSYS (notes §1.2)" },
+    async run(s) {
+      const c = await s.conn();
+      for (const n of ["ab", "cd"]) (await c.call("WRITE", [s.p(`dp/${n}`)], { value: "" })).ok();
+      const rest = async (offset: string): Promise<string> => {
+        const r = await c.call("DIRECTORY_PART", [s.p("dp"), offset]);
+        assert.equal(r.errno, undefined);
+        return r.msg.payload.subarray(r.msg.payload.indexOf(0) + 1).toString("latin1");
+      };
+      const all = await rest("0");
+      assert.ok(all === "ab\0cd\0\0" || all === "cd\0ab\0\0", JSON.stringify(all));
+      assert.equal(await rest("1"), all.slice(1));
+      assert.equal(await rest("6"), "\0");
+    },
+  },
+  {
     name: "GET_DOMAIN_PATH answers /local/domain/<domid> for any domid",
     async run(s) {
       const c = await s.conn();
