@@ -247,6 +247,18 @@ describe("guest agent over a Unix socket", () => {
     assert.equal((await readdir(dir)).some((n) => n.includes("vmstack-tmp")), false);
   });
 
+  test("an aborted file request rejects with ABORTED and the channel stays usable", async (t) => {
+    if (missing) return t.skip(missing);
+    const path = join(dir, "abort-me");
+    await client().writeFile(path, Buffer.alloc(4 << 20, 1));
+    const ac = new AbortController();
+    const reading = client().readFile(path, { signal: ac.signal });
+    ac.abort();
+    await assert.rejects(reading, (e: unknown) => isVmstackError(e, "ABORTED"));
+    // The rest of that transfer arrives for an id nobody waits on, and is ignored.
+    assert.equal((await client().run({ argv: ["echo", "ok"] })).stdout.toString(), "ok\n");
+  });
+
   test("ping answers", async (t) => {
     if (missing) return t.skip(missing);
     assert.ok((await client().ping()) >= 0);
