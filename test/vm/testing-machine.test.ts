@@ -69,13 +69,16 @@ test("two machines reach each other by name over a VLAN, and every verb does wha
     [
       def("verbs", async ({ machine, vlan }) => {
         const server = await machine("server", { network: [vlan(1)] });
+        await server.succeed("mkdir -p /srv && echo hello > /srv/index.html && httpd -p 80 -h /srv");
+        // Declared once the server is up: the server's /etc/hosts must learn the newcomer.
         const client = await machine("client", { network: [vlan(1)], nat: true });
 
         // Network by name.
-        await server.succeed("mkdir -p /srv && echo hello > /srv/index.html && httpd -p 80 -h /srv");
         await server.waitForOpenPort(80);
         assert.equal(await client.succeed("wget -qO- http://server/"), "hello\n");
+        await client.start();
         assert.match(await server.succeed(["cat", "/etc/hosts"]), /192\.168\.1\.2 client/);
+        assert.match(await client.succeed(["cat", "/etc/hosts"]), /192\.168\.1\.1 server/);
 
         // execute keeps stdout, stderr and the status apart; succeed/fail check the status.
         const r = await server.execute("echo out; echo err >&2; exit 3");
