@@ -16,8 +16,9 @@ import type { ExecRequest, ExecResult } from "../guest/index.js";
 import { log } from "../lib/log.js";
 import { isVmstackError } from "../lib/errors.js";
 import { within } from "../lib/abort.js";
+import { TransferSession, type FilesOptions, type TransferReport } from "./transfer-session.js";
 
-export interface ThrowawayOptions {
+export interface ThrowawayOptions extends FilesOptions {
   readonly command: { readonly argv: readonly string[] } | { readonly shell: string };
   readonly env?: Readonly<Record<string, string>>;
   readonly cwd?: string;
@@ -39,6 +40,8 @@ export interface ThrowawayOptions {
 export interface ThrowawayResult extends ExecResult {
   readonly accel: AccelDecision;
   readonly initrdCached: boolean;
+  /** Shares, `--in`/`--out` copies: mechanism and throughput. */
+  readonly files: TransferReport;
   readonly timings: { readonly prepareMs: number; readonly bootMs: number; readonly commandMs: number; readonly totalMs: number };
 }
 
@@ -51,13 +54,31 @@ export function bootTimeoutMs(accel: "kvm" | "tcg", env: Env = process.env): num
 
 export async function runThrowaway(o: ThrowawayOptions): Promise<ThrowawayResult> {
   const t0 = performance.now();
-  const image = await prepareGuestImage({ kernelPath: o.kernelPath, env: o.hostEnv, signal: o.signal });
-  log("debug", "run", `kernel ${image.kernel.release} (${image.kernel.source}): ${image.kernel.kernelPath}`);
-  log("debug", "run", `initrd ${image.initrd.cached ? "cache hit" : "built"}: ${image.initrd.path}`);
   // Unix socket paths are limited to 107 bytes: keep the run directory short.
   const runDir = mkdtempSync(join(tmpdir(), "vmstack-run-"));
-  const boot = (accel: "kvm" | "tcg", signal?: AbortSignal): Promise<GuestVm> =>
-    GuestVm.boot({
+  let files: TransferSession;
+  try {
+    files = TransferSession.plan(o, runDir, o.hostEnv);
+  } catch (e) {
+    rmSync(runDir, { recursive: true, force: true });
+    throw e;
+  }
+  try {
+    return await runIn(o, runDir, files, t0);
+  } finally {
+    await files.cleanup();
+    rmSync(runDir, { recursive: true, force: true });
+  }
+}
+
+async function runIn(o: ThrowawayOptions, runDir: string, files: TransferSession, t0: number): Promise<ThrowawayResult> {
+  const image = await prepareGuestImage({ kernelPath: o.kernelPath, env: o.hostEnv, features: files.features, signal: o.signal });
+  await files.makeDisks();
+  log("debug", "run", `kernel ${image.kernel.release} (${image.kernel.source}): ${image.kernel.kernelPath}`);
+  log("debug", "run", `initrd ${image.initrd.cached ? "cache hit" : "built"}: ${image.initrd.path}`);
+  const boot = async (accel: "kvm" | "tcg", signal?: AbortSignal): Promise<GuestVm> => {
+    const shareArgs = await files.startDaemons(o.memoryMiB, signal);
+    return GuestVm.boot({
       name: accel === "kvm" && o.accel === "auto" ? "kvm-probe" : "run",
       kernelPath: image.kernel.kernelPath,
       initrdPath: image.initrd.path,
@@ -68,7 +89,10 @@ export async function runThrowaway(o: ThrowawayOptions): Promise<ThrowawayResult
       bootTimeoutMs: bootTimeoutMs(accel, o.hostEnv),
       signal,
       ...(o.onConsole ? { onConsole: o.onConsole } : {}),
+      ...(files.drives.length ? { drives: files.drives } : {}),
+      ...(shareArgs.length ? { extraArgs: shareArgs } : {}),
     });
+  };
   let vm: GuestVm | undefined;
   try {
     // A probe VM that boots is kept and used for the command: no second boot.
@@ -82,13 +106,17 @@ export async function runThrowaway(o: ThrowawayOptions): Promise<ThrowawayResult
     log("debug", "run", `accelerator: ${accel.accel} (${accel.reason})`);
     const tBoot = performance.now();
     vm = probeVm ?? (await boot(accel.accel, o.signal));
+    await files.intoGuest(vm.agent, o.signal);
     const tCmd = performance.now();
     const result = await runCommandIn(vm, o);
     const tEnd = performance.now();
+    const succeeded = result.exitCode === 0 && !result.timedOut;
+    await files.outOfGuest(vm.agent, succeeded, o.signal);
     return {
       ...result,
       accel,
       initrdCached: image.initrd.cached,
+      files: files.report(),
       timings: {
         prepareMs: Math.round(tBoot - t0),
         bootMs: Math.round(tCmd - tBoot),
@@ -98,7 +126,6 @@ export async function runThrowaway(o: ThrowawayOptions): Promise<ThrowawayResult
     };
   } finally {
     await vm?.destroy();
-    rmSync(runDir, { recursive: true, force: true });
   }
 }
 

@@ -3,12 +3,16 @@
  * Parses argv into ThrowawayOptions and calls the vmm layer (house rule 3).
  */
 import { constants } from "node:os";
+import { resolve } from "node:path";
 import type { Readable, Writable } from "node:stream";
 import type { Command } from "../command.js";
 import { boolOpt, intOpt, parseCommandArgs, stringOpt, usageError } from "../args.js";
 import { runThrowaway } from "../../vmm/index.js";
 import type { AccelChoice } from "../../vmm/index.js";
 import { VmstackError } from "../../lib/errors.js";
+import { parseSize } from "../../image/disk.js";
+import { checkGuestPath, parseShareSpec } from "../../vmm/share.js";
+import type { DirMapping, ScratchSpec } from "../../vmm/transfer-session.js";
 
 /** vmstack's own failures in `run` (the command's status is passed through otherwise). */
 export const RUN_EXIT = { vmstackFailure: 125, timedOut: 124 } as const;
@@ -25,6 +29,10 @@ const options = {
   interactive: { type: "boolean", short: "i", help: "forward stdin even when it is a terminal" },
   console: { type: "boolean", help: "copy the guest's serial console to stderr" },
   json: { type: "boolean", help: "print the result (status, timings, accelerator) as JSON on stderr at the end" },
+  share: { type: "string", arg: "HOST:GUEST[:ro]", multiple: true, help: "share a host directory (virtiofs; a copy when virtiofsd cannot run)" },
+  in: { type: "string", arg: "DIR[:GUEST]", multiple: true, help: "copy DIR into the guest before the command (default guest path /in)" },
+  out: { type: "string", arg: "DIR[:GUEST]", multiple: true, help: "after success, the guest's GUEST (default /out) becomes DIR on the host" },
+  scratch: { type: "string", arg: "SIZE[:GUEST]", multiple: true, help: "an empty ext4 disk of SIZE (e.g. 2G) mounted at GUEST (default /scratch)" },
 } as const;
 
 export const runCommand: Command = {
@@ -42,6 +50,11 @@ export const runCommand: Command = {
     "  vmstack run -- uname -a",
     "  vmstack run --mem 256 --cpus 2 -- sh -c 'echo out; echo err >&2; exit 3'",
     "  echo hello | vmstack run -- tr a-z A-Z",
+    "  vmstack run --in src --out build -c 'cc -o /out/hello /in/hello.c'",
+    "  vmstack run --share /srv/data:/data:ro --scratch 4G -c 'sort /data/big > /scratch/sorted'",
+    "",
+    "--out is all or nothing: the guest's files appear in DIR only when the command exits 0; an",
+    "existing DIR is replaced as a whole. A failed or interrupted run leaves DIR untouched.",
   ].join("\n"),
   async run(argv, ctx) {
     try {
@@ -82,7 +95,25 @@ async function execute(argv: readonly string[], ctx: Parameters<Command["run"]>[
   const timeoutS = intOpt("run", p, "timeout", 1);
   const forwardStdin = boolOpt(p, "interactive") || !ctx.stdin.isTTY;
   const workdir = stringOpt(p, "workdir");
+  const list = (name: string): string[] => (p.values[name] as string[] | undefined) ?? [];
+  const mapping = (flag: string, text: string, defaultGuest: string): DirMapping => {
+    const [host, guest, ...rest] = text.split(":");
+    if (!host || rest.length > 0) throw usageError("run", `--${flag} expects DIR[:GUEST], got '${text}'`);
+    return { hostPath: resolve(host), guestPath: checkGuestPath(guest ?? defaultGuest, `--${flag}`) };
+  };
+  const inputs = list("in").map((t) => mapping("in", t, "/in"));
+  const outputs = list("out").map((t) => mapping("out", t, "/out"));
+  const shares = list("share").map((t) => parseShareSpec(t));
+  const scratch = list("scratch").map((t, i): ScratchSpec => {
+    const [size, guest, ...rest] = t.split(":");
+    if (!size || rest.length > 0) throw usageError("run", `--scratch expects SIZE[:GUEST], got '${t}'`);
+    return { sizeBytes: parseSize(size), guestPath: checkGuestPath(guest ?? (i === 0 ? "/scratch" : `/scratch${i}`), "--scratch") };
+  });
   const result = await runThrowaway({
+    ...(inputs.length ? { inputs } : {}),
+    ...(outputs.length ? { outputs } : {}),
+    ...(shares.length ? { shares } : {}),
+    ...(scratch.length ? { scratch } : {}),
     command: script !== undefined ? { shell: script } : { argv: p.positionals },
     ...(Object.keys(env).length ? { env } : {}),
     ...(workdir ? { cwd: workdir } : {}),
@@ -104,6 +135,11 @@ async function execute(argv: readonly string[], ctx: Parameters<Command["run"]>[
       `vmstack: [run] accelerator ${result.accel.accel} (${result.accel.reason}); initrd ${result.initrdCached ? "cached" : "built"}; ` +
         `prepare ${t.prepareMs} ms, boot ${t.bootMs} ms, command ${t.commandMs} ms, total ${t.totalMs} ms\n`,
     );
+    const f = result.files;
+    if (f.shareMode) ctx.stderr.write(`vmstack: [run] shares: ${f.shareMode.mode} (${f.shareMode.reason})\n`);
+    for (const [dir, list] of [["in", f.copiedIn], ["out", f.copiedOut]] as const) {
+      for (const c of list) ctx.stderr.write(`vmstack: [run] copied ${dir} ${c.path}: ${c.bytes} bytes in ${Math.round(c.ms)} ms\n`);
+    }
   }
   if (result.outputHeldOpen) {
     ctx.stderr.write("vmstack run: the command exited, but a background process it started still held its output open; output after the exit was not collected\n");

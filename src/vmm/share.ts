@@ -1,0 +1,186 @@
+/**
+ * Host directories shared into a throwaway VM (`vmstack run --share HOST:GUEST[:ro]`).
+ *
+ * virtiofs is the real thing: one `virtiofsd` per share (it exits when the VM disconnects), a
+ * vhost-user-fs device, and guest RAM that virtiofsd can map (a shared memfd backend;
+ * docs/qemu-notes.md §3). It needs root on this host (virtiofsd's namespace sandbox).
+ *
+ * When virtiofsd cannot be used (not installed, not root, or VMSTACK_SHARE_MODE=copy), shares fall
+ * back to copies that still behave: a read-only share becomes an ext4 image made with
+ * `mkfs.ext4 -d` on a read-only virtio-blk disk (writes fail in the guest with EROFS, enforced by
+ * QEMU, not by the guest's good will); a writable share is copied in over the agent channel
+ * before the command and copied back after it (new and changed files; deletions are not
+ * propagated, and changes appear only at the end, not live).
+ */
+import { existsSync, statSync } from "node:fs";
+import { isAbsolute, resolve } from "node:path";
+import { VmstackError } from "../lib/errors.js";
+import { spawnManaged, type ManagedChild } from "../lib/process.js";
+import { retryUntil } from "../lib/retry.js";
+import { opt } from "./qemu-args.js";
+import type { Env } from "../image/index.js";
+
+export interface ShareSpec {
+  readonly hostPath: string;
+  readonly guestPath: string;
+  readonly readOnly: boolean;
+}
+
+export type ShareMode = "virtiofs" | "copy";
+
+/** The C virtiofsd shipped in Debian's qemu-system-common (there is no separate package). */
+export const DEFAULT_VIRTIOFSD = "/usr/lib/qemu/virtiofsd";
+
+/** Parses `HOST:GUEST[:ro|:rw]`; HOST must be an existing directory, GUEST an absolute path. */
+export function parseShareSpec(text: string, cwd = process.cwd()): ShareSpec {
+  const parts = text.split(":");
+  let readOnly = false;
+  if (parts.length === 3 && (parts[2] === "ro" || parts[2] === "rw")) {
+    readOnly = parts[2] === "ro";
+    parts.pop();
+  }
+  const [host, guest] = parts;
+  if (parts.length !== 2 || !host || !guest) {
+    throw new VmstackError("BAD_SHARE", `--share expects HOST:GUEST[:ro], got '${text}'`, { facts: { text } });
+  }
+  return { hostPath: resolve(cwd, host), guestPath: checkGuestPath(guest, "--share"), readOnly };
+}
+
+/** Guest paths are absolute, without `..`, and not the guest's own system directories. */
+export function checkGuestPath(path: string, what: string): string {
+  const clean = path.replace(/\/+$/, "");
+  if (!isAbsolute(clean) || clean.split("/").includes("..") || /^\/(proc|sys|dev|bin|sbin|lib|etc|usr)?$/.test(clean)) {
+    throw new VmstackError("BAD_GUEST_PATH", `${what}: guest path '${path}' must be absolute, without '..', and not / or a system directory`, {
+      facts: { path },
+    });
+  }
+  return clean;
+}
+
+export function checkHostDir(path: string, what: string): void {
+  let ok = false;
+  try {
+    ok = statSync(path).isDirectory();
+  } catch {
+    ok = false;
+  }
+  if (!ok) throw new VmstackError("NO_HOST_DIR", `${what}: '${path}' is not a directory on the host`, { facts: { path } });
+}
+
+/** Which mechanism shares use on this host, and why (for --verbose and the JSON result). */
+export function chooseShareMode(env: Env): { mode: ShareMode; reason: string } {
+  const forced = env["VMSTACK_SHARE_MODE"];
+  if (forced === "copy") return { mode: "copy", reason: "VMSTACK_SHARE_MODE=copy" };
+  const bin = virtiofsdPath(env);
+  if (!existsSync(bin)) return { mode: "copy", reason: `no virtiofsd at ${bin}` };
+  if (process.getuid?.() !== 0) return { mode: "copy", reason: "virtiofsd needs root here (its namespace sandbox)" };
+  return { mode: "virtiofs", reason: `virtiofsd at ${bin}` };
+}
+
+export function virtiofsdPath(env: Env): string {
+  return env["VMSTACK_VIRTIOFSD"] ?? DEFAULT_VIRTIOFSD;
+}
+
+/**
+ * virtiofsd's argv. The C virtiofsd has no read-only option, so a read-only share runs it in a
+ * private mount namespace where the source is bind-mounted read-only onto itself: the guest's
+ * writes then fail with EROFS on the host side, whatever the guest does. The script is constant;
+ * paths arrive as positional parameters, never spliced into it.
+ */
+export function virtiofsdArgv(share: ShareSpec, socketPath: string, bin: string): string[] {
+  const daemon = [bin, `--socket-path=${socketPath}`, "-o", `source=${share.hostPath}`, "-o", "cache=auto", "-o", "log_level=err"];
+  if (!share.readOnly) return daemon;
+  return [
+    "unshare",
+    "--mount",
+    "--propagation",
+    "private",
+    "--",
+    "/bin/sh",
+    "-c",
+    'mount --bind "$1" "$1" && mount -o remount,bind,ro "$1" && shift && exec "$@"',
+    "vmstack-ro-share",
+    share.hostPath,
+    ...daemon,
+  ];
+}
+
+/**
+ * QEMU arguments for virtiofs shares on a microvm (virtio-mmio: `vhost-user-fs-device`, not the
+ * `-pci` variant) plus the shared memfd guest RAM that vhost-user needs. `-machine` options merge,
+ * so `memory-backend=mem` joins the machine type given earlier on the command line.
+ */
+export function virtiofsQemuArgs(shares: readonly { tag: string; socketPath: string }[], memoryMiB: number): string[] {
+  if (shares.length === 0) return [];
+  const args = [
+    "-object",
+    `memory-backend-memfd,id=mem,size=${memoryMiB}M,share=on`,
+    "-machine",
+    "memory-backend=mem",
+    // vhost-user devices need VIRTIO 1.0 (VIRTIO_F_VERSION_1); microvm's virtio-mmio is legacy by default.
+    "-global",
+    "virtio-mmio.force-legacy=false",
+  ];
+  shares.forEach((s, i) => {
+    args.push("-chardev", `socket,id=vfs${i},path=${opt(s.socketPath)}`, "-device", `vhost-user-fs-device,queue-size=1024,chardev=vfs${i},tag=${opt(s.tag)}`);
+  });
+  return args;
+}
+
+export interface RunningShare {
+  readonly spec: ShareSpec;
+  readonly tag: string;
+  readonly socketPath: string;
+  readonly daemon: ManagedChild;
+}
+
+/** Starts virtiofsd for a share and waits until its socket exists (QEMU must find it listening). */
+export async function startVirtiofsd(spec: ShareSpec, tag: string, socketPath: string, env: Env, signal?: AbortSignal): Promise<RunningShare> {
+  checkHostDir(spec.hostPath, "--share");
+  const daemon = spawnManaged(virtiofsdArgv(spec, socketPath, virtiofsdPath(env)), { label: "virtiofsd", stdio: ["ignore", "ignore", "pipe"] });
+  const early = new AbortController();
+  void daemon.exited.then(
+    (exit) =>
+      early.abort(
+        new VmstackError("SHARE_FAILED", `virtiofsd for ${spec.hostPath} exited (${exit.signal ?? `status ${exit.code}`}): ${daemon.stderrTail.lines(3).join(" | ")}`),
+      ),
+    (e: unknown) => early.abort(e),
+  );
+  try {
+    await retryUntil(() => (existsSync(socketPath) ? true : undefined), {
+      what: `virtiofsd's socket for ${spec.hostPath}`,
+      timeoutMs: 10_000,
+      signal: AbortSignal.any([early.signal, ...(signal ? [signal] : [])]),
+      initialDelayMs: 5,
+      maxDelayMs: 50,
+    });
+  } catch (e) {
+    await daemon.stop(500);
+    if (early.signal.aborted) throw early.signal.reason;
+    throw e;
+  }
+  return { spec, tag, socketPath, daemon };
+}
+
+/**
+ * The guest-side script that mounts virtiofs shares and block-device filesystems before the
+ * command. Constant text; every path and tag is a positional parameter, in groups of three:
+ * KIND SOURCE TARGET (KIND: virtiofs | blk-ro | blk-rw; for blk the source is the virtio serial
+ * number, found through /sys/block/vd*\/serial because virtio-mmio probe order is not the
+ * command-line order).
+ */
+export const GUEST_MOUNT_SCRIPT = [
+  "set -e",
+  'while [ "$#" -ge 3 ]; do',
+  '  kind=$1 src=$2 dst=$3; shift 3',
+  '  mkdir -p "$dst"',
+  '  case "$kind" in',
+  '  virtiofs) mount -t virtiofs "$src" "$dst" ;;',
+  "  blk-*)",
+  "    dev=",
+  '    for d in /sys/block/vd*; do [ "$(cat "$d/serial" 2>/dev/null)" = "$src" ] && dev=/dev/${d##*/}; done',
+  '    [ -n "$dev" ] || { echo "vmstack: no disk with serial $src" >&2; exit 1; }',
+  '    if [ "$kind" = blk-ro ]; then mount -o ro "$dev" "$dst"; else mount "$dev" "$dst"; fi ;;',
+  "  esac",
+  "done",
+].join("\n");

@@ -1,0 +1,180 @@
+/**
+ * Everything a throwaway run moves between host and guest, around one VM's life:
+ *   before boot  scratch disks and read-only share images are made, virtiofsd daemons started;
+ *   after boot   disks and shares mounted, `--in` trees and copy-mode shares copied in;
+ *   after the command  copy-mode writable shares copied back; `--out` trees copied out into
+ *                staging directories and renamed into place, only if the command succeeded;
+ *   always       daemons stopped, staging removed (a failed or interrupted run leaves nothing).
+ */
+import { rm } from "node:fs/promises";
+import { join } from "node:path";
+import type { AgentClient } from "../guest/index.js";
+import { createDisk, imageSizeFor, treeSize } from "../image/disk.js";
+import type { Env } from "../image/index.js";
+import { VmstackError } from "../lib/errors.js";
+import { log } from "../lib/log.js";
+import type { GuestFeature } from "./guest-image.js";
+import type { DriveConfig } from "./qemu-args.js";
+import { checkHostDir, chooseShareMode, GUEST_MOUNT_SCRIPT, startVirtiofsd, virtiofsQemuArgs, type RunningShare, type ShareMode, type ShareSpec } from "./share.js";
+import { copyFromGuest, copyIntoGuest, publishDir, stagingDirFor, type TransferStats } from "./transfer.js";
+
+export interface DirMapping {
+  readonly hostPath: string;
+  readonly guestPath: string;
+}
+
+export interface ScratchSpec {
+  readonly sizeBytes: number;
+  readonly guestPath: string;
+}
+
+export interface FilesOptions {
+  readonly shares?: readonly ShareSpec[];
+  readonly inputs?: readonly DirMapping[];
+  readonly outputs?: readonly DirMapping[];
+  readonly scratch?: readonly ScratchSpec[];
+}
+
+export interface TransferReport {
+  readonly shareMode?: { readonly mode: ShareMode; readonly reason: string };
+  readonly copiedIn: readonly (TransferStats & { readonly path: string })[];
+  readonly copiedOut: readonly (TransferStats & { readonly path: string })[];
+}
+
+type Mount = readonly [kind: "virtiofs" | "blk-ro" | "blk-rw", source: string, target: string];
+
+export class TransferSession {
+  readonly features: GuestFeature[] = [];
+  readonly drives: DriveConfig[] = [];
+  readonly #mounts: Mount[] = [];
+  readonly #virtiofs: ShareSpec[] = [];
+  readonly #copyShares: ShareSpec[] = [];
+  #daemons: RunningShare[] = [];
+  #boots = 0;
+  readonly #staging: string[] = [];
+  readonly #copiedIn: (TransferStats & { path: string })[] = [];
+  readonly #copiedOut: (TransferStats & { path: string })[] = [];
+  readonly #shareMode: { mode: ShareMode; reason: string } | undefined;
+
+  private constructor(
+    readonly options: FilesOptions,
+    private readonly runDir: string,
+    private readonly env: Env,
+  ) {
+    if ((options.shares ?? []).length > 0) this.#shareMode = chooseShareMode(env);
+  }
+
+  /** Checks host paths up front (before any boot) and decides the guest features. */
+  static plan(options: FilesOptions, runDir: string, env: Env): TransferSession {
+    const s = new TransferSession(options, runDir, env);
+    for (const sh of options.shares ?? []) checkHostDir(sh.hostPath, "--share");
+    for (const i of options.inputs ?? []) checkHostDir(i.hostPath, "--in");
+    const mode = s.#shareMode?.mode;
+    for (const sh of options.shares ?? []) {
+      if (mode === "virtiofs") s.#virtiofs.push(sh);
+      else if (!sh.readOnly) s.#copyShares.push(sh);
+    }
+    const roImages = mode === "copy" ? (options.shares ?? []).filter((sh) => sh.readOnly) : [];
+    if ((options.scratch ?? []).length > 0 || roImages.length > 0) s.features.push("disk");
+    if (s.#virtiofs.length > 0) s.features.push("share");
+    return s;
+  }
+
+  get shareMode(): { mode: ShareMode; reason: string } | undefined {
+    return this.#shareMode;
+  }
+
+  /** Makes the disks (scratch: empty ext4; read-only copy-mode shares: ext4 populated with mkfs -d). */
+  async makeDisks(): Promise<void> {
+    let n = 0;
+    const addDisk = (path: string, readOnly: boolean, target: string): void => {
+      const serial = `vmstack${n++}`;
+      this.drives.push({ id: `disk${n}`, path, format: "raw", bus: "virtio", media: "disk", readOnly, cache: "unsafe", discard: true, serial });
+      this.#mounts.push([readOnly ? "blk-ro" : "blk-rw", serial, target]);
+    };
+    for (const [i, sc] of (this.options.scratch ?? []).entries()) {
+      const path = join(this.runDir, `scratch${i}.img`);
+      // cache=unsafe: a scratch disk is thrown away with the VM, flushes buy nothing.
+      await createDisk(path, { format: "raw", sizeBytes: sc.sizeBytes, fs: { type: "ext4", label: `scratch${i}` } });
+      addDisk(path, false, sc.guestPath);
+    }
+    if (this.#shareMode?.mode === "copy") {
+      for (const [i, sh] of (this.options.shares ?? []).entries()) {
+        if (!sh.readOnly) continue;
+        const path = join(this.runDir, `share${i}.img`);
+        await createDisk(path, { format: "raw", sizeBytes: imageSizeFor(await treeSize(sh.hostPath)), fs: { type: "ext4", from: sh.hostPath } });
+        addDisk(path, true, sh.guestPath);
+      }
+    }
+  }
+
+  /**
+   * Starts one virtiofsd per share (each exits when its VM disconnects, so every boot, including a
+   * retry after a failed KVM probe, gets fresh daemons) and returns QEMU's extra arguments.
+   */
+  async startDaemons(memoryMiB: number, signal?: AbortSignal): Promise<string[]> {
+    await this.stopDaemons();
+    const boot = this.#boots++;
+    for (const [i, sh] of this.#virtiofs.entries()) {
+      this.#daemons.push(await startVirtiofsd(sh, `share${i}`, join(this.runDir, `vfs${boot}-${i}.sock`), this.env, signal));
+    }
+    return virtiofsQemuArgs(this.#daemons, memoryMiB);
+  }
+
+  async stopDaemons(): Promise<void> {
+    const daemons = this.#daemons;
+    this.#daemons = [];
+    await Promise.all(daemons.map((d) => d.daemon.stop(500)));
+  }
+
+  /** In the booted guest: mount disks and shares, copy inputs in, create output directories. */
+  async intoGuest(agent: AgentClient, signal?: AbortSignal): Promise<void> {
+    const mounts: Mount[] = [...this.#mounts, ...this.#daemons.map((d): Mount => ["virtiofs", d.tag, d.spec.guestPath])];
+    const mkdirs = (this.options.outputs ?? []).map((o) => o.guestPath);
+    if (mounts.length > 0 || mkdirs.length > 0) {
+      const script = `${GUEST_MOUNT_SCRIPT}\nfor d in ${mkdirs.map((_, i) => `"$VMSTACK_OUT${i}"`).join(" ")}; do mkdir -p "$d"; done`;
+      const env = Object.fromEntries(mkdirs.map((d, i) => [`VMSTACK_OUT${i}`, d]));
+      // A virtiofs mount whose daemon is gone blocks forever in the guest: bound it.
+      const r = await agent.run({ argv: ["sh", "-c", script, "vmstack-mount", ...mounts.flat()], env, timeoutMs: 60_000, ...(signal ? { signal } : {}) });
+      if (r.exitCode !== 0) {
+        throw new VmstackError("GUEST_SETUP_FAILED", `mounting disks and shares in the guest failed: ${r.stderr.toString().trim() || `exit ${r.exitCode}`}`);
+      }
+    }
+    const copies = [...(this.options.inputs ?? []), ...this.#copyShares];
+    for (const c of copies) {
+      const stats = await copyIntoGuest(agent, c.hostPath, c.guestPath, signal);
+      log("debug", "run", `copied ${c.hostPath} in: ${stats.bytes} bytes in ${Math.round(stats.ms)} ms`);
+      this.#copiedIn.push({ ...stats, path: c.hostPath });
+    }
+  }
+
+  /**
+   * After the command. Copy-mode writable shares are copied back whatever the command's status
+   * (a share is not an output). `--out` trees are copied out only when `succeeded`.
+   */
+  async outOfGuest(agent: AgentClient, succeeded: boolean, signal?: AbortSignal): Promise<void> {
+    for (const sh of this.#copyShares) this.#copiedOut.push({ ...(await copyFromGuest(agent, sh.guestPath, sh.hostPath, signal)), path: sh.hostPath });
+    if (!succeeded) return;
+    const staged: [string, string][] = [];
+    for (const o of this.options.outputs ?? []) {
+      const staging = await stagingDirFor(o.hostPath);
+      this.#staging.push(staging);
+      const stats = await copyFromGuest(agent, o.guestPath, staging, signal);
+      this.#copiedOut.push({ ...stats, path: o.hostPath });
+      staged.push([staging, o.hostPath]);
+    }
+    // Published only once every output was copied: several --out trees appear together or not at all
+    // (each rename is atomic; a crash between two renames can leave the first one published).
+    signal?.throwIfAborted();
+    for (const [staging, target] of staged) await publishDir(staging, target);
+  }
+
+  report(): TransferReport {
+    return { ...(this.#shareMode ? { shareMode: this.#shareMode } : {}), copiedIn: this.#copiedIn, copiedOut: this.#copiedOut };
+  }
+
+  async cleanup(): Promise<void> {
+    await this.stopDaemons();
+    await Promise.all(this.#staging.map((s) => rm(s, { recursive: true, force: true })));
+  }
+}
