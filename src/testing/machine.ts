@@ -479,6 +479,7 @@ export class Machine {
     const timeoutMs = o.timeout ?? this.host.timeouts.commandMs;
     // The guest enforces the timeout; the host deadline (a little later) covers a guest that stopped answering.
     const hostDeadline = AbortSignal.timeout(timeoutMs + 5000);
+    const t0 = performance.now();
     const r: RunOutput = await this.#guard(
       vm,
       vm.agent.run({
@@ -490,6 +491,19 @@ export class Machine {
         ...(o.cwd !== undefined ? { cwd: o.cwd } : {}),
       }),
     );
+    this.host.timeline.emit({
+      type: "command",
+      test: this.scope.test,
+      machine: this.name,
+      command,
+      exitCode: r.exitCode,
+      signal: r.signal,
+      timedOut: r.timedOut,
+      outputHeldOpen: r.outputHeldOpen,
+      ms: Math.round(performance.now() - t0),
+      stdoutBytes: r.stdout.length,
+      stderrBytes: r.stderr.length,
+    });
     const result: ExecuteResult = {
       exitCode: r.exitCode,
       signal: r.signal,

@@ -17,6 +17,21 @@ export type TimelineEvent =
       readonly error?: string;
       readonly detail?: Readonly<Record<string, unknown>>;
     }
+  | {
+      /** One agent command: what ran and how it ended (the step line shows it in the human log). */
+      readonly type: "command";
+      readonly test: string;
+      readonly machine: string;
+      readonly command: string | readonly string[];
+      readonly exitCode: number | null;
+      readonly signal: string | null;
+      readonly timedOut: boolean;
+      readonly outputHeldOpen: boolean;
+      /** Host-side wall time of the request, in ms. */
+      readonly ms: number;
+      readonly stdoutBytes: number;
+      readonly stderrBytes: number;
+    }
   | { readonly type: "console"; readonly test: string; readonly machine: string; readonly line: string }
   | { readonly type: "qmp"; readonly test: string; readonly machine: string; readonly event: string; readonly data: Readonly<Record<string, unknown>> }
   | { readonly type: "log"; readonly test: string; readonly message: string }
@@ -87,6 +102,11 @@ export function humanLine(e: Stamped, options: { color: boolean; console: boolea
       return options.console ? c(DIM, `    ${e.machine} # ${e.line}`) : undefined;
     case "qmp":
       return undefined;
+    case "command":
+      // The step line already shows the command; only say what would otherwise surprise.
+      return e.outputHeldOpen
+        ? c(YELLOW, `  ${e.machine}: note: a background process kept the command's output open; it returned at its exit`)
+        : undefined;
     case "log":
       return `  ${e.message}`;
     case "run-end": {

@@ -69,6 +69,9 @@ test("the human log has one line per step with its duration and dims console lin
   const cons: Stamped = { ...at, type: "console", test: "t", machine: "client", line: "hello" };
   assert.equal(humanLine(cons, { color: true, console: true }), "\x1b[2m    client # hello\x1b[0m");
   assert.equal(humanLine(cons, { color: false, console: false }), undefined);
+  const held: Stamped = { ...at, type: "command", test: "t", machine: "server", command: "sleep 9 &", exitCode: 0, signal: null, timedOut: false, outputHeldOpen: true, ms: 300, stdoutBytes: 0, stderrBytes: 0 };
+  assert.match(humanLine(held, { color: false, console: false }) ?? "", /server: note: a background process kept the command's output open/);
+  assert.equal(humanLine({ ...held, outputHeldOpen: false }, { color: false, console: false }), undefined);
   const end: Stamped = { ...at, type: "test-end", test: "t", outcome: "FAILURE", ms: 2000, message: "line1\nline2" };
   assert.equal(humanLine(end, { color: false, console: false }), "✘ t: FAILURE (2.00 s)\n    line1\n    line2");
 });
