@@ -61,7 +61,6 @@ export async function prepareGuestImage(options: {
   for (const [what, path, hint] of [
     ["static busybox", busybox, "apt-get install busybox-static (or ./setup)"],
     ["the guest agent", guest.agent, "npm run build (or ./setup)"],
-    ["the guest init", guest.init, "npm run build (or ./setup)"],
   ] as const) {
     if (!existsSync(path)) throw new VmstackError("GUEST_PIECE_MISSING", `${what} is missing at ${path}: ${hint}`, { facts: { path } });
   }
@@ -73,8 +72,11 @@ export async function prepareGuestImage(options: {
       // Mount points and homes the init and commands expect.
       ...["/proc", "/sys", "/dev", "/tmp", "/run", "/root", "/etc", "/mnt"].map((path) => ({ path, directory: true as const, mode: path === "/tmp" ? 0o1777 : 0o755 })),
       ...(await busyboxApplets(busybox)).map((path) => ({ path: `/${path}`, symlink: "/bin/busybox" })),
-      { path: "/init", mode: 0o755, source: guest.init },
-      { path: "/bin/vmstack-agent", mode: 0o755, source: guest.agent },
+      // The agent itself is PID 1: it mounts, loads the modules and serves the channel with system
+      // calls, ~0.1 s per boot faster than the sh init (one fork+exec of busybox per step; measured
+      // in docs/agent-protocol.md). guest/init stays the readable reference of the same steps.
+      { path: "/init", mode: 0o755, source: guest.agent },
+      { path: "/bin/vmstack-agent", symlink: "/init" },
     ],
     env: options.env,
     signal: options.signal,
