@@ -12,7 +12,7 @@
  * compare the ratios, which come from the same run.
  */
 import { performance } from "node:perf_hooks";
-import { cpus } from "node:os";
+import { cpus, loadavg } from "node:os";
 import { spawn } from "node:child_process";
 import { connectXenstore, type XenstoreClient } from "../src/xenstore/client.js";
 import { rssMiB, startVmstack, startXen, type BenchDaemon } from "./xenstore-daemons.js";
@@ -148,7 +148,7 @@ const out: {
   benchmark: string;
   command: string;
   date: string;
-  host: { cpus: number; node: string };
+  host: { cpus: number; node: string; loadavg_start: number[]; loadavg_end?: number[] };
   workload: Record<string, number>;
   daemons: Record<string, Figures | { skipped: string }>;
   ratios: Record<string, Figures>;
@@ -157,7 +157,8 @@ const out: {
   benchmark: "xenstore",
   command: `node dist/bench/xenstore.js ${args.join(" ")}`.trim(),
   date: new Date().toISOString(),
-  host: { cpus: cpus().length, node: process.version },
+  // Other work on the machine skews absolute figures; the load average says how much there was.
+  host: { cpus: cpus().length, node: process.version, loadavg_start: loadavg().map((x) => Math.round(x * 100) / 100) },
   workload: { nodes: NODES, value_bytes: 16, repeat: REPEAT, tx_loops: TX_LOOPS, watchers: WATCHERS, fanout_writes: FANOUT_WRITES, big_nodes: BIG_NODES, big_value_bytes: 64 },
   daemons: {},
   ratios: {},
@@ -219,4 +220,5 @@ for (const other of ["c", "ocaml"]) {
       .map((k) => [k, Math.round(((ours[k] ?? NaN) / (theirs[k] ?? NaN)) * 100) / 100]),
   );
 }
+out.host.loadavg_end = loadavg().map((x) => Math.round(x * 100) / 100);
 process.stdout.write(JSON.stringify(out, null, 2) + "\n");

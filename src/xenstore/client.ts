@@ -297,6 +297,10 @@ export class XenstoreClient implements XenstoreOps {
   /** Send one request and resolve with its reply frame (ERROR included). */
   async #send(op: XsOp, payload: Buffer, txId: number, signal: AbortSignal | undefined): Promise<XsMessage> {
     signal?.throwIfAborted();
+    if (payload.length > XENSTORE_PAYLOAD_MAX) {
+      // Xen's C daemon would drop the connection (xenstore.txt: such a client is "immediately killed").
+      throw new XsError("E2BIG", `xenstore ${op}: request of ${payload.length} bytes exceeds the ${XENSTORE_PAYLOAD_MAX}-byte limit`, { op, length: payload.length });
+    }
     const duplex = this.#duplex ?? (await this.#connection(op));
     const reqId = this.#nextReqId;
     this.#nextReqId = this.#nextReqId >= 0xffffffff ? 1 : this.#nextReqId + 1;

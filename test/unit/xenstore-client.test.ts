@@ -269,9 +269,10 @@ await test("after the connection drops, requests in flight fail, watches come ba
   }
 });
 
-await test("an oversized reply or an unknown error name is reported, not trusted", async () => {
+await test("an oversized reply or an unknown error name is reported, not trusted, and an oversized request is not sent", async () => {
   const big = fakeDaemon((m, send) => send({ type: m.type, reqId: m.reqId, payload: Buffer.alloc(5000) }));
   await assert.rejects(big.client.read("/x"), (e: unknown) => isVmstackError(e, "XS_PROTOCOL"));
+  await assert.rejects(big.client.write("/x", Buffer.alloc(5000)), (e: unknown) => isVmstackError(e, "XS_E2BIG") && e.facts["op"] === "WRITE");
   const odd = fakeDaemon((m, send) => send({ type: "ERROR", reqId: m.reqId, payload: "EWHATEVER\0" }));
   await assert.rejects(odd.client.read("/x"), (e: unknown) => isVmstackError(e, "XS_EINVAL") && e.facts["reply"] === "EWHATEVER");
   await odd.client.close();
