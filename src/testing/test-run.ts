@@ -9,6 +9,7 @@ import { MachineCrashed, TestFailure, TestSkipped, classifyError, worstOutcome, 
 import { Machine, type MachineOptions } from "./machine.js";
 import { MachineHost, type MachineHostOptions } from "./machine-host.js";
 import { parseMachineName, parseVlan, vlanAddress, type VlanRef } from "./network.js";
+import { parseMachineOptions } from "./machine-options.js";
 import { Timeline } from "./timeline.js";
 import type { TestResult } from "./junit.js";
 import { VmstackError, messageOf } from "../lib/errors.js";
@@ -188,8 +189,15 @@ function testContext(
     skip: (reason) => {
       throw new TestSkipped(reason);
     },
-    machine: (rawName, options = {}) => {
-      const name = parseMachineName(rawName);
+    machine: (rawName, rawOptions) => {
+      let name: string;
+      let options: MachineOptions;
+      try {
+        name = parseMachineName(rawName);
+        options = parseMachineOptions(name, rawOptions);
+      } catch (e) {
+        return Promise.reject(e);
+      }
       if (machines.has(name)) return Promise.reject(new VmstackError("DUPLICATE_MACHINE", `machine "${name}" is already declared in this test`));
       const addresses = new Map<number, string>();
       for (const v of options.network ?? []) {

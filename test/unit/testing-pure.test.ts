@@ -17,6 +17,7 @@ import {
 } from "../../src/testing/index.js";
 import { hostsFile, macAddress, networkScript, parseMachineName, parseVlan, vlanAddress, vlanEndpoint } from "../../src/testing/network.js";
 import { snapshotKey } from "../../src/testing/snapshot.js";
+import { parseMachineOptions } from "../../src/testing/machine-options.js";
 import { VmstackError } from "../../src/lib/errors.js";
 
 test("what a test throws decides its outcome: failure, skip, crash, infrastructure error", () => {
@@ -118,4 +119,13 @@ test("default timeouts are longer under TCG and scale with VMSTACK_TEST_TIMEOUT_
   const tcg = defaultTimeouts("tcg", {});
   assert.ok(tcg.waitMs > kvm.waitMs && tcg.commandMs > kvm.commandMs && tcg.bootMs > kvm.bootMs);
   assert.equal(defaultTimeouts("tcg", { VMSTACK_TEST_TIMEOUT_SCALE: "2" }).waitMs, tcg.waitMs * 2);
+});
+
+test("machine options are checked where they enter, naming the machine and the option", () => {
+  assert.deepEqual(parseMachineOptions("s", undefined), {});
+  assert.deepEqual(parseMachineOptions("s", { memory: 512, network: [parseVlan(2)], nat: true }), { memory: 512, network: [{ vlan: 2 }], nat: true });
+  assert.throws(() => parseMachineOptions("s", { memroy: 512 }), /machine "s": unknown option "memroy"/);
+  assert.throws(() => parseMachineOptions("s", { memory: "512" }), /memory must be an integer/);
+  assert.throws(() => parseMachineOptions("s", { network: [parseVlan(1), parseVlan(1)] }), /listed twice/);
+  assert.throws(() => parseMachineOptions("s", { network: [1] }), /vlan\(n\)/);
 });
