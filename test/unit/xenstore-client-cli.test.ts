@@ -11,9 +11,10 @@ import { connectXenstore } from "../../src/xenstore/client.js";
 
 const target = await startVmstackSocket();
 
-async function cli(...args: (string | ((out: string) => void))[]): Promise<{ code: number; out: string; err: string }> {
+async function cli(...args: (string | AbortSignal | ((out: string) => void))[]): Promise<{ code: number; out: string; err: string }> {
   const argv = args.filter((a): a is string => typeof a === "string");
   const onOut = args.find((a): a is (out: string) => void => typeof a === "function");
+  const signal = args.find((a): a is AbortSignal => a instanceof AbortSignal) ?? new AbortController().signal;
   const stdout = new PassThrough();
   const stderr = new PassThrough();
   let out = "";
@@ -27,7 +28,7 @@ async function cli(...args: (string | ((out: string) => void))[]): Promise<{ cod
     stdout,
     stderr,
     stdin: new PassThrough(),
-    signal: new AbortController().signal,
+    signal,
   });
   return { code, out, err };
 }
@@ -87,6 +88,14 @@ await test("watch -n prints the initial event and the changes, then exits 0", as
   assert.equal(r.code, 0);
   assert.equal(r.out, "/w\n/w/k\n/w/k\n");
   await client.close();
+});
+
+await test("an interrupted watch (Ctrl-C) stops cleanly with exit 0", async () => {
+  const ac = new AbortController();
+  const r = await cli("watch", "/interrupted", ac.signal, (out) => {
+    if (out.includes("\n")) ac.abort(new Error("interrupted by SIGINT"));
+  });
+  assert.deepEqual(r, { code: 0, out: "/interrupted\n", err: "" });
 });
 
 await test("a usage error exits 2 and --help lists the subcommands", async () => {
