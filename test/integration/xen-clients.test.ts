@@ -210,3 +210,32 @@ await test("Xen's test-xenstore passes against vmstack's xenstored", async (t) =
     await target.stop();
   }
 });
+
+await test("vmstack xenstore gives the same answers on Xen's C daemon as on vmstack's", async (t) => {
+  const bin = new URL("../../src/bin/vmstack.js", import.meta.url).pathname;
+  await differential(t, async (tr) => {
+    const vm = async (...args: string[]): Promise<void> => {
+      let r: ToolResult;
+      try {
+        const { stdout, stderr } = await execFileP(process.execPath, [bin, "xenstore", ...args, "--socket", tr.socket], { timeout: 10_000 });
+        r = { code: 0, stdout, stderr };
+      } catch (e) {
+        const err = e as { code?: unknown; stdout?: string; stderr?: string };
+        if (typeof err.code !== "number") throw e;
+        r = { code: err.code, stdout: err.stdout ?? "", stderr: err.stderr ?? "" };
+      }
+      tr.lines.push(`$ vmstack xenstore ${args.join(" ")}`, `exit ${r.code}`, ...r.stdout.split("\n").filter((l) => l !== ""));
+    };
+    await vm("write", "/cli/a", "1", "/cli/b/c", "two");
+    await vm("read", "/cli/a", "/cli/b/c");
+    await vm("ls", "-f", "-p", "/cli");
+    await vm("ls", "--json", "/cli");
+    await vm("chmod", "-r", "/cli/b", "n0", "r3");
+    await vm("ls", "-p", "/cli");
+    await vm("exists", "/cli/b");
+    await vm("exists", "/cli/zzz");
+    await vm("read", "/cli/zzz");
+    await vm("rm", "/cli");
+    await vm("exists", "/cli/a");
+  });
+});
