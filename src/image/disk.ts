@@ -140,3 +140,9 @@ export function imageSizeFor(tree: { bytes: number; entries: number }): number {
   const need = tree.bytes * 1.15 + tree.entries * 8192 + 16 * MiB;
   return Math.ceil(need / MiB) * MiB;
 }
+
+/** Copies an image (e.g. out of the cache) keeping holes: a sparse 4G raw disk stays small. */
+export async function copyImage(source: string, dest: string): Promise<void> {
+  await mkdir(dirname(dest), { recursive: true });
+  await runCommand(["cp", "--sparse=always", "--reflink=auto", source, dest], "cp");
+}

@@ -22,6 +22,7 @@ export const commands: readonly CommandEntry[] = [
   { name: "xenstore", summary: "read, write, list, remove, watch and chmod xenstore nodes (like Xen's xenstore-* tools)", load: async () => (await import("./xenstore.js")).xenstoreCommand },
   { name: "xenstored", summary: "run the xenstore daemon (Xen wire protocol on a Unix socket)", load: async () => (await import("./xenstored.js")).xenstoredCommand },
   { name: "test", summary: "run VM integration tests (files using vmstack/testing)", load: async () => (await import("./test.js")).testCommand },
+  { name: "image", summary: "make disk images (raw/qcow2, ext2/3/4 from a directory, overlays, Debian root file systems)", load: async () => (await import("./image.js")).imageCommand },
   // Domain lifecycle (xl's verbs), served by vmstackd.
   { name: "vmstackd", summary: "run vmstackd, the domain daemon, in the foreground", load: async () => (await import("./vmstackd.js")).vmstackdCommand },
   { name: "list", summary: "list domains (Domain-0 first), with xl's state letters r b p s c d", load: async () => (await import("./list.js")).listCommand },
