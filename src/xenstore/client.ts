@@ -275,7 +275,7 @@ export class XenstoreClient implements XenstoreOps {
       log("debug", "xenstore-client", `reconnected (epoch ${this.#epoch})`);
       // Register every watch again; each fires its initial event, which tells readers to re-read.
       await Promise.all(
-        [...this.#watches.values()].map((w) =>
+        [...this.#watches.values()].filter((w) => w._registered).map((w) =>
           this.request("WATCH", nulTerminated(w.path, w.token), 0, w.path, undefined).catch((e: unknown) => {
             w._end(e);
           }),
@@ -442,7 +442,13 @@ export class XenstoreClient implements XenstoreOps {
     const out = await retryUntil(
       async () => {
         attempts++;
-        const tx = await this.startTransaction({ signal: opts.signal });
+        let tx: XenstoreTransaction;
+        try {
+          tx = await this.startTransaction({ signal: opts.signal });
+        } catch (e) {
+          if (isRetryable(e) && attempts < maxAttempts) return undefined;
+          throw e;
+        }
         let value: T;
         try {
           value = await fn(tx);
@@ -450,15 +456,24 @@ export class XenstoreClient implements XenstoreOps {
           await tx.abort().catch((abortError: unknown) => {
             log("debug", "xenstore-client", `abort after a failed transaction body: ${String(abortError)}`);
           });
+          // Nothing was committed: a conflict or a lost connection just means "run it again".
           if (isRetryable(e) && attempts < maxAttempts) return undefined;
           throw e;
         }
         try {
           await tx.commit({ signal: opts.signal });
         } catch (e) {
-          if (isRetryable(e) && attempts < maxAttempts) return undefined;
-          if (isRetryable(e)) {
+          if (e instanceof XsError && e.errno === "EAGAIN") {
+            if (attempts < maxAttempts) return undefined;
             throw new XsError("EAGAIN", `xenstore transaction still conflicting after ${attempts} attempts`, { attempts });
+          }
+          // Lost while the commit was in flight: it may or may not have been applied, so running
+          // the body again could apply it twice. The caller has to look.
+          if (e instanceof VmstackError && e.code === "XS_DISCONNECTED") {
+            throw new VmstackError("XS_DISCONNECTED", "xenstore transaction: connection lost during commit; whether it was applied is unknown", {
+              cause: e,
+              facts: { attempts, outcome: "unknown" },
+            });
           }
           throw e;
         }
@@ -484,6 +499,7 @@ export class XenstoreClient implements XenstoreOps {
     this.#watches.set(token, w);
     try {
       await this.request("WATCH", nulTerminated(path, token), 0, path, opts.signal);
+      w._registered = true;
     } catch (e) {
       this.#watches.delete(token);
       w._end(undefined);
@@ -772,6 +788,8 @@ export class XenstoreWatch implements AsyncIterable<WatchEvent> {
   readonly token: string;
   /** Events discarded because the queue was full. */
   dropped = 0;
+  /** @internal The daemon accepted it (a watch still being set up is not re-sent on reconnect). */
+  _registered = false;
   readonly #queue: string[] = [];
   readonly #max: number;
   #waiter: { resolve(r: IteratorResult<WatchEvent>): void; reject(e: unknown): void } | undefined;
