@@ -88,11 +88,12 @@ export class Xenstored implements ConnectionHost {
       for (const line of loaded.report) log(loaded.dropped.length > 0 ? "warn" : "info", "xenstored", line);
       // A new journal epoch; after damage, a snapshot at once so the damage never survives.
       this.#journal = Journal.startFrom(opts.stateDir, this.root, loaded);
+      this.#owned = loaded.owners;
     } else {
       this.root = makeNode("", DEFAULT_PERMS, 0);
       this.loadReport = [];
+      this.#owned = countByOwner(this.root);
     }
-    this.#owned = countByOwner(this.root);
     this.#ensureBaseNodes();
   }
 

@@ -28,7 +28,6 @@ import { crc32 } from "node:zlib";
 import { permsText, parsePermsText, DEFAULT_PERMS, type Perms } from "./permissions.js";
 import { makeNode, orderedKids, type Kids, type XsNode } from "./store.js";
 import type { JournalOp } from "./operations.js";
-import { basename, parentOf } from "./path.js";
 
 const MAGIC = 0x31525358; // "XSR1" little-endian
 const HEADER = 12;
@@ -103,6 +102,12 @@ function parseBody(body: Buffer): LoadedRecord | undefined {
 /** Parse every valid record of a file, skipping damage and reporting exactly what was skipped. */
 export function parseRecords(buf: Buffer, file: string): { records: LoadedRecord[]; dropped: Dropped[] } {
   const records: LoadedRecord[] = [];
+  const dropped = scanRecords(buf, file, (r) => records.push(r));
+  return { records, dropped };
+}
+
+/** The streaming form of `parseRecords`: each valid record goes to `onRecord`; returns the drops. */
+export function scanRecords(buf: Buffer, file: string, onRecord: (r: LoadedRecord) => void): Dropped[] {
   const dropped: Dropped[] = [];
   let o = 0;
   let badStart = -1;
@@ -126,7 +131,7 @@ export function parseRecords(buf: Buffer, file: string): { records: LoadedRecord
           if (rec === undefined) reason = "malformed record";
           else {
             endBad(o);
-            records.push(rec);
+            onRecord(rec);
             o += HEADER + len;
             continue;
           }
@@ -142,7 +147,7 @@ export function parseRecords(buf: Buffer, file: string): { records: LoadedRecord
     o = next < 0 ? buf.length : next;
   }
   endBad(buf.length);
-  return { records, dropped };
+  return dropped;
 }
 
 // ---- the tree while loading: mutable, converted once into the immutable store ----
@@ -151,6 +156,9 @@ interface MNode {
   value: string;
   perms: Perms;
   kids: Map<string, MNode> | undefined;
+  /** Set while freezing (post-order). */
+  expanded?: boolean;
+  frozen?: XsNode;
 }
 
 export interface LoadResult {
@@ -160,6 +168,8 @@ export interface LoadResult {
   /** Human-readable lines: what was loaded and exactly what was dropped or repaired. */
   readonly report: readonly string[];
   readonly nodes: number;
+  /** Nodes per owner domid (quota accounting). */
+  readonly owners: Map<number, number>;
   /** Highest child seq used: the daemon's generation counter starts above it. */
   readonly maxSeq: number;
   /** Anything dropped or repaired: the daemon then compacts at once so the damage is gone. */
@@ -169,12 +179,14 @@ export interface LoadResult {
 }
 
 /**
- * The tree under construction plus an index of every path in it, so a record (which names its
- * full path) finds its parent with one map lookup instead of a walk from the root.
+ * The tree under construction. Records name full paths; snapshots list nodes in pre-order, so the
+ * chain of the last record's ancestors (a stack) almost always holds the next record's parent: a
+ * lookup costs a few string compares, with no per-path index to allocate and collect. Records out
+ * of that order (journals, damage) walk down from the deepest ancestor on the chain.
  */
 class LoadTree {
   readonly root: MNode = { value: "", perms: DEFAULT_PERMS, kids: undefined };
-  readonly #index = new Map<string, MNode>([["/", this.root]]);
+  #chain: [string, MNode][] = [["/", this.root]];
 
   constructor(private readonly repairs: string[]) {}
 
@@ -183,43 +195,69 @@ class LoadTree {
     else this.#put(rec.path, rec.value, rec.perms);
   }
 
-  #put(p: string, value: string, perms: Perms): void {
-    const existing = this.#index.get(p);
-    if (existing !== undefined) {
-      existing.value = value;
-      existing.perms = perms;
-      return;
+  /** The node at `p` (creating missing ancestors, reported), leaving the chain ending at it. */
+  #reach(p: string, forPath: string): MNode {
+    const chain = this.#chain;
+    for (;;) {
+      const [top, node] = chain[chain.length - 1]!;
+      if (top === p) return node;
+      if (top === "/" || p.startsWith(top + "/")) {
+        // Descend one level towards p.
+        const rest = top === "/" ? p.slice(1) : p.slice(top.length + 1);
+        const slash = rest.indexOf("/");
+        const name = slash < 0 ? rest : rest.slice(0, slash);
+        const childPath = top === "/" ? `/${name}` : `${top}/${name}`;
+        let c = node.kids?.get(name);
+        if (c === undefined) {
+          if (childPath !== forPath) this.repairs.push(`recreated missing parent ${childPath} of ${forPath}`);
+          c = { value: "", perms: node.perms, kids: undefined };
+          (node.kids ??= new Map()).set(name, c);
+        }
+        chain.push([childPath, c]);
+        continue;
+      }
+      chain.pop();
     }
-    const parent = this.#ensure(parentOf(p), p);
-    const n: MNode = { value, perms, kids: undefined };
-    (parent.kids ??= new Map()).set(basename(p), n);
-    this.#index.set(p, n);
   }
 
-  /** The node at `p`, creating missing ancestors (only damaged files get here; reported). */
-  #ensure(p: string, forPath: string): MNode {
-    const hit = this.#index.get(p);
-    if (hit !== undefined) return hit;
-    const parent = this.#ensure(parentOf(p), forPath);
-    this.repairs.push(`recreated missing parent ${p} of ${forPath}`);
-    const n: MNode = { value: "", perms: parent.perms, kids: undefined };
-    (parent.kids ??= new Map()).set(basename(p), n);
-    this.#index.set(p, n);
-    return n;
+  #put(p: string, value: string, perms: Perms): void {
+    // Fast path (pre-order snapshots): the parent is on the chain.
+    const cut = p.lastIndexOf("/");
+    const parent = cut === 0 ? "/" : p.slice(0, cut);
+    const chain = this.#chain;
+    while (chain.length > 1) {
+      const top = chain[chain.length - 1]![0];
+      if (top === parent || (parent.startsWith(top) && parent.charCodeAt(top.length) === 47)) break;
+      chain.pop();
+    }
+    const [top, pn] = chain[chain.length - 1]!;
+    if (top === parent && p !== "/") {
+      const name = p.slice(cut + 1);
+      let c = pn.kids?.get(name);
+      if (c === undefined) {
+        c = { value, perms, kids: undefined };
+        (pn.kids ??= new Map()).set(name, c);
+      } else {
+        c.value = value;
+        c.perms = perms;
+      }
+      chain.push([p, c]);
+      return;
+    }
+    const n = this.#reach(p, p);
+    n.value = value;
+    n.perms = perms;
   }
 
   #del(p: string): void {
-    const n = this.#index.get(p);
-    if (n === undefined || p === "/") return;
-    const parent = this.#index.get(parentOf(p))!;
-    parent.kids?.delete(basename(p));
-    if (parent.kids?.size === 0) parent.kids = undefined;
-    const stack: [string, MNode][] = [[p, n]];
-    while (stack.length > 0) {
-      const [q, m] = stack.pop()!;
-      this.#index.delete(q);
-      if (m.kids !== undefined) for (const [k, c] of m.kids) stack.push([`${q}/${k}`, c]);
-    }
+    if (p === "/") return;
+    this.#chain = [["/", this.root]];
+    let n: MNode | undefined = this.root;
+    const segs = p.slice(1).split("/");
+    for (let i = 0; i < segs.length - 1 && n !== undefined; i++) n = n.kids?.get(segs[i]!);
+    if (n?.kids === undefined) return;
+    n.kids.delete(segs[segs.length - 1]!);
+    if (n.kids.size === 0) n.kids = undefined;
   }
 }
 
@@ -240,32 +278,34 @@ function buildKids(sorted: [string, XsNode, number][]): Kids | undefined {
   return stack[0];
 }
 
-function freeze(root: MNode): { node: XsNode; count: number; maxSeq: number } {
+function freeze(root: MNode): { node: XsNode; count: number; maxSeq: number; owners: Map<number, number> } {
   // Iterative post-order (XSA-418). Children get seq numbers in their Map order, which is the
   // order they were created in the snapshot/journal: DIRECTORY order survives a restart.
   let count = 0;
   let seq = 0;
-  const done = new Map<MNode, XsNode>();
-  const stack: [MNode, boolean][] = [[root, false]];
+  const owners = new Map<number, number>();
+  const stack: MNode[] = [root];
   while (stack.length > 0) {
-    const [m, expanded] = stack.pop()!;
-    if (!expanded && m.kids !== undefined) {
-      stack.push([m, true]);
-      for (const c of m.kids.values()) stack.push([c, false]);
+    const m = stack[stack.length - 1]!;
+    if (m.kids !== undefined && m.expanded !== true) {
+      m.expanded = true;
+      for (const c of m.kids.values()) stack.push(c);
       continue;
     }
+    stack.pop();
     let kids: Kids | undefined;
     if (m.kids !== undefined) {
-      const order = new Map<string, number>();
-      for (const n of m.kids.keys()) order.set(n, ++seq);
-      const names = [...m.kids.keys()].sort();
-      kids = buildKids(names.map((n) => [n, done.get(m.kids!.get(n)!)!, order.get(n)!]));
-      for (const n of names) done.delete(m.kids.get(n)!);
+      const arr: [string, XsNode, number][] = [];
+      for (const [name, c] of m.kids) arr.push([name, c.frozen!, ++seq]);
+      arr.sort((a, b) => (a[0] < b[0] ? -1 : a[0] > b[0] ? 1 : 0));
+      kids = buildKids(arr);
     }
-    done.set(m, makeNode(m.value, m.perms, 0, kids));
+    m.frozen = makeNode(m.value, m.perms, 0, kids);
+    const owner = m.perms[0]?.domid ?? 0;
+    owners.set(owner, (owners.get(owner) ?? 0) + 1);
     count++;
   }
-  return { node: done.get(root)!, count, maxSeq: seq };
+  return { node: root.frozen!, count, maxSeq: seq, owners };
 }
 
 function listEpochs(dir: string, prefix: string): number[] {
@@ -294,17 +334,17 @@ export function loadState(dir: string): LoadResult {
     const file = path.join(dir, `snapshot-${base}`);
     const data = fs.readFileSync(file);
     snapshotBytes = data.length;
-    const r = parseRecords(data, file);
-    dropped.push(...r.dropped);
     let puts = 0;
     let end: number | undefined;
-    for (const rec of r.records) {
-      if (rec.op === "end") end = rec.count;
-      else {
-        tree.apply(rec);
-        puts++;
-      }
-    }
+    dropped.push(
+      ...scanRecords(data, file, (rec) => {
+        if (rec.op === "end") end = rec.count;
+        else {
+          tree.apply(rec);
+          puts++;
+        }
+      }),
+    );
     if (end === undefined) report.push(`${file}: no end marker; the snapshot is incomplete (${puts} nodes read)`);
     else if (end !== puts) report.push(`${file}: ${end - puts} of ${end} nodes lost to damage`);
     incomplete = end !== puts;
@@ -315,13 +355,13 @@ export function loadState(dir: string): LoadResult {
     const file = path.join(dir, `journal-${e}`);
     const data = fs.readFileSync(file);
     journalBytes += data.length;
-    const r = parseRecords(data, file);
-    dropped.push(...r.dropped);
-    for (const rec of r.records) {
-      if (rec.op === "end") continue;
-      tree.apply(rec);
-      replayed++;
-    }
+    dropped.push(
+      ...scanRecords(data, file, (rec) => {
+        if (rec.op === "end") return;
+        tree.apply(rec);
+        replayed++;
+      }),
+    );
   }
   for (const d of dropped) report.push(`${d.file}: dropped ${d.length} bytes at offset ${d.offset} (${d.reason})`);
   report.push(...repairs);
@@ -329,7 +369,7 @@ export function loadState(dir: string): LoadResult {
   const epoch = Math.max(base, journals[journals.length - 1] ?? 0);
   report.unshift(`loaded ${frozen.count} nodes from ${dir} (snapshot ${snaps.length > 0 ? base : "none"}, ${replayed} journal records)`);
   const damaged = dropped.length > 0 || repairs.length > 0 || incomplete;
-  return { root: frozen.node, epoch, dropped, report, nodes: frozen.count, maxSeq: frozen.maxSeq, damaged, snapshotBytes, journalBytes };
+  return { root: frozen.node, epoch, dropped, report, nodes: frozen.count, owners: frozen.owners, maxSeq: frozen.maxSeq, damaged, snapshotBytes, journalBytes };
 }
 
 /** Writes records straight into a large buffer (no per-record allocation); `out` gets full chunks. */
