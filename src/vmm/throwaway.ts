@@ -16,7 +16,7 @@ import type { ExecRequest, ExecResult } from "../guest/index.js";
 import { log } from "../lib/log.js";
 import { isVmstackError } from "../lib/errors.js";
 import { within } from "../lib/abort.js";
-import { TransferSession, type FilesOptions, type TransferReport } from "./transfer-session.js";
+import { SYSROOT, TransferSession, type FilesOptions, type TransferReport } from "./transfer-session.js";
 
 export interface ThrowawayOptions extends FilesOptions {
   readonly command: { readonly argv: readonly string[] } | { readonly shell: string };
@@ -129,11 +129,21 @@ async function runIn(o: ThrowawayOptions, runDir: string, files: TransferSession
   }
 }
 
+/**
+ * With a root image the command runs chrooted into it: the agent lives in the initramfs, the
+ * image's own programs (gcc, make) under SYSROOT. The working directory is entered inside the
+ * chroot (the agent's chdir would be outside it).
+ */
+function commandFor(o: ThrowawayOptions): Pick<ExecRequest, "argv" | "shell" | "cwd"> {
+  if (!o.rootImage) return { ...("argv" in o.command ? { argv: o.command.argv } : { shell: o.command.shell }), ...(o.cwd ? { cwd: o.cwd } : {}) };
+  const inner = "argv" in o.command ? o.command.argv : ["/bin/sh", "-c", o.command.shell];
+  return { argv: ["chroot", SYSROOT, "/bin/sh", "-c", 'cd "$1" && shift && exec "$@"', "vmstack-chroot", o.cwd ?? "/", ...inner] };
+}
+
 async function runCommandIn(vm: GuestVm, o: ThrowawayOptions): Promise<ExecResult> {
   const request: ExecRequest = {
-    ...("argv" in o.command ? { argv: o.command.argv } : { shell: o.command.shell }),
+    ...commandFor(o),
     ...(o.env ? { env: o.env } : {}),
-    ...(o.cwd ? { cwd: o.cwd } : {}),
     ...(o.timeoutMs ? { timeoutMs: o.timeoutMs } : {}),
     stdin: o.stdin ? "pipe" : "null",
     ...(o.signal ? { signal: o.signal } : {}),

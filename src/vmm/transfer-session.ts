@@ -6,10 +6,11 @@
  *                staging directories and renamed into place, only if the command succeeded;
  *   always       daemons stopped, staging removed (a failed or interrupted run leaves nothing).
  */
+import { existsSync } from "node:fs";
 import { rm } from "node:fs/promises";
 import { join } from "node:path";
 import type { AgentClient } from "../guest/index.js";
-import { createDisk, imageSizeFor, treeSize } from "../image/disk.js";
+import { createDisk, createOverlay, imageSizeFor, treeSize } from "../image/disk.js";
 import type { Env } from "../image/index.js";
 import { VmstackError } from "../lib/errors.js";
 import { log } from "../lib/log.js";
@@ -28,7 +29,17 @@ export interface ScratchSpec {
   readonly guestPath: string;
 }
 
+/** Where a root image is mounted in the guest; commands run chrooted into it. */
+export const SYSROOT = "/sysroot";
+
+export interface RootImage {
+  readonly path: string;
+  readonly format: "raw" | "qcow2";
+}
+
 export interface FilesOptions {
+  /** Run the command inside this root file system image (a throwaway overlay keeps it unchanged). */
+  readonly rootImage?: RootImage;
   readonly shares?: readonly ShareSpec[];
   readonly inputs?: readonly DirMapping[];
   readonly outputs?: readonly DirMapping[];
@@ -41,7 +52,7 @@ export interface TransferReport {
   readonly copiedOut: readonly (TransferStats & { readonly path: string })[];
 }
 
-type Mount = readonly [kind: "virtiofs" | "blk-ro" | "blk-rw", source: string, target: string];
+type Mount = readonly [kind: "virtiofs" | "blk-ro" | "blk-rw" | "fs", source: string, target: string];
 
 export class TransferSession {
   readonly features: GuestFeature[] = [];
@@ -69,13 +80,16 @@ export class TransferSession {
     const s = new TransferSession(options, runDir, env);
     for (const sh of options.shares ?? []) checkHostDir(sh.hostPath, "--share");
     for (const i of options.inputs ?? []) checkHostDir(i.hostPath, "--in");
+    if (options.rootImage && !existsSync(options.rootImage.path)) {
+      throw new VmstackError("NO_IMAGE", `--image: no image at ${options.rootImage.path} (make one with 'vmstack image debian')`, { facts: { path: options.rootImage.path } });
+    }
     const mode = s.#shareMode?.mode;
     for (const sh of options.shares ?? []) {
       if (mode === "virtiofs") s.#virtiofs.push(sh);
       else if (!sh.readOnly) s.#copyShares.push(sh);
     }
     const roImages = mode === "copy" ? (options.shares ?? []).filter((sh) => sh.readOnly) : [];
-    if ((options.scratch ?? []).length > 0 || roImages.length > 0) s.features.push("disk");
+    if ((options.scratch ?? []).length > 0 || roImages.length > 0 || options.rootImage) s.features.push("disk");
     if (s.#virtiofs.length > 0) s.features.push("share");
     return s;
   }
@@ -84,13 +98,29 @@ export class TransferSession {
     return this.#shareMode;
   }
 
-  /** Makes the disks (scratch: empty ext4; read-only copy-mode shares: ext4 populated with mkfs -d). */
+  /** A guest path as the command sees it, in the guest's real namespace (under SYSROOT with a root image). */
+  #g(path: string): string {
+    return this.options.rootImage ? SYSROOT + path : path;
+  }
+
+  /**
+   * Makes the disks (root image: a qcow2 overlay over it; scratch: empty ext4; read-only copy-mode
+   * shares: ext4 populated with mkfs -d).
+   */
   async makeDisks(): Promise<void> {
     let n = 0;
+    const root = this.options.rootImage;
+    if (root) {
+      const overlay = join(this.runDir, "root.qcow2");
+      await createOverlay(root.path, root.format, overlay);
+      this.drives.push({ id: "root", path: overlay, format: "qcow2", bus: "virtio", media: "disk", readOnly: false, cache: "unsafe", discard: true, serial: "vmstackroot" });
+      this.#mounts.push(["blk-rw", "vmstackroot", SYSROOT], ["fs", "proc", `${SYSROOT}/proc`], ["fs", "sysfs", `${SYSROOT}/sys`], ["fs", "devtmpfs", `${SYSROOT}/dev`]);
+      this.#mounts.push(["fs", "tmpfs", `${SYSROOT}/tmp`]);
+    }
     const addDisk = (path: string, readOnly: boolean, target: string): void => {
       const serial = `vmstack${n++}`;
       this.drives.push({ id: `disk${n}`, path, format: "raw", bus: "virtio", media: "disk", readOnly, cache: "unsafe", discard: true, serial });
-      this.#mounts.push([readOnly ? "blk-ro" : "blk-rw", serial, target]);
+      this.#mounts.push([readOnly ? "blk-ro" : "blk-rw", serial, this.#g(target)]);
     };
     for (const [i, sc] of (this.options.scratch ?? []).entries()) {
       const path = join(this.runDir, `scratch${i}.img`);
@@ -129,8 +159,8 @@ export class TransferSession {
 
   /** In the booted guest: mount disks and shares, copy inputs in, create output directories. */
   async intoGuest(agent: AgentClient, signal?: AbortSignal): Promise<void> {
-    const mounts: Mount[] = [...this.#mounts, ...this.#daemons.map((d): Mount => ["virtiofs", d.tag, d.spec.guestPath])];
-    const mkdirs = (this.options.outputs ?? []).map((o) => o.guestPath);
+    const mounts: Mount[] = [...this.#mounts, ...this.#daemons.map((d): Mount => ["virtiofs", d.tag, this.#g(d.spec.guestPath)])];
+    const mkdirs = (this.options.outputs ?? []).map((o) => this.#g(o.guestPath));
     if (mounts.length > 0 || mkdirs.length > 0) {
       const script = `${GUEST_MOUNT_SCRIPT}\nfor d in ${mkdirs.map((_, i) => `"$VMSTACK_OUT${i}"`).join(" ")}; do mkdir -p "$d"; done`;
       const env = Object.fromEntries(mkdirs.map((d, i) => [`VMSTACK_OUT${i}`, d]));
@@ -142,7 +172,7 @@ export class TransferSession {
     }
     const copies = [...(this.options.inputs ?? []), ...this.#copyShares];
     for (const c of copies) {
-      const stats = await copyIntoGuest(agent, c.hostPath, c.guestPath, signal);
+      const stats = await copyIntoGuest(agent, c.hostPath, this.#g(c.guestPath), signal);
       log("debug", "run", `copied ${c.hostPath} in: ${stats.bytes} bytes in ${Math.round(stats.ms)} ms`);
       this.#copiedIn.push({ ...stats, path: c.hostPath });
     }
@@ -153,13 +183,13 @@ export class TransferSession {
    * (a share is not an output). `--out` trees are copied out only when `succeeded`.
    */
   async outOfGuest(agent: AgentClient, succeeded: boolean, signal?: AbortSignal): Promise<void> {
-    for (const sh of this.#copyShares) this.#copiedOut.push({ ...(await copyFromGuest(agent, sh.guestPath, sh.hostPath, signal)), path: sh.hostPath });
+    for (const sh of this.#copyShares) this.#copiedOut.push({ ...(await copyFromGuest(agent, this.#g(sh.guestPath), sh.hostPath, signal)), path: sh.hostPath });
     if (!succeeded) return;
     const staged: [string, string][] = [];
     for (const o of this.options.outputs ?? []) {
       const staging = await stagingDirFor(o.hostPath);
       this.#staging.push(staging);
-      const stats = await copyFromGuest(agent, o.guestPath, staging, signal);
+      const stats = await copyFromGuest(agent, this.#g(o.guestPath), staging, signal);
       this.#copiedOut.push({ ...stats, path: o.hostPath });
       staged.push([staging, o.hostPath]);
     }

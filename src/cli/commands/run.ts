@@ -32,6 +32,7 @@ const options = {
   share: { type: "string", arg: "HOST:GUEST[:ro]", multiple: true, help: "share a host directory (virtiofs; a copy when virtiofsd cannot run)" },
   in: { type: "string", arg: "DIR[:GUEST]", multiple: true, help: "copy DIR into the guest before the command (default guest path /in)" },
   out: { type: "string", arg: "DIR[:GUEST]", multiple: true, help: "after success, the guest's GUEST (default /out) becomes DIR on the host" },
+  image: { type: "string", arg: "PATH", help: "run the command inside this root file system image (vmstack image debian); it stays unchanged" },
   scratch: { type: "string", arg: "SIZE[:GUEST]", multiple: true, help: "an empty ext4 disk of SIZE (e.g. 2G) mounted at GUEST (default /scratch)" },
 } as const;
 
@@ -109,11 +110,13 @@ async function execute(argv: readonly string[], ctx: Parameters<Command["run"]>[
     if (!size || rest.length > 0) throw usageError("run", `--scratch expects SIZE[:GUEST], got '${t}'`);
     return { sizeBytes: parseSize(size), guestPath: checkGuestPath(guest ?? (i === 0 ? "/scratch" : `/scratch${i}`), "--scratch") };
   });
+  const image = stringOpt(p, "image");
   const result = await runThrowaway({
     ...(inputs.length ? { inputs } : {}),
     ...(outputs.length ? { outputs } : {}),
     ...(shares.length ? { shares } : {}),
     ...(scratch.length ? { scratch } : {}),
+    ...(image !== undefined ? { rootImage: { path: resolve(image), format: image.endsWith(".qcow2") ? ("qcow2" as const) : ("raw" as const) } } : {}),
     command: script !== undefined ? { shell: script } : { argv: p.positionals },
     ...(Object.keys(env).length ? { env } : {}),
     ...(workdir ? { cwd: workdir } : {}),
