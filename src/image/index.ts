@@ -20,3 +20,9 @@ export { DEFAULT_INITRD_COMPRESSION, INITRD_COMPRESSIONS, INITRD_SKELETON, LOAD_
 export type { BuildInitrdOptions, InitrdCompression, InitrdFile, InitrdResult } from "./initrd.js";
 export { hasPvhNote, withPvhVmlinux } from "./pvh.js";
 export type { WithPvhOptions } from "./pvh.js";
+export { chooseGrubEntry, grubWords, parseGrubCfg, parseMenuLst } from "./grub-menu.js";
+export type { GrubEntry, GrubMenu } from "./grub-menu.js";
+export { hasExtSuperblock, readPartitionTable } from "./partition-table.js";
+export type { Partition } from "./partition-table.js";
+export { MENU_CANDIDATES, resolveGuestGrub } from "./guest-grub.js";
+export type { GuestGrubBoot, GuestGrubOptions } from "./guest-grub.js";
