@@ -30,6 +30,12 @@ export interface XenstoredOptions {
   readonly writeRate?: WriteRate;
   /** Clock in milliseconds (tests inject one). */
   readonly now?: () => number;
+  /**
+   * Called once if the journal cannot be written (disk full, I/O error). The daemon has then
+   * closed every connection WITHOUT sending the replies that waited for the journal — nothing
+   * unrecorded is ever acknowledged — and accepts nothing more. The owner should exit.
+   */
+  readonly onFatal?: (error: unknown) => void;
 }
 
 interface DomainState {
@@ -67,6 +73,7 @@ export class Xenstored implements ConnectionHost {
   readonly #eventQueueBytes: number;
   readonly #writeRate: WriteRate;
   readonly #now: () => number;
+  readonly #onFatal: ((e: unknown) => void) | undefined;
   #journal: Journal | undefined;
   #gen = 1;
   #txCounter = 0;
@@ -79,6 +86,7 @@ export class Xenstored implements ConnectionHost {
     this.#eventQueueBytes = opts.eventQueueBytes ?? 1024 * 1024;
     this.#writeRate = opts.writeRate ?? DEFAULT_WRITE_RATE;
     this.#now = opts.now ?? (() => performance.now());
+    this.#onFatal = opts.onFatal;
     this.env = { nextGen: () => this.#gen++, nodesOwned: (d) => this.#owned.get(d) ?? 0 };
     if (opts.stateDir !== undefined) {
       const loaded = loadState(opts.stateDir);
@@ -299,11 +307,25 @@ export class Xenstored implements ConnectionHost {
 
   flushJournal(): void {
     const j = this.#journal;
-    if (j !== undefined) {
-      j.flush();
-      if (j.wantsCompaction()) j.compact(this.root);
+    if (j !== undefined && !this.#closed) {
+      try {
+        j.flush();
+        if (j.wantsCompaction()) j.compact(this.root);
+      } catch (e) {
+        this.#fatal(e);
+        return;
+      }
     }
     this.#release();
+  }
+
+  #fatal(e: unknown): void {
+    log("error", "xenstored", `cannot write the journal (${e instanceof Error ? e.message : String(e)}): closing every connection without acknowledging unrecorded changes`);
+    this.#closed = true;
+    this.#held.clear();
+    for (const c of [...this.connections]) c.close("journal failure");
+    this.#journal = undefined;
+    this.#onFatal?.(e);
   }
 
   #release(): void {

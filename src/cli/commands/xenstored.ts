@@ -37,7 +37,9 @@ export const xenstoredCommand: Command = {
     }
     const eventQueue = intOpt("xenstored", p, "event-queue", 4096);
     const socketPath = stringOpt(p, "socket") ?? defaultSocketPath();
+    const fatal = new AbortController();
     const daemon = createXenstored({
+      onFatal: (e) => fatal.abort(e),
       ...(noPersist ? {} : { stateDir: stateDirOpt ?? defaultStateDir() }),
       quotas,
       ...(eventQueue === undefined ? {} : { eventQueueBytes: eventQueue }),
@@ -51,15 +53,20 @@ export const xenstoredCommand: Command = {
       throw e;
     }
     ctx.stdout.write(`${server.path}\n`);
+    const stop = AbortSignal.any([ctx.signal, fatal.signal]);
     await new Promise<void>((resolve) => {
-      if (ctx.signal.aborted) resolve();
-      else ctx.signal.addEventListener("abort", () => resolve(), { once: true });
+      if (stop.aborted) resolve();
+      else stop.addEventListener("abort", () => resolve(), { once: true });
     });
     // Stop accepting, then close the daemon (flushes the journal and drops every connection, which
     // lets the listening socket finish closing).
     const closing = server.close();
     daemon.close();
     await closing;
+    if (fatal.signal.aborted) {
+      ctx.stderr.write(`vmstack xenstored: stopped: the journal in ${stateDirOpt ?? defaultStateDir()} could not be written\n`);
+      return 1;
+    }
     return 0;
   },
 };
