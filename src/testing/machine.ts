@@ -12,70 +12,24 @@
  *   event-driven, not polled.
  * - A machine that dies unexpectedly is a CRASH with the console tail, never a hang.
  */
-import { mkdtempSync, mkdirSync, readFileSync, writeFileSync } from "node:fs";
+import { mkdirSync, readFileSync, writeFileSync } from "node:fs";
 import { basename, join } from "node:path";
 import { GuestVm } from "../vmm/guest-vm.js";
-import { QmpClient, type QmpEvent } from "../vmm/qmp/index.js";
-import type { NicArgsConfig } from "../vmm/qemu-args.js";
+import { LineSplitter, QmpClient, type QmpEvent } from "../vmm/qmp/index.js";
 import type { RunOutput } from "../guest/index.js";
 import type { Exit } from "../lib/process.js";
 import { VmstackError, isVmstackError, messageOf } from "../lib/errors.js";
 import { retryUntil } from "../lib/retry.js";
 import { log } from "../lib/log.js";
-import { MachineCrashed, TestFailure } from "./errors.js";
+import { TestFailure, type MachineCrashed } from "./errors.js";
+import { commandFailure, crashError, escapeRegExp, portProbe, show, timeoutFailure } from "./machine-messages.js";
+import type { Command, CommandOptions, ExecuteResult, MachineOptions, MachineScope, WaitOptions } from "./machine-types.js";
 import type { MachineHost } from "./machine-host.js";
-import { LineSplitter } from "../vmm/qmp/protocol.js";
-import { NAT_GATEWAY, NAT_GUEST_ADDRESS, hostsFile, natNicArgs, networkScript, vlanNicArgs, type GuestNic, type VlanRef } from "./network.js";
-import { resumeRestored, saveState, snapshotKey } from "./snapshot.js";
+import { NAT_GATEWAY, NAT_GUEST_ADDRESS, hostsFile, natNicArgs, networkScript, vlanNicArgs, type GuestNic } from "./network.js";
+import { resumeRestored } from "./snapshot.js";
+import { planLaunch, saveShape } from "./machine-launch.js";
 
-export interface MachineOptions {
-  /** Guest memory in MiB (default 256). */
-  readonly memory?: number;
-  /** Virtual CPUs (default 1: two machines booting at once on a 2-core host each get a core). */
-  readonly cpus?: number;
-  /** VLANs to plug into, e.g. `[vlan(1)]`; peers on a VLAN reach each other by name. */
-  readonly network?: readonly VlanRef[];
-  /** A user-mode NAT card (10.0.2.15, host reachable as 10.0.2.2); needed for forwardPort. */
-  readonly nat?: boolean;
-}
-
-export interface CommandOptions {
-  /** Deadline in ms (default: the run's command timeout, scaled with the accelerator). */
-  readonly timeout?: number;
-  readonly signal?: AbortSignal;
-  readonly env?: Readonly<Record<string, string>>;
-  readonly stdin?: string;
-  readonly cwd?: string;
-}
-
-export interface WaitOptions {
-  /** Deadline in ms (default: the run's wait timeout, scaled with the accelerator). */
-  readonly timeout?: number;
-  readonly signal?: AbortSignal;
-}
-
-export interface ExecuteResult {
-  readonly exitCode: number | null;
-  readonly signal: string | null;
-  readonly stdout: string;
-  readonly stderr: string;
-  readonly timedOut: boolean;
-  /** A background process kept stdout/stderr open after the command exited (output after that was not collected). */
-  readonly outputHeldOpen: boolean;
-}
-
-export type Command = string | readonly string[];
-
-/** What a machine needs from the test that owns it. */
-export interface MachineScope {
-  readonly test: string;
-  /** Aborted when the run is interrupted (Ctrl-C) or the test is over. */
-  readonly signal: AbortSignal;
-  /** Index of the test in the run: each test gets fresh VLAN segments. */
-  readonly epoch: number;
-  /** Name → address of every machine of the test on a VLAN (for /etc/hosts). */
-  peers(): ReadonlyArray<{ readonly name: string; readonly address: string }>;
-}
+export type { Command, CommandOptions, ExecuteResult, MachineOptions, MachineScope, WaitOptions } from "./machine-types.js";
 
 type State = "off" | "starting" | "up" | "stopping" | "exited";
 
@@ -352,45 +306,14 @@ export class Machine {
     await new Promise((r) => setImmediate(r));
     this.scope.signal.throwIfAborted();
     const host = this.host;
-    const image = await host.image(["network"]);
-    const runDir = mkdtempSync(join(host.runDir, `${this.name.slice(0, 12)}-`));
-    const nics: NicArgsConfig[] = [
-      ...(this.options.network ?? []).map((v) => vlanNicArgs(this.name, v.vlan, host.vlanEndpoint(v.vlan, this.scope.epoch))),
-      ...(this.options.nat ? [natNicArgs(this.name)] : []),
-    ];
-    const memoryMiB = this.options.memory ?? 256;
-    const hosts = hostsFile(this.name, this.scope.peers());
-    const cpus = this.options.cpus ?? 1;
-    const key = snapshotKey({
-      name: this.name,
-      memoryMiB,
-      cpus,
-      nicIds: nics.map((n) => n.id),
-      addresses: [...this.addresses.entries()].map(([v, a]) => `${v}=${a}`),
-      hosts,
-      imageKey: image.initrd.key,
-      accel: host.accel.accel,
-    });
-    const saved = host.snapshots ? await host.snapshots.lookup(key) : undefined;
-    const qmpSocket = join(runDir, "qmp.sock");
+    const plan = await planLaunch(host, this.name, this.options, this.addresses, this.scope);
+    const { saved, hosts } = plan;
     const timeoutMs = host.timeouts.bootMs;
     this.#console = "";
     const lines = new LineSplitter();
     const tSpawn = performance.now();
     const vm = await GuestVm.boot({
-      name: this.name,
-      kernelPath: image.kernel.kernelPath,
-      initrdPath: image.initrd.path,
-      accel: host.accel.accel,
-      memoryMiB,
-      cpus,
-      runDir,
-      bootTimeoutMs: timeoutMs,
-      signal: this.scope.signal,
-      qmpSocket,
-      nics,
-      consoleInput: true,
-      ...(saved ? { incoming: `exec:cat ${saved}` } : {}),
+      ...plan.vm,
       onConsole: (chunk) => {
         const text = chunk.toString("utf8");
         this.#console = (this.#console + text).slice(-CONSOLE_KEEP);
@@ -398,7 +321,7 @@ export class Machine {
         for (const w of [...this.#consoleWaiters]) w();
       },
       afterSpawn: async (signal) => {
-        this.#qmp = await QmpClient.connect(qmpSocket, { timeoutMs, signal, label: this.name });
+        this.#qmp = await QmpClient.connect(plan.qmpSocket, { timeoutMs, signal, label: this.name });
         this.#qmp.onEvent((e) => host.timeline.emit({ type: "qmp", test: this.scope.test, machine: this.name, event: e.event, data: e.data }));
         if (saved) {
           await resumeRestored(this.#qmp, { timeoutMs, signal });
@@ -419,20 +342,11 @@ export class Machine {
       await this.#configureNetwork(vm);
       await this.#writeHosts(hosts);
     }
-    if (host.snapshots && !saved && this.#qmp && host.snapshots.lookup(key) === undefined) {
-      // The first machine of this shape: save it now, after the network setup and before anything
-      // the test does, then carry on with it.
-      const claim = host.snapshots.claim(key);
-      const t0 = performance.now();
-      try {
-        await saveState(this.#qmp, claim.path, { timeoutMs, signal: this.scope.signal });
-        await this.#qmp.execute("cont", undefined, { timeoutMs, signal: this.scope.signal });
-        claim.done(true);
-        this.#emitStep("snapshot saved", performance.now() - t0, true);
-      } catch (e) {
-        claim.done(false);
-        throw e;
-      }
+    if (!saved && this.#qmp) {
+      // The first machine of this shape saves it, after the network setup and before anything the
+      // test does, then carries on.
+      const ms = await saveShape(host, plan.key, this.#qmp, this.scope.signal);
+      if (ms !== undefined) this.#emitStep("snapshot saved", ms, true);
     }
     // A peer declared while this machine booted changes its /etc/hosts.
     if (hostsFile(this.name, this.scope.peers()) !== hosts) await this.#writeHosts();
@@ -585,34 +499,15 @@ export class Machine {
   }
 
   #crashed(exit: Exit): MachineCrashed {
-    const tail = consoleTail(this.#console);
-    const panic = /Kernel panic - not syncing: [^\r\n]*/.exec(this.#console)?.[0];
-    return new MachineCrashed(
-      `${this.name} stopped unexpectedly (${panic ? `guest kernel panic: "${panic}"` : exit.signal ? `QEMU killed by ${exit.signal}` : `QEMU exit status ${exit.code}`})${formatTail(tail)}`,
-      { facts: { machine: this.name, exit, consoleTail: tail } },
-    );
+    return crashError(this.name, exit, this.#console);
   }
 
   #timeout(what: string, timeoutMs: number, last?: ExecuteResult): TestFailure {
-    const tail = consoleTail(this.#console);
-    const lastTry = last
-      ? `\nlast try: exit ${last.exitCode ?? last.signal}` +
-        (last.stdout.trim() ? `, stdout ${JSON.stringify(clip(last.stdout))}` : "") +
-        (last.stderr.trim() ? `, stderr ${JSON.stringify(clip(last.stderr))}` : "")
-      : "";
-    return new TestFailure(`${this.name}: timed out after ${timeoutMs} ms waiting for ${what}${lastTry}${formatTail(tail)}`, {
-      facts: { machine: this.name, what, timeoutMs, consoleTail: tail },
-    });
+    return timeoutFailure(this.name, what, timeoutMs, this.#console, last);
   }
 
   #commandFailure(verb: string, command: Command, r: ExecuteResult, expected: string): TestFailure {
-    const status = r.exitCode !== null ? `exit status ${r.exitCode}` : `signal ${r.signal}`;
-    return new TestFailure(
-      `${this.name}: ${verb}(${show(command)}): expected the command ${expected}, got ${status}` +
-        (r.stdout.trim() ? `\nstdout: ${clip(r.stdout)}` : "") +
-        (r.stderr.trim() ? `\nstderr: ${clip(r.stderr)}` : ""),
-      { facts: { machine: this.name, command, exitCode: r.exitCode, stdout: r.stdout, stderr: r.stderr } },
-    );
+    return commandFailure(this.name, verb, command, r, expected);
   }
 
   #signal(extra: AbortSignal | undefined): AbortSignal {
@@ -641,38 +536,4 @@ export class Machine {
   #emitStep(what: string, ms: number, ok: boolean, error?: string): void {
     this.host.timeline.emit({ type: "step", test: this.scope.test, machine: this.name, what, ms: Math.round(ms), ok, ...(error !== undefined ? { error } : {}) });
   }
-}
-
-function portProbe(port: number, address: string | undefined): Command {
-  if (!Number.isInteger(port) || port < 1 || port > 65535) throw new VmstackError("BAD_PORT", `port ${port} is not a TCP port number`);
-  if (address !== undefined) return ["nc", "-w", "1", address, String(port)];
-  // A listening socket in /proc/net/tcp{,6}: state 0A, local port in hex. tcp6 is absent when the
-  // guest has no IPv6, hence cat with errors ignored (port is a validated integer: no injection).
-  const hex = port.toString(16).toUpperCase().padStart(4, "0");
-  return `cat /proc/net/tcp /proc/net/tcp6 2>/dev/null | awk '$4 == "0A" && $2 ~ /:${hex}$/ { found = 1 } END { exit !found }'`;
-}
-
-function show(command: Command): string {
-  const s = typeof command === "string" ? JSON.stringify(command) : JSON.stringify(command.join(" "));
-  return s.length > 80 ? s.slice(0, 77) + "…\"" : s;
-}
-
-function clip(s: string): string {
-  const t = s.trim();
-  return t.length > 500 ? t.slice(0, 500) + "…" : t;
-}
-
-function consoleTail(text: string): string[] {
-  return text
-    .split(/\r?\n/)
-    .filter((l) => l.trim() !== "")
-    .slice(-10);
-}
-
-function formatTail(lines: readonly string[]): string {
-  return lines.length ? `\nlast console lines:\n  ${lines.join("\n  ")}` : "\n(the machine printed nothing on its console)";
-}
-
-function escapeRegExp(s: string): string {
-  return s.replace(/[.*+?^${}()|[\]\\]/g, "\\$&");
 }

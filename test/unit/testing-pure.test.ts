@@ -18,6 +18,7 @@ import {
 import { hostsFile, macAddress, networkScript, parseMachineName, parseVlan, vlanAddress, vlanEndpoint } from "../../src/testing/network.js";
 import { snapshotKey } from "../../src/testing/snapshot.js";
 import { parseMachineOptions } from "../../src/testing/machine-options.js";
+import { commandFailure, crashError, portProbe, timeoutFailure } from "../../src/testing/machine-messages.js";
 import { VmstackError } from "../../src/lib/errors.js";
 
 test("what a test throws decides its outcome: failure, skip, crash, infrastructure error", () => {
@@ -128,4 +129,25 @@ test("machine options are checked where they enter, naming the machine and the o
   assert.throws(() => parseMachineOptions("s", { memory: "512" }), /memory must be an integer/);
   assert.throws(() => parseMachineOptions("s", { network: [parseVlan(1), parseVlan(1)] }), /listed twice/);
   assert.throws(() => parseMachineOptions("s", { network: [1] }), /vlan\(n\)/);
+});
+
+test("a crash message quotes the guest's panic line and ends with the console tail", () => {
+  const console = "booting\nKernel panic - not syncing: sysrq triggered crash\n---[ end Kernel panic ]---\n";
+  const e = crashError("box", { code: 0, signal: null }, console);
+  assert.match(e.message, /^box stopped unexpectedly \(guest kernel panic: "Kernel panic - not syncing: sysrq triggered crash"\)\nlast console lines:\n {2}booting/);
+  assert.match(crashError("box", { code: null, signal: "SIGKILL" }, "").message, /QEMU killed by SIGKILL\)\n\(the machine printed nothing on its console\)/);
+});
+
+test("timeout and command failures say what was expected and show the last output", () => {
+  const last = { exitCode: 1, signal: null, stdout: "", stderr: "no such file\n", timedOut: false, outputHeldOpen: false };
+  const t = timeoutFailure("server", 'waitForFile("/x")', 1500, "line one\n", last);
+  assert.equal(t.message, 'server: timed out after 1500 ms waiting for waitForFile("/x")\nlast try: exit 1, stderr "no such file"\nlast console lines:\n  line one');
+  const c = commandFailure("server", "succeed", ["ls", "/x"], { ...last, stdout: "partial\n" }, "to exit 0");
+  assert.equal(c.message, 'server: succeed("ls /x"): expected the command to exit 0, got exit status 1\nstdout: partial\nstderr: no such file');
+});
+
+test("port probes read the guest's socket table in hex, or connect when given an address", () => {
+  assert.match(String(portProbe(80, undefined)), /\$2 ~ \/:0050\$\//);
+  assert.deepEqual(portProbe(8080, "server"), ["nc", "-w", "1", "server", "8080"]);
+  assert.throws(() => portProbe(70000, undefined), /not a TCP port/);
 });
