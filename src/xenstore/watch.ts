@@ -64,6 +64,7 @@ export class WatchRegistry {
 
   /** Fire the watches a committed change triggers. */
   fire(change: Change): void {
+    if (this.#count === 0) return;
     const p = change.path;
     const permitted = (who: Accessor): boolean =>
       (change.before !== undefined && canRead(who, change.before)) || (change.after !== undefined && canRead(who, change.after));

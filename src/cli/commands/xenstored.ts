@@ -15,6 +15,7 @@ export const xenstoredCommand: Command = {
     quota: { type: "string", multiple: true, arg: "NAME=N", help: "quota for unprivileged domains: nodes, node-size, watches, transactions, outstanding, transaction-nodes, path-max, permissions (0 = off)" },
     "socket-mode": { type: "string", arg: "OCTAL", help: "socket file mode (default 0600)" },
     "event-queue": { type: "string", arg: "BYTES", help: "unread output per connection before watch events are dropped (default 1048576)" },
+    "write-rate": { type: "string", arg: "N[/BURST]", help: "modifying requests per second per unprivileged domain, 0 = unlimited (default 1000/200)" },
   },
   details: [
     "Prints the socket path on stdout once it accepts connections; SIGTERM or SIGINT stops it cleanly",
@@ -36,6 +37,10 @@ export const xenstoredCommand: Command = {
       throw usageError("xenstored", isVmstackError(e) ? e.message : String(e));
     }
     const eventQueue = intOpt("xenstored", p, "event-queue", 4096);
+    const rateS = stringOpt(p, "write-rate");
+    const rateM = rateS === undefined ? undefined : /^(\d+)(?:\/(\d+))?$/.exec(rateS);
+    if (rateS !== undefined && !rateM) throw usageError("xenstored", `--write-rate expects N or N/BURST, got '${rateS}'`);
+    const writeRate = rateM ? { perSecond: Number(rateM[1]), burst: Math.max(1, Number(rateM[2] ?? rateM[1])) } : undefined;
     const socketPath = stringOpt(p, "socket") ?? defaultSocketPath();
     const fatal = new AbortController();
     const daemon = createXenstored({
@@ -43,6 +48,7 @@ export const xenstoredCommand: Command = {
       ...(noPersist ? {} : { stateDir: stateDirOpt ?? defaultStateDir() }),
       quotas,
       ...(eventQueue === undefined ? {} : { eventQueueBytes: eventQueue }),
+      ...(writeRate === undefined ? {} : { writeRate }),
     });
     for (const line of daemon.loadReport) ctx.stderr.write(`vmstack xenstored: ${line}\n`);
     let server;
