@@ -17,8 +17,14 @@ function integer(machine: string, key: string, v: unknown, min: number, max: num
   return v;
 }
 
+/**
+ * A machine without a `network` option is on VLAN 1, as in the NixOS test driver: machines of a
+ * test meet without ceremony. `network: []` means no VLAN at all.
+ */
+export const DEFAULT_NETWORK = [{ vlan: 1 }] as const;
+
 export function parseMachineOptions(machine: string, input: unknown): MachineOptions {
-  if (input === undefined) return {};
+  if (input === undefined) return { network: DEFAULT_NETWORK };
   if (typeof input !== "object" || input === null || Array.isArray(input)) throw bad(machine, "options must be an object");
   const o = input as Record<string, unknown>;
   for (const key of Object.keys(o)) {
@@ -35,7 +41,7 @@ export function parseMachineOptions(machine: string, input: unknown): MachineOpt
   return {
     ...(o["memory"] !== undefined ? { memory: integer(machine, "memory", o["memory"], 64, 65536) } : {}),
     ...(o["cpus"] !== undefined ? { cpus: integer(machine, "cpus", o["cpus"], 1, 64) } : {}),
-    ...(network !== undefined ? { network: vlans } : {}),
+    network: network !== undefined ? vlans : DEFAULT_NETWORK,
     ...(o["nat"] !== undefined ? { nat: o["nat"] as boolean } : {}),
   };
 }

@@ -6,7 +6,7 @@ export interface MachineOptions {
   readonly memory?: number;
   /** Virtual CPUs (default 1: two machines booting at once on a 2-core host each get a core). */
   readonly cpus?: number;
-  /** VLANs to plug into, e.g. `[vlan(1)]`; peers on a VLAN reach each other by name. */
+  /** VLANs to plug into, e.g. `[vlan(1)]`; peers on a VLAN reach each other by name. Default: VLAN 1; `[]` for none. */
   readonly network?: readonly VlanRef[];
   /** A user-mode NAT card (10.0.2.15, host reachable as 10.0.2.2); needed for forwardPort. */
   readonly nat?: boolean;

@@ -123,7 +123,9 @@ test("default timeouts are longer under TCG and scale with VMSTACK_TEST_TIMEOUT_
 });
 
 test("machine options are checked where they enter, naming the machine and the option", () => {
-  assert.deepEqual(parseMachineOptions("s", undefined), {});
+  assert.deepEqual(parseMachineOptions("s", undefined), { network: [{ vlan: 1 }] });
+  assert.deepEqual(parseMachineOptions("s", { memory: 128 }), { memory: 128, network: [{ vlan: 1 }] });
+  assert.deepEqual(parseMachineOptions("s", { network: [] }), { network: [] });
   assert.deepEqual(parseMachineOptions("s", { memory: 512, network: [parseVlan(2)], nat: true }), { memory: 512, network: [{ vlan: 2 }], nat: true });
   assert.throws(() => parseMachineOptions("s", { memroy: 512 }), /machine "s": unknown option "memroy"/);
   assert.throws(() => parseMachineOptions("s", { memory: "512" }), /memory must be an integer/);
