@@ -54,7 +54,7 @@ test("-t runs only the tests whose name matches, and a missing file is an error 
   assert.equal(r.code, 0, r.stderr);
   assert.doesNotMatch(r.stderr, /FAILURE/);
   const missing = await cli(["test", join(FIXTURES, "no-such.test.ts")]);
-  assert.equal(missing.code, 1);
+  assert.equal(missing.code, OUTCOME_EXIT.ERROR);
   assert.match(missing.stderr, /test file not found/);
   const none = await cli(["test"]);
   assert.equal(none.code, 2);
