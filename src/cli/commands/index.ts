@@ -23,6 +23,8 @@ export const commands: readonly CommandEntry[] = [
   { name: "xenstored", summary: "run the xenstore daemon (Xen wire protocol on a Unix socket)", load: async () => (await import("./xenstored.js")).xenstoredCommand },
   { name: "test", summary: "run VM integration tests (files using vmstack/testing)", load: async () => (await import("./test.js")).testCommand },
   { name: "image", summary: "make disk images (raw/qcow2, ext2/3/4 from a directory, overlays, Debian root file systems)", load: async () => (await import("./image.js")).imageCommand },
+  { name: "fetch", summary: "download a build recipe's inputs into the cache (hash-verified, resumable) and write its lock file", load: async () => (await import("./fetch.js")).fetchCommand },
+  { name: "build", summary: "run a build recipe in a throwaway VM without network, outputs into the cache by content", load: async () => (await import("./build.js")).buildCommand },
   // Domain lifecycle (xl's verbs), served by vmstackd.
   { name: "vmstackd", summary: "run vmstackd, the domain daemon, in the foreground", load: async () => (await import("./vmstackd.js")).vmstackdCommand },
   { name: "list", summary: "list domains (Domain-0 first), with xl's state letters r b p s c d", load: async () => (await import("./list.js")).listCommand },
