@@ -161,8 +161,12 @@ function handle(d: Xenstored, conn: Connection, msg: XsMessage, op: XsOp): Buffe
       privileged(conn, "RELEASE");
       d.release(domidArg(one(msg)));
       return OK_PAYLOAD;
-    case "GET_DOMAIN_PATH":
-      return nul(`/local/domain/${domidArg(one(msg))}`);
+    case "GET_DOMAIN_PATH": {
+      // Any number, introduced or not (observed on the C daemon); only non-numbers are EINVAL.
+      const a = one(msg);
+      if (!/^\d{1,10}$/.test(a) || Number(a) > 0xffffffff) throw xsError("EINVAL", `bad domid '${a}'`);
+      return nul(`/local/domain/${Number(a)}`);
+    }
     case "IS_DOMAIN_INTRODUCED":
       privileged(conn, "IS_DOMAIN_INTRODUCED"); // XSA-115
       return nul(d.isIntroduced(domidArg(one(msg))) ? "T" : "F");
