@@ -136,7 +136,67 @@ function disconnected(op: string, path: string | undefined): VmstackError {
   });
 }
 
-export class XenstoreClient implements XenstoreOps {
+/**
+ * The node operations, written once for both a client (tx_id 0) and a transaction (its tx_id):
+ * a subclass says how one request is sent.
+ */
+abstract class NodeOps implements XenstoreOps {
+  protected abstract nodeRequest(op: XsOp, payload: Buffer, path: string, signal: AbortSignal | undefined): Promise<Buffer>;
+
+  async read(path: string, opts: RequestOptions = {}): Promise<string> {
+    return (await this.nodeRequest("READ", nulTerminated(path), path, opts.signal)).toString("utf8");
+  }
+  readBytes(path: string, opts: RequestOptions = {}): Promise<Buffer> {
+    return this.nodeRequest("READ", nulTerminated(path), path, opts.signal);
+  }
+  async tryRead(path: string, opts: RequestOptions = {}): Promise<string | undefined> {
+    try {
+      return await this.read(path, opts);
+    } catch (e) {
+      if (e instanceof XsError && e.errno === "ENOENT") return undefined;
+      throw e;
+    }
+  }
+  async write(path: string, value: string | Buffer, opts: RequestOptions = {}): Promise<void> {
+    // The value is the rest of the payload, with no terminator (xenstore.txt WRITE).
+    const v = typeof value === "string" ? Buffer.from(value, "utf8") : value;
+    await this.nodeRequest("WRITE", Buffer.concat([nulTerminated(path), v]), path, opts.signal);
+  }
+  async mkdir(path: string, opts: RequestOptions = {}): Promise<void> {
+    await this.nodeRequest("MKDIR", nulTerminated(path), path, opts.signal);
+  }
+  async rm(path: string, opts: RequestOptions = {}): Promise<void> {
+    await this.nodeRequest("RM", nulTerminated(path), path, opts.signal);
+  }
+  async directory(path: string, opts: RequestOptions = {}): Promise<string[]> {
+    try {
+      return splitNul(await this.nodeRequest("DIRECTORY", nulTerminated(path), path, opts.signal));
+    } catch (e) {
+      // Over 4096 bytes of names: the C daemon says E2BIG and offers DIRECTORY_PART (XSA-72).
+      if (e instanceof XsError && e.errno === "E2BIG") return directoryInParts((op, payload) => this.nodeRequest(op, payload, path, opts.signal), path);
+      throw e;
+    }
+  }
+  async exists(path: string, opts: RequestOptions = {}): Promise<boolean> {
+    // xenstore-exists reads the node; any answer but ENOENT means it is there (EACCES included).
+    try {
+      await this.nodeRequest("READ", nulTerminated(path), path, opts.signal);
+      return true;
+    } catch (e) {
+      if (e instanceof XsError && e.errno === "ENOENT") return false;
+      if (e instanceof XsError && e.errno === "EACCES") return true;
+      throw e;
+    }
+  }
+  async getPerms(path: string, opts: RequestOptions = {}): Promise<PermEntry[]> {
+    return parsePermissions(splitNul(await this.nodeRequest("GET_PERMS", nulTerminated(path), path, opts.signal)));
+  }
+  async setPerms(path: string, perms: readonly PermEntry[], opts: RequestOptions = {}): Promise<void> {
+    await this.nodeRequest("SET_PERMS", nulTerminated(path, ...formatPerms(perms)), path, opts.signal);
+  }
+}
+
+export class XenstoreClient extends NodeOps {
   #duplex: Duplex | undefined;
   #decoder = new FrameDecoder();
   #pending = new Map<number, Pending>();
@@ -151,6 +211,7 @@ export class XenstoreClient implements XenstoreOps {
   readonly #tokenPrefix = `vmstack-${process.pid}-${Math.random().toString(36).slice(2, 8)}-`;
 
   constructor(duplex: Duplex, options: ClientOptions = {}) {
+    super();
     this.#options = options;
     this.#attach(duplex);
   }
@@ -352,37 +413,8 @@ export class XenstoreClient implements XenstoreOps {
     throw new XsError(name, `xenstore ${op}${path === undefined ? "" : " " + path}: ${name}`, facts);
   }
 
-  // ---- node operations (transaction 0) ----
-
-  read(path: string, opts?: RequestOptions): Promise<string> {
-    return txOps(this, 0).read(path, opts);
-  }
-  readBytes(path: string, opts?: RequestOptions): Promise<Buffer> {
-    return txOps(this, 0).readBytes(path, opts);
-  }
-  tryRead(path: string, opts?: RequestOptions): Promise<string | undefined> {
-    return txOps(this, 0).tryRead(path, opts);
-  }
-  write(path: string, value: string | Buffer, opts?: RequestOptions): Promise<void> {
-    return txOps(this, 0).write(path, value, opts);
-  }
-  mkdir(path: string, opts?: RequestOptions): Promise<void> {
-    return txOps(this, 0).mkdir(path, opts);
-  }
-  rm(path: string, opts?: RequestOptions): Promise<void> {
-    return txOps(this, 0).rm(path, opts);
-  }
-  directory(path: string, opts?: RequestOptions): Promise<string[]> {
-    return txOps(this, 0).directory(path, opts);
-  }
-  exists(path: string, opts?: RequestOptions): Promise<boolean> {
-    return txOps(this, 0).exists(path, opts);
-  }
-  getPerms(path: string, opts?: RequestOptions): Promise<PermEntry[]> {
-    return txOps(this, 0).getPerms(path, opts);
-  }
-  setPerms(path: string, perms: readonly PermEntry[], opts?: RequestOptions): Promise<void> {
-    return txOps(this, 0).setPerms(path, perms, opts);
+  protected nodeRequest(op: XsOp, payload: Buffer, path: string, signal: AbortSignal | undefined): Promise<Buffer> {
+    return this.request(op, payload, 0, path, signal);
   }
 
   // ---- domains and the rest ----
@@ -558,84 +590,18 @@ export function parsePermissions(entries: readonly string[]): PermEntry[] {
 
 export { formatPerms as formatPermissions };
 
-/** The node operations bound to one tx_id (0 = none). */
-function txOps(client: XenstoreClient, txId: number, check?: () => void): XenstoreOps {
-  const req = (op: XsOp, payload: Buffer, path: string, signal: AbortSignal | undefined): Promise<Buffer> => {
-    check?.();
-    return client.request(op, payload, txId, path, signal);
-  };
-  const ops: XenstoreOps = {
-    async read(path, opts = {}) {
-      return (await req("READ", nulTerminated(path), path, opts.signal)).toString("utf8");
-    },
-    readBytes(path, opts = {}) {
-      return req("READ", nulTerminated(path), path, opts.signal);
-    },
-    async tryRead(path, opts = {}) {
-      try {
-        return await ops.read(path, opts);
-      } catch (e) {
-        if (e instanceof XsError && e.errno === "ENOENT") return undefined;
-        throw e;
-      }
-    },
-    async write(path, value, opts = {}) {
-      // The value is the rest of the payload, with no terminator (xenstore.txt WRITE).
-      const v = typeof value === "string" ? Buffer.from(value, "utf8") : value;
-      await req("WRITE", Buffer.concat([nulTerminated(path), v]), path, opts.signal);
-    },
-    async mkdir(path, opts = {}) {
-      await req("MKDIR", nulTerminated(path), path, opts.signal);
-    },
-    async rm(path, opts = {}) {
-      await req("RM", nulTerminated(path), path, opts.signal);
-    },
-    async directory(path, opts = {}) {
-      try {
-        return splitNul(await req("DIRECTORY", nulTerminated(path), path, opts.signal));
-      } catch (e) {
-        // Over 4096 bytes of names: the C daemon says E2BIG and offers DIRECTORY_PART (XSA-72).
-        if (e instanceof XsError && e.errno === "E2BIG") return directoryInParts(req, path, opts.signal);
-        throw e;
-      }
-    },
-    async exists(path, opts = {}) {
-      // xenstore-exists reads the node; any answer but ENOENT means it is there (EACCES included).
-      try {
-        await req("READ", nulTerminated(path), path, opts.signal);
-        return true;
-      } catch (e) {
-        if (e instanceof XsError && e.errno === "ENOENT") return false;
-        if (e instanceof XsError && e.errno === "EACCES") return true;
-        throw e;
-      }
-    },
-    async getPerms(path, opts = {}) {
-      return parsePermissions(splitNul(await req("GET_PERMS", nulTerminated(path), path, opts.signal)));
-    },
-    async setPerms(path, perms, opts = {}) {
-      await req("SET_PERMS", nulTerminated(path, ...formatPerms(perms)), path, opts.signal);
-    },
-  };
-  return ops;
-}
-
 /**
  * DIRECTORY_PART: `<path>\0<offset>\0` → `<gencnt>\0<name>\0…`, the last chunk ending in an
  * extra NUL. If the generation changes between chunks the directory changed: start over
  * (xs.c `xs_directory_part`).
  */
-async function directoryInParts(
-  req: (op: XsOp, payload: Buffer, path: string, signal: AbortSignal | undefined) => Promise<Buffer>,
-  path: string,
-  signal: AbortSignal | undefined,
-): Promise<string[]> {
+async function directoryInParts(req: (op: XsOp, payload: Buffer) => Promise<Buffer>, path: string): Promise<string[]> {
   for (let restart = 0; restart < 16; restart++) {
     const chunks: Buffer[] = [];
     let offset = 0;
     let gen: string | undefined;
     for (;;) {
-      const reply = await req("DIRECTORY_PART", nulTerminated(path, String(offset)), path, signal);
+      const reply = await req("DIRECTORY_PART", nulTerminated(path, String(offset)));
       const nul = reply.indexOf(0);
       if (nul < 0) throw new VmstackError("XS_PROTOCOL", `xenstore DIRECTORY_PART ${path}: reply without a generation`, { facts: { path } });
       const g = reply.toString("latin1", 0, nul);
@@ -655,53 +621,24 @@ async function directoryInParts(
 }
 
 /** A transaction: the node operations with its tx_id, then commit or abort exactly once. */
-export class XenstoreTransaction implements XenstoreOps {
+export class XenstoreTransaction extends NodeOps {
   readonly id: number;
   readonly #client: XenstoreClient;
-  readonly #ops: XenstoreOps;
   readonly #epoch: number;
   #ended = false;
 
   constructor(client: XenstoreClient, id: number, epoch: number) {
+    super();
     this.id = id;
     this.#client = client;
     this.#epoch = epoch;
-    this.#ops = txOps(client, id, () => {
-      if (this.#ended) throw new VmstackError("XS_TX_ENDED", `xenstore transaction ${id} has already ended`, { facts: { txId: id } });
-      // The id means nothing to a new connection (it could even name someone else's transaction).
-      if (client.epoch !== epoch) throw disconnected("TRANSACTION", undefined);
-    });
   }
 
-  read(path: string, opts?: RequestOptions): Promise<string> {
-    return this.#ops.read(path, opts);
-  }
-  readBytes(path: string, opts?: RequestOptions): Promise<Buffer> {
-    return this.#ops.readBytes(path, opts);
-  }
-  tryRead(path: string, opts?: RequestOptions): Promise<string | undefined> {
-    return this.#ops.tryRead(path, opts);
-  }
-  write(path: string, value: string | Buffer, opts?: RequestOptions): Promise<void> {
-    return this.#ops.write(path, value, opts);
-  }
-  mkdir(path: string, opts?: RequestOptions): Promise<void> {
-    return this.#ops.mkdir(path, opts);
-  }
-  rm(path: string, opts?: RequestOptions): Promise<void> {
-    return this.#ops.rm(path, opts);
-  }
-  directory(path: string, opts?: RequestOptions): Promise<string[]> {
-    return this.#ops.directory(path, opts);
-  }
-  exists(path: string, opts?: RequestOptions): Promise<boolean> {
-    return this.#ops.exists(path, opts);
-  }
-  getPerms(path: string, opts?: RequestOptions): Promise<PermEntry[]> {
-    return this.#ops.getPerms(path, opts);
-  }
-  setPerms(path: string, perms: readonly PermEntry[], opts?: RequestOptions): Promise<void> {
-    return this.#ops.setPerms(path, perms, opts);
+  protected nodeRequest(op: XsOp, payload: Buffer, path: string, signal: AbortSignal | undefined): Promise<Buffer> {
+    if (this.#ended) return Promise.reject(new VmstackError("XS_TX_ENDED", `xenstore transaction ${this.id} has already ended`, { facts: { txId: this.id } }));
+    // The id means nothing to a new connection (it could even name someone else's transaction).
+    if (this.#client.epoch !== this.#epoch) return Promise.reject(disconnected("TRANSACTION", undefined));
+    return this.#client.request(op, payload, this.id, path, signal);
   }
 
   /** Commit; throws XsError EAGAIN on a conflict (nothing was applied). */
