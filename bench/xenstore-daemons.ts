@@ -15,7 +15,7 @@ const run = promisify(execFile);
 const ROOT = resolve(dirname(fileURLToPath(import.meta.url)), "../..");
 
 export interface BenchDaemon {
-  readonly name: "vmstack" | "c" | "ocaml";
+  readonly name: "vmstack" | "vmstack-memory" | "c" | "ocaml";
   readonly socket: string;
   /** The daemon's pid (for RSS). */
   pid(): number;
@@ -55,19 +55,21 @@ function stopChild(child: ChildProcess, signal: "SIGTERM" | "SIGKILL" = "SIGTERM
   });
 }
 
-export async function startVmstack(): Promise<VmstackDaemon> {
+/** vmstack's daemon with a state directory (durable: replies wait for the journal), or in memory only. */
+export async function startVmstack(opts: { persist: boolean } = { persist: true }): Promise<VmstackDaemon> {
   const dir = mkdtempSync(join(tmpdir(), "vmstack-bench-xs-"));
   const socket = join(dir, "socket");
   const stateDir = join(dir, "state");
   const bin = join(ROOT, "dist/src/bin/xenstored.js");
   let child: ChildProcess;
   const launch = async (): Promise<void> => {
-    child = spawn(process.execPath, [bin, "--socket", socket, "--state-dir", stateDir], { stdio: ["ignore", "pipe", "pipe"] });
+    const storage = opts.persist ? ["--state-dir", stateDir] : ["--no-persist"];
+    child = spawn(process.execPath, [bin, "--socket", socket, ...storage], { stdio: ["ignore", "pipe", "pipe"] });
     await waitForLine(child, "vmstack xenstored");
   };
   await launch();
   return {
-    name: "vmstack",
+    name: opts.persist ? "vmstack" : "vmstack-memory",
     socket,
     stateDir,
     pid: () => child.pid ?? 0,
