@@ -72,3 +72,8 @@ function formatTail(lines: readonly string[]): string {
 export function escapeRegExp(s: string): string {
   return s.replace(/[.*+?^${}()|[\]\\]/g, "\\$&");
 }
+
+/** The console tail as the end of a message. */
+export function formatConsole(consoleText: string): string {
+  return formatTail(consoleTail(consoleText));
+}

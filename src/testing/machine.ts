@@ -22,7 +22,7 @@ import { VmstackError, isVmstackError, messageOf } from "../lib/errors.js";
 import { retryUntil } from "../lib/retry.js";
 import { log } from "../lib/log.js";
 import { TestFailure, type MachineCrashed } from "./errors.js";
-import { commandFailure, crashError, escapeRegExp, portProbe, show, timeoutFailure } from "./machine-messages.js";
+import { commandFailure, crashError, escapeRegExp, formatConsole, portProbe, show, timeoutFailure } from "./machine-messages.js";
 import type { Command, CommandOptions, ExecuteResult, MachineOptions, MachineScope, WaitOptions } from "./machine-types.js";
 import type { MachineHost } from "./machine-host.js";
 import { NAT_GATEWAY, NAT_GUEST_ADDRESS, hostsFile, natNicArgs, networkScript, vlanNicArgs, type GuestNic } from "./network.js";
@@ -57,8 +57,28 @@ export class Machine {
 
   // ---------------------------------------------------------------- lifecycle
 
-  /** Boots the machine (or restores it from a snapshot) and waits until it answers. Idempotent while running. */
-  start(): Promise<void> {
+  /**
+   * Boots the machine (or restores it from a snapshot) and waits until it answers; idempotent
+   * while running. The boot itself is bounded by the run's boot deadline (scaled with the
+   * accelerator, a stalled boot retried); `timeout` and `signal` bound this wait for it.
+   */
+  async start(o: WaitOptions = {}): Promise<void> {
+    const ready = this.#kick();
+    if (o.timeout === undefined && o.signal === undefined) return ready;
+    const timeoutMs = o.timeout ?? this.host.timeouts.bootMs;
+    const signal = AbortSignal.any([this.#signal(o.signal), AbortSignal.timeout(timeoutMs)]);
+    const stop = new Promise<never>((_, reject) =>
+      signal.addEventListener(
+        "abort",
+        () => reject(this.#signal(o.signal).aborted ? signal.reason : new VmstackError("TIMEOUT", `${this.name}: not up within ${timeoutMs} ms${formatConsole(this.#console)}`)),
+        { once: true },
+      ),
+    );
+    stop.catch(() => undefined);
+    return Promise.race([ready, stop]);
+  }
+
+  #kick(): Promise<void> {
     if (this.#state === "off" || this.#state === "exited") {
       this.#state = "starting";
       const t0 = performance.now();
@@ -122,7 +142,7 @@ export class Machine {
    */
   async reboot(o: WaitOptions = {}): Promise<void> {
     await this.shutdown(o);
-    await this.start();
+    await this.start(o);
   }
 
   /** Waits for the machine to stop by itself (e.g. after the test ran `poweroff`). */

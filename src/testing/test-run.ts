@@ -209,7 +209,7 @@ function testContext(
       // Machines already up learn the newcomer's name.
       if (addresses.size > 0) for (const other of machines.values()) if (other.addresses.size > 0) other.refreshHosts();
       machines.set(name, m);
-      void m.start();
+      void m.start().catch(() => undefined);
       return Promise.resolve(m);
     },
   };

@@ -76,7 +76,7 @@ test("two machines reach each other by name over a VLAN, and every verb does wha
         // Network by name.
         await server.waitForOpenPort(80);
         assert.equal(await client.succeed("wget -qO- http://server/"), "hello\n");
-        await client.start();
+        await client.start({ timeout: 120_000, signal: AbortSignal.timeout(180_000) });
         assert.match(await server.succeed(["cat", "/etc/hosts"]), /192\.168\.1\.2 client/);
         assert.match(await client.succeed(["cat", "/etc/hosts"]), /192\.168\.1\.1 server/);
 
