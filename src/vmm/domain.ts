@@ -89,6 +89,9 @@ export class Domain {
       case "GUEST_PANICKED":
         this.hooks.log(`${this.name}: guest panicked (${String(e.data["action"] ?? "")})`);
         this.#lastShutdown = "guest-panic";
+        // A dead guest never answers: commands running through its agent fail now instead of hanging.
+        this.#agent?.close();
+        this.#agent = undefined;
         break;
       case "RESET":
         this.hooks.log(`${this.name}: reset (${String(e.data["reason"] ?? "")})`);

@@ -7,6 +7,8 @@
 import { spawn, type ChildProcess } from "node:child_process";
 import { closeSync, copyFileSync, existsSync, mkdirSync, openSync, readFileSync, rmSync } from "node:fs";
 import { join } from "node:path";
+import { once } from "node:events";
+import { setTimeout as sleep } from "node:timers/promises";
 import type { DomainConfig, DomainPlan } from "../domain/index.js";
 import { compileDomain } from "../domain/index.js";
 import { qemuBinary, tscKhz } from "./host.js";
@@ -101,6 +103,9 @@ export async function launchDomain(o: LaunchOptions): Promise<Domain> {
     try {
       await domain.connect(join(o.paths.logDir, `${o.config.name}.console.log`), o.timeoutMs, signal);
     } catch (e) {
+      // A QEMU that dies at start usually resets the QMP connection first: its exit (with its
+      // stderr) is the better error, so give the exit event a moment to arrive.
+      if (!exited.signal.aborted) await Promise.race([once(exited.signal, "abort"), sleep(1000)]);
       if (exited.signal.aborted) throw exited.signal.reason;
       throw e;
     }

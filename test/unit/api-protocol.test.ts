@@ -1,0 +1,39 @@
+import { test } from "node:test";
+import assert from "node:assert/strict";
+import { OPS, parseRequest, parseResponse } from "../../src/vmm/api/protocol.js";
+import { isVmstackError } from "../../src/lib/errors.js";
+
+const rejects = (v: unknown, pattern: RegExp): void => {
+  assert.throws(() => parseRequest(v), (e: unknown) => isVmstackError(e, "BAD_REQUEST") && pattern.test(e.message));
+};
+
+test("parseRequest accepts each op in its documented shape", () => {
+  assert.deepEqual(parseRequest({ op: "ping" }), { op: "ping" });
+  assert.deepEqual(parseRequest({ op: "list", domains: ["a", "3"] }), { op: "list", domains: ["a", "3"] });
+  assert.deepEqual(parseRequest({ op: "shutdown", domain: null, wait: true, forceAfterMs: 5000 }), { op: "shutdown", domain: null, wait: true, forceAfterMs: 5000 });
+  assert.deepEqual(parseRequest({ op: "exec", domain: "a", argv: ["uname", "-a"], timeoutMs: null }), { op: "exec", domain: "a", argv: ["uname", "-a"], timeoutMs: null });
+  assert.deepEqual(parseRequest({ op: "trigger", domain: "a", trigger: "nmi" }), { op: "trigger", domain: "a", trigger: "nmi" });
+  assert.deepEqual(parseRequest({ op: "create", config: { name: "x" }, paused: false, force: true }), { op: "create", config: { name: "x" }, paused: false, force: true });
+  assert.equal(OPS.length, new Set(OPS).size);
+});
+
+test("parseRequest rejects unknown ops, unknown keys and wrong types, saying which", () => {
+  rejects(null, /JSON object/);
+  rejects([], /JSON object/);
+  rejects({ op: "reformat" }, /unknown op "reformat"/);
+  rejects({ op: "pause", domain: "a", force: true }, /unknown key 'force' for pause/);
+  rejects({ op: "pause" }, /'domain' must be a domain name or id/);
+  rejects({ op: "pause", domain: "" }, /'domain'/);
+  rejects({ op: "sysrq", domain: "a", letter: "hh" }, /'letter'/);
+  rejects({ op: "trigger", domain: "a", trigger: "s3resume" }, /nmi\|reset\|power/);
+  rejects({ op: "exec", domain: "a", argv: [], timeoutMs: null }, /'argv' must be a non-empty list/);
+  rejects({ op: "shutdown", domain: "a", wait: "yes", forceAfterMs: null }, /'wait' must be a boolean/);
+  rejects({ op: "domname", domid: -1 }, /'domid'/);
+});
+
+test("parseResponse reads results and errors and rejects anything else", () => {
+  assert.deepEqual(parseResponse({ ok: true, result: [1] }), { ok: true, result: [1] });
+  assert.deepEqual(parseResponse({ ok: false, error: { code: "NO_SUCH_DOMAIN", message: "no domain 'x'" } }), { ok: false, error: { code: "NO_SUCH_DOMAIN", message: "no domain 'x'" } });
+  assert.throws(() => parseResponse({ ok: false }), /malformed error/);
+  assert.throws(() => parseResponse("ok"), /not a response/);
+});
