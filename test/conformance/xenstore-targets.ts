@@ -79,6 +79,9 @@ export function xenPeersUnavailable(): string | undefined {
   if (!existsSync(peersScript())) return `no ${peersScript()} (set VMSTACK_XEN_PEERS_SCRIPT)`;
   if (!existsSync(`${XEN_BIN}/xenstored`) || !existsSync(`${XEN_BIN}/oxenstored`)) return "Xen's daemons are not installed (apt-get install xen-utils-4.17)";
   if (!existsSync("/usr/include/xenctrl.h")) return "libxen-dev is not installed (the peers shim needs it)";
+  // The peers script would install what is missing with apt; a test must not, so check first.
+  if (!existsSync("/usr/bin/xenstore-read")) return "xenstore-utils is not installed";
+  if (!existsSync("/usr/bin/gcc")) return "gcc is not installed (the peers shim is built with it)";
   if (process.getuid?.() !== 0) return "starting Xen's daemons needs root (mount namespace for oxenstored)";
   return undefined;
 }
