@@ -4,12 +4,12 @@
  * and re-attachment to every running domain when vmstackd starts (after a clean stop or kill -9).
  */
 import { randomUUID } from "node:crypto";
-import { mkdirSync, readFileSync, rmSync } from "node:fs";
+import { mkdirSync, readFileSync, rmSync, writeFileSync } from "node:fs";
 import type { XenstoreClient } from "../xenstore/client.js";
 import { checkDomainSpec, type DomainConfig, errorsOf, formatProblem } from "../domain/index.js";
 import { Domain, type DomainHooks, type ExitCause } from "./domain.js";
 import { type DomainRecord, qemuAlive, readRecords, removeRecord, writeRecord } from "./domain-record.js";
-import { removeDomain, renameDomain, writeDom0, writeDomain } from "./domain-xenstore.js";
+import { domainIdsInStore, removeDomain, renameDomain, writeDom0, writeDomain } from "./domain-xenstore.js";
 import { killQuietly, launchDomain } from "./manager-launch.js";
 import type { DaemonPaths } from "./manager-paths.js";
 import type { DomainInfo } from "./api/protocol.js";
@@ -51,7 +51,19 @@ export class DomainManager {
   async start(): Promise<void> {
     mkdirSync(this.o.paths.domainsDir, { recursive: true });
     await writeDom0(this.o.xs, this.o.dom0MemoryMiB);
-    for (const r of readRecords(this.o.paths.domainsDir, this.o.log)) {
+    this.#nextDomid = Math.max(1, Number(readIfExists(join(this.o.paths.stateDir, "next-domid")) ?? 1) || 1);
+    const records = readRecords(this.o.paths.domainsDir, this.o.log);
+    // A vmstackd killed between writing a domain's xenstore nodes and its record left nodes with
+    // no domain behind them (Xen's "(null)" zombie): sweep them before anything else.
+    const known = new Set(records.map((r) => r.domid));
+    for (const id of await domainIdsInStore(this.o.xs)) {
+      if (id === 0 || known.has(id)) continue;
+      const vm = await this.o.xs.tryRead(`/local/domain/${id}/vm`);
+      this.o.log(`removing xenstore nodes of domid ${id}, which has no domain record`);
+      await removeDomain(this.o.xs, id, vm?.replace(/^\/vm\//, "") ?? "none");
+      this.#nextDomid = Math.max(this.#nextDomid, id + 1);
+    }
+    for (const r of records) {
       this.#nextDomid = Math.max(this.#nextDomid, r.domid + 1);
       const alive = r.qemuPid !== null && qemuAlive(r.qemuPid, r.qemuStartTime);
       if (!alive && r.preserved === null) {
@@ -111,7 +123,9 @@ export class DomainManager {
       );
     }
     this.#reserved.add(name);
+    // Like Xen, ids are not reused soon: the counter survives restarts of vmstackd.
     const domid = this.#nextDomid++;
+    writeFileSync(join(this.o.paths.stateDir, "next-domid"), `${this.#nextDomid}\n`);
     const uuid = config.uuid ?? randomUUID();
     let written = false;
     try {
@@ -251,6 +265,15 @@ export class DomainManager {
 
 export function configOf(r: DomainRecord): DomainConfig {
   return r.config as unknown as DomainConfig;
+}
+
+function readIfExists(path: string): string | undefined {
+  try {
+    return readFileSync(path, "utf8").trim();
+  } catch (e) {
+    if ((e as NodeJS.ErrnoException).code === "ENOENT") return undefined;
+    throw e;
+  }
 }
 
 function navigatorCpus(): number {
