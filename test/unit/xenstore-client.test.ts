@@ -6,7 +6,7 @@
 import { test } from "node:test";
 import assert from "node:assert/strict";
 import type { Duplex } from "node:stream";
-import { XenstoreClient, walkTree, type XenstoreConnector } from "../../src/xenstore/client.js";
+import { XenstoreClient, defaultXenstoreSocket, walkTree, type XenstoreConnector } from "../../src/xenstore/client.js";
 import { createXenstored, duplexPair, encodeMessage, FrameDecoder, splitNul, type OutgoingMessage, type XsMessage } from "../../src/xenstore/index.js";
 import { isVmstackError } from "../../src/lib/errors.js";
 
@@ -290,4 +290,10 @@ await test("walkTree lists parents before children, in the daemon's order, with 
   } finally {
     await close();
   }
+});
+
+await test("the default socket is $XENSTORED_PATH, then $XENSTORED_RUNDIR/socket, then vmstack's own", () => {
+  assert.equal(defaultXenstoreSocket({ XENSTORED_PATH: "/a/sock", XENSTORED_RUNDIR: "/b" }), "/a/sock");
+  assert.equal(defaultXenstoreSocket({ XENSTORED_RUNDIR: "/b" }), "/b/socket");
+  assert.equal(defaultXenstoreSocket({ VMSTACK_RUN_DIR: "/run/x" }), "/run/x/xenstored/socket");
 });
