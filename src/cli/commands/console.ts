@@ -26,13 +26,18 @@ export async function attachConsole(domain: string, escape: number, ctx: Command
   const stdin = ctx.stdin as NodeJS.ReadStream;
   const tty = stdin.isTTY === true && typeof stdin.setRawMode === "function";
   if (tty) stdin.setRawMode(true);
+  const restore = (): void => {
+    if (tty) stdin.setRawMode(false);
+  };
   await new Promise<void>((resolve) => {
     let done = false;
     const finish = (): void => {
       if (done) return;
       done = true;
+      restore();
       stdin.off("data", onInput);
-      stdin.pause();
+      // Detaching ends this process's use of stdin: a paused pipe would still keep it alive.
+      stdin.destroy();
       ctx.signal.removeEventListener("abort", finish);
       s.end();
       s.destroy();
@@ -52,7 +57,6 @@ export async function attachConsole(domain: string, escape: number, ctx: Command
     stdin.resume();
     ctx.signal.addEventListener("abort", finish, { once: true });
   });
-  if (tty) stdin.setRawMode(false);
 }
 
 export const consoleCommand: Command = {
