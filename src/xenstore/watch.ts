@@ -12,6 +12,10 @@
  * - Special watches (`@introduceDomain`, `@releaseDomain`, `@releaseDomain/<domid>`) fire only for
  *   privileged watchers or domains granted read via SET_PERMS on the special name (XSA-115).
  * - Watches are indexed by path, so a change costs one map lookup per ancestor, not a scan.
+ * - One change gives a connection at most one event per (path, token): several watches with the
+ *   same token that match the same change produce one event, as the C daemon de-duplicates
+ *   identical pending events (XSA-326). A connection's events for one change follow the order in
+ *   which it registered the watches.
  */
 import { segmentsOf, relativeTo } from "./path.js";
 import { canRead, type Accessor, type Perms } from "./permissions.js";
@@ -34,7 +38,9 @@ export interface Watch {
 
 export class WatchRegistry {
   readonly #byPath = new Map<string, Set<Watch>>();
+  readonly #seq = new WeakMap<Watch, number>();
   #count = 0;
+  #nextSeq = 0;
 
   get size(): number {
     return this.#count;
@@ -47,6 +53,7 @@ export class WatchRegistry {
       this.#byPath.set(w.path, set);
     }
     set.add(w);
+    this.#seq.set(w, ++this.#nextSeq);
     this.#count++;
   }
 
@@ -58,34 +65,53 @@ export class WatchRegistry {
     if (set.size === 0) this.#byPath.delete(w.path);
   }
 
-  #emit(w: Watch, abs: string): void {
-    w.owner.deliverEvent(w.relative ? relativeTo(abs, w.owner.accessor.domid) : abs, w.token);
-  }
-
   /** Fire the watches a committed change triggers. */
   fire(change: Change): void {
     if (this.#count === 0) return;
     const p = change.path;
     const permitted = (who: Accessor): boolean =>
       (change.before !== undefined && canRead(who, change.before)) || (change.after !== undefined && canRead(who, change.after));
+    const hits: [Watch, string][] = [];
     // The node itself and every ancestor, "/" included.
     let i = p === "/" ? 0 : p.length;
     for (;;) {
       const anc = i === 0 ? "/" : p.slice(0, i);
       const set = this.#byPath.get(anc);
-      if (set !== undefined) for (const w of set) if (permitted(w.owner.accessor)) this.#emit(w, p);
+      if (set !== undefined) for (const w of set) if (permitted(w.owner.accessor)) hits.push([w, p]);
       if (i === 0) break;
       i = p.lastIndexOf("/", i - 1);
     }
     const removed = change.removed;
-    if (removed === undefined || removed.kids === undefined) return;
-    const prefix = p === "/" ? "/" : p + "/";
-    for (const [wpath, set] of this.#byPath) {
-      if (!wpath.startsWith(prefix)) continue;
-      const node = lookup(removed, segmentsOf(wpath.slice(p.length)));
-      if (node === undefined) continue;
-      for (const w of set) if (canRead(w.owner.accessor, node.perms)) this.#emit(w, wpath);
+    if (removed !== undefined && removed.kids !== undefined) {
+      const prefix = p === "/" ? "/" : p + "/";
+      for (const [wpath, set] of this.#byPath) {
+        if (!wpath.startsWith(prefix)) continue;
+        const node = lookup(removed, segmentsOf(wpath.slice(p.length)));
+        if (node === undefined) continue;
+        for (const w of set) if (canRead(w.owner.accessor, node.perms)) hits.push([w, wpath]);
+      }
     }
+    if (hits.length === 0) return;
+    if (hits.length === 1) {
+      const [w, abs] = hits[0]!;
+      this.#emit(w, abs);
+      return;
+    }
+    hits.sort((a, b) => (this.#seq.get(a[0]) ?? 0) - (this.#seq.get(b[0]) ?? 0));
+    const sent = new Map<Watcher, Set<string>>();
+    for (const [w, abs] of hits) {
+      const path = w.relative ? relativeTo(abs, w.owner.accessor.domid) : abs;
+      let seen = sent.get(w.owner);
+      if (seen === undefined) sent.set(w.owner, (seen = new Set()));
+      const key = `${path}\0${w.token}`;
+      if (seen.has(key)) continue;
+      seen.add(key);
+      w.owner.deliverEvent(path, w.token);
+    }
+  }
+
+  #emit(w: Watch, abs: string): void {
+    w.owner.deliverEvent(w.relative ? relativeTo(abs, w.owner.accessor.domid) : abs, w.token);
   }
 
   /**

@@ -308,3 +308,16 @@ void test("pipelined requests are answered in order with their req_ids and tx_id
   assert.equal(c.frames[3]?.payload.toString(), "v");
   d.close();
 });
+
+void test("watches with the same token matching one change give one event; others follow registration order", async () => {
+  const { d, c } = setup();
+  await c.request("WATCH", "/dd/a|same|");
+  await c.request("WATCH", "/dd|same|");
+  await c.request("WATCH", "/dd/a/b|first|");
+  await c.request("WATCH", "/dd|second|");
+  await c.waitEvents(4);
+  await c.request("WRITE", "/dd/a/b|1");
+  await c.request("READ", "/dd/a/b|");
+  assert.deepEqual(c.events.slice(4).map((e) => `${e.token}:${e.path}`), ["same:/dd/a/b", "first:/dd/a/b", "second:/dd/a/b"]);
+  d.close();
+});
