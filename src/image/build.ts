@@ -27,6 +27,8 @@ export interface BuildRunRequest {
   readonly script: string;
   readonly memoryMiB: number;
   readonly timeoutMs?: number;
+  /** Only when the recipe says `"network": true`; otherwise the VM has no network card. */
+  readonly network: boolean;
   readonly signal?: AbortSignal | undefined;
 }
 
@@ -83,9 +85,6 @@ export async function checkBuildInputs(recipe: Recipe, lock: LockFile | undefine
 }
 
 export async function buildRecipe(recipe: Recipe, lock: LockFile | undefined, o: BuildOptions): Promise<BuildOutcome> {
-  if (recipe.network) {
-    throw new VmstackError("UNSUPPORTED", "recipe asks for network access during the build: not supported yet (builds run without a NIC)");
-  }
   await checkBuildInputs(recipe, lock, o);
   const image = lock?.image?.path;
   const imageId = image === undefined ? "busybox" : await imageIdentity(image);
@@ -95,6 +94,7 @@ export async function buildRecipe(recipe: Recipe, lock: LockFile | undefined, o:
     script: recipe.script,
     outputs: recipe.outputs,
     memoryMiB: recipe.memoryMiB,
+    network: recipe.network,
     image: imageId,
     inputs: Object.fromEntries([...recipe.inputs.keys()].map((n) => [n, lock!.inputs[n]!.sha256])),
   };
@@ -113,6 +113,7 @@ export async function buildRecipe(recipe: Recipe, lock: LockFile | undefined, o:
           outputDir: tmp,
           script: recipe.script,
           memoryMiB: recipe.memoryMiB,
+          network: recipe.network,
           ...(recipe.timeoutSeconds ? { timeoutMs: recipe.timeoutSeconds * 1000 } : {}),
           signal: o.signal,
         });

@@ -90,6 +90,7 @@ async function runIn(o: ThrowawayOptions, runDir: string, files: TransferSession
       signal,
       ...(o.onConsole ? { onConsole: o.onConsole } : {}),
       ...(files.drives.length ? { drives: files.drives } : {}),
+      ...(files.nics.length ? { nics: files.nics } : {}),
       ...(shareArgs.length ? { extraArgs: shareArgs } : {}),
     });
   };

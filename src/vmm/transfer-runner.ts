@@ -20,6 +20,7 @@ export function throwawayBuildRunner(o: { readonly log: Writable; readonly hostE
       inputs: [{ hostPath: req.inputsDir, guestPath: "/in" }],
       outputs: [{ hostPath: req.outputDir, guestPath: "/out" }],
       ...(req.rootImage ? { rootImage: req.rootImage } : {}),
+      ...(req.network ? { network: true } : {}),
       ...(req.timeoutMs ? { timeoutMs: req.timeoutMs } : {}),
       stdout: o.log,
       stderr: o.log,

@@ -15,7 +15,7 @@ import type { Env } from "../image/index.js";
 import { VmstackError } from "../lib/errors.js";
 import { log } from "../lib/log.js";
 import type { GuestFeature } from "./guest-image.js";
-import type { DriveConfig } from "./qemu-args.js";
+import type { DriveConfig, NicArgsConfig } from "./qemu-args.js";
 import { checkHostDir, chooseShareMode, GUEST_MOUNT_SCRIPT, startVirtiofsd, virtiofsQemuArgs, type RunningShare, type ShareMode, type ShareSpec } from "./share.js";
 import { copyFromGuest, copyIntoGuest, publishDir, stagingDirFor, type TransferStats } from "./transfer.js";
 
@@ -44,7 +44,23 @@ export interface FilesOptions {
   readonly inputs?: readonly DirMapping[];
   readonly outputs?: readonly DirMapping[];
   readonly scratch?: readonly ScratchSpec[];
+  /** A user-mode NAT card (SLIRP: guest 10.0.2.15, gateway 10.0.2.2, DNS 10.0.2.3). Default: no NIC at all. */
+  readonly network?: boolean;
 }
+
+/**
+ * SLIRP's fixed addresses (QEMU's `-netdev user` defaults): configured statically, because the
+ * busybox guest has no DHCP client script. The single NIC is whatever is not `lo`.
+ */
+const GUEST_NET_SCRIPT = [
+  "set -e",
+  "for d in /sys/class/net/*; do n=${d##*/}; [ \"$n\" = lo ] || dev=$n; done",
+  '[ -n "$dev" ] || { echo "vmstack: no network interface" >&2; exit 1; }',
+  'ip addr add 10.0.2.15/24 dev "$dev"',
+  'ip link set "$dev" up',
+  "ip route add default via 10.0.2.2",
+  'echo "nameserver 10.0.2.3" > "$1/etc/resolv.conf"',
+].join("\n");
 
 export interface TransferReport {
   readonly shareMode?: { readonly mode: ShareMode; readonly reason: string };
@@ -57,6 +73,7 @@ type Mount = readonly [kind: "virtiofs" | "blk-ro" | "blk-rw" | "fs", source: st
 export class TransferSession {
   readonly features: GuestFeature[] = [];
   readonly drives: DriveConfig[] = [];
+  readonly nics: NicArgsConfig[] = [];
   readonly #mounts: Mount[] = [];
   readonly #virtiofs: ShareSpec[] = [];
   readonly #copyShares: ShareSpec[] = [];
@@ -91,6 +108,10 @@ export class TransferSession {
     const roImages = mode === "copy" ? (options.shares ?? []).filter((sh) => sh.readOnly) : [];
     if ((options.scratch ?? []).length > 0 || roImages.length > 0 || options.rootImage) s.features.push("disk");
     if (s.#virtiofs.length > 0) s.features.push("share");
+    if (options.network) {
+      s.features.push("network");
+      s.nics.push({ id: "net0", mac: "52:54:00:12:34:56", model: "virtio", backend: { kind: "user", restrict: false, hostForwards: [], guestForwards: [] } });
+    }
     return s;
   }
 
@@ -169,6 +190,11 @@ export class TransferSession {
       if (r.exitCode !== 0) {
         throw new VmstackError("GUEST_SETUP_FAILED", `mounting disks and shares in the guest failed: ${r.stderr.toString().trim() || `exit ${r.exitCode}`}`);
       }
+    }
+    if (this.options.network) {
+      const root = this.options.rootImage ? SYSROOT : "";
+      const r = await agent.run({ argv: ["sh", "-c", GUEST_NET_SCRIPT, "vmstack-net", root], timeoutMs: 30_000, ...(signal ? { signal } : {}) });
+      if (r.exitCode !== 0) throw new VmstackError("GUEST_SETUP_FAILED", `configuring the guest's network failed: ${r.stderr.toString().trim() || `exit ${r.exitCode}`}`);
     }
     const copies = [...(this.options.inputs ?? []), ...this.#copyShares];
     for (const c of copies) {

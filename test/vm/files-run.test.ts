@@ -8,6 +8,9 @@ import assert from "node:assert/strict";
 import { existsSync, mkdirSync, mkdtempSync, readdirSync, readFileSync, rmSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
+import { createServer } from "node:http";
+import type { AddressInfo } from "node:net";
+import { once } from "node:events";
 import { cli, startCli, vmUnavailable } from "../support/cli.js";
 
 let skip: string | undefined;
@@ -62,8 +65,9 @@ test("--in, --out, --scratch and --share (read-write and read-only) work togethe
 test("a failing command leaves an existing --out directory untouched and no staging behind", async (t) => {
   if (skip) return t.skip(skip);
   const out = dir("out2", { "keep.txt": "previous\n" });
-  const r = await cli(["run", "--out", out, "-c", "echo partial > /out/partial.txt; exit 7"]);
+  const r = await cli(["run", "--out", out, "-c", "ls /sys/class/net; echo partial > /out/partial.txt; exit 7"]);
   assert.equal(r.code, 7);
+  assert.equal(r.stdout, "lo\n", "without --net the guest has no network card");
   assert.deepEqual(readdirSync(out), ["keep.txt"]);
   assert.deepEqual(leftovers(work), []);
 });
@@ -92,6 +96,21 @@ test("without virtiofs, shares fall back to copies: read-only stays read-only, w
   assert.match(r.stdout, /ro-refused/);
   assert.equal(readFileSync(join(rw, "c.txt"), "utf8"), "new\n");
   assert.equal(existsSync(join(ro, "evil.txt")), false);
+});
+
+test("--net gives the guest a NAT card through which it reaches a server on the host", async (t) => {
+  if (skip) return t.skip(skip);
+  const server = createServer((_req, res) => res.end("hello over the network\n"));
+  server.listen(0, "127.0.0.1");
+  await once(server, "listening");
+  try {
+    const port = (server.address() as AddressInfo).port;
+    const r = await cli(["run", "--net", "--", "wget", "-q", "-O", "-", `http://10.0.2.2:${port}/`]);
+    assert.equal(r.code, 0, r.stderr);
+    assert.equal(r.stdout, "hello over the network\n");
+  } finally {
+    server.close();
+  }
 });
 
 test("bad file options are refused before anything boots", async (t) => {

@@ -33,6 +33,7 @@ const options = {
   in: { type: "string", arg: "DIR[:GUEST]", multiple: true, help: "copy DIR into the guest before the command (default guest path /in)" },
   out: { type: "string", arg: "DIR[:GUEST]", multiple: true, help: "after success, the guest's GUEST (default /out) becomes DIR on the host" },
   image: { type: "string", arg: "PATH", help: "run the command inside this root file system image (vmstack image debian); it stays unchanged" },
+  net: { type: "boolean", help: "give the guest a user-mode NAT network card (default: no network at all)" },
   scratch: { type: "string", arg: "SIZE[:GUEST]", multiple: true, help: "an empty ext4 disk of SIZE (e.g. 2G) mounted at GUEST (default /scratch)" },
 } as const;
 
@@ -116,6 +117,7 @@ async function execute(argv: readonly string[], ctx: Parameters<Command["run"]>[
     ...(outputs.length ? { outputs } : {}),
     ...(shares.length ? { shares } : {}),
     ...(scratch.length ? { scratch } : {}),
+    ...(boolOpt(p, "net") ? { network: true } : {}),
     ...(image !== undefined ? { rootImage: { path: resolve(image), format: image.endsWith(".qcow2") ? ("qcow2" as const) : ("raw" as const) } } : {}),
     command: script !== undefined ? { shell: script } : { argv: p.positionals },
     ...(Object.keys(env).length ? { env } : {}),
