@@ -69,19 +69,20 @@ function pathOf(d: Xenstored, conn: Connection, raw: string): string {
   return canonicalize(raw, conn.domid, d.quotasFor(conn.domid)["path-max"]).abs;
 }
 
-function txOf(conn: Connection, msg: XsMessage): Transaction | undefined {
+function txOf(d: Xenstored, conn: Connection, msg: XsMessage): Transaction | undefined {
   if (msg.txId === 0) return undefined;
   const tx = conn.transactions.get(msg.txId);
   if (tx === undefined) throw xsError("ENOENT", `no transaction ${msg.txId}`);
+  tx.refresh(d.root, d.env);
   return tx;
 }
 
 function readView(d: Xenstored, conn: Connection, msg: XsMessage): TreeView {
-  return txOf(conn, msg)?.view ?? new TreeView(d.root, conn.accessor, d.quotasFor(conn.domid), d.env);
+  return txOf(d, conn, msg)?.view ?? new TreeView(d.root, conn.accessor, d.quotasFor(conn.domid), d.env);
 }
 
 function modify(d: Xenstored, conn: Connection, msg: XsMessage, op: TxOp): Buffer {
-  const tx = txOf(conn, msg);
+  const tx = txOf(d, conn, msg);
   if (tx !== undefined) {
     tx.apply(op);
     return OK_PAYLOAD;

@@ -52,9 +52,14 @@ export class TreeView {
     readonly who: Accessor,
     readonly quotas: Quotas,
     private readonly env: OpEnv,
-    private readonly tracker?: AccessTracker,
+    private tracker?: AccessTracker,
   ) {
     this.root = root;
+  }
+
+  /** Start recording accesses (a transaction's view, after replaying its earlier operations). */
+  track(tracker: AccessTracker): void {
+    this.tracker = tracker;
   }
 
   #note(path: string, node: XsNode | undefined): void {

@@ -2,7 +2,7 @@
  * The store: an immutable tree (DESIGN.md; oxenstored's store.ml idea). Nodes are never mutated; a
  * change copies the path from the changed node up to the root and returns a new root, sharing
  * everything else. A transaction therefore holds its snapshot by reference, and a commit on an
- * unchanged store is a single identity check (`store.root === tx.base`).
+ * unchanged store is a single identity check (see transaction.ts).
  *
  * Children are a persistent treap keyed by name (priorities are a hash of the name, so the shape is
  * canonical): insert, delete and lookup are O(log n) with O(log n) copying, so a directory with

@@ -5,17 +5,20 @@
  *
  *   Every committed write stamps the node it changes with a fresh value of a global generation
  *   counter; adding or removing a child rewrites the parent, so the parent is stamped too.
- *   A transaction works on a private snapshot of the tree (the store is immutable, so the snapshot
- *   is the root pointer at TRANSACTION_START). The FIRST time the transaction touches a node it
- *   records the node's generation in the snapshot (or "absent"). Touching means every node an
+ *   A transaction sees the committed store as it is when the transaction FIRST touches a node, as
+ *   in the C daemon (not a snapshot taken at TRANSACTION_START): each request of the transaction
+ *   runs on a private tree = the current committed root with the transaction's own operations
+ *   replayed on top. The store is immutable, so when nothing was committed since the previous
+ *   request the private tree is simply reused (one identity check, no replay). The FIRST time the
+ *   transaction touches a node it records the node's generation (or "absent"). Touching means every node an
  *   operation looks up: the target of READ, DIRECTORY, GET_PERMS, WRITE, MKDIR, RM and SET_PERMS;
  *   for a create, also every missing parent and the nearest existing ancestor (whose child list
  *   changes); for RM, also the parent. Later touches of the same node record nothing, so its own
  *   writes never count against it.
  *
  *   At TRANSACTION_END with T:
- *     1. If the store's root is still the snapshot's root, nothing happened meanwhile: the
- *        transaction's root becomes the store's root (one identity check, no copying).
+ *     1. If the store's root is still the root the private tree was built on, nothing happened
+ *        meanwhile: the transaction's root becomes the store's root (one identity check).
  *     2. Otherwise every recorded node must still have the recorded generation (absent must still
  *        be absent). If one differs → EAGAIN and nothing is applied.
  *     3. Otherwise the transaction's operations are replayed, in order, on the current root (with
@@ -24,6 +27,10 @@
  *   Watches fire only for a successful commit, with the changes of the applied operations.
  *
  * WORKED EXAMPLES (tree: /e/x exists, /t exists without children, / has children e, t):
+ *   0) T1 starts. C2 WRITE /e/x=9. T1 READ /e/x → 9 (its first access is after C2's commit),
+ *      T1 WRITE /e/x=10, commit OK: nothing T1 touched changed after T1 touched it.
+ *      (Had C2 written after T1's READ, T1's next request would find /e/x restamped: the
+ *      transaction is then doomed and its commit is EAGAIN, as step 2 below would decide.)
  *   a) T1 WRITE /e/x=1. Meanwhile C2 WRITE /f/x (creating /f: / gets a new child → / restamped).
  *      T1 recorded only /e/x; /e/x unchanged → commit OK (replayed on the new root). As observed
  *      on both Xen daemons ("writing existing /e/x while someone writes /f/x → OK").
@@ -44,7 +51,7 @@
  * (XSA-326) → ENOSPC; open transactions per domain are counted by the connection (quota
  * `transactions`).
  */
-import { xsError } from "./errors.js";
+import { XsError, xsError } from "./errors.js";
 import { segmentsOf } from "./path.js";
 import type { Accessor, Perms } from "./permissions.js";
 import { lookup, type XsNode } from "./store.js";
@@ -68,16 +75,47 @@ export interface CommitResult {
 export class Transaction implements AccessTracker {
   readonly recorded = new Map<string, number>();
   readonly ops: TxOp[] = [];
-  readonly view: TreeView;
+  view: TreeView;
+  /** The committed root `view` was built on. */
+  #seen: XsNode;
+  /** Its own operations no longer apply to the store: the commit will be EAGAIN. */
+  #doomed = false;
 
   constructor(
     readonly id: number,
-    readonly base: XsNode,
+    base: XsNode,
     readonly who: Accessor,
     readonly quotas: Quotas,
     env: OpEnv,
   ) {
+    this.#seen = base;
     this.view = new TreeView(base, who, quotas, env, this);
+  }
+
+  /**
+   * Before each request of the transaction: rebuild the private tree on the current committed
+   * root if it changed (first-access reads, as the C daemon). If the transaction's own operations
+   * no longer apply, keep the old tree and fail the commit with EAGAIN.
+   */
+  refresh(current: XsNode, env: OpEnv): void {
+    if (current === this.#seen || this.#doomed) return;
+    // A node touched earlier that changed since can only end in EAGAIN (generations only grow):
+    // decide it now, so that the identity fast path at commit stays valid after a refresh.
+    if (!this.#unchangedIn(current)) {
+      this.#doomed = true;
+      return;
+    }
+    const v = new TreeView(current, this.who, this.quotas, env);
+    try {
+      for (const op of this.ops) applyOp(v, op);
+    } catch (e) {
+      if (!(e instanceof XsError)) throw e;
+      this.#doomed = true;
+      return;
+    }
+    v.track(this);
+    this.view = v;
+    this.#seen = current;
   }
 
   noteRead(path: string, gen: number): void {
@@ -86,6 +124,14 @@ export class Transaction implements AccessTracker {
       throw xsError("ENOSPC", `transaction ${this.id} touches more than ${this.quotas["transaction-nodes"]} nodes`, { tx: this.id });
     }
     this.recorded.set(path, gen);
+  }
+
+  /** True if every node this transaction touched still has the generation it recorded. */
+  #unchangedIn(current: XsNode): boolean {
+    for (const [path, gen] of this.recorded) {
+      if ((lookup(current, segmentsOf(path))?.gen ?? NO_GEN) !== gen) return false;
+    }
+    return true;
   }
 
   /** Run a modifying op on the private tree and log it for a possible replay. */
@@ -97,11 +143,9 @@ export class Transaction implements AccessTracker {
   /** Decide the commit against the store's current root (see THE RULE above). */
   commit(current: XsNode, env: OpEnv): CommitResult {
     const v = this.view;
-    if (current === this.base) return { root: v.root, changes: v.changes, journal: v.journal, ownerDelta: v.ownerDelta };
-    for (const [path, gen] of this.recorded) {
-      const now = lookup(current, segmentsOf(path));
-      if ((now?.gen ?? NO_GEN) !== gen) throw xsError("EAGAIN", `transaction ${this.id} conflicts on ${path}`, { tx: this.id, path });
-    }
+    if (this.#doomed) throw xsError("EAGAIN", `transaction ${this.id} no longer applies to the store`, { tx: this.id });
+    if (current === this.#seen) return { root: v.root, changes: v.changes, journal: v.journal, ownerDelta: v.ownerDelta };
+    if (!this.#unchangedIn(current)) throw xsError("EAGAIN", `transaction ${this.id} conflicts with a change committed meanwhile`, { tx: this.id });
     const replay = new TreeView(current, this.who, this.quotas, env);
     try {
       for (const op of this.ops) applyOp(replay, op);

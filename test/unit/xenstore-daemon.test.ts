@@ -321,3 +321,33 @@ void test("watches with the same token matching one change give one event; other
   assert.deepEqual(c.events.slice(4).map((e) => `${e.token}:${e.path}`), ["same:/dd/a/b", "first:/dd/a/b", "second:/dd/a/b"]);
   d.close();
 });
+
+void test("a transaction reads a node as it is at its first access, like the C daemon", async () => {
+  const { d, c, open } = setup();
+  const other = open(0);
+  await c.request("WRITE", "/fa/x|1");
+  const id = Number((await c.request("TRANSACTION_START", "|")).text.replace("|", ""));
+  await other.request("WRITE", "/fa/x|9");
+  assert.equal((await c.request("READ", "/fa/x|", id)).text, "9");
+  await c.request("WRITE", "/fa/x|10", id);
+  assert.equal((await c.request("TRANSACTION_END", "T|", id)).text, "OK|");
+  assert.equal((await other.request("READ", "/fa/x|")).text, "10");
+  d.close();
+});
+
+void test("a transaction whose own writes no longer apply fails its commit with EAGAIN", async () => {
+  const { d, c, open } = setup();
+  const other = open(0);
+  await c.request("WRITE", "/gone/p|1");
+  await c.request("SET_PERMS", "/gone|n0|");
+  const g = open(3);
+  await other.request("SET_PERMS", "/gone|n0|b3|");
+  await other.request("SET_PERMS", "/gone/p|n0|b3|");
+  const id = Number((await g.request("TRANSACTION_START", "|")).text.replace("|", ""));
+  assert.equal((await g.request("WRITE", "/gone/p|2", id)).text, "OK|");
+  await other.request("SET_PERMS", "/gone/p|n0|");
+  assert.equal((await g.request("READ", "/gone/p|", id)).text, "2", "the transaction keeps its own view");
+  assert.equal((await g.request("TRANSACTION_END", "T|", id)).error, "EAGAIN");
+  assert.equal((await other.request("READ", "/gone/p|")).text, "1");
+  d.close();
+});
