@@ -63,7 +63,8 @@ test("Ctrl-C in the middle of a build leaves no output in the cache", async (t) 
   const r = await done;
   assert.notEqual(r.code, 0);
   const builds = join(process.env["VMSTACK_CACHE"] ?? join(process.env["HOME"] ?? "/root", ".cache", "vmstack"), "builds");
-  const partial = readdirSync(builds).filter((n) => n.startsWith(".tmp-") || n.includes(".vmstack-tmp-"));
+  // Only this build's temporaries (named after its pid): other suites may be building in parallel.
+  const partial = readdirSync(builds).filter((n) => n.includes(`.tmp-${child.pid}-`));
   assert.deepEqual(partial, []);
 });
 
