@@ -13,6 +13,7 @@ test("a staging directory is a hidden sibling of the target, so the final rename
   const staging = await stagingDirFor(join(work, "out"));
   assert.equal(dirname(staging), work);
   assert.match(staging, /\/\.out\.vmstack-tmp-/);
+  rmSync(staging, { recursive: true });
 });
 
 test("publishDir puts a new tree in place and replaces an existing one as a whole", async () => {
