@@ -74,7 +74,15 @@ export class TreeView {
     const node = chain.length === segs.length + 1 ? chain[chain.length - 1] : undefined;
     this.#note(path, node);
     if (node === undefined) {
+      // C `errno_from_parents()` reads the missing parents up to the nearest existing node to
+      // choose ENOENT or EACCES; a transaction records those reads too.
+      let p = parentOf(path);
+      for (let d = segs.length - 1; d >= chain.length; d--) {
+        this.#note(p, undefined);
+        p = parentOf(p);
+      }
       const nearest = chain[chain.length - 1]!;
+      this.#note(p, nearest);
       if (!canRead(this.who, nearest.perms)) throw xsError("EACCES", `permission denied on ${path}`, { path });
       throw xsError("ENOENT", `no node ${path}`, { path });
     }

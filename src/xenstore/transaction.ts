@@ -98,13 +98,11 @@ export class Transaction implements AccessTracker {
    * no longer apply, keep the old tree and fail the commit with EAGAIN.
    */
   refresh(current: XsNode, env: OpEnv): void {
-    if (current === this.#seen || this.#doomed) return;
+    if (current === this.#seen) return;
     // A node touched earlier that changed since can only end in EAGAIN (generations only grow):
-    // decide it now, so that the identity fast path at commit stays valid after a refresh.
-    if (!this.#unchangedIn(current)) {
-      this.#doomed = true;
-      return;
-    }
+    // decide it now, so that the identity fast path at commit stays valid after a refresh. The
+    // transaction still reads what is current, as the C daemon's does until its END.
+    if (!this.#doomed && !this.#unchangedIn(current)) this.#doomed = true;
     const v = new TreeView(current, this.who, this.quotas, env);
     try {
       for (const op of this.ops) applyOp(v, op);
