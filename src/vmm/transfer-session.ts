@@ -8,7 +8,7 @@
  */
 import { existsSync } from "node:fs";
 import { rm } from "node:fs/promises";
-import { join } from "node:path";
+import { dirname, join } from "node:path";
 import type { AgentClient } from "../guest/index.js";
 import { createDisk, createOverlay, imageSizeFor, treeSize } from "../image/disk.js";
 import type { Env } from "../image/index.js";
@@ -97,6 +97,8 @@ export class TransferSession {
     const s = new TransferSession(options, runDir, env);
     for (const sh of options.shares ?? []) checkHostDir(sh.hostPath, "--share");
     for (const i of options.inputs ?? []) checkHostDir(i.hostPath, "--in");
+    // Found out before the boot, not after a long build: the staging directory goes next to DIR.
+    for (const o of options.outputs ?? []) checkHostDir(dirname(o.hostPath), "--out (the parent directory)");
     if (options.rootImage && !existsSync(options.rootImage.path)) {
       throw new VmstackError("NO_IMAGE", `--image: no image at ${options.rootImage.path} (make one with 'vmstack image debian')`, { facts: { path: options.rootImage.path } });
     }
