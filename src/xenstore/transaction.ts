@@ -98,11 +98,18 @@ export class Transaction implements AccessTracker {
    * no longer apply, keep the old tree and fail the commit with EAGAIN.
    */
   refresh(current: XsNode, env: OpEnv): void {
-    if (current === this.#seen) return;
+    if (current === this.#seen || this.#doomed) return;
     // A node touched earlier that changed since can only end in EAGAIN (generations only grow):
     // decide it now, so that the identity fast path at commit stays valid after a refresh. The
-    // transaction still reads what is current, as the C daemon's does until its END.
-    if (!this.#doomed && !this.#unchangedIn(current)) this.#doomed = true;
+    // view then stays as it was: nodes already read keep the values first read (the C daemon
+    // copies a node into the transaction at its first access: repeatable reads, which Xen's
+    // test-xenstore "ta err" checks). While nothing touched has changed, a refresh changes no
+    // touched node either (any change to a node's value, perms or children restamps it), so
+    // refreshed views give exactly the C daemon's per-node first-access snapshot.
+    if (!this.#unchangedIn(current)) {
+      this.#doomed = true;
+      return;
+    }
     const v = new TreeView(current, this.who, this.quotas, env);
     try {
       for (const op of this.ops) applyOp(v, op);

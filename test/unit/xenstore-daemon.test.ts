@@ -351,3 +351,15 @@ void test("a transaction whose own writes no longer apply fails its commit with 
   assert.equal((await other.request("READ", "/gone/p|")).text, "1");
   d.close();
 });
+
+void test("a node read in a transaction keeps its value for the transaction after an outside write (test-xenstore 'ta err')", async () => {
+  const { d, c, open } = setup();
+  const other = open(0);
+  await c.request("WRITE", "/rr/a|a");
+  const id = Number((await c.request("TRANSACTION_START", "|")).text.replace("|", ""));
+  assert.equal((await c.request("READ", "/rr/a|", id)).text, "a");
+  await other.request("WRITE", "/rr/a|b");
+  assert.equal((await c.request("READ", "/rr/a|", id)).text, "a");
+  assert.equal((await c.request("TRANSACTION_END", "T|", id)).error, "EAGAIN");
+  d.close();
+});
