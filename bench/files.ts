@@ -7,7 +7,10 @@
  * Guest-side times come from /proc/uptime around each step (10 ms resolution: use ≥ 32 MiB).
  * Baseline in the same invocation: the host reading the same file (page cache) and copying it.
  *
- *   node dist/bench/files.js [--mib N] [--runs N]      prints one JSON object
+ * With --c-build: one small C build with the host's gcc and in `vmstack run --image` of a Debian
+ * image with gcc (built once if the cache lacks it), wall time of each and the ratio.
+ *
+ *   node dist/bench/files.js [--mib N] [--runs N] [--c-build]      prints one JSON object
  */
 import { copyFileSync, mkdirSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from "node:fs";
 import { randomBytes } from "node:crypto";
@@ -78,6 +81,33 @@ try {
     }
     rmSync(out, { recursive: true, force: true });
   }
+  // The same small C build on the host and in a Debian guest (warm image cache): wall time of the
+  // whole `vmstack run --image` (boot included) against the host's gcc.
+  let cBuild: Record<string, number> | undefined;
+  if (process.argv.includes("--c-build")) {
+    const src = join(work, "csrc");
+    mkdirSync(src);
+    writeFileSync(join(src, "hello.c"), '#include <stdio.h>\nint main(void) { puts("hi"); return 0; }\n');
+    const img = spawnSync(process.execPath, [bin, "image", "debian", "-p", "gcc,libc6-dev,make"], { encoding: "utf8" });
+    if (img.status !== 0) throw new Error(`vmstack image debian failed: ${img.stderr}`);
+    const t0 = performance.now();
+    const host = spawnSync("gcc", ["-O2", "-o", join(work, "hello-host"), join(src, "hello.c")]);
+    const hostMs = performance.now() - t0;
+    if (host.status !== 0) throw new Error("host gcc failed");
+    const t1 = performance.now();
+    const guest = spawnSync(process.execPath, [bin, "run", "--mem", "512", "--image", img.stdout.trim(), "--in", src, "--out", join(work, "cout"), "-c", "a=$(cut -d' ' -f1 /proc/uptime); gcc -O2 -o /out/hello /in/hello.c; b=$(cut -d' ' -f1 /proc/uptime); echo $a $b"], { encoding: "utf8" });
+    const guestMs = performance.now() - t1;
+    if (guest.status !== 0) throw new Error(`guest gcc failed: ${String(guest.stderr)}`);
+    const [a, b] = guest.stdout.trim().split(" ").map(Number);
+    const gccInGuestMs = a !== undefined && b !== undefined ? Math.round((b - a) * 1000) : NaN;
+    cBuild = {
+      hostMs: Math.round(hostMs),
+      guestRunMs: Math.round(guestMs),
+      gccInGuestMs,
+      ratioWholeRun: Math.round((guestMs / hostMs) * 10) / 10,
+      ratioGccOnly: Math.round((gccInGuestMs / hostMs) * 10) / 10,
+    };
+  }
   const loadavg = readFileSync("/proc/loadavg", "utf8").split(" ").slice(0, 3).join(" ");
   const result = {
     bench: "files",
@@ -87,6 +117,7 @@ try {
     loadavg,
     mbPerS: Object.fromEntries(Object.entries(samples).map(([k, v]) => [k, { median: median(v), samples: v }])),
     baseline: { hostReadMbPerS: mbps(bytes, hostReadMs), hostCopyMbPerS: mbps(bytes, hostCopyMs) },
+    ...(cBuild ? { cBuild } : {}),
     ratioInToHostCopy: Math.round((median(samples["in"]!) / mbps(bytes, hostCopyMs)) * 1000) / 1000,
   };
   process.stdout.write(JSON.stringify(result, null, 2) + "\n");
