@@ -238,9 +238,10 @@ export class DomainManager {
       uuid: "00000000-0000-0000-0000-000000000000",
       memoryMiB: this.o.dom0MemoryMiB,
       maxmemMiB: this.o.dom0MemoryMiB,
-      vcpus: (process.env["VMSTACK_DOM0_VCPUS"] === undefined ? undefined : Number(process.env["VMSTACK_DOM0_VCPUS"])) ?? navigatorCpus(),
+      vcpus: hostCpus(),
       state: "r-----",
-      cpuSeconds: process.cpuUsage().user / 1e6 + process.cpuUsage().system / 1e6,
+      // vmstackd's own CPU time: the toolstack is what runs in "dom0" here.
+      cpuSeconds: (process.cpuUsage().user + process.cpuUsage().system) / 1e6,
       uptimeSeconds: Number(readFileSync("/proc/uptime", "utf8").split(" ")[0]),
       pid: process.pid,
     };
@@ -276,7 +277,7 @@ function readIfExists(path: string): string | undefined {
   }
 }
 
-function navigatorCpus(): number {
+function hostCpus(): number {
   return readFileSync("/proc/cpuinfo", "utf8").split("\n").filter((l) => l.startsWith("processor")).length;
 }
 

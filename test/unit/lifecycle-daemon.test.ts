@@ -1,0 +1,206 @@
+/**
+ * vmstackd against a fake QEMU (a small Node script speaking QMP on the socket its argv names and
+ * writing a console line): the daemon's own logic — records, xenstore, re-attach after kill -9,
+ * on_crash and on_poweroff actions, rollback of a failed create — in seconds, without booting.
+ */
+import { test } from "node:test";
+import assert from "node:assert/strict";
+import { spawn } from "node:child_process";
+import { chmodSync, existsSync, mkdtempSync, readFileSync, readdirSync, rmSync, writeFileSync } from "node:fs";
+import { tmpdir } from "node:os";
+import { join } from "node:path";
+import { fileURLToPath } from "node:url";
+import { setTimeout as sleep } from "node:timers/promises";
+import { vmstackdRequest } from "../../src/vmm/api/client.js";
+import type { DomainInfo, Request } from "../../src/vmm/api/protocol.js";
+import { isVmstackError } from "../../src/lib/errors.js";
+import { connectXenstore } from "../../src/xenstore/client.js";
+
+const FAKE_QEMU = `#!/usr/bin/env node
+const net = require("node:net");
+const args = process.argv.slice(2);
+if (args.includes("-fail-at-start")) { process.stderr.write("fake-qemu: -fail-at-start: invalid option\\n"); process.exit(1); }
+const sockets = args.filter((a) => a.startsWith("socket,")).map((a) => Object.fromEntries(a.split(",").slice(1).map((kv) => kv.split("="))));
+let status = args.includes("-S") ? "prelaunch" : "running";
+const qmpClients = new Set();
+const event = (name, data) => { for (const c of qmpClients) c.write(JSON.stringify({ event: name, data, timestamp: { seconds: 1, microseconds: 0 } }) + "\\n"); };
+for (const s of sockets) {
+  net.createServer((c) => {
+    if (s.id === "qmp") {
+      qmpClients.add(c);
+      c.on("close", () => qmpClients.delete(c));
+      c.write(JSON.stringify({ QMP: { version: { qemu: { major: 7, minor: 2, micro: 0 }, package: "fake" }, capabilities: [] } }) + "\\n");
+      let buf = "";
+      c.on("data", (d) => {
+        buf += d;
+        let i;
+        while ((i = buf.indexOf("\\n")) >= 0) {
+          const m = JSON.parse(buf.slice(0, i)); buf = buf.slice(i + 1);
+          const reply = (r) => c.write(JSON.stringify({ return: r, id: m.id }) + "\\n");
+          switch (m.execute) {
+            case "query-status": reply({ status, running: status === "running" }); break;
+            case "stop": status = "paused"; reply({}); event("STOP", {}); break;
+            case "cont": status = "running"; reply({}); event("RESUME", {}); break;
+            case "quit": reply({}); event("SHUTDOWN", { guest: false, reason: "host-qmp-quit" }); setTimeout(() => process.exit(0), 5); break;
+            case "system_powerdown": reply({}); event("SHUTDOWN", { guest: true, reason: "guest-shutdown" }); setTimeout(() => process.exit(0), 5); break;
+            default: reply({});
+          }
+        }
+      });
+    } else if (s.id === "con0") {
+      c.write("fake console line\\n");
+      c.on("error", () => {});
+    } else c.on("error", () => {});
+  }).listen(s.path);
+}
+setInterval(() => {}, 1000);
+`;
+
+interface Env {
+  readonly dir: string;
+  readonly env: NodeJS.ProcessEnv;
+  req(r: Request): Promise<unknown>;
+  list(): Promise<DomainInfo[]>;
+  daemonPid(): number;
+}
+
+const VMSTACKD = fileURLToPath(new URL("../../src/bin/vmstackd.js", import.meta.url));
+
+async function withDaemon(fn: (e: Env) => Promise<void>): Promise<void> {
+  const dir = mkdtempSync(join(tmpdir(), "vmstack-lcd-"));
+  const fake = join(dir, "fake-qemu");
+  writeFileSync(fake, FAKE_QEMU);
+  chmodSync(fake, 0o755);
+  const env = { ...process.env, VMSTACK_STATE_DIR: join(dir, "s"), VMSTACK_RUN_DIR: join(dir, "r"), VMSTACK_QEMU: fake, VMSTACK_LOG: "" };
+  const e: Env = {
+    dir,
+    env,
+    req: (r) => vmstackdRequest(r, { env }),
+    list: async () => (await vmstackdRequest({ op: "list", domains: [] }, { env })) as DomainInfo[],
+    daemonPid: () => Number(readFileSync(join(dir, "r", "vmstackd.pid"), "utf8")),
+  };
+  try {
+    await fn(e);
+  } finally {
+    try {
+      for (const d of await e.list()) if (d.domid !== 0) await e.req({ op: "destroy", domain: String(d.domid) });
+      process.kill(e.daemonPid(), "SIGTERM");
+    } catch (err) {
+      // Best effort: the test may have left no daemon; report only real surprises.
+      if (!isVmstackError(err) && (err as NodeJS.ErrnoException).code !== "ESRCH" && (err as NodeJS.ErrnoException).code !== "ENOENT") throw err;
+    }
+    await sleep(200);
+    rmSync(dir, { recursive: true, force: true });
+  }
+}
+
+const spec = (name: string, extra: Record<string, unknown> = {}): Record<string, unknown> => ({
+  name, memory: 64, machine: "pc", accel: "tcg", boot: { kernel: "/nonexistent/vmlinuz" }, nics: [], ...extra,
+});
+
+async function until(what: string, check: () => Promise<boolean>): Promise<void> {
+  for (let i = 0; i < 100; i++) {
+    if (await check()) return;
+    await sleep(50);
+  }
+  assert.fail(`timed out waiting for ${what}`);
+}
+
+const pidAlive = (pid: number): boolean => existsSync(`/proc/${pid}`) && !/\) [ZX] /.test(readFileSync(`/proc/${pid}/stat`, "utf8"));
+
+test("create, pause, xenstore records, console log and destroy, against a fake QEMU", async () => {
+  await withDaemon(async (e) => {
+    const info = (await e.req({ op: "create", config: spec("one"), paused: false, force: false })) as DomainInfo;
+    assert.equal(info.name, "one");
+    assert.ok(info.pid !== null && pidAlive(info.pid));
+    const xs = await connectXenstore({ socket: join(e.dir, "r", "xenstored", "socket"), reconnect: false });
+    try {
+      assert.equal(await xs.read(`/local/domain/${info.domid}/name`), "one");
+      assert.equal(await xs.read("/local/domain/0/name"), "Domain-0");
+    } finally {
+      await xs.close();
+    }
+    await until("the console line in the log", async () => existsSync(join(e.dir, "s", "log", "one.console.log")) && readFileSync(join(e.dir, "s", "log", "one.console.log"), "utf8").includes("fake console line"));
+    await e.req({ op: "pause", domain: "one" });
+    await until("state p", async () => (await e.list()).find((d) => d.name === "one")?.state === "--p---");
+    await assert.rejects(e.req({ op: "create", config: spec("one"), paused: false, force: false }), /already exists/);
+    await e.req({ op: "destroy", domain: "one" });
+    assert.deepEqual((await e.list()).map((d) => d.name), ["Domain-0"]);
+    await until("QEMU to be gone", async () => !pidAlive(info.pid as number));
+    assert.deepEqual(readdirSync(join(e.dir, "s", "domains")), []);
+  });
+});
+
+test("after kill -9 of vmstackd a new one re-attaches to the same QEMU and can control it", async () => {
+  await withDaemon(async (e) => {
+    const info = (await e.req({ op: "create", config: spec("survivor"), paused: false, force: false })) as DomainInfo;
+    process.kill(e.daemonPid(), "SIGKILL");
+    await sleep(100);
+    const after = (await e.list()).find((d) => d.name === "survivor");
+    assert.equal(after?.pid, info.pid);
+    assert.equal(after?.domid, info.domid);
+    await e.req({ op: "pause", domain: "survivor" });
+    await until("state p", async () => (await e.list()).find((d) => d.name === "survivor")?.state === "--p---");
+  });
+});
+
+test("a killed QEMU gets on_crash: restart starts a new one, destroy removes the domain", async () => {
+  await withDaemon(async (e) => {
+    const r = (await e.req({ op: "create", config: spec("phoenix", { onCrash: "restart" }), paused: false, force: false })) as DomainInfo;
+    const d = (await e.req({ op: "create", config: spec("mortal"), paused: false, force: false })) as DomainInfo;
+    process.kill(r.pid as number, "SIGKILL");
+    process.kill(d.pid as number, "SIGKILL");
+    await until("phoenix restarted and mortal gone", async () => {
+      const rows = await e.list();
+      const p = rows.find((x) => x.name === "phoenix");
+      return p !== undefined && p.pid !== r.pid && p.pid !== null && !rows.some((x) => x.name === "mortal");
+    });
+  });
+});
+
+test("a clean shutdown with on_poweroff=destroy ends the domain; shutdown -w returns once it is gone", async () => {
+  await withDaemon(async (e) => {
+    await e.req({ op: "create", config: spec("polite"), paused: false, force: false });
+    await e.req({ op: "shutdown", domain: "polite", wait: true, forceAfterMs: null });
+    assert.deepEqual((await e.list()).map((d) => d.name), ["Domain-0"]);
+  });
+});
+
+test("a create whose QEMU fails leaves no record, run directory, xenstore node or process", async () => {
+  await withDaemon(async (e) => {
+    await assert.rejects(e.req({ op: "create", config: spec("doomed", { extraArgs: ["-fail-at-start"] }), paused: false, force: false }), /QEMU exited at start.*-fail-at-start: invalid option/);
+    await assert.rejects(e.req({ op: "create", config: spec("greedy", { memory: 50_000_000 }), paused: false, force: false }), /not enough memory for 'greedy'/);
+    await assert.rejects(e.req({ op: "create", config: { name: "bad", memory: "lots" }, paused: false, force: false }), /invalid domain config/);
+    assert.deepEqual((await e.list()).map((d) => d.name), ["Domain-0"]);
+    assert.deepEqual(readdirSync(join(e.dir, "s", "domains")), []);
+    assert.deepEqual(existsSync(join(e.dir, "r", "d")) ? readdirSync(join(e.dir, "r", "d")) : [], []);
+    const xs = await connectXenstore({ socket: join(e.dir, "r", "xenstored", "socket"), reconnect: false });
+    try {
+      assert.deepEqual(await xs.directory("/local/domain"), ["0"]);
+      assert.deepEqual((await xs.exists("/vm")) ? await xs.directory("/vm") : [], []);
+    } finally {
+      await xs.close();
+    }
+  });
+});
+
+test("two concurrent creates of one name: exactly one wins", async () => {
+  await withDaemon(async (e) => {
+    const results = await Promise.allSettled([0, 1].map(() => e.req({ op: "create", config: spec("twin"), paused: false, force: false })));
+    assert.equal(results.filter((r) => r.status === "fulfilled").length, 1);
+    const failed = results.find((r) => r.status === "rejected");
+    assert.match(String((failed as PromiseRejectedResult).reason), /already exists/);
+  });
+});
+
+test("vmstackd refuses to run twice on one run directory", async () => {
+  await withDaemon(async (e) => {
+    await e.list();
+    const second = spawn(process.execPath, [VMSTACKD], { env: e.env, stdio: ["ignore", "pipe", "pipe"] });
+    let out = "";
+    second.stdout.on("data", (c: Buffer) => (out += c.toString()));
+    const code = await new Promise<number | null>((res) => second.once("close", res));
+    assert.equal(code, 0);
+    assert.match(out, /already runs/);
+  });
+});
