@@ -12,7 +12,7 @@
 import { xsError } from "./errors.js";
 import { segmentsOf, joinPath, parentOf } from "./path.js";
 import { canRead, canWrite, isOwner, inheritPerms, type Accessor, type Perms } from "./permissions.js";
-import { ancestry, childNames, countByOwner, kidSet, lookup, makeNode, rebuild, type XsNode } from "./store.js";
+import { ancestry, childNames, countByOwner, kidSet, lookup, makeNode, rebuild, walk, type XsNode } from "./store.js";
 import { overQuota, type Quotas } from "./quota.js";
 
 /** A change that watches see (notes §1.7). `removed` is the deleted subtree of an RM. */
@@ -202,6 +202,9 @@ export class TreeView {
     }
     if (!canWrite(this.who, node.perms)) throw xsError("EACCES", `permission denied on ${path}`, { path });
     this.#note(parentPath, chain[segs.length - 1]);
+    // C's recursive delete reads every node it removes: inside a transaction they are all touched
+    // (and count towards transaction-nodes), so a concurrent change below makes the commit EAGAIN.
+    if (this.tracker !== undefined && node.kids !== undefined) walk(node, path, (p, n) => this.#note(p, n));
     const gen = this.env.nextGen();
     this.root = rebuild(chain, segs, undefined, gen);
     for (const [domid, n] of countByOwner(node)) this.#addOwned(domid, -n);

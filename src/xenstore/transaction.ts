@@ -12,9 +12,12 @@
  *   request the private tree is simply reused (one identity check, no replay). The FIRST time the
  *   transaction touches a node it records the node's generation (or "absent"). Touching means every node an
  *   operation looks up: the target of READ, DIRECTORY, GET_PERMS, WRITE, MKDIR, RM and SET_PERMS;
- *   for a create, also every missing parent and the nearest existing ancestor (whose child list
- *   changes); for RM, also the parent. Later touches of the same node record nothing, so its own
- *   writes never count against it.
+ *   for a create or a missing target, also every missing parent and the nearest existing ancestor
+ *   (C `construct_node` / `errno_from_parents` read them); for RM, also the parent and every node
+ *   of the removed subtree (C's recursive delete reads each). Later touches of the same node
+ *   record nothing, so its own writes never count against it. Once a touched node has changed in
+ *   the store the transaction is doomed (its commit is EAGAIN) and its view stops following the
+ *   store, so what it already read stays as read (repeatable reads, as C's per-node copies).
  *
  *   At TRANSACTION_END with T:
  *     1. If the store's root is still the root the private tree was built on, nothing happened
@@ -42,10 +45,8 @@
  *      restamped → T1 EAGAIN: no lost update.
  *   e) T1 READ /e/missing (absent). C2 creates /e/missing → T1 EAGAIN (the read is stale).
  *   f) T1 only reads /e/x. C2 writes /z/q. Commit OK: replay has nothing to apply.
- *   g) T1 RM /e. C2 WRITE /e/x meanwhile: /e is restamped only if its child set changed; a plain
- *      value change of /e/x does not restamp /e, so T1 commits and removes /e with the new /e/x.
- *      (C behaves the same: RM's first access to /e/x in C's recursive delete is in the snapshot
- *      order; we keep RM cheap and record only /e and its parent.)
+ *   g) T1 RM /e (T1 touches /, /e and /e/x). C2 WRITE /e/x=2 meanwhile: /e/x restamped → T1
+ *      EAGAIN, as in C: a removal never silently discards a change made below it meanwhile.
  *
  * Limits: a domain may access at most `transaction-nodes` (1024) nodes in one transaction
  * (XSA-326) → ENOSPC; open transactions per domain are counted by the connection (quota

@@ -164,6 +164,14 @@ void test("worked example f: a read-only transaction commits whatever happened e
   assert.equal(tx.commit(now, e).root, now);
 });
 
+void test("worked example g: removing a subtree conflicts with a change below it", () => {
+  const { root, e } = base();
+  const tx = new Transaction(1, root, dom0, DEFAULT_QUOTAS, e);
+  tx.apply({ kind: "rm", path: "/e" });
+  const now = outside(root, e, (v) => v.write("/e/x", "2"));
+  assert.throws(() => tx.commit(now, e), conflict);
+});
+
 void test("an unchanged store commits by identity: the transaction's root becomes the store's", () => {
   const { root, e } = base();
   const tx = new Transaction(1, root, dom0, DEFAULT_QUOTAS, e);
