@@ -5,14 +5,17 @@
  *   `encodeMessage`, `FrameDecoder`, `nulTerminated`, `splitNul`, `strictArgs` (wire.ts).
  *
  * Daemon:
- *   const d = createXenstored({ stateDir?, quotas?, eventQueueBytes? });   // stateDir omitted = in memory
+ *   const d = createXenstored({ stateDir?, quotas?, eventQueueBytes?, writeRate?, onFatal? }); // no stateDir = in memory
  *   const dom0 = d.openConnection({ domid: 0 });   // Duplex speaking the wire protocol, privileged
  *   const guest = d.openConnection({ domid: 5 });  // unprivileged; domain 5 is introduced if needed
  *   const srv = await listenUnix(d, "/run/vmstack/xenstored/socket");   // every socket client is dom0
  *   ...
- *   await srv.close(); d.close();                  // close() flushes the journal
+ *   const closing = srv.close(); d.close(); await closing;   // d.close() flushes the journal and drops
+ *                                                  // every connection (srv.close() waits for them)
  *   d.release(5)                                   // = XS_RELEASE: closes its connections, removes its nodes/ACLs
  *   d.loadReport                                   // what loading the state dir found/dropped
+ *   d.compact()                                    // snapshot now (normally automatic by journal size)
+ *   RawConnection                                  // frame-level peer over any Duplex, for tests/fuzzers
  *
  * Paths, permissions and quotas: `canonicalize`, `parsePerms`/`formatPerms`, `DEFAULT_QUOTAS`.
  */
