@@ -159,8 +159,8 @@ export class DomainManager {
       switch (action) {
         case "restart":
           try {
-            // xl gives the restarted domain a new domid; vmstack keeps it, so names and ids stay stable.
-            this.#domains.delete(d.domid);
+            // xl gives the restarted domain a new domid; vmstack keeps it, so names and ids stay
+            // stable. The old entry stays listed until the new QEMU replaces it.
             await this.#launch(d.domid, d.record.uuid, c, false, Date.now());
             this.o.log(`${d.name}: restarted`);
           } catch (e) {

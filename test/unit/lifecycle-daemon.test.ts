@@ -42,13 +42,19 @@ for (const s of sockets) {
             case "stop": status = "paused"; reply({}); event("STOP", {}); break;
             case "cont": status = "running"; reply({}); event("RESUME", {}); break;
             case "quit": reply({}); event("SHUTDOWN", { guest: false, reason: "host-qmp-quit" }); setTimeout(() => process.exit(0), 5); break;
-            case "system_powerdown": reply({}); event("SHUTDOWN", { guest: true, reason: "guest-shutdown" }); setTimeout(() => process.exit(0), 5); break;
+            case "system_powerdown":
+              reply({}); event("SHUTDOWN", { guest: true, reason: "guest-shutdown" });
+              // -action shutdown=pause (on_poweroff=preserve): QEMU stays, stopped.
+              if (args.some((a) => a.includes("shutdown=pause"))) status = "shutdown"; else setTimeout(() => process.exit(0), 5);
+              break;
             default: reply({});
           }
         }
       });
     } else if (s.id === "con0") {
       c.write("fake console line\\n");
+      // Echo what viewers type, so a test can see input reach the guest and output reach every viewer.
+      c.on("data", (d) => c.write("echo:" + d));
       c.on("error", () => {});
     } else c.on("error", () => {});
   }).listen(s.path);
@@ -202,5 +208,44 @@ test("vmstackd refuses to run twice on one run directory", async () => {
     const code = await new Promise<number | null>((res) => second.once("close", res));
     assert.equal(code, 0);
     assert.match(out, /already runs/);
+  });
+});
+
+test("on_poweroff=preserve keeps a shut-down domain as s; on_poweroff=restart boots it again; on_crash=preserve keeps a dead one as c", async () => {
+  await withDaemon(async (e) => {
+    await e.req({ op: "create", config: spec("keeper", { onPoweroff: "preserve" }), paused: false, force: false });
+    const again = (await e.req({ op: "create", config: spec("again", { onPoweroff: "restart" }), paused: false, force: false })) as DomainInfo;
+    const corpse = (await e.req({ op: "create", config: spec("corpse", { onCrash: "preserve" }), paused: false, force: false })) as DomainInfo;
+    await e.req({ op: "shutdown", domain: "keeper", wait: true, forceAfterMs: null });
+    await e.req({ op: "shutdown", domain: "again", wait: false, forceAfterMs: null });
+    process.kill(corpse.pid as number, "SIGKILL");
+    await until("the three outcomes", async () => {
+      const rows = await e.list();
+      const by = (n: string): DomainInfo | undefined => rows.find((d) => d.name === n);
+      return by("keeper")?.state === "---s--" && (by("again")?.pid ?? again.pid) !== again.pid && by("again")?.pid !== null && by("corpse")?.state === "----c-";
+    });
+    await e.req({ op: "destroy", domain: "corpse" });
+    await e.req({ op: "destroy", domain: "keeper" });
+    assert.deepEqual((await e.list()).map((d) => d.name), ["Domain-0", "again"], ((await e.req({ op: "dmesg", clear: false })) as string[]).join("\n"));
+  });
+});
+
+test("several console viewers at once: each sees the output, input reaches the guest", async () => {
+  const { openDaemon, exchange } = await import("../../src/vmm/api/client.js");
+  await withDaemon(async (e) => {
+    await e.req({ op: "create", config: spec("chatty"), paused: false, force: false });
+    const viewers = await Promise.all(
+      [0, 1].map(async () => {
+        const s = await openDaemon({ env: e.env });
+        await exchange(s, { op: "console", domain: "chatty" });
+        let out = "";
+        s.on("data", (c: Buffer) => (out += c.toString()));
+        return { s, out: () => out };
+      }),
+    );
+    viewers[0]?.s.write("ping\n");
+    await until("both viewers to see the echo", async () => viewers.every((v) => v.out().includes("echo:ping")));
+    for (const v of viewers) v.s.destroy();
+    assert.ok((await e.list()).some((d) => d.name === "chatty"), "the domain runs on after its viewers leave");
   });
 });
