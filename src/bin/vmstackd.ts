@@ -18,4 +18,6 @@ const code = await main(["vmstackd", ...process.argv.slice(2)], {
   stdin: process.stdin,
   signal: controller.signal,
 });
-process.exitCode = code;
+// Exit now: anything still pending (a restart half-way, an agent handshake with a guest) belongs to
+// domains, which live on without us; waiting for it would keep a stopped vmstackd around.
+process.exit(code);
