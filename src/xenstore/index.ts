@@ -30,3 +30,4 @@ export { parsePerms, formatPerms, type Perms, type PermEntry } from "./permissio
 export { DEFAULT_QUOTAS, QUOTA_NAMES, parseQuotaOverrides, type Quotas, type QuotaName } from "./quota.js";
 export { defaultSocketPath, defaultStateDir } from "./paths-default.js";
 export { RawConnection, type RawReply as RawFrameReply } from "./raw-connection.js";
+export { warmUp } from "./warmup.js";

@@ -1,7 +1,7 @@
 /** `vmstack xenstored`: run the Xen-compatible xenstore daemon on a Unix socket. */
 import type { Command } from "../command.js";
 import { boolOpt, intOpt, parseCommandArgs, stringOpt, usageError } from "../args.js";
-import { createXenstored, defaultSocketPath, defaultStateDir, listenUnix, parseQuotaOverrides } from "../../xenstore/index.js";
+import { createXenstored, defaultSocketPath, defaultStateDir, listenUnix, parseQuotaOverrides, warmUp } from "../../xenstore/index.js";
 import { isVmstackError } from "../../lib/errors.js";
 
 export const xenstoredCommand: Command = {
@@ -59,6 +59,8 @@ export const xenstoredCommand: Command = {
       throw e;
     }
     ctx.stdout.write(`${server.path}\n`);
+    // Optimise the request path while the first clients arrive (see warmup.ts).
+    warmUp({ signal: AbortSignal.any([ctx.signal, fatal.signal]) }).catch((e: unknown) => ctx.stderr.write(`vmstack xenstored: warm-up failed: ${String(e)}\n`));
     const stop = AbortSignal.any([ctx.signal, fatal.signal]);
     await new Promise<void>((resolve) => {
       if (stop.aborted) resolve();
