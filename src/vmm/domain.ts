@@ -36,6 +36,7 @@ export class Domain {
   dying = false;
   #lastShutdown: ExitCause | undefined;
   #agent: AgentClient | undefined;
+  #agentConnecting: Promise<AgentClient> | undefined;
   #queue: Promise<unknown> = Promise.resolve();
   #child: ChildProcess | undefined;
   #exitReported = false;
@@ -153,8 +154,16 @@ export class Domain {
   }
 
   /** The guest agent, connected on first use (and again after a reset or a daemon restart). */
-  async agent(timeoutMs: number): Promise<AgentClient> {
-    if (this.#agent?.connected) return this.#agent;
+  agent(timeoutMs: number): Promise<AgentClient> {
+    if (this.#agent?.connected) return Promise.resolve(this.#agent);
+    // QEMU's chardev takes one client: concurrent callers share one connection attempt.
+    this.#agentConnecting ??= this.#connectAgent(timeoutMs).finally(() => {
+      this.#agentConnecting = undefined;
+    });
+    return this.#agentConnecting;
+  }
+
+  async #connectAgent(timeoutMs: number): Promise<AgentClient> {
     const path = this.record.agentSocket;
     if (path === null || !existsSync(path)) throw new VmstackError("NO_AGENT", `domain ${this.name} has no guest agent channel (agent=false)`, { facts: { domain: this.name } });
     const s = connect(path);
