@@ -81,13 +81,31 @@ function merge(a: Kids | undefined, b: Kids | undefined): Kids | undefined {
   return mk(b.key, b.node, b.prio, b.seq, merge(a, b.left), b.right);
 }
 
+/** Replace the node of an existing key, iteratively (the hot path of a WRITE); undefined if absent. */
+function kidReplace(t: Kids | undefined, key: string, node: XsNode): Kids | undefined {
+  const path: Kids[] = [];
+  let cur = t;
+  while (cur !== undefined && cur.key !== key) {
+    path.push(cur);
+    cur = key < cur.key ? cur.left : cur.right;
+  }
+  if (cur === undefined) return undefined;
+  let out = mk(key, node, cur.prio, cur.seq, cur.left, cur.right);
+  for (let i = path.length - 1; i >= 0; i--) {
+    const p = path[i]!;
+    out = key < p.key ? mk(p.key, p.node, p.prio, p.seq, out, p.right) : mk(p.key, p.node, p.prio, p.seq, p.left, out);
+  }
+  return out;
+}
+
 /** Insert (with creation order `seq`) or replace (keeping the child's seq). */
 export function kidSet(t: Kids | undefined, key: string, node: XsNode, seq: number): Kids {
+  const replaced = kidReplace(t, key, node);
+  if (replaced !== undefined) return replaced;
   const prio = prioOf(key);
   const ins = (t: Kids | undefined): Kids => {
     if (t === undefined) return mk(key, node, prio, seq, undefined, undefined);
-    if (t.key === key) return mk(key, node, t.prio, t.seq, t.left, t.right);
-    if (prio > t.prio && kidGet(t, key) === undefined) {
+    if (prio > t.prio) {
       const [l, r] = split(t, key);
       return mk(key, node, prio, seq, l, r);
     }
