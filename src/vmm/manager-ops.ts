@@ -9,6 +9,7 @@ import { requestShutdown } from "./domain-xenstore.js";
 import type { DomainInfo, HostInfo, Request, Trigger } from "./api/protocol.js";
 import { VmstackError, assertNever, isVmstackError, messageOf } from "../lib/errors.js";
 import { procStat } from "./domain-record.js";
+import { streamExec } from "./manager-exec.js";
 
 export interface OpsContext {
   readonly manager: DomainManager;
@@ -21,8 +22,8 @@ export interface OpsContext {
   readonly agentTimeoutMs: number;
 }
 
-/** A request's result, or a console session to hand the connection over to. */
-export type Outcome = { readonly kind: "result"; readonly value: unknown } | { readonly kind: "console"; readonly attach: (s: Socket) => void };
+/** A request's result, or a session (console, streamed exec) to hand the connection over to. */
+export type Outcome = { readonly kind: "result"; readonly value: unknown } | { readonly kind: "handover"; readonly attach: (s: Socket) => void };
 
 const result = (value: unknown): Outcome => ({ kind: "result", value });
 
@@ -78,6 +79,7 @@ export async function handle(ctx: OpsContext, req: Request, signal: AbortSignal)
     case "exec": {
       const d = m.find(req.domain);
       const agent = await d.agent(ctx.agentTimeoutMs);
+      if (req.stream) return { kind: "handover", attach: streamExec(agent, req.argv, req.timeoutMs, m.o.log) };
       const out = await agent.run({ argv: req.argv, ...(req.timeoutMs === null ? {} : { timeoutMs: req.timeoutMs }), signal });
       return result({ exitCode: out.exitCode ?? null, signal: out.signal ?? null, stdout: out.stdout.toString("base64"), stderr: out.stderr.toString("base64") });
     }
@@ -85,7 +87,7 @@ export async function handle(ctx: OpsContext, req: Request, signal: AbortSignal)
       const d = m.find(req.domain);
       const hub = d.console;
       if (!hub) throw new VmstackError("NO_CONSOLE", `domain ${d.name} has no console socket (serial is ${String(d.record.config["serial"])}) or is not running`);
-      return { kind: "console", attach: (s) => hub.addViewer(s) };
+      return { kind: "handover", attach: (s) => hub.addViewer(s) };
     }
     case "host-info": {
       const rss = procStat(process.pid)?.rssPages ?? 0;

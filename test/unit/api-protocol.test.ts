@@ -1,6 +1,6 @@
 import { test } from "node:test";
 import assert from "node:assert/strict";
-import { OPS, parseRequest, parseResponse } from "../../src/vmm/api/protocol.js";
+import { OPS, parseExecFrame, parseRequest, parseResponse } from "../../src/vmm/api/protocol.js";
 import { isVmstackError } from "../../src/lib/errors.js";
 
 const rejects = (v: unknown, pattern: RegExp): void => {
@@ -11,7 +11,8 @@ test("parseRequest accepts each op in its documented shape", () => {
   assert.deepEqual(parseRequest({ op: "ping" }), { op: "ping" });
   assert.deepEqual(parseRequest({ op: "list", domains: ["a", "3"] }), { op: "list", domains: ["a", "3"] });
   assert.deepEqual(parseRequest({ op: "shutdown", domain: null, wait: true, forceAfterMs: 5000 }), { op: "shutdown", domain: null, wait: true, forceAfterMs: 5000 });
-  assert.deepEqual(parseRequest({ op: "exec", domain: "a", argv: ["uname", "-a"], timeoutMs: null }), { op: "exec", domain: "a", argv: ["uname", "-a"], timeoutMs: null });
+  assert.deepEqual(parseRequest({ op: "exec", domain: "a", argv: ["uname", "-a"], timeoutMs: null }), { op: "exec", domain: "a", argv: ["uname", "-a"], timeoutMs: null, stream: false });
+  assert.equal((parseRequest({ op: "exec", domain: "a", argv: ["cat"], timeoutMs: 5, stream: true }) as { stream: boolean }).stream, true);
   assert.deepEqual(parseRequest({ op: "trigger", domain: "a", trigger: "nmi" }), { op: "trigger", domain: "a", trigger: "nmi" });
   assert.deepEqual(parseRequest({ op: "create", config: { name: "x" }, paused: false, force: true }), { op: "create", config: { name: "x" }, paused: false, force: true });
   assert.equal(OPS.length, new Set(OPS).size);
@@ -36,4 +37,15 @@ test("parseResponse reads results and errors and rejects anything else", () => {
   assert.deepEqual(parseResponse({ ok: false, error: { code: "NO_SUCH_DOMAIN", message: "no domain 'x'" } }), { ok: false, error: { code: "NO_SUCH_DOMAIN", message: "no domain 'x'" } });
   assert.throws(() => parseResponse({ ok: false }), /malformed error/);
   assert.throws(() => parseResponse("ok"), /not a response/);
+});
+
+test("exec frames: output, input, end of input and the exit; anything else is rejected", () => {
+  assert.deepEqual(parseExecFrame({ o: "aGk=" }), { o: "aGk=" });
+  assert.deepEqual(parseExecFrame({ e: "" }), { e: "" });
+  assert.deepEqual(parseExecFrame({ i: "eA==" }), { i: "eA==" });
+  assert.deepEqual(parseExecFrame({ eof: true }), { eof: true });
+  assert.deepEqual(parseExecFrame({ x: { exitCode: null, signal: "SIGKILL" } }), { x: { exitCode: null, signal: "SIGKILL" } });
+  for (const bad of [{ o: 1 }, { o: "", e: "" }, { eof: false }, { x: { exitCode: "0", signal: null } }, [], "o"]) {
+    assert.throws(() => parseExecFrame(bad), /not an exec frame/);
+  }
 });

@@ -24,7 +24,7 @@ async function withServer(fn: (path: string, bugs: unknown[]) => Promise<void>):
         case "dmesg":
           throw new Error("a bug");
         case "console":
-          return { kind: "console", attach: (s: Socket) => s.on("data", (c: Buffer) => s.write(Buffer.concat([Buffer.from("echo:"), c]))) };
+          return { kind: "handover", attach: (s: Socket) => s.on("data", (c: Buffer) => s.write(Buffer.concat([Buffer.from("echo:"), c]))) };
         default:
           return { kind: "result", value: null };
       }

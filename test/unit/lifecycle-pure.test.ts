@@ -10,6 +10,7 @@ import { hostMemoryMiB } from "../../src/vmm/manager.js";
 import { formatList } from "../../src/cli/commands/list.js";
 import { formatUptime } from "../../src/cli/commands/uptime.js";
 import { parseEscape } from "../../src/cli/commands/console.js";
+import { exitStatus } from "../../src/cli/commands/exec.js";
 
 const tmp = (): string => mkdtempSync(join(tmpdir(), "vmstack-lc-unit-"));
 
@@ -88,4 +89,11 @@ test("console escapes: ^] is 0x1d, ^A is 0x01, a single character is itself, any
   assert.equal(parseEscape("^a"), 0x01);
   assert.equal(parseEscape("~"), 0x7e);
   assert.throws(() => parseEscape("ctrl-x"), /-e expects/);
+});
+
+test("exec's exit status: the command's code, or 128 + the signal's number", () => {
+  assert.equal(exitStatus(3, null), 3);
+  assert.equal(exitStatus(null, "SIGKILL"), 137);
+  assert.equal(exitStatus(null, "SIGTERM"), 143);
+  assert.equal(exitStatus(null, null), 129);
 });

@@ -26,7 +26,8 @@ export type Request =
   | { readonly op: "sysrq"; readonly domain: DomainRef; readonly letter: string }
   | { readonly op: "trigger"; readonly domain: DomainRef; readonly trigger: Trigger }
   | { readonly op: "dmesg"; readonly clear: boolean }
-  | { readonly op: "exec"; readonly domain: DomainRef; readonly argv: readonly string[]; readonly timeoutMs: number | null }
+  /** `stream`: after the response the connection carries exec frames (see ExecFrame) instead of one collected result. */
+  | { readonly op: "exec"; readonly domain: DomainRef; readonly argv: readonly string[]; readonly timeoutMs: number | null; readonly stream: boolean }
   | { readonly op: "console"; readonly domain: DomainRef }
   | { readonly op: "host-info" }
   | { readonly op: "quit" };
@@ -68,7 +69,8 @@ export interface HostInfo {
 
 export interface ExecOutput {
   readonly exitCode: number | null;
-  readonly signal: number | null;
+  /** The terminating signal's name ("SIGKILL"), or null. */
+  readonly signal: string | null;
   readonly stdout: string;
   readonly stderr: string;
 }
@@ -105,7 +107,7 @@ const KEYS: Readonly<Record<Op, readonly string[]>> = {
   sysrq: ["domain", "letter"],
   trigger: ["domain", "trigger"],
   dmesg: ["clear"],
-  exec: ["domain", "argv", "timeoutMs"],
+  exec: ["domain", "argv", "timeoutMs", "stream"],
   console: ["domain"],
   "host-info": [],
   quit: [],
@@ -158,8 +160,37 @@ export function parseRequest(value: unknown): Request {
         domain: field(value, "domain", isString, "a domain"),
         argv: field(value, "argv", (v): v is string[] => isStrings(v) && v.length > 0, "a non-empty list of strings"),
         timeoutMs: field(value, "timeoutMs", isNatOrNull, "a number of ms or null"),
+        stream: value["stream"] === undefined ? false : field(value, "stream", isBool, "a boolean"),
       };
   }
+}
+
+/**
+ * A streamed exec, one JSON object per line after the response. vmstackd → client:
+ * `{"o": base64}` stdout, `{"e": base64}` stderr, `{"x": {exitCode, signal}}` last.
+ * Client → vmstackd: `{"i": base64}` stdin, `{"eof": true}` closes stdin.
+ */
+export type ExecFrame =
+  | { readonly o: string }
+  | { readonly e: string }
+  | { readonly x: { readonly exitCode: number | null; readonly signal: string | null } }
+  | { readonly i: string }
+  | { readonly eof: true };
+
+export function parseExecFrame(value: unknown): ExecFrame {
+  if (isObject(value)) {
+    const keys = Object.keys(value);
+    if (keys.length === 1) {
+      const k = keys[0] as string;
+      const v = value[k];
+      if ((k === "o" || k === "e" || k === "i") && typeof v === "string") return { [k]: v } as ExecFrame;
+      if (k === "eof" && v === true) return { eof: true };
+      if (k === "x" && isObject(v) && (v["exitCode"] === null || typeof v["exitCode"] === "number") && (v["signal"] === null || typeof v["signal"] === "string")) {
+        return { x: { exitCode: v["exitCode"] as number | null, signal: v["signal"] as string | null } };
+      }
+    }
+  }
+  throw bad("not an exec frame");
 }
 
 export function encodeLine(v: unknown): string {

@@ -59,8 +59,8 @@ function serve(s: Socket, handler: Handler, onBug: (e: unknown) => void): void {
     if (s.destroyed) return;
     s.write(encodeLine(response));
     busy = false;
-    if (outcome?.kind === "console") {
-      // From here on the connection carries console bytes, both ways.
+    if (outcome?.kind === "handover") {
+      // From here on the connection belongs to the operation (console bytes, exec frames).
       handedOver = true;
       s.off("data", onData);
       outcome.attach(s);
