@@ -199,8 +199,13 @@ export class DomainManager {
         await d.qmpExecute("quit").catch((e: unknown) => this.o.log(`${d.name}: quit: ${messageOf(e)}`));
         killQuietly(pid, "SIGKILL");
       }
-      // The exit handler queues the cleanup; for a domain with no QEMU, clean up here.
+      // The exit handler (fed by QMP closing) queues the cleanup. With no QEMU, or a QEMU we never
+      // reached over QMP (re-attach failed), nothing will report the exit: clean up here.
       if (pid === null) await this.#cleanup(d);
+      else if (!d.qmp?.connected) {
+        await retryUntil(() => (qemuAlive(pid, d.record.qemuStartTime) ? undefined : true), { what: `QEMU ${pid} to exit`, timeoutMs: 10_000, maxDelayMs: 50 });
+        await this.#cleanup(d);
+      }
     }).then(() => this.#waitGone(d, 10_000));
   }
 
