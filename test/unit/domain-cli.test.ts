@@ -46,10 +46,21 @@ test("create --dry-run --json prints one object with config, argv, plan and warn
   assert.ok(out.warnings.some((w) => w.includes("virtiofs")));
 });
 
-test("create without --dry-run fails clearly: starting domains does not exist yet", async () => {
-  const r = await cli("create", fixture("pvh-minimal.cfg"));
-  assert.equal(r.code, 1);
-  assert.match(r.err, /not implemented yet; only 'vmstack create --dry-run FILE' exists/);
+test("create without --dry-run asks vmstackd, and says so clearly when it is not running and may not be started", async () => {
+  const saved = { auto: process.env["VMSTACK_NO_AUTOSTART"], run: process.env["VMSTACK_RUN_DIR"], state: process.env["VMSTACK_STATE_DIR"] };
+  const dir = mkdtempSync(join(tmpdir(), "vmstack-create-"));
+  Object.assign(process.env, { VMSTACK_NO_AUTOSTART: "1", VMSTACK_RUN_DIR: join(dir, "run"), VMSTACK_STATE_DIR: join(dir, "state") });
+  try {
+    const r = await cli("create", fixture("pvh-minimal.cfg"));
+    assert.equal(r.code, 1);
+    assert.match(r.err, /vmstackd is not running/);
+  } finally {
+    for (const [k, v] of [["VMSTACK_NO_AUTOSTART", saved.auto], ["VMSTACK_RUN_DIR", saved.run], ["VMSTACK_STATE_DIR", saved.state]] as const) {
+      if (v === undefined) delete process.env[k];
+      else process.env[k] = v;
+    }
+    rmSync(dir, { recursive: true, force: true });
+  }
 });
 
 test("create reports every config error with file:line:col and exits 1", async () => {
