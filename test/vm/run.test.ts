@@ -17,7 +17,6 @@ before(async () => {
   if (skip) console.log(`# skipping real-VM tests: ${skip}`);
 });
 
-const runDirs = (): Set<string> => new Set(readdirSync(tmpdir()).filter((n) => n.startsWith("vmstack-run-")));
 
 function qemuProcessesUsing(fragment: string): string[] {
   let out = "";
@@ -98,20 +97,26 @@ test("a guest that panics gives an error with the last console lines, not a hang
 
 test("Ctrl-C stops the VM and removes every temporary file and socket", async (t) => {
   if (skip) return t.skip(skip);
-  const before = runDirs();
-  const { child, done } = startCli(["run", "--", "sh", "-c", "echo started; sleep 600"]);
-  await new Promise<void>((resolve, reject) => {
-    child.stdout?.on("data", (c: Buffer) => c.toString().includes("started") && resolve());
-    child.once("close", () => reject(new Error("vmstack run ended before the command started")));
-  });
-  const mine = [...runDirs()].filter((d) => !before.has(d));
-  assert.equal(mine.length, 1, "one run directory while the VM runs");
-  assert.equal(qemuProcessesUsing(mine[0]!).length, 1, "QEMU is running");
-  child.kill("SIGINT");
-  const r = await done;
-  assert.equal(r.code, 130);
-  assert.deepEqual(qemuProcessesUsing(mine[0]!), [], "no QEMU left running");
-  assert.ok(!runDirs().has(mine[0]!), "run directory removed");
+  // A private TMPDIR: other runs on the machine cannot be mistaken for this one.
+  const tmp = mkdtempSync(join(tmpdir(), "vmstack-ctrlc-"));
+  try {
+    const runDirs = (): string[] => readdirSync(tmp).filter((n) => n.startsWith("vmstack-run-"));
+    const { child, done } = startCli(["run", "--", "sh", "-c", "echo started; sleep 600"], { env: { TMPDIR: tmp } });
+    await new Promise<void>((resolve, reject) => {
+      child.stdout?.on("data", (c: Buffer) => c.toString().includes("started") && resolve());
+      child.once("close", () => reject(new Error("vmstack run ended before the command started")));
+    });
+    const mine = runDirs();
+    assert.equal(mine.length, 1, "one run directory while the VM runs");
+    assert.equal(qemuProcessesUsing(mine[0]!).length, 1, "QEMU is running");
+    child.kill("SIGINT");
+    const r = await done;
+    assert.equal(r.code, 130);
+    assert.deepEqual(qemuProcessesUsing(mine[0]!), [], "no QEMU left running");
+    assert.deepEqual(runDirs(), [], "run directory removed");
+  } finally {
+    rmSync(tmp, { recursive: true, force: true });
+  }
 });
 
 test("a boot that stalls is retried with a new QEMU within the boot deadline", async (t) => {
