@@ -9,7 +9,7 @@ import { join } from "node:path";
 import { randomInt } from "node:crypto";
 import { GuestVm } from "../vmm/guest-vm.js";
 import { prepareGuestImage, type GuestFeature, type GuestImage } from "../vmm/guest-image.js";
-import { accelForGuest } from "../vmm/guest-accel.js";
+import { decideAccel } from "../vmm/guest-accel.js";
 import type { AccelChoice, AccelDecision } from "../vmm/accel.js";
 import type { Env } from "../image/index.js";
 import { defaultTimeouts, type Timeouts } from "./timeouts.js";
@@ -54,25 +54,7 @@ export class MachineHost {
     const runDir = mkdtempSync(join(tmpdir(), "vmstack-test-"));
     try {
       const image = await prepareGuestImage({ kernelPath: o.kernelPath, env, features: ["network"], signal: o.signal });
-      const { decision, probeVm } = await accelForGuest({
-        choice: o.accel ?? "auto",
-        image,
-        env,
-        signal: o.signal,
-        bootKvm: (signal) =>
-          GuestVm.boot({
-            name: "kvm-probe",
-            kernelPath: image.kernel.kernelPath,
-            initrdPath: image.initrd.path,
-            accel: "kvm",
-            memoryMiB: 128,
-            cpus: 1,
-            runDir,
-            bootTimeoutMs: 20_000,
-            signal,
-          }),
-      });
-      await probeVm?.destroy();
+      const decision = await decideAccel({ choice: o.accel ?? "auto", image, env, runDir, signal: o.signal });
       const host = new MachineHost(decision, defaultTimeouts(decision.accel, env), runDir, o.outDir ?? runDir, o.timeline ?? new Timeline(), env, o.kernelPath, o.snapshots ?? false);
       host.#images.set("network", Promise.resolve(image));
       return host;
