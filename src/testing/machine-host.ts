@@ -7,7 +7,6 @@ import { mkdtempSync, rmSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { randomInt } from "node:crypto";
-import { GuestVm } from "../vmm/guest-vm.js";
 import { prepareGuestImage, type GuestFeature, type GuestImage } from "../vmm/guest-image.js";
 import { decideAccel } from "../vmm/guest-accel.js";
 import type { AccelChoice, AccelDecision } from "../vmm/accel.js";
