@@ -16,6 +16,7 @@ import { Domain, type DomainHooks } from "./domain.js";
 import { type DomainRecord, procStat, writeRecord } from "./domain-record.js";
 import { type DaemonPaths, domainRunDir, domainStateDir } from "./manager-paths.js";
 import { runCommand } from "../lib/process.js";
+import { resolveGuestGrub } from "../image/index.js";
 import { retryUntil } from "../lib/retry.js";
 import { VmstackError, messageOf } from "../lib/errors.js";
 
@@ -32,9 +33,13 @@ export interface LaunchOptions {
   readonly signal?: AbortSignal | undefined;
 }
 
-export function planFor(o: Pick<LaunchOptions, "paths" | "domid" | "config" | "paused" | "accel">): DomainPlan {
+export function planFor(
+  o: Pick<LaunchOptions, "paths" | "domid" | "config" | "paused" | "accel">,
+  resolvedBoot?: { kernel: string; initrd?: string; cmdline?: string },
+): DomainPlan {
   const khz = tscKhz();
   return compileDomain(o.config, {
+    ...(resolvedBoot ? { resolvedBoot } : {}),
     runDir: domainRunDir(o.paths, o.domid),
     stateDir: domainStateDir(o.paths, o.config.name),
     accel: o.config.accel === "auto" ? o.accel : o.config.accel,
@@ -45,7 +50,7 @@ export function planFor(o: Pick<LaunchOptions, "paths" | "domid" | "config" | "p
 
 /** Starts QEMU for a record-to-be and returns the connected Domain; on failure nothing remains. */
 export async function launchDomain(o: LaunchOptions): Promise<Domain> {
-  const plan = planFor(o);
+  let plan = planFor(o);
   const runDir = domainRunDir(o.paths, o.domid);
   const started: number[] = [];
   let child: ChildProcess | undefined;
@@ -67,6 +72,28 @@ export async function launchDomain(o: LaunchOptions): Promise<Domain> {
           if (!existsSync(step.to)) copyFileSync(step.from, step.to);
           break;
       }
+    }
+    // pv-grub / pygrub: the guest's own menu names kernel, initrd and command line; read it now,
+    // after the disks exist, and compile again with what it named.
+    const grub = o.config.boot.guestGrub;
+    if (grub !== undefined) {
+      const disk = o.config.disks[grub.disk];
+      if (disk?.path === undefined) {
+        throw new VmstackError("GUEST_GRUB_NO_DISK", `boot.guestGrub names disk ${grub.disk}, but the domain has no disk image there`, { facts: { disk: grub.disk } });
+      }
+      const outDir = join(runDir, "grub-boot");
+      mkdirSync(outDir, { recursive: true });
+      const boot = await resolveGuestGrub({
+        disk: disk.path,
+        format: disk.format === "qcow2" ? "qcow2" : "raw",
+        menu: grub.menu,
+        partition: grub.partition,
+        entry: grub.entry,
+        outDir,
+        signal: o.signal,
+      });
+      o.hooks.log(`${o.config.name}: booting GRUB entry ${boot.entry.index} '${boot.entry.title}' from ${boot.menuPath} (${boot.filesystem})${boot.note ? `; ${boot.note}` : ""}`);
+      plan = planFor(o, { kernel: boot.kernel, ...(boot.initrd ? { initrd: boot.initrd } : {}), cmdline: boot.cmdline });
     }
     for (const h of plan.helpers) {
       const p = spawnDetached(h.argv, join(runDir, `${h.name}.log`));

@@ -6,7 +6,7 @@
 import { test } from "node:test";
 import assert from "node:assert/strict";
 import { spawn } from "node:child_process";
-import { chmodSync, existsSync, mkdtempSync, readFileSync, readdirSync, rmSync, writeFileSync } from "node:fs";
+import { chmodSync, existsSync, mkdirSync, mkdtempSync, readFileSync, readdirSync, rmSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { fileURLToPath } from "node:url";
@@ -247,5 +247,36 @@ test("several console viewers at once: each sees the output, input reaches the g
     await until("both viewers to see the echo", async () => viewers.every((v) => v.out().includes("echo:ping")));
     for (const v of viewers) v.s.destroy();
     assert.ok((await e.list()).some((d) => d.name === "chatty"), "the domain runs on after its viewers leave");
+  });
+});
+
+test("a pv-grub domain boots the kernel, initrd and command line its own disk's menu.lst names", async (t) => {
+  const mkfs = spawn("sh", ["-c", "command -v mkfs.ext4 && command -v debugfs"], { stdio: "ignore" });
+  if ((await new Promise<number | null>((r) => mkfs.once("close", r))) !== 0) return t.skip("e2fsprogs missing (./setup installs it)");
+  await withDaemon(async (e) => {
+    const src = join(e.dir, "rootfs");
+    const boot = join(src, "boot");
+    mkdirSync(join(boot, "grub"), { recursive: true });
+    writeFileSync(join(boot, "grub", "menu.lst"), "default 0\ntitle guest\nroot (hd0)\nkernel /boot/vmlinuz-x root=/dev/xvda1 ro\ninitrd /boot/initrd-x\n");
+    writeFileSync(join(boot, "vmlinuz-x"), "KERNEL BYTES");
+    writeFileSync(join(boot, "initrd-x"), "INITRD BYTES");
+    const img = join(e.dir, "guest.img");
+    await new Promise<void>((resolve, reject) =>
+      spawn("mkfs.ext4", ["-q", "-d", src, "-F", img, "16M"], { stdio: "ignore" }).once("close", (c) => (c === 0 ? resolve() : reject(new Error(`mkfs.ext4 ${c}`)))),
+    );
+    const info = (await e.req({
+      op: "create",
+      config: spec("grubby", { boot: { guestGrub: { menu: "/boot/grub/menu.lst" } }, disks: [{ path: img, format: "raw" }] }),
+      paused: false,
+      force: false,
+    })) as DomainInfo;
+    const argv = readFileSync(`/proc/${info.pid}/cmdline`, "utf8").split("\0");
+    const kernel = argv[argv.indexOf("-kernel") + 1]!;
+    const initrd = argv[argv.indexOf("-initrd") + 1]!;
+    assert.equal(readFileSync(kernel, "utf8"), "KERNEL BYTES");
+    assert.equal(readFileSync(initrd, "utf8"), "INITRD BYTES");
+    assert.equal(argv[argv.indexOf("-append") + 1], "root=/dev/xvda1 ro");
+    const dmesg = JSON.stringify(await e.req({ op: "dmesg", clear: false }));
+    assert.match(dmesg, /booting GRUB entry 0 'guest' from \/boot\/grub\/menu\.lst \(whole disk\)/);
   });
 });
