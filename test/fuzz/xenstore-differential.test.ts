@@ -12,17 +12,7 @@ import { RawConn, type Reply } from "../conformance/xenstore-harness.js";
 import { startVmstackInProcess, startXenPeer } from "../conformance/xenstore-targets.js";
 import { splitNul } from "../../src/xenstore/wire.js";
 import type { XsOp } from "../../src/xenstore/protocol.js";
-
-function rng(seed: number): () => number {
-  let a = seed >>> 0;
-  return () => {
-    a = (a + 0x6d2b79f5) >>> 0;
-    let t = a;
-    t = Math.imul(t ^ (t >>> 15), t | 1);
-    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
-    return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
-  };
-}
+import { rng } from "../support/rng.js";
 
 const seed = Number(process.env["VMSTACK_FUZZ_SEED"] ?? Date.now() % 1_000_000);
 const budgetMs = Number(process.env["VMSTACK_FUZZ_MS"] ?? 3000);

@@ -12,18 +12,7 @@ import assert from "node:assert/strict";
 import type { Duplex } from "node:stream";
 import { createXenstored, encodeMessage, FrameDecoder, nulTerminated, XS_ERRORS, XS_OPS, XENSTORE_PAYLOAD_MAX, type XsMessage } from "../../src/xenstore/index.js";
 import { XenstoreClient } from "../../src/xenstore/client.js";
-
-/** mulberry32: small, seedable, good enough to pick test inputs. */
-function rng(seed: number): () => number {
-  let a = seed >>> 0;
-  return () => {
-    a = (a + 0x6d2b79f5) >>> 0;
-    let t = a;
-    t = Math.imul(t ^ (t >>> 15), t | 1);
-    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
-    return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
-  };
-}
+import { rng } from "../support/rng.js";
 
 const seed = Number(process.env["VMSTACK_FUZZ_SEED"] ?? Date.now() % 1_000_000);
 const budgetMs = Number(process.env["VMSTACK_FUZZ_MS"] ?? 3000);

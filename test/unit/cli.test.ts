@@ -1,20 +1,6 @@
 import { test } from "node:test";
 import assert from "node:assert/strict";
-import { Writable, Readable } from "node:stream";
-import { main } from "../../src/cli/main.js";
-
-function capture(): { stream: Writable; text: () => string } {
-  const chunks: Buffer[] = [];
-  const stream = new Writable({ write(c: Buffer, _e, cb) { chunks.push(c); cb(); } });
-  return { stream, text: () => Buffer.concat(chunks).toString() };
-}
-
-async function cli(...argv: string[]): Promise<{ code: number; out: string; err: string }> {
-  const out = capture();
-  const err = capture();
-  const code = await main(argv, { stdout: out.stream, stderr: err.stream, stdin: Readable.from([]), signal: new AbortController().signal });
-  return { code, out: out.text(), err: err.text() };
-}
+import { cli } from "../support/in-process-cli.js";
 
 test("--version prints the package version", async () => {
   const r = await cli("--version");

@@ -3,21 +3,7 @@ import assert from "node:assert/strict";
 import { mkdtempSync, rmSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
-import { Readable, Writable } from "node:stream";
-import { main } from "../../src/cli/main.js";
-
-function capture(): { stream: Writable; text: () => string } {
-  const chunks: Buffer[] = [];
-  const stream = new Writable({ write(c: Buffer, _e, cb) { chunks.push(c); cb(); } });
-  return { stream, text: () => Buffer.concat(chunks).toString() };
-}
-
-async function cli(...argv: string[]): Promise<{ code: number; out: string; err: string }> {
-  const out = capture();
-  const err = capture();
-  const code = await main(argv, { stdout: out.stream, stderr: err.stream, stdin: Readable.from([]), signal: new AbortController().signal });
-  return { code, out: out.text(), err: err.text() };
-}
+import { cli } from "../support/in-process-cli.js";
 
 /** Points the cache at an empty directory for the duration of a test (this file's process only). */
 function emptyCache(t: { after: (fn: () => void) => void }): string {
