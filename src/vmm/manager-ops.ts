@@ -10,6 +10,7 @@ import type { DomainInfo, HostInfo, Request, Trigger } from "./api/protocol.js";
 import { VmstackError, assertNever, isVmstackError, messageOf } from "../lib/errors.js";
 import { procStat } from "./domain-record.js";
 import { streamExec } from "./manager-exec.js";
+import { handleHotplug } from "./manager-hotplug.js";
 
 export interface OpsContext {
   readonly manager: DomainManager;
@@ -106,6 +107,17 @@ export async function handle(ctx: OpsContext, req: Request, signal: AbortSignal)
     case "quit":
       setImmediate(ctx.quit);
       return result(null);
+    case "block-attach":
+    case "block-detach":
+    case "block-list":
+    case "network-attach":
+    case "network-detach":
+    case "network-list":
+    case "cd-insert":
+    case "cd-eject":
+    case "mem-set":
+    case "vcpu-set":
+      return result(await handleHotplug({ manager: m, agentTimeoutMs: ctx.agentTimeoutMs }, req, signal));
     default:
       return assertNever(req, "request");
   }
