@@ -196,16 +196,39 @@ export function cpuSlots(list: readonly HotpluggableCpu[]): HotpluggableCpu[] {
 }
 
 /**
- * What brings the domain to `want` CPUs: device_add for empty slots below `want`, device_del for
- * plugged ones at or above it (by QOM path, which also names the CPUs -smp made at boot). CPU 0
- * is never removed (want ≥ 1 is checked by the caller).
+ * The device_adds that give the domain at least `want` plugged CPUs (empty slots, lowest first).
+ * Going down unplugs nothing: as in Xen, where vcpu-set only marks vCPUs offline for the guest,
+ * the guest takes CPUs offline and QEMU keeps them (re-plugging an unplugged CPU under TCG is
+ * not reliable in QEMU 7.2, and an offline vCPU costs nothing but a sleeping thread).
  */
 export function vcpuSetSteps(list: readonly HotpluggableCpu[], want: number): QmpStep[] {
   const steps: QmpStep[] = [];
   cpuSlots(list).forEach((c, i) => {
-    const plugged = c["qom-path"] !== undefined;
-    if (i < want && !plugged) steps.push({ execute: "device_add", arguments: { driver: c.type, id: cpuDeviceId(c.props), ...c.props } });
-    if (i >= want && plugged && i > 0) steps.push(deviceDel(c["qom-path"] as string));
+    if (i < want && c["qom-path"] === undefined) steps.push({ execute: "device_add", arguments: { driver: c.type, id: cpuDeviceId(c.props), ...c.props } });
   });
   return steps;
+}
+
+/**
+ * The guest side of vcpu-set, run by the agent (the role of Xen's vcpu hotplug driver watching
+ * cpu/N/availability): CPU n online iff n < want. A hot-added CPU's `online` file appears once the
+ * guest has handled the ACPI notification, so it retries for a while until all are there.
+ */
+export function guestCpuScript(want: number, max: number): string {
+  return [
+    "i=0",
+    `while [ $i -lt 50 ]; do`,
+    "  n=0",
+    `  for c in $(seq 1 ${Math.max(1, max - 1)}); do`,
+    "    f=/sys/devices/system/cpu/cpu$c/online",
+    "    [ -e $f ] || continue",
+    "    n=$((n+1))",
+    `    if [ $c -lt ${want} ]; then v=1; else v=0; fi`,
+    `    [ "$(cat $f)" = $v ] || echo $v > $f`,
+    "  done",
+    `  [ $n -ge ${Math.min(want, max) - 1} ] && exit 0`,
+    "  i=$((i+1)); sleep 0.2",
+    "done",
+    "exit 1",
+  ].join("\n");
 }

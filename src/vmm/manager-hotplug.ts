@@ -13,7 +13,7 @@ import { type DomainManager, configOf } from "./manager.js";
 import { writeRecord } from "./domain-record.js";
 import {
   BALLOON_ID, type HotpluggableCpu, type QmpStep, assertHotplug, balloonDeviceAdd, balloonSteps, blockAttachSteps, blockNodeRemoval, cdEjectSteps,
-  cdInsertSteps, deviceDel, freePort, networkAttachSteps, netdevRemoval, vcpuSetSteps,
+  cdInsertSteps, deviceDel, freePort, guestCpuScript, networkAttachSteps, netdevRemoval, vcpuSetSteps,
 } from "./hotplug.js";
 import {
   XENBUS_CONNECTED, nicDevid, vbdBackendPath, vdevNumber, vdevOf, vifBackendPath, writeCpuAvailability, writeDevices, writeMemoryTarget,
@@ -132,14 +132,16 @@ function freeId(prefix: string, taken: readonly string[]): string {
 }
 
 /**
- * device_del asks the guest to release the device (ACPI eject on pc, the PCIe attention button
- * on q35, which Linux's pciehp honours after its 5 s grace period); DEVICE_DELETED says it did.
+ * device_del asks the guest to release the device (an ACPI eject request; on q35 QEMU 7.2 also
+ * drives its root ports through ACPI, or else the PCIe attention button, which Linux's pciehp
+ * honours after a 5 s grace period); DEVICE_DELETED (naming the id, or the QOM path of a device
+ * without one) says it did.
  */
 async function unplug(m: DomainManager, d: Domain, id: string, signal?: AbortSignal): Promise<void> {
   const qmp = d.qmp;
   if (!qmp?.connected) throw new VmstackError("DOMAIN_NOT_RUNNING", `domain ${d.name} has no running QEMU`);
   const timeoutMs = Math.max(20_000, m.o.startTimeoutMs);
-  const deleted = qmp.waitForEvent("DEVICE_DELETED", { timeoutMs, ...(signal ? { signal } : {}), filter: (e) => e.data["device"] === id });
+  const deleted = qmp.waitForEvent("DEVICE_DELETED", { timeoutMs, ...(signal ? { signal } : {}), filter: (e) => e.data["device"] === id || e.data["path"] === id });
   deleted.catch(() => undefined);
   await d.qmpExecute(deviceDel(id).execute, deviceDel(id).arguments);
   try {
@@ -148,7 +150,7 @@ async function unplug(m: DomainManager, d: Domain, id: string, signal?: AbortSig
     if (!isVmstackError(e, "TIMEOUT")) throw e;
     throw new VmstackError(
       "UNPLUG_TIMEOUT",
-      `domain ${d.name}: the guest did not release ${id} within ${Math.round(timeoutMs / 1000)} s (does its kernel have PCI hotplug, acpiphp or pciehp?); the device stays attached`,
+      `domain ${d.name}: the guest did not release ${id} within ${Math.round(timeoutMs / 1000)} s (a guest without ACPI or PCIe hotplug support ignores the request); the device stays attached`,
       { facts: { domain: d.name, device: id }, cause: e },
     );
   }
@@ -249,7 +251,7 @@ async function cdChange(m: DomainManager, d: Domain, vdev: string, medium: { pat
 async function memSet(m: DomainManager, d: Domain, mib: number): Promise<{ memoryMiB: number }> {
   const c = configOf(d.record);
   if (mib > c.maxmem) {
-    throw new VmstackError("OVER_MAXMEM", `mem-set ${d.name}: ${mib} MiB is above the domain's maxmem ${c.maxmem} MiB (memory can only grow up to maxmem, set at create)`, {
+    throw new VmstackError("OVER_MAXMEM", `${mib} MiB is above ${d.name}'s maxmem ${c.maxmem} MiB (memory can only grow up to maxmem, set at create)`, {
       facts: { domain: d.name, requestedMiB: mib, maxmemMiB: c.maxmem },
     });
   }
@@ -271,40 +273,50 @@ async function memSet(m: DomainManager, d: Domain, mib: number): Promise<{ memor
 }
 
 /**
- * xl vcpu-set: plug or unplug vCPUs up to maxvcpus (QEMU's CPU hotplug through ACPI). The guest
- * kernel ejects unplugged CPUs itself; hot-added ones start offline in Linux, so the agent (when
- * the guest runs it) brings them online, as Xen's vcpu hotplug driver does on cpu/N/availability.
+ * xl vcpu-set: up to maxvcpus. CPUs not yet plugged are hot-added (ACPI CPU hotplug, pc and q35);
+ * then the guest's agent brings CPUs below N online and takes the others offline, and
+ * cpu/N/availability says the same in xenstore. Without the agent only xenstore changes (a guest
+ * with Xen's vcpu hotplug driver would act on it; Linux leaves hot-added CPUs offline).
  */
-async function vcpuSet(ctx: HotplugContext, d: Domain, want: number, signal?: AbortSignal): Promise<{ vcpus: number }> {
+async function vcpuSet(ctx: HotplugContext, d: Domain, want: number, signal?: AbortSignal): Promise<{ vcpus: number; online: number | null }> {
   const m = ctx.manager;
   const c = configOf(d.record);
   if (c.machine === "microvm") {
     throw new VmstackError("HOTPLUG_UNSUPPORTED", `domain ${d.name} is a microvm, which has no CPU hotplug (no ACPI CPU hotplug in microvm); use machine=q35 or machine=pc`);
   }
   if (want > c.maxvcpus) {
-    throw new VmstackError("OVER_MAXVCPUS", `vcpu-set ${d.name}: ${want} is above the domain's maxvcpus ${c.maxvcpus} (set maxvcpus at create for CPUs to add later)`, {
+    throw new VmstackError("OVER_MAXVCPUS", `${want} vCPUs is more than ${d.name}'s maxvcpus ${c.maxvcpus} (set maxvcpus at create for CPUs to add later)`, {
       facts: { domain: d.name, requested: want, maxvcpus: c.maxvcpus },
     });
   }
   const list = await d.qmpExecute<HotpluggableCpu[]>("query-hotpluggable-cpus");
-  const steps = vcpuSetSteps(list, want);
-  for (const s of steps) {
-    if (s.execute === "device_del") await unplug(m, d, String(s.arguments?.["id"]), signal);
-    else await d.qmpExecute(s.execute, s.arguments);
-  }
-  if (steps.some((s) => s.execute === "device_add") && d.record.agentSocket !== null) {
+  await run(d, vcpuSetSteps(list, want));
+  let online: number | null = null;
+  if (d.record.agentSocket !== null) {
     try {
       const agent = await d.agent(ctx.agentTimeoutMs);
-      // A CPU's online file appears once the guest has processed the ACPI notification.
-      const script = `i=0; while [ $i -lt 50 ]; do n=0; for f in /sys/devices/system/cpu/cpu[1-9]*/online; do [ -e "$f" ] || continue; n=$((n+1)); [ "$(cat $f)" = 1 ] || echo 1 > $f; done; [ $n -ge ${want - 1} ] && break; i=$((i+1)); sleep 0.2; done`;
-      await agent.run({ argv: ["sh", "-c", script], timeoutMs: 30_000, ...(signal ? { signal } : {}) });
+      await agent.run({ argv: ["sh", "-c", guestCpuScript(want, c.maxvcpus)], timeoutMs: 30_000, ...(signal ? { signal } : {}) });
+      const out = await agent.run({ argv: ["cat", "/sys/devices/system/cpu/online"], timeoutMs: 10_000, ...(signal ? { signal } : {}) });
+      online = countCpuList(out.stdout.toString());
     } catch (e) {
-      m.o.log(`${d.name}: bringing new vCPUs online through the agent: ${messageOf(e)}`);
+      m.o.log(`${d.name}: setting vCPUs online in the guest through the agent: ${messageOf(e)}`);
     }
   }
   d.record = { ...d.record, config: { ...d.record.config, vcpus: want } };
   writeRecord(m.o.paths.domainsDir, d.record);
   await writeCpuAvailability(m.o.xs, d.domid, want, c.maxvcpus);
-  m.o.log(`${d.name}: ${want} vCPUs`);
-  return { vcpus: want };
+  m.o.log(`${d.name}: ${want} vCPUs${online === null ? "" : ` (${online} online in the guest)`}`);
+  return { vcpus: want, online };
+}
+
+/** `0-2,4` (the kernel's cpu list format) → 4. */
+export function countCpuList(text: string): number {
+  return text
+    .trim()
+    .split(",")
+    .filter(Boolean)
+    .reduce((n, r) => {
+      const [a, b] = r.split("-").map(Number);
+      return n + (b === undefined ? 1 : (b as number) - (a as number) + 1);
+    }, 0);
 }

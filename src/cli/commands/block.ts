@@ -15,7 +15,7 @@ export function takeFragment(verb: string, what: string, r: FragmentResult, ctx:
   for (const w of warningsOf(r.problems)) ctx.stderr.write(`vmstack ${verb}: ${formatProblem(w)}\n`);
   const errors = errorsOf(r.problems);
   if (r.value === undefined || errors.length > 0) {
-    throw new VmstackError("BAD_SPEC", `${verb}: invalid ${what}:\n  ${errors.map(formatProblem).join("\n  ")}`, { facts: { errors: errors.map((e) => e.message) } });
+    throw new VmstackError("BAD_SPEC", `invalid ${what}:\n  ${errors.map(formatProblem).join("\n  ")}`, { facts: { errors: errors.map((e) => e.message) } });
   }
   return r.value;
 }

@@ -16,7 +16,7 @@ export const memSetCommand: Command = {
     if (domain === undefined || mem === undefined) throw usageError("mem-set", "expected DOMAIN MEM");
     if (extra !== undefined) throw usageError("mem-set", `unexpected argument '${extra}'`);
     const r = parseMemSize(mem, "MEM (argument 2)");
-    if (r.mib === undefined) throw new VmstackError("BAD_SPEC", `mem-set: ${errorsOf(r.problems).map(formatProblem).join("; ")}`);
+    if (r.mib === undefined) throw new VmstackError("BAD_SPEC", `${errorsOf(r.problems).map(formatProblem).join("; ")}`);
     await request({ op: "mem-set", domain, memoryMiB: r.mib }, ctx);
     return 0;
   },
