@@ -108,6 +108,7 @@ export function compileDomain(c: DomainConfig, ctx: CompileContext): DomainPlan 
       discard: d.discard,
       ...(d.serial === undefined ? {} : { serial: d.serial }),
       ...(b === undefined ? {} : { bootIndex: b }),
+      ...(d.pciSlot === undefined ? {} : { pciSlot: d.pciSlot }),
     };
   });
 
@@ -127,7 +128,11 @@ export function compileDomain(c: DomainConfig, ctx: CompileContext): DomainPlan 
 
   const nics: NicArgsConfig[] = c.nics.map((n) => {
     const b = bootIndex.get(n.id);
-    return { id: n.id, mac: n.mac, model: n.model, backend: netBackend(n), ...(b === undefined ? {} : { bootRom: true, bootIndex: b }) };
+    return {
+      id: n.id, mac: n.mac, model: n.model, backend: netBackend(n),
+      ...(b === undefined ? {} : { bootRom: true, bootIndex: b }),
+      ...(n.pciSlot === undefined ? {} : { pciSlot: n.pciSlot }),
+    };
   });
 
   const paths = {
@@ -144,7 +149,8 @@ export function compileDomain(c: DomainConfig, ctx: CompileContext): DomainPlan 
     ...(c.uuid === undefined ? {} : { uuid: c.uuid }),
     // Xen's memory < maxmem ("pre-ballooned"): boot with maxmem, the balloon holds `memory`.
     memoryMiB: c.maxmem,
-    balloon: c.maxmem > c.memory,
+    balloon: c.maxmem > c.memory || c.balloonSlot !== undefined,
+    ...(c.balloonSlot === undefined ? {} : { balloonSlot: c.balloonSlot }),
     cpus: c.vcpus,
     maxCpus: c.maxvcpus,
     ...(kernel === undefined ? {} : { kernel }),

@@ -18,6 +18,13 @@ export const MAC_PATTERN = /^[0-9a-fA-F]{2}(:[0-9a-fA-F]{2}){5}$/;
 export const UUID_PATTERN = /^[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}$/;
 export const NAME_PATTERN = /^[A-Za-z0-9][A-Za-z0-9_.+-]{0,63}$/;
 const ID_PATTERN = /^[A-Za-z][A-Za-z0-9_.-]{0,31}$/;
+/** `hotplug2` (a q35 hotplug port) or `pci.0/0x1f` (a bus and slot): see pciSlot below. */
+export const PCI_SLOT_PATTERN = /^[A-Za-z][A-Za-z0-9_.-]{0,31}(\/0x[0-9a-f]{1,2})?$/;
+const pciSlot = (what: string) =>
+  optional(
+    str({ pattern: PCI_SLOT_PATTERN, hint: "PCI bus[/0xslot]" }),
+    `Where the ${what} sits on PCI: a q35 hotplug port (\`hotplug0\`) or a bus and slot (\`pci.0/0x1f\`). Set by the attach verbs, so that a restart or a restore finds the ${what} where the guest saw it; absent lets QEMU choose.`,
+  );
 
 const nicCommon = {
   id: derived(str({ pattern: ID_PATTERN, hint: "device id" }), '"net" + its index', "QEMU id of the NIC; the netdev is `<id>.backend`. Stable across edits when set."),
@@ -27,6 +34,7 @@ const nicCommon = {
     "The guest-visible MAC address. The default is stable for a given domain name and NIC position.",
   ),
   model: withDefault(oneOf(NIC_MODELS), "virtio", "Emulated NIC model. `virtio` is fastest; `e1000` and `rtl8139` suit guests without virtio drivers."),
+  pciSlot: pciSlot("NIC"),
 } as const;
 
 export const forwardSchema = obj({
@@ -73,6 +81,7 @@ export const diskSchema = obj({
   cache: withDefault(oneOf(["writeback", "none", "writethrough", "directsync", "unsafe"]), "writeback", "Host page-cache mode."),
   discard: withDefault(bool(), false, "Pass guest TRIM/discard through to the image."),
   vdev: optional(str({ pattern: /^(xvd|hd|sd|vd)[a-z]+[0-9]*$/, hint: "virtual device name" }), "Xen virtual device name (xvda, hdc, sdb), kept for xl.cfg conversion; also orders disks."),
+  pciSlot: pciSlot("disk (virtio only)"),
 });
 
 export const shareSchema = obj({
@@ -113,6 +122,10 @@ export const domainSchema = obj({
     int({ min: 0, max: 32 }),
     4,
     "PCIe root ports kept free for devices attached while the domain runs (block-attach, network-attach, mem-set's balloon). q35 only: pc's PCI bus hotplugs through ACPI without them, microvm cannot hotplug.",
+  ),
+  balloonSlot: optional(
+    str({ pattern: PCI_SLOT_PATTERN, hint: "PCI bus[/0xslot]" }),
+    "A balloon device at this PCI place even when memory = maxmem: set by mem-set when it adds one to a running domain (see pciSlot).",
   ),
   vcpus: withDefault(int({ min: 1, max: 255 }), 1, "Virtual CPUs online at boot."),
   maxvcpus: derived(int({ min: 1, max: 255 }), "`vcpus`", "Virtual CPUs that can be brought online later."),

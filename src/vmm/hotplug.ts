@@ -33,9 +33,11 @@ export function assertHotplug(machine: MachineType, what: string, domain: string
   }
 }
 
-/** The bus argument of a device_add: a free root port on q35, none on pc (the root bus hotplugs). */
-export function busArgs(machine: MachineType, port: number | undefined): Record<string, unknown> {
-  return machine === "q35" && port !== undefined ? { bus: `${HOTPLUG_PORT_PREFIX}${port}` } : {};
+/** A device_add's placement from a `bus[/0xslot]` string (see pciSlotProps). */
+export function slotArgs(slot: string | undefined): Record<string, unknown> {
+  if (slot === undefined) return {};
+  const [bus, addr] = slot.split("/");
+  return { bus, ...(addr === undefined ? {} : { addr }) };
 }
 
 /** QOM path of a hotplug root port's secondary bus, as `qom-get … parent_bus` reports it. */
@@ -43,9 +45,9 @@ export function hotplugBusPath(port: number): string {
   return `/machine/peripheral/${HOTPLUG_PORT_PREFIX}${port}/${HOTPLUG_PORT_PREFIX}${port}`;
 }
 
-/** The first root port not in `used` (bus paths from parent_bus), or a clear error when all are taken. */
-export function freePort(ports: number, used: ReadonlySet<string>, domain: string): number {
-  for (let i = 0; i < ports; i++) if (!used.has(hotplugBusPath(i))) return i;
+/** q35: the first root port not in `used` (bus paths from parent_bus), or a clear error when all are taken. */
+export function freePort(ports: number, used: ReadonlySet<string>, domain: string): string {
+  for (let i = 0; i < ports; i++) if (!used.has(hotplugBusPath(i))) return `${HOTPLUG_PORT_PREFIX}${i}`;
   throw new VmstackError(
     "NO_HOTPLUG_SLOT",
     ports === 0
@@ -55,8 +57,18 @@ export function freePort(ports: number, used: ReadonlySet<string>, domain: strin
   );
 }
 
+/**
+ * pc: the highest free slot of pci.0 (`pci.0/0x1f` down to 0x03; 0-2 hold the host bridge, the
+ * ISA bridge and VGA's usual place). Taken from the top so that the devices QEMU places itself at
+ * the next start (lowest free slots first) never need a slot a hot-added device holds.
+ */
+export function freePciSlot(used: ReadonlySet<number>, domain: string): string {
+  for (let slot = 0x1f; slot >= 3; slot--) if (!used.has(slot)) return `pci.0/0x${slot.toString(16)}`;
+  throw new VmstackError("NO_HOTPLUG_SLOT", `domain ${domain}: no free slot on its PCI bus`, { facts: { domain } });
+}
+
 /** blockdev-add of the protocol and format nodes, then the guest-visible device. */
-export function blockAttachSteps(machine: MachineType, d: DiskConfig, port: number | undefined): QmpStep[] {
+export function blockAttachSteps(machine: MachineType, d: DiskConfig): QmpStep[] {
   if (d.path === undefined) throw new VmstackError("BAD_DISK", `disk ${d.id} has no image to attach`);
   const ro = d.readOnly ? { "read-only": true } : {};
   const discard = d.discard ? { discard: "unmap" } : {};
@@ -86,7 +98,7 @@ export function blockAttachSteps(machine: MachineType, d: DiskConfig, port: numb
   };
   switch (d.interface) {
     case "virtio":
-      steps.push({ execute: "device_add", arguments: { driver: virtioDevice(machine, "blk"), ...props, ...busArgs(machine, port) } });
+      steps.push({ execute: "device_add", arguments: { driver: virtioDevice(machine, "blk"), ...props, ...slotArgs(d.pciSlot) } });
       return steps;
     case "scsi":
     case "ide":
@@ -141,7 +153,7 @@ export function netdevArgs(n: NicConfig): Record<string, unknown> {
   }
 }
 
-export function networkAttachSteps(machine: MachineType, n: NicConfig, port: number | undefined): QmpStep[] {
+export function networkAttachSteps(machine: MachineType, n: NicConfig): QmpStep[] {
   if (n.type === "user" && n.forwards.some((f) => f.from === "guest")) {
     throw new VmstackError("HOTPLUG_UNSUPPORTED", `NIC ${n.id}: guest forwards cannot be added while running`);
   }
@@ -149,7 +161,7 @@ export function networkAttachSteps(machine: MachineType, n: NicConfig, port: num
   return [
     { execute: "netdev_add", arguments: netdevArgs(n) },
     // romfile "": no iPXE option ROM for a NIC added after boot (the firmware is long done).
-    { execute: "device_add", arguments: { driver, netdev: `${n.id}.backend`, mac: n.mac, id: n.id, romfile: "", ...busArgs(machine, port) } },
+    { execute: "device_add", arguments: { driver, netdev: `${n.id}.backend`, mac: n.mac, id: n.id, romfile: "", ...slotArgs(n.pciSlot) } },
   ];
 }
 
@@ -159,8 +171,8 @@ export function netdevRemoval(id: string): QmpStep[] {
 
 export const BALLOON_ID = "balloon0";
 
-export function balloonDeviceAdd(machine: MachineType, port: number | undefined): QmpStep {
-  return { execute: "device_add", arguments: { driver: virtioDevice(machine, "balloon"), id: BALLOON_ID, ...busArgs(machine, port) } };
+export function balloonDeviceAdd(machine: MachineType, slot: string | undefined): QmpStep {
+  return { execute: "device_add", arguments: { driver: virtioDevice(machine, "balloon"), id: BALLOON_ID, ...slotArgs(slot) } };
 }
 
 /** QMP `balloon` takes the guest's target size in bytes (not the balloon's size). */

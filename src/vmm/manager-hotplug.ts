@@ -13,7 +13,7 @@ import { type DomainManager, configOf } from "./manager.js";
 import { writeRecord } from "./domain-record.js";
 import {
   BALLOON_ID, type HotpluggableCpu, type QmpStep, assertHotplug, balloonDeviceAdd, balloonSteps, blockAttachSteps, blockNodeRemoval, cdEjectSteps,
-  cdInsertSteps, deviceDel, freePort, guestCpuScript, networkAttachSteps, netdevRemoval, vcpuSetSteps,
+  cdInsertSteps, deviceDel, freePciSlot, freePort, guestCpuScript, networkAttachSteps, netdevRemoval, vcpuSetSteps,
 } from "./hotplug.js";
 import {
   XENBUS_CONNECTED, nicDevid, vbdBackendPath, vdevNumber, vdevOf, vifBackendPath, writeCpuAvailability, writeDevices, writeMemoryTarget,
@@ -112,19 +112,32 @@ async function runAll(m: DomainManager, d: Domain, steps: readonly QmpStep[], un
   }
 }
 
-/** A free hotplug port on q35 (none needed on pc): which ports hold a device, from QEMU itself. */
-async function portFor(d: Domain, c: DomainConfig): Promise<number | undefined> {
-  if (c.machine !== "q35") return undefined;
-  const used = new Set<string>();
-  for (const id of [...c.disks.map((x) => x.id), ...c.nics.map((x) => x.id), BALLOON_ID]) {
-    try {
-      used.add(await d.qmpExecute<string>("qom-get", { path: `/machine/peripheral/${id}`, property: "parent_bus" }));
-    } catch (e) {
-      // No such device (an empty slot of the list, or no balloon): it holds no port.
-      if (!isVmstackError(e)) throw e;
+/**
+ * Where the next device goes, asked of QEMU itself: on q35 a root port no device sits behind
+ * (qom-get parent_bus of each device the domain has), on pc the highest free slot of pci.0
+ * (query-pci). Recorded in the config (pciSlot), so a restart or restore puts it there again.
+ */
+async function slotFor(d: Domain, c: DomainConfig): Promise<string | undefined> {
+  switch (c.machine) {
+    case "q35": {
+      const used = new Set<string>();
+      for (const id of [...c.disks.map((x) => x.id), ...c.nics.map((x) => x.id), BALLOON_ID]) {
+        try {
+          used.add(await d.qmpExecute<string>("qom-get", { path: `/machine/peripheral/${id}`, property: "parent_bus" }));
+        } catch (e) {
+          // No such device (an IDE drive has no qdev of this name, or there is no balloon): it holds no port.
+          if (!isVmstackError(e)) throw e;
+        }
+      }
+      return freePort(c.hotplugSlots ?? 0, used, d.name);
     }
+    case "pc": {
+      const buses = await d.qmpExecute<Array<{ bus: number; devices: Array<{ slot: number }> }>>("query-pci");
+      return freePciSlot(new Set((buses.find((b) => b.bus === 0)?.devices ?? []).map((x) => x.slot)), d.name);
+    }
+    case "microvm":
+      return undefined;
   }
-  return freePort(c.hotplugSlots ?? 0, used, d.name);
 }
 
 function freeId(prefix: string, taken: readonly string[]): string {
@@ -164,11 +177,14 @@ async function blockAttach(m: DomainManager, d: Domain, disk: Record<string, unk
     throw new VmstackError("DEVICE_EXISTS", `domain ${d.name} already has a disk ${vdev}`, { facts: { domain: d.name, vdev } });
   }
   const id = typeof disk["id"] === "string" ? disk["id"] : freeId("disk", c.disks.map((x) => x.id));
-  const next = revalidate(d, { ...c, disks: [...c.disks, { ...disk, id }] }, "disk");
+  if (disk["media"] === "cdrom") throw new VmstackError("HOTPLUG_UNSUPPORTED", `a cdrom drive cannot be added while running (its IDE/AHCI port takes no hotplug); give the domain an empty cdrom at create and use cd-insert`);
+  if (disk["interface"] !== undefined && disk["interface"] !== "virtio") {
+    throw new VmstackError("HOTPLUG_UNSUPPORTED", `a ${String(disk["interface"])} disk (vdev ${vdev ?? id}) cannot be attached while running; use an xvd* or vd* vdev (virtio)`);
+  }
+  revalidate(d, { ...c, disks: [...c.disks, { ...disk, id }] }, "disk");
+  const next = revalidate(d, { ...c, disks: [...c.disks, { ...disk, id, pciSlot: await slotFor(d, c) }] }, "disk");
   const added = next.disks[next.disks.length - 1] as DiskConfig;
-  if (added.media === "cdrom") throw new VmstackError("HOTPLUG_UNSUPPORTED", `a cdrom drive cannot be added while running (its IDE/AHCI port takes no hotplug); give the domain an empty cdrom at create and use cd-insert`);
-  const port = await portFor(d, c);
-  const steps = blockAttachSteps(c.machine, added, port);
+  const steps = blockAttachSteps(c.machine, added);
   await runAll(m, d, steps, (done) => (done.some((s) => s.execute === "device_add") ? [] : blockNodeRemoval(added.id).slice(2 - done.length)));
   await commit(m, d, next);
   m.o.log(`${d.name}: attached disk ${added.id} (${vdevOf(next.disks, next.disks.length - 1)}) ${added.path ?? ""}`);
@@ -201,13 +217,13 @@ async function networkAttach(m: DomainManager, d: Domain, nic: Record<string, un
   const id = typeof nic["id"] === "string" ? nic["id"] : freeId("net", c.nics.map((x) => x.id));
   const mac = typeof nic["mac"] === "string" ? nic["mac"].toLowerCase() : undefined;
   if (mac !== undefined && c.nics.some((x) => x.mac.toLowerCase() === mac)) throw new VmstackError("DEVICE_EXISTS", `domain ${d.name} already has a NIC with MAC ${mac}`);
-  const next = revalidate(d, { ...c, nics: [...c.nics, { ...nic, id }] }, "NIC");
+  revalidate(d, { ...c, nics: [...c.nics, { ...nic, id }] }, "NIC");
+  const next = revalidate(d, { ...c, nics: [...c.nics, { ...nic, id, pciSlot: await slotFor(d, c) }] }, "NIC");
   const added = next.nics[next.nics.length - 1] as NicConfig;
   if (c.nics.some((x) => x.mac.toLowerCase() === added.mac.toLowerCase())) {
     throw new VmstackError("DEVICE_EXISTS", `the MAC ${added.mac} derived for ${id} is taken; give one with mac=`);
   }
-  const port = await portFor(d, c);
-  await runAll(m, d, networkAttachSteps(c.machine, added, port), (done) => (done.length === 1 ? netdevRemoval(added.id) : []));
+  await runAll(m, d, networkAttachSteps(c.machine, added), (done) => (done.length === 1 ? netdevRemoval(added.id) : []));
   await commit(m, d, next);
   m.o.log(`${d.name}: attached NIC ${added.id} (${added.mac})`);
   return networkList(d).find((n) => n.id === added.id) as NicInfo;
@@ -255,14 +271,17 @@ async function memSet(m: DomainManager, d: Domain, mib: number): Promise<{ memor
       facts: { domain: d.name, requestedMiB: mib, maxmemMiB: c.maxmem },
     });
   }
-  const next = revalidate(d, { ...c, memory: mib }, "memory");
+  let next = revalidate(d, { ...c, memory: mib }, "memory");
   try {
     await d.qmpExecute("query-balloon");
   } catch (e) {
     if (!isVmstackError(e) || !/balloon/i.test(e.message)) throw e;
     assertHotplug(c.machine, "add a balloon device", d.name);
-    await run(d, [balloonDeviceAdd(c.machine, await portFor(d, c))]);
-    m.o.log(`${d.name}: added a balloon device`);
+    const slot = await slotFor(d, c);
+    await run(d, [balloonDeviceAdd(c.machine, slot)]);
+    // The balloon stays where it was added, also at the next start and in a restore.
+    next = revalidate(d, { ...c, memory: mib, ...(slot === undefined ? {} : { balloonSlot: slot }) }, "memory");
+    m.o.log(`${d.name}: added a balloon device${slot === undefined ? "" : ` at ${slot}`}`);
   }
   await run(d, balloonSteps(mib));
   d.record = { ...d.record, config: next as unknown as Record<string, unknown> };

@@ -50,6 +50,8 @@ export interface MachineConfig {
   readonly maxCpus?: number;
   /** A virtio-balloon device (memory below `memoryMiB` is handed back after boot). */
   readonly balloon?: boolean;
+  /** Where the balloon sits (one added at run time), as DriveConfig.pciSlot. */
+  readonly balloonSlot?: string;
   /** SeaBIOS is QEMU's default firmware; UEFI is OVMF on two pflash units. */
   readonly firmware?: FirmwareConfig;
   readonly localtime?: boolean;
@@ -93,6 +95,8 @@ export interface DriveConfig {
   readonly serial?: string;
   /** Firmware boot priority (lower first); absent = not bootable by the firmware. */
   readonly bootIndex?: number;
+  /** `bus[/0xslot]`: where a device attached at run time sat, so a restore finds it there. */
+  readonly pciSlot?: string;
 }
 
 /** A virtiofs share: QEMU connects to the virtiofsd listening on `socketPath`. */
@@ -132,6 +136,7 @@ export interface NicArgsConfig {
   /** Keep the NIC's option ROM (iPXE) for network boot; otherwise `romfile=` skips it. */
   readonly bootRom?: boolean;
   readonly bootIndex?: number;
+  readonly pciSlot?: string;
 }
 
 /** virtio devices come as virtio-mmio on microvm and as PCI elsewhere. */
@@ -208,7 +213,7 @@ export function buildQemuArgs(c: MachineConfig): string[] {
   });
   for (const nic of c.nics ?? []) args.push(...nicArgs(c.machine, nic));
   if (c.rng) args.push("-object", "rng-random,id=rng0,filename=/dev/urandom", "-device", `${virtioDevice(c.machine, "rng")},rng=rng0,id=rng0.dev`);
-  if (c.balloon) args.push("-device", `${virtioDevice(c.machine, "balloon")},id=balloon0`);
+  if (c.balloon) args.push("-device", [`${virtioDevice(c.machine, "balloon")}`, "id=balloon0", ...pciSlotProps(c.balloonSlot)].join(","));
   args.push(...hotplugPortArgs(c.machine, c.hotplugPorts ?? 0));
   if (c.vncSocket !== undefined) {
     args.push("-device", "VGA,id=video0", "-device", "qemu-xhci,id=usb0", "-device", "usb-tablet,bus=usb0.0,id=tablet0", "-vnc", `unix:${opt(c.vncSocket)}`);
@@ -291,6 +296,7 @@ function driveArgs(machine: MachineType, drives: readonly DriveConfig[]): string
       ...(d.serial !== undefined ? [`serial=${opt(d.serial)}`] : []),
       ...(d.cache === "writethrough" || d.cache === "directsync" ? ["write-cache=off"] : []),
       ...(d.bootIndex !== undefined ? [`bootindex=${d.bootIndex}`] : []),
+      ...(d.bus === "virtio" ? pciSlotProps(d.pciSlot) : []),
     ];
     switch (d.bus) {
       case "virtio":
@@ -321,6 +327,17 @@ export function hotplugPortArgs(machine: MachineType, count: number): string[] {
   const args: string[] = [];
   for (let i = 0; i < count; i++) args.push("-device", `pcie-root-port,id=${HOTPLUG_PORT_PREFIX}${i},bus=pcie.0,chassis=${i + 1},io-reserve=0`);
   return args;
+}
+
+/**
+ * `hotplug2` → bus=hotplug2 (a root port has one slot); `pci.0/0x1f` → bus=pci.0,addr=0x1f. A
+ * device attached at run time keeps its place this way across a restart or a restore (a
+ * migration stream names devices by their PCI path, so a restored device must sit where it was).
+ */
+export function pciSlotProps(slot: string | undefined): string[] {
+  if (slot === undefined) return [];
+  const [bus, addr] = slot.split("/");
+  return [`bus=${bus ?? ""}`, ...(addr === undefined ? [] : [`addr=${addr}`])];
 }
 
 /** qdev ids of the hotplug root ports: `hotplug0`, `hotplug1`, … */
@@ -360,6 +377,7 @@ function nicArgs(machine: MachineType, n: NicArgsConfig): string[] {
     // No option ROM unless the firmware may boot from the network: iPXE only costs boot time.
     ...(n.bootRom || machine === "microvm" ? [] : ["romfile="]),
     ...(n.bootIndex !== undefined ? [`bootindex=${n.bootIndex}`] : []),
+    ...pciSlotProps(n.pciSlot),
   ].join(",");
   return ["-netdev", backend, "-device", device];
 }

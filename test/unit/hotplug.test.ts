@@ -10,8 +10,8 @@ import { chmodSync, existsSync, mkdtempSync, readFileSync, rmSync, writeFileSync
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { setTimeout as sleep } from "node:timers/promises";
-import { parseDomainSpec, diskFragment, nicFragment, parseMemSize, errorsOf, formatProblem } from "../../src/domain/index.js";
-import { blockAttachSteps, cpuSlots, freePort, hotplugBusPath, networkAttachSteps, vcpuSetSteps, type HotpluggableCpu } from "../../src/vmm/hotplug.js";
+import { compileDomain, parseDomainSpec, diskFragment, nicFragment, parseMemSize, errorsOf, formatProblem } from "../../src/domain/index.js";
+import { blockAttachSteps, cpuSlots, freePciSlot, freePort, hotplugBusPath, networkAttachSteps, vcpuSetSteps, type HotpluggableCpu } from "../../src/vmm/hotplug.js";
 import { nicDevid, vdevNumber, vdevOf } from "../../src/vmm/device-xenstore.js";
 import { countCpuList } from "../../src/vmm/manager-hotplug.js";
 import { vmstackdRequest } from "../../src/vmm/api/client.js";
@@ -43,37 +43,52 @@ test("disks without a vdev get the first xvd names their siblings leave free", (
 });
 
 test("a disk attaches as two blockdev nodes and a virtio device, on a hotplug port on q35 and the root bus on pc", () => {
-  const d = config({ disks: [{ path: "/img/x.qcow2", format: "qcow2", id: "disk3", readOnly: true }] }).disks[0];
+  const d = config({ disks: [{ path: "/img/x.qcow2", format: "qcow2", id: "disk3", readOnly: true, pciSlot: "hotplug2" }] }).disks[0];
   assert.ok(d);
-  const q35 = blockAttachSteps("q35", d, 2);
+  const q35 = blockAttachSteps("q35", d);
   assert.deepEqual(q35, [
     { execute: "blockdev-add", arguments: { driver: "file", filename: "/img/x.qcow2", "node-name": "disk3.file", "read-only": true } },
     { execute: "blockdev-add", arguments: { driver: "qcow2", file: "disk3.file", "node-name": "disk3.fmt", "read-only": true } },
     { execute: "device_add", arguments: { driver: "virtio-blk-pci", drive: "disk3.fmt", id: "disk3", bus: "hotplug2" } },
   ]);
-  assert.deepEqual(blockAttachSteps("pc", d, undefined)[2], { execute: "device_add", arguments: { driver: "virtio-blk-pci", drive: "disk3.fmt", id: "disk3" } });
+  assert.deepEqual(blockAttachSteps("pc", { ...d, pciSlot: "pci.0/0x1f" })[2], { execute: "device_add", arguments: { driver: "virtio-blk-pci", drive: "disk3.fmt", id: "disk3", bus: "pci.0", addr: "0x1f" } });
   const ide = config({ disks: [{ path: "/x", interface: "ide" }] }).disks[0];
   assert.ok(ide);
-  assert.throws(() => blockAttachSteps("pc", ide, undefined), /cannot be attached while running/);
+  assert.throws(() => blockAttachSteps("pc", ide), /cannot be attached while running/);
 });
 
 test("a NIC attaches as netdev_add then device_add; a private network joins its multicast group", () => {
   const [user, priv] = config({ nics: [{ type: "user", mac: "52:54:00:00:00:01" }, { type: "private", network: "lan", id: "lan0" }] }).nics;
   assert.ok(user && priv);
-  assert.deepEqual(networkAttachSteps("pc", user, undefined), [
+  assert.deepEqual(networkAttachSteps("pc", user), [
     { execute: "netdev_add", arguments: { type: "user", id: "net0.backend" } },
     { execute: "device_add", arguments: { driver: "virtio-net-pci", netdev: "net0.backend", mac: "52:54:00:00:00:01", id: "net0", romfile: "" } },
   ]);
-  const steps = networkAttachSteps("q35", priv, 0);
+  const steps = networkAttachSteps("q35", { ...priv, pciSlot: "hotplug0" });
   assert.equal(steps[0]?.arguments?.["type"], "socket");
   assert.match(String(steps[0]?.arguments?.["mcast"]), /^239\.255\.\d+\.\d+:\d+$/);
   assert.equal(steps[1]?.arguments?.["bus"], "hotplug0");
 });
 
-test("the first free hotplug port is chosen; none free is a clear error", () => {
-  assert.equal(freePort(4, new Set([hotplugBusPath(0), hotplugBusPath(1)]), "g"), 2);
+test("the first free hotplug port is chosen on q35, the highest free slot on pc; none free is a clear error", () => {
+  assert.equal(freePort(4, new Set([hotplugBusPath(0), hotplugBusPath(1)]), "g"), "hotplug2");
+  assert.equal(freePciSlot(new Set([0, 1, 2, 3, 0x1f]), "g"), "pci.0/0x1e");
   assert.throws(() => freePort(2, new Set([hotplugBusPath(0), hotplugBusPath(1)]), "g"), /all 2 PCIe hotplug ports are in use/);
   assert.throws(() => freePort(0, new Set(), "g"), /hotplugSlots=0/);
+});
+
+test("devices attached at run time come back at the same PCI place at the next start (and in a restore)", () => {
+  const c = config({
+    machine: "q35", memory: 256, balloonSlot: "hotplug3",
+    disks: [{ path: "/img/a.raw", vdev: "xvdb", pciSlot: "hotplug0" }], nics: [{ type: "user", pciSlot: "hotplug1" }],
+  });
+  const argv = compileDomain(c, { runDir: "/run/g" }).argv;
+  assert.ok(argv.includes("virtio-blk-pci,drive=disk0.fmt,id=disk0,bus=hotplug0"), argv.join(" "));
+  assert.ok(argv.some((a) => a.startsWith("virtio-net-pci,") && a.endsWith(",romfile=,bus=hotplug1")), argv.join(" "));
+  assert.ok(argv.includes("virtio-balloon-pci,id=balloon0,bus=hotplug3"), "a balloon added by mem-set stays even at memory = maxmem");
+  const pc = compileDomain(config({ machine: "pc", disks: [{ path: "/img/a.raw", pciSlot: "pci.0/0x1f" }] }), { runDir: "/run/g" }).argv;
+  assert.ok(pc.includes("virtio-blk-pci,drive=disk0.fmt,id=disk0,bus=pci.0,addr=0x1f"), pc.join(" "));
+  assert.throws(() => config({ disks: [{ path: "/x", pciSlot: "pci.0/31" }] }), /pciSlot/);
 });
 
 test("vcpu-set plugs the lowest empty CPU slots and never unplugs", () => {
@@ -158,6 +173,7 @@ for (const s of sockets) {
             if (buses.has(id)) reply(buses.get(id)); else fail("DeviceNotFound", "Device '" + a.path + "' not found");
             break;
           }
+          case "query-pci": reply([{ bus: 0, devices: [0, 1, 2, 3, 4].map((slot) => ({ slot })) }]); break;
           case "query-balloon": if (balloon) reply({ actual: 1 }); else fail("DeviceNotActive", "No balloon device has been activated"); break;
           case "query-hotpluggable-cpus":
             reply(Array.from({ length: maxcpus }, (_, k) => maxcpus - 1 - k).map((k) => ({ type: "qemu64-x86_64-cpu", "vcpus-count": 1, props: { "socket-id": 0, "core-id": k, "thread-id": 0 }, ...(plugged.has(k) ? { "qom-path": "/machine/cpu" + k } : {}) })));
@@ -258,8 +274,8 @@ test("vmstackd attaches and detaches a disk with QEMU's command sequence, and xe
       await xs.close();
     }
     assert.deepEqual(((await e.req({ op: "block-list", domain: "hp" })) as BlockInfo[]).map((b) => b.vdev), ["xvdc"]);
-    const record = JSON.parse(readFileSync(join(e.dir, "s", "domains", `${id}.json`), "utf8")) as { config: { disks: Array<{ path: string }> } };
-    assert.deepEqual(record.config.disks.map((d) => d.path), ["/img/two.raw"]);
+    const record = JSON.parse(readFileSync(join(e.dir, "s", "domains", `${id}.json`), "utf8")) as { config: { disks: Array<{ path: string; pciSlot: string }> } };
+    assert.deepEqual(record.config.disks.map((d) => [d.path, d.pciSlot]), [["/img/two.raw", "hotplug1"]]);
     await assert.rejects(e.req({ op: "block-detach", domain: "hp", device: "xvdq" }), /has no disk 'xvdq'/);
   });
 });
@@ -272,8 +288,10 @@ test("vmstackd attaches and detaches NICs, sets the balloon (adding the device f
     const nic = (await e.req({ op: "network-attach", domain: "net", nic: { type: "private", network: "lan", mac: "52:54:00:aa:bb:cc" } })) as NicInfo;
     assert.deepEqual([nic.devid, nic.mac, nic.network], [0, "52:54:00:aa:bb:cc", "lan"]);
     const sent = e.qmp(id);
-    assert.equal(sent[0]?.execute, "netdev_add");
-    assert.deepEqual(sent[1], { execute: "device_add", arguments: { driver: "virtio-net-pci", netdev: "net0.backend", mac: "52:54:00:aa:bb:cc", id: "net0", romfile: "" } });
+    assert.deepEqual(sent.map((c) => c.execute), ["query-pci", "netdev_add", "device_add"]);
+    assert.deepEqual(sent.find((c) => c.execute === "device_add"), {
+      execute: "device_add", arguments: { driver: "virtio-net-pci", netdev: "net0.backend", mac: "52:54:00:aa:bb:cc", id: "net0", romfile: "", bus: "pci.0", addr: "0x1f" },
+    });
     await assert.rejects(e.req({ op: "network-attach", domain: "net", nic: { type: "user", mac: "52:54:00:AA:BB:CC" } }), /already has a NIC with MAC/);
     await e.req({ op: "network-detach", domain: "net", device: "52:54:00:aa:bb:cc" });
     assert.deepEqual(e.qmp(id).map((c) => c.execute), ["device_del", "netdev_del"]);
@@ -282,7 +300,8 @@ test("vmstackd attaches and detaches NICs, sets the balloon (adding the device f
     await e.req({ op: "mem-set", domain: "net", memoryMiB: 48 });
     assert.deepEqual(e.qmp(id), [
       { execute: "query-balloon" },
-      { execute: "device_add", arguments: { driver: "virtio-balloon-pci", id: "balloon0" } },
+      { execute: "query-pci" },
+      { execute: "device_add", arguments: { driver: "virtio-balloon-pci", id: "balloon0", bus: "pci.0", addr: "0x1f" } },
       { execute: "balloon", arguments: { value: 48 * 1024 * 1024 } },
     ]);
     await assert.rejects(e.req({ op: "mem-set", domain: "net", memoryMiB: 65 }), /above net's maxmem 64 MiB/);
