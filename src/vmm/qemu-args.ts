@@ -191,6 +191,9 @@ export function buildQemuArgs(c: MachineConfig): string[] {
   if (c.qmpSocket !== undefined) {
     args.push("-chardev", `socket,id=qmp,path=${c.qmpSocket},server=on,wait=off`, "-mon", "chardev=qmp,mode=control");
   }
+  // Before every device: one attached at run time and recorded with `bus=hotplugN` names a port
+  // at the next start (or restore), and QEMU resolves buses as it creates each device.
+  args.push(...hotplugPortArgs(c.machine, c.hotplugPorts ?? 0));
   if (c.channels.length > 0) {
     args.push("-device", `${virtioDevice(c.machine, "serial")},id=vser0`);
     c.channels.forEach((ch, i) => {
@@ -214,7 +217,6 @@ export function buildQemuArgs(c: MachineConfig): string[] {
   for (const nic of c.nics ?? []) args.push(...nicArgs(c.machine, nic));
   if (c.rng) args.push("-object", "rng-random,id=rng0,filename=/dev/urandom", "-device", `${virtioDevice(c.machine, "rng")},rng=rng0,id=rng0.dev`);
   if (c.balloon) args.push("-device", [`${virtioDevice(c.machine, "balloon")}`, "id=balloon0", ...pciSlotProps(c.balloonSlot)].join(","));
-  args.push(...hotplugPortArgs(c.machine, c.hotplugPorts ?? 0));
   if (c.vncSocket !== undefined) {
     args.push("-device", "VGA,id=video0", "-device", "qemu-xhci,id=usb0", "-device", "usb-tablet,bus=usb0.0,id=tablet0", "-vnc", `unix:${opt(c.vncSocket)}`);
   }

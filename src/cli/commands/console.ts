@@ -53,6 +53,7 @@ export async function attachConsole(domain: string, escape: number, ctx: Command
     s.on("data", (c: Buffer) => ctx.stdout.write(c));
     s.on("close", finish);
     s.on("error", finish);
+    s.resume();
     stdin.on("data", onInput);
     stdin.resume();
     ctx.signal.addEventListener("abort", finish, { once: true });

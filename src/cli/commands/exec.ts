@@ -47,6 +47,7 @@ async function streamed(domain: string, argv: readonly string[], timeoutMs: numb
       });
       s.on("close", () => (status === undefined ? reject(new VmstackError("DAEMON_GONE", "vmstackd closed the exec session before the command ended")) : resolve(status)));
       ctx.signal.addEventListener("abort", () => s.destroy(), { once: true });
+      s.resume();
     });
   } finally {
     stdin.off("data", onInput);

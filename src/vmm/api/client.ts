@@ -61,6 +61,7 @@ export async function openDaemon(o: ClientOptions = {}): Promise<Socket> {
 }
 
 /** Sends one request on `s` and reads one response line; the bytes after it stay unread on `s`. */
+/** Sends one request and reads its response line; the socket is left paused (call resume() to read on). */
 export function exchange(s: Socket, req: Request, signal?: AbortSignal): Promise<unknown> {
   return new Promise((resolve, reject) => {
     let buf: Buffer = Buffer.alloc(0);
@@ -74,6 +75,10 @@ export function exchange(s: Socket, req: Request, signal?: AbortSignal): Promise
       const nl = buf.indexOf("\n");
       if (nl < 0) return;
       cleanup();
+      // Whatever came after the response (a streamed exec's first frames, even its exit frame, or
+      // console output) belongs to the caller's listener, attached after this resolves: hold the
+      // stream until then, or the bytes would be emitted to no listener and lost.
+      s.pause();
       const rest = buf.subarray(nl + 1);
       if (rest.length > 0) s.unshift(rest);
       try {
