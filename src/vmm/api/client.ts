@@ -61,7 +61,7 @@ export async function openDaemon(o: ClientOptions = {}): Promise<Socket> {
 }
 
 /** Sends one request on `s` and reads one response line; the bytes after it stay unread on `s`. */
-/** Sends one request and reads its response line; the socket is left paused (call resume() to read on). */
+/** Sends one request and reads its response line; what follows it waits for the caller's next 'data' listener. */
 export function exchange(s: Socket, req: Request, signal?: AbortSignal): Promise<unknown> {
   return new Promise((resolve, reject) => {
     let buf: Buffer = Buffer.alloc(0);
@@ -77,10 +77,16 @@ export function exchange(s: Socket, req: Request, signal?: AbortSignal): Promise
       cleanup();
       // Whatever came after the response (a streamed exec's first frames, even its exit frame, or
       // console output) belongs to the caller's listener, attached after this resolves: hold the
-      // stream until then, or the bytes would be emitted to no listener and lost.
+      // stream until one is attached, or the bytes would be emitted to no listener and lost.
       s.pause();
       const rest = buf.subarray(nl + 1);
       if (rest.length > 0) s.unshift(rest);
+      const resumeOnListener = (event: string | symbol): void => {
+        if (event !== "data") return;
+        s.off("newListener", resumeOnListener);
+        process.nextTick(() => s.resume());
+      };
+      s.on("newListener", resumeOnListener);
       try {
         const r = parseResponse(JSON.parse(buf.subarray(0, nl).toString("utf8")));
         if (r.ok) resolve(r.result);
@@ -100,6 +106,8 @@ export function exchange(s: Socket, req: Request, signal?: AbortSignal): Promise
     };
     s.on("data", onData);
     s.on("close", onClose);
+    // A previous exchange on this socket left it paused.
+    s.resume();
     if (signal?.aborted) return onAbort();
     signal?.addEventListener("abort", onAbort, { once: true });
     s.write(encodeLine(req));
