@@ -158,6 +158,25 @@ export async function removeDeviceBackends(xs: XenstoreClient, domid: number): P
   });
 }
 
+/** Backend directories of domids that have no domain (a vmstackd killed mid-destroy). */
+export async function sweepOrphanBackends(xs: XenstoreClient, known: ReadonlySet<number>): Promise<number[]> {
+  const swept: number[] = [];
+  for (const kind of ["vbd", "vif"]) {
+    let ids: string[];
+    try {
+      ids = await xs.directory(`/local/domain/0/backend/${kind}`);
+    } catch (e) {
+      if (isVmstackError(e, "XS_ENOENT")) continue;
+      throw e;
+    }
+    for (const id of ids.map(Number).filter((n) => Number.isInteger(n) && !known.has(n))) {
+      await removeDeviceBackends(xs, id);
+      if (!swept.includes(id)) swept.push(id);
+    }
+  }
+  return swept;
+}
+
 export async function writeMemoryTarget(xs: XenstoreClient, domid: number, targetMiB: number): Promise<void> {
   await xs.write(`/local/domain/${domid}/memory/target`, String(targetMiB * 1024));
 }

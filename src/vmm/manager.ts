@@ -11,7 +11,7 @@ import { Domain, type DomainHooks, type ExitCause } from "./domain.js";
 import { type DomainRecord, qemuAlive, readRecords, removeRecord, writeRecord } from "./domain-record.js";
 import { domainIdsInStore, removeDomain, renameDomain, writeDom0, writeDomain } from "./domain-xenstore.js";
 import { killQuietly, launchDomain } from "./manager-launch.js";
-import { removeDeviceBackends, writeDevices } from "./device-xenstore.js";
+import { removeDeviceBackends, sweepOrphanBackends, writeDevices } from "./device-xenstore.js";
 import type { DaemonPaths } from "./manager-paths.js";
 import type { DomainInfo } from "./api/protocol.js";
 import { VmstackError, messageOf } from "../lib/errors.js";
@@ -64,6 +64,7 @@ export class DomainManager {
       await removeDomain(this.o.xs, id, vm?.replace(/^\/vm\//, "") ?? "none");
       this.#nextDomid = Math.max(this.#nextDomid, id + 1);
     }
+    for (const id of await sweepOrphanBackends(this.o.xs, known)) this.o.log(`removing device backends of domid ${id}, which has no domain record`);
     for (const r of records) {
       this.#nextDomid = Math.max(this.#nextDomid, r.domid + 1);
       const alive = r.qemuPid !== null && qemuAlive(r.qemuPid, r.qemuStartTime);
