@@ -30,13 +30,15 @@ export type Request =
   | { readonly op: "exec"; readonly domain: DomainRef; readonly argv: readonly string[]; readonly timeoutMs: number | null; readonly stream: boolean }
   | { readonly op: "console"; readonly domain: DomainRef }
   | { readonly op: "host-info" }
+  /** The native front end (front/vmstack.c): run one quick CLI verb; output follows the response. */
+  | { readonly op: "cli"; readonly argv: readonly string[] }
   | { readonly op: "quit" };
 
 export type Op = Request["op"];
 
 export const OPS = [
   "ping", "create", "list", "pause", "unpause", "destroy", "reboot", "shutdown", "rename", "domid", "domname",
-  "sysrq", "trigger", "dmesg", "exec", "console", "host-info", "quit",
+  "sysrq", "trigger", "dmesg", "exec", "console", "host-info", "quit", "cli",
 ] as const satisfies readonly Op[];
 
 /** xl's state letters, in xl's column order: r b p s c d. */
@@ -111,6 +113,7 @@ const KEYS: Readonly<Record<Op, readonly string[]>> = {
   console: ["domain"],
   "host-info": [],
   quit: [],
+  cli: ["argv"],
 };
 
 /** One decoded line → a typed request; anything else is a BAD_REQUEST naming what was wrong. */
@@ -154,6 +157,8 @@ export function parseRequest(value: unknown): Request {
       return { op: o, domain: field(value, "domain", isString, "a domain"), trigger: field(value, "trigger", (v): v is Trigger => (TRIGGERS as readonly unknown[]).includes(v), TRIGGERS.join("|")) };
     case "dmesg":
       return { op: o, clear: field(value, "clear", isBool, "a boolean") };
+    case "cli":
+      return { op: o, argv: field(value, "argv", (v): v is string[] => isStrings(v) && v.length > 0 && v.length <= 256, "a non-empty list of strings") };
     case "exec":
       return {
         op: o,
