@@ -168,7 +168,8 @@ export function compileDomain(c: DomainConfig, ctx: CompileContext): DomainPlan 
     // SHUTDOWN event's reason and applies onPoweroff itself (see the note).
     ...(c.onReboot === "preserve" ? { onReboot: "shutdown" as const } : {}),
     ...(c.onPoweroff === "preserve" || c.onReboot === "preserve" ? { onShutdown: "pause" as const } : {}),
-    onPanic: c.onCrash === "preserve" ? "pause" : "shutdown",
+    // The core-dump actions also keep the panicked guest paused: vmstackd dumps its memory, then ends it.
+    onPanic: c.onCrash === "preserve" || c.onCrash.startsWith("coredump-") ? "pause" : "shutdown",
     ...(ctx.paused ? { paused: true } : {}),
     ...(c.extraArgs.length > 0 ? { extraArgs: c.extraArgs } : {}),
   };
