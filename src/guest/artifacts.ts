@@ -29,5 +29,8 @@ export const AGENT_PORT_NAME = "org.vmstack.agent";
  */
 export const XENSTORE_PORT_NAME = "org.vmstack.xenstore";
 
+/** The xenstore tools' multi-call names: links to the agent binary in the default guest's initrd. */
+export const XENSTORE_TOOL_NAMES = ["xenstore-read", "xenstore-write", "xenstore-ls", "xenstore-list", "xenstore-rm", "xenstore-mkdir", "xenstore-exists", "xenstore-watch"] as const;
+
 /** The socket file of the xenstore port in a domain's run directory (QEMU serves it). */
 export const XENSTORE_SOCKET_NAME = "xenstore.sock";
