@@ -238,7 +238,7 @@ static void usage(void) {
 }
 
 /* The xenstore relay as a child of the agent: its own loop, so neither protocol stalls the other.
- * The port appears together with the agent's (one virtio-serial device), so 2 s is plenty; a VM
+ * The port appears together with the agent's (one virtio-serial device), so 1 s is plenty; a VM
  * without it (vmstack run) just has no xenstore. */
 static void start_xenstore_relay(void) {
   pid_t pid = fork();
@@ -248,7 +248,7 @@ static void start_xenstore_relay(void) {
   sigprocmask(SIG_SETMASK, &none, NULL);
   close_fd(&conn_fd);
   close_fd(&sig_fd);
-  char *args[] = {"--port", XS_PORT_NAME, "--wait-port", "2000", "--quiet-missing", "--power", NULL};
+  char *args[] = {"--port", XS_PORT_NAME, "--wait-port", "1000", "--quiet-missing", "--power", NULL};
   exit(xs_relay_main(6, args));
 }
 
