@@ -144,6 +144,25 @@ void test("the guest relay multiplexes tools onto the domain's connection, survi
       assert.equal((await xsTool("read", "name")).stdout, "guest5\n");
     });
 
+    await t.test("a transaction begun before a channel reset gets EAGAIN afterwards; requests outside it work", async () => {
+      const raw = await new Promise<RawConnection>((resolve, reject) => {
+        const s = new Socket();
+        s.connect(sock, () => resolve(new RawConnection(s)));
+        s.on("error", reject);
+      });
+      const started = await raw.request("TRANSACTION_START", "|");
+      const tx = Number(started.text.replace(/\|$/, ""));
+      assert.ok(tx > 0, started.text);
+      assert.equal((await raw.request("READ", "name|", tx)).text, "guest5");
+      const before = upstream.length;
+      upstream[upstream.length - 1]?.destroy();
+      await retryUntil(() => (upstream.length > before ? true : undefined), { what: "the relay to reconnect", timeoutMs: 10_000 });
+      assert.equal((await raw.request("READ", "name|", tx)).error, "EAGAIN");
+      assert.equal((await raw.request("TRANSACTION_END", "T|", tx)).error, "EAGAIN");
+      assert.equal((await raw.request("READ", "name|")).text, "guest5");
+      raw.close();
+    });
+
     await t.test("control/shutdown = poweroff is acknowledged with \"\" and acted on", async () => {
       await dom0.write(`${home}/control/shutdown`, "poweroff");
       const [code] = (await exited) as [number];
