@@ -13,6 +13,12 @@
  * sending garbage costs little). The guest side starts every connection with RESET_WATCHES and
  * registers its watches again (guest/xenstore.c), which also covers a vmstackd restart: the
  * restarted daemon re-attaches the channel of every adopted domain and the guest sees one reset.
+ *
+ * The first connection of a channel is a KICK: connect, hang up, wait, connect for good. A guest
+ * whose relay still believes in an earlier connection (a guest restored from a save file, whose
+ * port state came along in the migration stream) thereby sees the port hang up and starts clean;
+ * for a guest that has not booted yet, or one whose old vmstackd died (its port already hung up),
+ * it changes nothing.
  */
 import { connect, type Socket } from "node:net";
 import { once } from "node:events";
@@ -36,6 +42,8 @@ export interface GuestXenstoreChannelOptions {
   readonly resetDelayMs?: number;
   /** How long to try reaching QEMU's socket (it exists once QEMU answers QMP). */
   readonly connectTimeoutMs?: number;
+  /** The hang-up of the first connection lasts this long (the guest looks every 50 ms); 0: no kick. */
+  readonly kickMs?: number;
 }
 
 type EndReason = "qemu" | "xenstored" | "stopped";
@@ -71,6 +79,11 @@ export class GuestXenstoreChannel {
   async #run(): Promise<void> {
     const signal = this.#stop.signal;
     let delay = this.#o.resetDelayMs ?? 100;
+    const kick = this.#o.kickMs ?? 300;
+    if (kick > 0) {
+      (await this.#connect()).destroy();
+      await sleep(kick, undefined, { signal });
+    }
     while (!signal.aborted) {
       const sock = await this.#connect();
       const started = Date.now();
@@ -153,7 +166,7 @@ export class GuestXenstoreChannels {
   constructor(
     private readonly open: ((domid: number) => Duplex) | undefined,
     private readonly log: (message: string) => void,
-    private readonly extra: Pick<GuestXenstoreChannelOptions, "resetDelayMs" | "connectTimeoutMs"> = {},
+    private readonly extra: Pick<GuestXenstoreChannelOptions, "resetDelayMs" | "connectTimeoutMs" | "kickMs"> = {},
   ) {}
 
   attach(domid: number, runDir: string, name: string): GuestXenstoreChannel | undefined {

@@ -64,7 +64,7 @@ async function fixture(domid: number): Promise<Fixture> {
 
 void test("a guest's channel reaches xenstored as its own domid: its home is readable, dom0's nodes are EACCES", async () => {
   const f = await fixture(3);
-  const ch = new GuestXenstoreChannel({ socketPath: join(f.dir, "xenstore.sock"), domid: 3, open: (d) => f.xsd.openConnection({ domid: d }), log: (m) => f.logs.push(m), label: "g3" });
+  const ch = new GuestXenstoreChannel({ socketPath: join(f.dir, "xenstore.sock"), domid: 3, open: (d) => f.xsd.openConnection({ domid: d }), log: (m) => f.logs.push(m), label: "g3", kickMs: 0 });
   try {
     const g = await f.nextGuest();
     assert.equal((await g.request("READ", "name|")).text, "g3");
@@ -84,7 +84,7 @@ void test("a guest's channel reaches xenstored as its own domid: its home is rea
 
 void test("malformed bytes get protocol errors, and an oversized frame resets the channel onto a fresh connection", async () => {
   const f = await fixture(4);
-  const ch = new GuestXenstoreChannel({ socketPath: join(f.dir, "xenstore.sock"), domid: 4, open: (d) => f.xsd.openConnection({ domid: d }), log: (m) => f.logs.push(m), label: "g4", resetDelayMs: 10 });
+  const ch = new GuestXenstoreChannel({ socketPath: join(f.dir, "xenstore.sock"), domid: 4, open: (d) => f.xsd.openConnection({ domid: d }), log: (m) => f.logs.push(m), label: "g4", resetDelayMs: 10, kickMs: 0 });
   try {
     const g = await f.nextGuest();
     // An unknown message type and a READ without its NUL: errors, the connection stays.
@@ -118,12 +118,28 @@ void test("malformed bytes get protocol errors, and an oversized frame resets th
 
 void test("per-domain quotas apply to the channel: the watch quota refuses the 129th watch (ENOSPC)", async () => {
   const f = await fixture(5);
-  const ch = new GuestXenstoreChannel({ socketPath: join(f.dir, "xenstore.sock"), domid: 5, open: (d) => f.xsd.openConnection({ domid: d }), log: (m) => f.logs.push(m), label: "g5" });
+  const ch = new GuestXenstoreChannel({ socketPath: join(f.dir, "xenstore.sock"), domid: 5, open: (d) => f.xsd.openConnection({ domid: d }), log: (m) => f.logs.push(m), label: "g5", kickMs: 0 });
   try {
     const g = await f.nextGuest();
     let refused: string | undefined;
     for (let i = 0; i < 129 && refused === undefined; i++) refused = (await g.request("WATCH", `data|t${i}|`)).error;
     assert.equal(refused, "ENOSPC");
+  } finally {
+    ch.close();
+    await ch.done;
+    await f.done();
+  }
+});
+
+void test("the first connection is a kick: the port hangs up once, then the channel serves", async () => {
+  const f = await fixture(6);
+  const ch = new GuestXenstoreChannel({ socketPath: join(f.dir, "xenstore.sock"), domid: 6, open: (d) => f.xsd.openConnection({ domid: d }), log: (m) => f.logs.push(m), label: "g6", kickMs: 20 });
+  try {
+    const kicked = await f.nextGuest();
+    await kicked.waitClosed();
+    const g = await f.nextGuest();
+    assert.equal((await g.request("READ", "name|")).text, "g6");
+    assert.equal(ch.connections, 1);
   } finally {
     ch.close();
     await ch.done;
