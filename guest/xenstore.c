@@ -25,6 +25,9 @@
  * again, and requests of transactions begun before (which the new connection does not know)
  * answered EAGAIN, the error on which xenstore clients retry the whole transaction.
  *
+ * A request unanswered for 10 s means the stream is out of step (check_stuck): the relay asks
+ * for a reset in band, which xenstored and vmstackd turn into the port hanging up.
+ *
  * Bounded: 32 clients, 128 requests in flight (clients are not read while that many wait), 256
  * watches; a client frame over 4096 bytes closes that client, as xenstored does.
  */
@@ -38,7 +41,7 @@
 #define MAX_TX 64
 
 struct xcl { int fd; uint32_t cid; struct buf in, out; };
-struct pend { uint32_t up, cid, orig, type, tx; int track; uint8_t *frame; size_t len; xs_cb cb; };
+struct pend { uint32_t up, cid, orig, type, tx; int track; uint8_t *frame; size_t len; xs_cb cb; int64_t at; };
 struct xwatch { uint32_t cid; char *path, *wtoken; }; /* wtoken: "<cid>:<token>" as sent upstream */
 struct xtx { uint32_t cid, id; };
 
@@ -50,7 +53,8 @@ static int nwatch;
 static struct xtx txs[MAX_TX];
 static int ntx;
 static uint32_t next_cid = 1, next_up;
-static int up_fd = -1, up_device, up_ok, lsn_fd = -1;
+static int up_fd = -1, up_device, up_ok, lsn_fd = -1, reset_asked;
+static int stuck_ms = 10000;
 static const char *up_path;
 static struct buf upin, upout;
 static int64_t up_retry_at;
@@ -100,7 +104,7 @@ static void submit(uint32_t cid, uint32_t orig, uint32_t type, uint32_t tx, cons
   struct pend *p = &pend[npend++];
   struct buf f = {0};
   frame_to(&f, type, next_up, tx, a, alen, b, blen);
-  *p = (struct pend){next_up, cid, orig, type, tx, track, f.p, f.len, cb};
+  *p = (struct pend){next_up, cid, orig, type, tx, track, f.p, f.len, cb, now_ms()};
   if (up_ok) buf_append(&upout, f.p, f.len);
 }
 
@@ -277,6 +281,7 @@ static void host_lost(void) {
 
 static void host_found(void) {
   up_ok = 1;
+  reset_asked = 0;
   upout.off = upout.len = 0;
   ntx = 0; /* the new connection knows none of them */
   /* A clean start: no watch of an earlier connection (or an earlier boot) may fire here. */
@@ -289,6 +294,7 @@ static void host_found(void) {
   for (int i = 0; i < npend; i++) {
     if (pend[i].tx != 0) { gone[ngone++] = pend[i]; continue; }
     buf_append(&upout, pend[i].frame, pend[i].len);
+    pend[i].at = now_ms();
     pend[keep++] = pend[i];
   }
   npend = keep;
@@ -297,6 +303,27 @@ static void host_found(void) {
     reply_local(gone[i].cid, gone[i].orig, gone[i].tx, XS_ERROR, "EAGAIN", 7, gone[i].cb);
   }
   xs_report();
+}
+
+/*
+ * A request unanswered for stuck_ms (10 s; xenstored answers in milliseconds) means the byte
+ * stream is out of step: this guest rebooted in the middle of writing a frame, say, and
+ * xenstored is still reading the rest of it. A guest cannot hang up its port, but it can ask
+ * for a reset in band: 4 KiB + 32 bytes of 0xFF. Whatever payload xenstored is in the middle of
+ * (4096 bytes at most), a header that follows is read inside the run, announces a frame over
+ * 4096 bytes, and xenstored closes the connection; vmstackd then resets the channel (the port
+ * hangs up, host_lost) and the requests go again on a clean connection.
+ */
+static void check_stuck(void) {
+  if (!up_ok || reset_asked || npend == 0 || stuck_ms <= 0) return;
+  int64_t oldest = pend[0].at;
+  for (int i = 1; i < npend; i++) if (pend[i].at < oldest) oldest = pend[i].at;
+  if (now_ms() - oldest < stuck_ms) return;
+  reset_asked = 1;
+  fprintf(stderr, "vmstack-agent: xenstore: no reply for %d ms; asking the host to reset the channel\n", stuck_ms);
+  uint8_t ff[XS_PAYLOAD_MAX + 32];
+  memset(ff, 0xff, sizeof ff);
+  buf_append(&upout, ff, sizeof ff);
 }
 
 static int find_port(const char *name, char *out, size_t outlen, int wait_ms) {
@@ -372,7 +399,7 @@ static void listen_on(const char *path) {
 
 static void relay_usage(void) {
   fprintf(stderr, "usage: vmstack-agent xenstore-relay [--port NAME | --device PATH | --connect PATH] [--socket PATH]"
-                  " [--wait-port MS] [--power]\n");
+                  " [--wait-port MS] [--stuck-ms MS] [--power]\n");
   exit(2);
 }
 
@@ -391,6 +418,7 @@ int xs_relay_main(int argc, char **argv) {
     else if (!strcmp(a, "--connect")) { up_path = argv[++i]; port = NULL; up_device = 0; }
     else if (!strcmp(a, "--socket")) sock = argv[++i];
     else if (!strcmp(a, "--wait-port")) wait_ms = atoi(argv[++i]);
+    else if (!strcmp(a, "--stuck-ms")) stuck_ms = atoi(argv[++i]);
     else relay_usage();
   }
   static char dev[300];
@@ -417,6 +445,7 @@ int xs_relay_main(int argc, char **argv) {
     int64_t now = now_ms();
     if (!up_ok && now >= up_retry_at) upstream_try();
     xs_report_tick();
+    check_stuck();
     int nf = 0;
     if (up_ok) pfd[nf++] = (struct pollfd){up_fd, POLLIN | (buf_pending(&upout) ? POLLOUT : 0), 0};
     pfd[nf++] = (struct pollfd){lsn_fd, POLLIN, 0};

@@ -12,6 +12,7 @@ import { createServer, Socket } from "node:net";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { once } from "node:events";
+import type { Duplex } from "node:stream";
 import { createXenstored, RawConnection } from "../../src/xenstore/index.js";
 import { XenstoreClient } from "../../src/xenstore/client.js";
 import { writeDom0, writeDomain } from "../../src/vmm/domain-xenstore.js";
@@ -37,9 +38,11 @@ void test("the guest relay multiplexes tools onto the domain's connection, survi
   const dom0 = new XenstoreClient(xsd.openConnection({ domid: 0 }));
   const home = `/local/domain/${DOMID}`;
   const upstream: Socket[] = [];
+  const xsConns: Duplex[] = [];
   const server = createServer((s) => {
     upstream.push(s);
     const xs = xsd.openConnection({ domid: DOMID });
+    xsConns.push(xs);
     s.pipe(xs).pipe(s);
     s.on("error", () => xs.destroy());
     s.on("close", () => xs.destroy());
@@ -61,7 +64,7 @@ void test("the guest relay multiplexes tools onto the domain's connection, survi
     await writeDom0(dom0, 1024);
     await writeDomain(dom0, facts(DOMID, "guest5"));
     await writeDomain(dom0, facts(6, "other6"));
-    relay = spawn(agent, ["xenstore-relay", "--connect", join(dir, "port.sock"), "--socket", sock], { stdio: ["ignore", "ignore", "pipe"] });
+    relay = spawn(agent, ["xenstore-relay", "--connect", join(dir, "port.sock"), "--socket", sock, "--stuck-ms", "500"], { stdio: ["ignore", "ignore", "pipe"] });
     relay.stderr?.on("data", (c: Buffer) => (relayErr += c.toString()));
     const exited = once(relay, "exit");
 
@@ -161,6 +164,20 @@ void test("the guest relay multiplexes tools onto the domain's connection, survi
       assert.equal((await raw.request("TRANSACTION_END", "T|", tx)).error, "EAGAIN");
       assert.equal((await raw.request("READ", "name|")).text, "guest5");
       raw.close();
+    });
+
+    await t.test("a stream out of step (half a frame left in xenstored) is noticed and reset in band", async () => {
+      // A header announcing 100 payload bytes, as if an earlier boot died mid-frame: xenstored
+      // swallows the relay's next request as that payload, and no reply comes.
+      const header = Buffer.alloc(16);
+      header.writeUInt32LE(2, 0);
+      header.writeUInt32LE(100, 12);
+      const before = upstream.length;
+      xsConns[xsConns.length - 1]?.write(header);
+      const r = await xsTool("read", "name");
+      assert.deepEqual(r, { code: 0, stdout: "guest5\n", stderr: "" });
+      assert.ok(upstream.length > before, "the channel was reset");
+      assert.match(relayErr, /no reply for 500 ms; asking the host to reset the channel/);
     });
 
     await t.test("control/shutdown = poweroff is acknowledged with \"\" and acted on", async () => {

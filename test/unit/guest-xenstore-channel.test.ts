@@ -13,6 +13,7 @@ import { createXenstored, RawConnection, type Xenstored } from "../../src/xensto
 import { GuestXenstoreChannel, GuestXenstoreChannels } from "../../src/vmm/guest-xenstore-channel.js";
 import { XenstoreClient } from "../../src/xenstore/client.js";
 import { writeDom0, writeDomain } from "../../src/vmm/domain-xenstore.js";
+import { rng } from "../support/rng.js";
 
 interface Fixture {
   xsd: Xenstored;
@@ -109,6 +110,38 @@ void test("malformed bytes get protocol errors, and an oversized frame resets th
     assert.equal(g2.events.length, 0);
     // vmstackd is fine: dom0 still works.
     assert.equal(await f.dom0.read("/local/domain/4/name"), "g4");
+  } finally {
+    ch.close();
+    await ch.done;
+    await f.done();
+  }
+});
+
+void test("random bytes from a guest never take vmstackd down: the channel resets as needed and serves again", async () => {
+  const f = await fixture(8);
+  const ch = new GuestXenstoreChannel({ socketPath: join(f.dir, "xenstore.sock"), domid: 8, open: (d) => f.xsd.openConnection({ domid: d }), log: (m) => f.logs.push(m), label: "g8", resetDelayMs: 5, kickMs: 0 });
+  const rand = rng(8);
+  try {
+    let g = await f.nextGuest();
+    for (let burst = 0; burst < 20; burst++) {
+      const bytes = Buffer.alloc(1 + Math.floor(rand() * 200));
+      for (let i = 0; i < bytes.length; i++) bytes[i] = Math.floor(rand() * 256);
+      // Half the bursts start with a plausible header so they reach the op decoder.
+      if (burst % 2 === 0 && bytes.length >= 16) {
+        bytes.writeUInt32LE(Math.floor(rand() * 30), 0);
+        bytes.writeUInt32LE(Math.min(bytes.length - 16, Math.floor(rand() * 64)), 12);
+      }
+      if (g.closed) g = await f.nextGuest();
+      g.sendBytes(bytes);
+    }
+    // Whatever the garbage left half-decoded, 16 bytes of 0xFF read as a header at any alignment
+    // announce a frame over 4096 bytes: xenstored closes, the channel resets, the stream is clean.
+    g.sendBytes(Buffer.alloc(32, 0xff));
+    await g.waitClosed();
+    let fresh = await f.nextGuest();
+    while (fresh.closed) fresh = await f.nextGuest();
+    assert.equal((await fresh.request("READ", "name|")).text, "g8");
+    assert.equal(await f.dom0.read("/local/domain/8/name"), "g8");
   } finally {
     ch.close();
     await ch.done;
