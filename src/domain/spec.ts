@@ -136,7 +136,7 @@ export const domainSchema = obj({
     "What happens when the guest kernel panics (pvpanic) or QEMU dies; also `coredump-destroy` and `coredump-restart`, which first write the guest's memory as an ELF core to $STATE/dump/.",
   ),
   rng: withDefault(bool(), true, "A virtio-rng device fed from the host's /dev/urandom."),
-  agent: withDefault(bool(), true, "The guest agent's virtio-serial channel (command execution, file transfer)."),
+  agent: withDefault(bool(), true, "The guest tools' virtio-serial channels: the agent's (command execution, file transfer) and the guest's xenstore connection, bound to its domid by vmstackd."),
   extraArgs: withDefault(list(str()), [], "Extra QEMU arguments appended last: an escape hatch, not validated."),
 });
 

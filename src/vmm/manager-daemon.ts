@@ -127,6 +127,7 @@ export async function runVmstackd(o: VmstackdOptions): Promise<number> {
       env: o.env,
       log: (m) => ring.add(m),
       startTimeoutMs: accel === "tcg" ? 30_000 : 10_000,
+      ...(xsd ? { guestXenstore: (domid: number) => xsd!.openConnection({ domid }) } : {}),
     });
     await manager.start();
     const stop = new AbortController();

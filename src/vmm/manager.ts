@@ -17,6 +17,8 @@ import type { DomainInfo } from "./api/protocol.js";
 import { VmstackError, messageOf } from "../lib/errors.js";
 import { retryUntil } from "../lib/retry.js";
 import { join } from "node:path";
+import type { Duplex } from "node:stream";
+import { GuestXenstoreChannels } from "./guest-xenstore-channel.js";
 
 export interface ManagerOptions {
   readonly paths: DaemonPaths;
@@ -29,6 +31,8 @@ export interface ManagerOptions {
   readonly log: (message: string) => void;
   /** Deadline for QEMU to start answering QMP (scaled for TCG by the caller). */
   readonly startTimeoutMs: number;
+  /** A xenstored connection bound to a domid, for guests' xenstore channels (in-process xenstored only). */
+  readonly guestXenstore?: ((domid: number) => Duplex) | undefined;
 }
 
 export function hostMemoryMiB(meminfo = readFileSync("/proc/meminfo", "utf8")): number {
@@ -41,8 +45,11 @@ export class DomainManager {
   /** Names being created, so two concurrent creates of one name cannot both pass the check. */
   readonly #reserved = new Set<string>();
   #nextDomid = 1;
+  readonly xenstoreChannels: GuestXenstoreChannels;
 
-  constructor(readonly o: ManagerOptions) {}
+  constructor(readonly o: ManagerOptions) {
+    this.xenstoreChannels = new GuestXenstoreChannels(o.guestXenstore, o.log);
+  }
 
   get domains(): readonly Domain[] {
     return [...this.#domains.values()].sort((a, b) => a.domid - b.domid);
@@ -80,6 +87,7 @@ export class DomainManager {
       try {
         await d.connect(join(this.o.paths.logDir, `${r.name}.console.log`), this.o.startTimeoutMs);
         this.o.log(`re-attached ${r.name} (domid ${r.domid}, pid ${r.qemuPid})`);
+        this.xenstoreChannels.attach(r.domid, r.runDir, r.name);
       } catch (e) {
         this.o.log(`${r.name}: cannot re-attach to QEMU ${r.qemuPid}: ${messageOf(e)}`);
       }
@@ -149,6 +157,7 @@ export class DomainManager {
   async #launch(domid: number, uuid: string, config: DomainConfig, paused: boolean, createdAt: number, signal?: AbortSignal): Promise<Domain> {
     const d = await launchDomain({ paths: this.o.paths, domid, uuid, config, paused, accel: this.o.accel, createdAt, hooks: this.#hooks(), timeoutMs: this.o.startTimeoutMs, signal });
     this.#domains.set(domid, d);
+    this.xenstoreChannels.attach(domid, d.record.runDir, d.name);
     return d;
   }
 
@@ -233,6 +242,7 @@ export class DomainManager {
 
   async #cleanup(d: Domain): Promise<void> {
     d.detach();
+    this.xenstoreChannels.detach(d.domid);
     for (const p of d.record.helperPids) killQuietly(p, "SIGTERM");
     this.#domains.delete(d.domid);
     await removeDomain(this.o.xs, d.domid, d.record.uuid).catch((e: unknown) => this.o.log(`${d.name}: xenstore cleanup: ${messageOf(e)}`));
@@ -317,6 +327,7 @@ export class DomainManager {
   /** The daemon is stopping: let go of every domain, leaving them running. */
   detachAll(): void {
     for (const d of this.#domains.values()) d.detach();
+    this.xenstoreChannels.closeAll();
   }
 }
 
