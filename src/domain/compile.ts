@@ -165,6 +165,7 @@ export function compileDomain(c: DomainConfig, ctx: CompileContext): DomainPlan 
     filesystems: helpers.map((h, i) => ({ id: `fs${i}`, tag: (c.shares[i] as { tag: string }).tag, socketPath: h.socketPath })),
     nics,
     rng: c.rng,
+    ...(c.machine === "q35" && (c.hotplugSlots ?? 0) > 0 ? { hotplugPorts: c.hotplugSlots } : {}),
     ...(paths.vnc === undefined ? {} : { vncSocket: paths.vnc }),
     // on_reboot=destroy: QEMU exits instead of resetting. on_poweroff=preserve: QEMU stays, paused.
     // on_crash: pvpanic reports the panic; preserve keeps the guest paused for inspection.

@@ -17,3 +17,5 @@ export { loadDomainFile, loadDomainText, applyOverrides } from "./load.js";
 export type { LoadedDomain, ConfigFormat } from "./load.js";
 export { exportXlConfig } from "./xl-export.js";
 export { renderOptionsDoc } from "./options-doc.js";
+export { diskFragment, nicFragment, parseMemSize } from "./device-spec.js";
+export type { FragmentResult } from "./device-spec.js";

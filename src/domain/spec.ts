@@ -115,6 +115,11 @@ export const domainSchema = obj({
   accel: withDefault(oneOf(["auto", "kvm", "tcg"]), "auto", "Accelerator. `auto` probes KVM with a test boot at start and falls back to TCG."),
   memory: withDefault(int({ min: 16, unit: "MiB" }), 1024, "Memory at boot."),
   maxmem: derived(int({ min: 16, unit: "MiB" }), "`memory`", "Memory ceiling. Above `memory`, the guest starts with `maxmem` and a balloon inflated down to `memory`."),
+  hotplugSlots: withDefault(
+    int({ min: 0, max: 32 }),
+    4,
+    "PCIe root ports kept free for devices attached while the domain runs (block-attach, network-attach, mem-set's balloon). q35 only: pc's PCI bus hotplugs through ACPI without them, microvm cannot hotplug.",
+  ),
   vcpus: withDefault(int({ min: 1, max: 255 }), 1, "Virtual CPUs online at boot."),
   maxvcpus: derived(int({ min: 1, max: 255 }), "`vcpus`", "Virtual CPUs that can be brought online later."),
   localtime: withDefault(bool(), false, "Start the guest's clock at host local time instead of UTC."),

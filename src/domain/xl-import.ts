@@ -11,7 +11,7 @@
  */
 import { type Origin, type Problem, OriginMap } from "./diagnostics.js";
 import { closest } from "./did-you-mean.js";
-import { diskFormat, interfaceForVdev, parseDiskSpec } from "./disk-spec.js";
+import { parseDiskSpec, xlDiskToSpec } from "./disk-spec.js";
 import { type DomainSpec, NAME_PATTERN } from "./spec.js";
 import { DEFAULT_BRIDGE, parseVifSpec } from "./vif-spec.js";
 import type { XlConfig, XlSetting, XlValue } from "./xl-config.js";
@@ -142,16 +142,7 @@ export function importXlConfig(xl: XlConfig): ImportedXl {
     const i = diskOut.length;
     if (d.vdev !== undefined && /^xvd[a-z]+[0-9]+$/.test(d.vdev))
       warn(v, `vdev '${d.vdev}' names a partition: QEMU attaches the image as a whole disk (/dev/vd${d.vdev.slice(3).replace(/[0-9]+$/, "")} in the guest)`);
-    diskOut.push({
-      ...(d.target === undefined ? {} : { path: d.target }),
-      format: diskFormat(d.format),
-      interface: interfaceForVdev(d.vdev, d.devtype),
-      media: d.devtype,
-      readOnly: d.access === "ro",
-      ...(d.discard ? { discard: true } : {}),
-      ...(d.directIoSafe ? { cache: "none" } : {}),
-      ...(d.vdev === undefined ? {} : { vdev: d.vdev }),
-    });
+    diskOut.push(xlDiskToSpec(d));
     origins.set(`disks[${i}]`, at(v));
   });
   if (s.has("disk")) origins.set("disks", at(s.get("disk") as XlSetting));

@@ -14,6 +14,7 @@ import { pvAcknowledged } from "./pv-control.js";
 
 /** How long a guest that advertises PV control gets to acknowledge before the agent is asked. */
 const PV_ACK_MS = 5000;
+import { handleHotplug } from "./manager-hotplug.js";
 
 export interface OpsContext {
   readonly manager: DomainManager;
@@ -137,6 +138,17 @@ export async function handle(ctx: OpsContext, req: Request, signal: AbortSignal)
         },
       };
     }
+    case "block-attach":
+    case "block-detach":
+    case "block-list":
+    case "network-attach":
+    case "network-detach":
+    case "network-list":
+    case "cd-insert":
+    case "cd-eject":
+    case "mem-set":
+    case "vcpu-set":
+      return result(await handleHotplug({ manager: m, agentTimeoutMs: ctx.agentTimeoutMs }, req, signal));
     default:
       return assertNever(req, "request");
   }

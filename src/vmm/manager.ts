@@ -12,6 +12,7 @@ import { type DomainRecord, qemuAlive, readRecords, removeRecord, writeRecord } 
 import { domainIdsInStore, removeDomain, renameDomain, writeDom0, writeDomain } from "./domain-xenstore.js";
 import { killQuietly, launchDomain } from "./manager-launch.js";
 import { afterDump, coreDumpPath, dumpCore, incarnationName } from "./manager-crash.js";
+import { removeDeviceBackends, writeDevices } from "./device-xenstore.js";
 import type { DaemonPaths } from "./manager-paths.js";
 import type { DomainInfo } from "./api/protocol.js";
 import { VmstackError, messageOf } from "../lib/errors.js";
@@ -142,10 +143,13 @@ export class DomainManager {
       await writeDomain(this.o.xs, xsFacts(domid, uuid, config, Date.now()));
       written = true;
       const d = await this.#launch(domid, uuid, config, paused, Date.now(), signal);
+      // The devices as Xen lays them out (device/vbd, backend/vbd, …); hotplug keeps them current.
+      await writeDevices(this.o.xs, domid, config);
       this.o.log(`created ${name} (domid ${domid}, pid ${d.record.qemuPid})`);
       return this.info(d);
     } catch (e) {
       if (written) await removeDomain(this.o.xs, domid, uuid).catch((x: unknown) => this.o.log(`cleanup of ${name} in xenstore: ${messageOf(x)}`));
+      if (written) await removeDeviceBackends(this.o.xs, domid).catch((x: unknown) => this.o.log(`cleanup of ${name}'s backends in xenstore: ${messageOf(x)}`));
       removeRecord(this.o.paths.domainsDir, domid);
       this.o.log(`create ${name} failed: ${messageOf(e)}`);
       throw e;
@@ -246,6 +250,7 @@ export class DomainManager {
     for (const p of d.record.helperPids) killQuietly(p, "SIGTERM");
     this.#domains.delete(d.domid);
     await removeDomain(this.o.xs, d.domid, d.record.uuid).catch((e: unknown) => this.o.log(`${d.name}: xenstore cleanup: ${messageOf(e)}`));
+    await removeDeviceBackends(this.o.xs, d.domid).catch((e: unknown) => this.o.log(`${d.name}: xenstore backend cleanup: ${messageOf(e)}`));
     removeRecord(this.o.paths.domainsDir, d.domid);
     rmSync(d.record.runDir, { recursive: true, force: true });
     this.o.log(`${d.name} (domid ${d.domid}) destroyed`);
