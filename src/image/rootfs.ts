@@ -21,6 +21,8 @@ import { sha256File, type BuildResult, type ContentStore } from "./cache.js";
 import { checkDebianSpec, debianTree, unpackTree, type ProgressOptions } from "./debian-tree.js";
 import { createDisk, imageSizeFor, treeSize, type DiskFormat, type FsType } from "./disk.js";
 import { grubCfgText, menuLstText } from "./grub-menu-writer.js";
+import { installGrubModules, writeGrubPcDisk } from "./grub-pc.js";
+import { runChild } from "../lib/run-child.js";
 
 export { bootstrapArgv, bootstrapTool, checkDebianSpec } from "./debian-tree.js";
 
@@ -41,6 +43,11 @@ export interface DebianRootfsSpec {
   readonly hostname?: string;
   /** Make it bootable from its own menu: fstab, GRUB menus naming the installed kernel. */
   readonly grubMenu?: boolean;
+  /**
+   * "grub-pc": a partitioned disk with GRUB 2 for BIOS in its boot sector (grub-pc.ts), so
+   * firmware boots it (an HVM domain without a kernel). Implies grubMenu.
+   */
+  readonly bootloader?: "grub-pc";
 }
 
 export const ROOTFS_LABEL = "vmstack-root";
@@ -74,7 +81,8 @@ export async function debianRootfs(
     fs: spec.fs === "ext4" ? undefined : spec.fs,
     uuid: spec.uuid,
     hostname: spec.hostname,
-    grubMenu: spec.grubMenu === true ? true : undefined,
+    grubMenu: spec.grubMenu === true || spec.bootloader !== undefined ? true : undefined,
+    bootloader: spec.bootloader,
     agent: await sha256File(agent),
   };
   let tool = "none";
@@ -92,10 +100,21 @@ export async function debianRootfs(
         await unpackTree(tree.path, root, options.signal);
         await installAgent(root, agent, recipe);
         if (spec.hostname !== undefined) await writeFile(join(root, "etc", "hostname"), `${spec.hostname}\n`);
-        if (spec.grubMenu === true) await makeBootable(root, { label, fs: spec.fs ?? "ext4" });
+        if (recipe.grubMenu === true) await makeBootable(root, { label, fs: spec.fs ?? "ext4" });
+        if (spec.bootloader === "grub-pc") await installGrubModules(root);
         const size = spec.sizeBytes ?? imageSizeFor(await treeSize(root)) + (spec.extraBytes ?? 256 * 1024 * 1024);
-        options.onProgress?.(`making the ${spec.format} image (${spec.fs ?? "ext4"}, label ${label}, ${Math.round(size / 1024 / 1024)} MiB)`);
-        await createDisk(tmp, { format: spec.format, sizeBytes: size, fs: { type: spec.fs ?? "ext4", label, ...(spec.uuid ? { uuid: spec.uuid } : {}), from: root } });
+        options.onProgress?.(`making the ${spec.format} image (${spec.fs ?? "ext4"}, label ${label}, ${Math.round(size / 1024 / 1024)} MiB${spec.bootloader ? `, ${spec.bootloader} in the boot sector` : ""})`);
+        const fs = { type: spec.fs ?? "ext4", label, ...(spec.uuid ? { uuid: spec.uuid } : {}), from: root } as const;
+        if (spec.bootloader === undefined) {
+          await createDisk(tmp, { format: spec.format, sizeBytes: size, fs });
+          return;
+        }
+        // The file system alone first, then the whole disk around it (the size is the partition's).
+        const fsImage = join(work, "fs.raw");
+        await createDisk(fsImage, { format: "raw", sizeBytes: size, fs });
+        const disk = spec.format === "raw" ? tmp : join(work, "disk.raw");
+        await writeGrubPcDisk(fsImage, disk, work, options.signal);
+        if (spec.format === "qcow2") await runChild(["qemu-img", "convert", "-q", "-f", "raw", "-O", "qcow2", disk, tmp], { signal: options.signal });
       } finally {
         await rm(work, { recursive: true, force: true });
       }

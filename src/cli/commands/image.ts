@@ -23,6 +23,7 @@ const options = {
   packages: { type: "string", short: "p", arg: "A,B,…", multiple: true, help: "Debian packages to include (debian; repeatable or comma-separated)" },
   into: { type: "string", arg: "IMAGE", help: "install Debian into this empty ext2/3/4 image, keeping its type, size, label and UUID (debian)" },
   "grub-menu": { type: "boolean", help: "make the image bootable from its own GRUB menu: fstab and /boot/grub/{menu.lst,grub.cfg} naming the installed kernel (debian)" },
+  bootloader: { type: "string", arg: "grub-pc", help: "a partitioned disk with GRUB in its boot sector, for firmware (SeaBIOS) boot; implies --grub-menu (debian)" },
   hostname: { type: "string", arg: "NAME", help: "the guest's /etc/hostname (debian)" },
   output: { type: "string", short: "o", arg: "PATH", help: "copy the image here (default: print the path of the cached image)" },
   json: { type: "boolean", help: "print the result as JSON" },
@@ -33,7 +34,7 @@ export const imageCommand: Command = {
   summary: "make disk images (raw/qcow2, ext2/3/4 from a directory, overlays, Debian root file systems)",
   usage: "create [--format raw|qcow2] --size SIZE [--fs ext4] [-L LABEL] [--from DIR] [-o PATH]\n" +
     "       vmstack image overlay BASE OUTPUT\n" +
-    "       vmstack image debian [--release bookworm] [-p gcc,make] [--format qcow2] [--fs ext4] [-L LABEL] [--grub-menu] [-o PATH]\n" +
+    "       vmstack image debian [--release bookworm] [-p gcc,make] [--format qcow2] [--fs ext4] [-L LABEL] [--grub-menu] [--bootloader grub-pc] [-o PATH]\n" +
     "       vmstack image debian --into IMAGE [-p PKGS] [--grub-menu] [--hostname NAME]",
   options,
   details: [
@@ -108,7 +109,7 @@ export const imageCommand: Command = {
         const progress = { agentPath: guestArtifacts().agent, signal: ctx.signal, onProgress: (line: string) => ctx.stderr.write(`vmstack image: ${line}\n`) };
         const into = stringOpt(p, "into");
         if (into !== undefined) {
-          for (const o of ["size", "format", "label", "output"] as const) {
+          for (const o of ["size", "format", "label", "output", "bootloader"] as const) {
             if (stringOpt(p, o) !== undefined) throw usageError("image", `--${o} does not go with --into: the target file system decides (it is written in place)`);
           }
           const r = await installDebianInto(store, resolve(into), common, progress);
@@ -116,10 +117,13 @@ export const imageCommand: Command = {
         }
         const fsName = stringOpt(p, "fs") ?? "ext4";
         if (!(FS_TYPES as readonly string[]).includes(fsName)) throw usageError("image", `--fs expects ext2, ext3 or ext4 for debian, got '${fsName}'`);
+        const bootloader = stringOpt(p, "bootloader");
+        if (bootloader !== undefined && bootloader !== "grub-pc") throw usageError("image", `--bootloader expects grub-pc, got '${bootloader}'`);
         const r = await debianRootfs(
           store,
           {
             ...common,
+            ...(bootloader !== undefined ? { bootloader } : {}),
             format: format("qcow2"),
             fs: fsName as FsType,
             ...(sizeText !== undefined ? { sizeBytes: parseSize(sizeText) } : {}),
