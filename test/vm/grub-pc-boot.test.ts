@@ -31,8 +31,8 @@ test("an HVM domain boots a Debian disk through SeaBIOS and the GRUB in its boot
     return r.stdout;
   };
   try {
-    const image = join(dir, "hvm.qcow2");
-    await ok("image", "debian", "-p", "linux-image-cloud-amd64,systemd-sysv,dbus", "--bootloader", "grub-pc", "-L", "hvmroot", "--hostname", "hvm", "-o", image);
+    const image = join(dir, "hvm.img"); // raw: xl's `file:` disks are raw unless a format is named
+    await ok("image", "debian", "-p", "linux-image-cloud-amd64,systemd-sysv,dbus", "--bootloader", "grub-pc", "--format", "raw", "-L", "hvmroot", "--hostname", "hvm", "-o", image);
     const cfg = join(dir, "hvm.cfg");
     writeFileSync(cfg, ["name = 'hvm'", "type = 'hvm'", "memory = 512", `disk = [ 'file:${image},xvda,w' ]`, "vif = [ '' ]", ""].join("\n"));
     const dry = JSON.parse(await ok("create", "--dry-run", "--json", cfg)) as { argv: string[] };
