@@ -12,7 +12,8 @@ import type { BuildResult, ContentStore } from "./cache.js";
 import type { FsType } from "./disk.js";
 import type { ProgressOptions } from "./debian-tree.js";
 import { runChild } from "../lib/run-child.js";
-import { VmstackError } from "../lib/errors.js";
+import { VmstackError, messageOf } from "../lib/errors.js";
+import { open } from "node:fs/promises";
 
 export interface ExtImageInfo {
   readonly type: FsType;
@@ -45,8 +46,31 @@ export function rootEntries(lsOutput: string): string[] {
     .filter((n): n is string => n !== undefined && n !== "" && n !== "." && n !== "..");
 }
 
+/** "QFI\xfb": the first bytes of every qcow2 file (QEMU's docs/interop/qcow2.txt). */
+const QCOW2_MAGIC = Buffer.from([0x51, 0x46, 0x49, 0xfb]);
+
+async function readHead(image: string, bytes: number): Promise<Buffer> {
+  let fh;
+  try {
+    fh = await open(image, "r");
+  } catch (e) {
+    throw new VmstackError("IMAGE_NOT_FOUND", `cannot open ${image}: ${messageOf(e)}`, { cause: e, facts: { image } });
+  }
+  try {
+    const buf = Buffer.alloc(bytes);
+    const { bytesRead } = await fh.read(buf, 0, bytes, 0);
+    return buf.subarray(0, bytesRead);
+  } finally {
+    await fh.close();
+  }
+}
+
 export async function inspectExtImage(image: string, signal?: AbortSignal): Promise<ExtImageInfo & { entries: string[] }> {
-  const head = await runChild(["dumpe2fs", "-h", image], { signal, okExitCodes: [0, 1] });
+  if ((await readHead(image, 4)).equals(QCOW2_MAGIC)) {
+    throw new VmstackError("IMAGE_NOT_RAW", `${image} is a qcow2 image; --into writes raw images (qemu-img convert -O raw ${image} disk.img first)`, { facts: { image } });
+  }
+  // dumpe2fs exits non-zero on anything that is not an ext file system: that is the answer, not a failure.
+  const head = await runChild(["dumpe2fs", "-h", image], { signal, okExitCodes: [0, 1, 2, 8, 16, 19, 32] });
   const info = parseDumpe2fs(head.stdout.toString("utf8"), image);
   const ls = await runChild(["debugfs", "-R", "ls -p /", image], { signal });
   return { ...info, entries: rootEntries(ls.stdout.toString("utf8")) };

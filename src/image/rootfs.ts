@@ -64,6 +64,10 @@ export async function debianRootfs(
   options: ProgressOptions & { agentPath: string },
 ): Promise<BuildResult & { tool: string }> {
   checkDebianSpec(spec);
+  if ((spec.grubMenu === true || spec.bootloader !== undefined) && !spec.packages.some((p) => p.startsWith("linux-image-"))) {
+    // Checked before the bootstrap (a minute) rather than after it finds /boot empty.
+    throw new VmstackError("IMAGE_NO_KERNEL", "a GRUB menu needs a kernel in the image: add a kernel package, e.g. -p linux-image-cloud-amd64,systemd-sysv");
+  }
   const agent = options.agentPath;
   if (!existsSync(agent)) throw new VmstackError("GUEST_PIECE_MISSING", `the guest agent is missing at ${agent}: npm run build`);
   const label = spec.label ?? ROOTFS_LABEL;

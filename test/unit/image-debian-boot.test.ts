@@ -5,7 +5,8 @@ import { existsSync, readFileSync } from "node:fs";
 import { join } from "node:path";
 import { grubCfgText, menuLstText } from "../../src/image/grub-menu-writer.js";
 import { chooseGrubEntry, parseGrubCfg, parseMenuLst } from "../../src/image/grub-menu.js";
-import { bootCmdline, pickKernel } from "../../src/image/rootfs.js";
+import { bootCmdline, debianRootfs, pickKernel } from "../../src/image/rootfs.js";
+import { ContentStore } from "../../src/image/cache.js";
 import { parseDumpe2fs, rootEntries } from "../../src/image/install-into.js";
 import { GRUB_PC_DIR, PARTITION_START_SECTOR, grubMbr } from "../../src/image/grub-pc.js";
 import { readPartitionTable } from "../../src/image/partition-table.js";
@@ -68,4 +69,12 @@ test("the GRUB MBR keeps boot.img's code, loads core.img from sector 1, and has 
   assert.equal(mbr[446], 0x80);
   assert.deepEqual(readPartitionTable(mbr), { scheme: "mbr", partitions: [{ index: 0, offsetBytes: PARTITION_START_SECTOR * 512, sizeBytes: 1000 * 512 }] });
   assert.throws(() => grubMbr(Buffer.alloc(100), 1), /must be 512 bytes/);
+});
+
+test("a bootable image without a kernel package is refused before the bootstrap starts", async () => {
+  const store = new ContentStore("/nonexistent/vmstack-cache");
+  await assert.rejects(
+    debianRootfs(store, { release: "bookworm", packages: ["bash"], format: "raw", grubMenu: true }, { agentPath: "/nonexistent/agent" }),
+    /a GRUB menu needs a kernel in the image: add a kernel package/,
+  );
 });
