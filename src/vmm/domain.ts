@@ -25,6 +25,8 @@ export interface DomainHooks {
   /** QEMU is gone (after it was reaped or seen as a zombie). */
   onExit(d: Domain, cause: ExitCause): void;
   log(message: string): void;
+  /** The guest was reset (it rebooted inside the same QEMU). */
+  onReset?(d: Domain): void;
 }
 
 export class Domain {
@@ -99,6 +101,7 @@ export class Domain {
         // A reset guest has a fresh agent; the old session is dead.
         this.#agent?.close();
         this.#agent = undefined;
+        this.hooks.onReset?.(this);
         break;
       default:
         break;
