@@ -165,6 +165,7 @@ export function compileDomain(c: DomainConfig, ctx: CompileContext): DomainPlan 
     filesystems: helpers.map((h, i) => ({ id: `fs${i}`, tag: (c.shares[i] as { tag: string }).tag, socketPath: h.socketPath })),
     nics,
     rng: c.rng,
+    ...(c.machine === "q35" && (c.hotplugSlots ?? 0) > 0 ? { hotplugPorts: c.hotplugSlots } : {}),
     ...(paths.vnc === undefined ? {} : { vncSocket: paths.vnc }),
     // on_reboot=destroy: QEMU exits instead of resetting. on_poweroff=preserve: QEMU stays, paused.
     // on_crash: pvpanic reports the panic; preserve keeps the guest paused for inspection.
@@ -174,7 +175,8 @@ export function compileDomain(c: DomainConfig, ctx: CompileContext): DomainPlan 
     // SHUTDOWN event's reason and applies onPoweroff itself (see the note).
     ...(c.onReboot === "preserve" ? { onReboot: "shutdown" as const } : {}),
     ...(c.onPoweroff === "preserve" || c.onReboot === "preserve" ? { onShutdown: "pause" as const } : {}),
-    onPanic: c.onCrash === "preserve" ? "pause" : "shutdown",
+    // The core-dump actions also keep the panicked guest paused: vmstackd dumps its memory, then ends it.
+    onPanic: c.onCrash === "preserve" || c.onCrash.startsWith("coredump-") ? "pause" : "shutdown",
     ...(ctx.paused ? { paused: true } : {}),
     ...(c.extraArgs.length > 0 ? { extraArgs: c.extraArgs } : {}),
   };

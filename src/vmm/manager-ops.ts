@@ -14,6 +14,7 @@ import { pvAcknowledged } from "./pv-control.js";
 
 /** How long a guest that advertises PV control gets to acknowledge before the agent is asked. */
 const PV_ACK_MS = 5000;
+import { handleHotplug } from "./manager-hotplug.js";
 
 export interface OpsContext {
   readonly manager: DomainManager;
@@ -24,10 +25,20 @@ export interface OpsContext {
   readonly quit: () => void;
   /** Agent deadline: TCG boots take seconds. */
   readonly agentTimeoutMs: number;
+  /**
+   * Runs a quick CLI verb in-process for the native front end (src/cli/fast-path.ts; injected by
+   * the CLI layer, which sits above this one). Absent: "cli" requests are refused.
+   */
+  readonly cli?: CliRunner | undefined;
 }
 
-/** A request's result, or a session (console, streamed exec) to hand the connection over to. */
-export type Outcome = { readonly kind: "result"; readonly value: unknown } | { readonly kind: "handover"; readonly attach: (s: Socket) => void };
+export type CliRunner = (argv: readonly string[], request: (req: Request) => Promise<unknown>, signal: AbortSignal) => Promise<{ code: number; stdout: Buffer; stderr: Buffer }>;
+
+/**
+ * A request's result, or a session (console, streamed exec, a CLI verb's output) to hand the
+ * connection over to after the response line (whose result is `value`, default null).
+ */
+export type Outcome = { readonly kind: "result"; readonly value: unknown } | { readonly kind: "handover"; readonly value?: unknown; readonly attach: (s: Socket) => void };
 
 const result = (value: unknown): Outcome => ({ kind: "result", value });
 
@@ -110,6 +121,34 @@ export async function handle(ctx: OpsContext, req: Request, signal: AbortSignal)
     case "quit":
       setImmediate(ctx.quit);
       return result(null);
+    case "cli": {
+      if (ctx.cli === undefined) throw new VmstackError("BAD_REQUEST", "bad request: this vmstackd runs no CLI verbs");
+      const inner = async (r: Request): Promise<unknown> => {
+        if (r.op === "cli" || r.op === "console" || r.op === "exec") throw new VmstackError("BAD_REQUEST", `bad request: a CLI verb run by vmstackd cannot make a '${r.op}' request`);
+        const o = await handle(ctx, r, signal);
+        return o.kind === "result" ? o.value : null;
+      };
+      const r = await ctx.cli(req.argv, inner, signal);
+      return {
+        kind: "handover",
+        value: { code: r.code, stdout: r.stdout.length, stderr: r.stderr.length },
+        attach: (s) => {
+          s.write(r.stdout);
+          s.end(r.stderr);
+        },
+      };
+    }
+    case "block-attach":
+    case "block-detach":
+    case "block-list":
+    case "network-attach":
+    case "network-detach":
+    case "network-list":
+    case "cd-insert":
+    case "cd-eject":
+    case "mem-set":
+    case "vcpu-set":
+      return result(await handleHotplug({ manager: m, agentTimeoutMs: ctx.agentTimeoutMs }, req, signal));
     default:
       return assertNever(req, "request");
   }

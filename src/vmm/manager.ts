@@ -11,6 +11,8 @@ import { Domain, type DomainHooks, type ExitCause } from "./domain.js";
 import { type DomainRecord, qemuAlive, readRecords, removeRecord, writeRecord } from "./domain-record.js";
 import { domainIdsInStore, removeDomain, renameDomain, writeDom0, writeDomain } from "./domain-xenstore.js";
 import { killQuietly, launchDomain } from "./manager-launch.js";
+import { afterDump, coreDumpPath, dumpCore, incarnationName } from "./manager-crash.js";
+import { removeDeviceBackends, writeDevices } from "./device-xenstore.js";
 import type { DaemonPaths } from "./manager-paths.js";
 import type { DomainInfo } from "./api/protocol.js";
 import { VmstackError, messageOf } from "../lib/errors.js";
@@ -97,6 +99,7 @@ export class DomainManager {
   #hooks(): DomainHooks {
     return {
       onExit: (d, cause) => this.#onExit(d, cause),
+      onPanic: (d) => this.#onPanic(d),
       log: this.o.log,
       onReset: (d) => void forgetGuestReports(this.o.xs, d.domid).catch((e: unknown) => this.o.log(`${d.name}: clearing the guest's reports: ${messageOf(e)}`)),
     };
@@ -110,7 +113,8 @@ export class DomainManager {
   }
 
   committedMiB(): number {
-    return this.domains.reduce((sum, d) => sum + configOf(d.record).maxmem, 0);
+    // A domain kept after its QEMU ended (preserve, rename-restart) holds no memory.
+    return this.domains.reduce((sum, d) => sum + (d.record.qemuPid === null && d.record.preserved !== null ? 0 : configOf(d.record).maxmem), 0);
   }
 
   freeMiB(): number {
@@ -145,10 +149,13 @@ export class DomainManager {
       await writeDomain(this.o.xs, xsFacts(domid, uuid, config, Date.now()));
       written = true;
       const d = await this.#launch(domid, uuid, config, paused, Date.now(), signal);
+      // The devices as Xen lays them out (device/vbd, backend/vbd, …); hotplug keeps them current.
+      await writeDevices(this.o.xs, domid, config);
       this.o.log(`created ${name} (domid ${domid}, pid ${d.record.qemuPid})`);
       return this.info(d);
     } catch (e) {
       if (written) await removeDomain(this.o.xs, domid, uuid).catch((x: unknown) => this.o.log(`cleanup of ${name} in xenstore: ${messageOf(x)}`));
+      if (written) await removeDeviceBackends(this.o.xs, domid).catch((x: unknown) => this.o.log(`cleanup of ${name}'s backends in xenstore: ${messageOf(x)}`));
       removeRecord(this.o.paths.domainsDir, domid);
       this.o.log(`create ${name} failed: ${messageOf(e)}`);
       throw e;
@@ -164,13 +171,38 @@ export class DomainManager {
     return d;
   }
 
+  /**
+   * The guest panicked and QEMU paused it. on_crash preserve: it stays, listed as crashed.
+   * coredump-*: write its memory, then end QEMU; the exit applies the rest of the action.
+   */
+  #onPanic(d: Domain): void {
+    const c = configOf(d.record);
+    if (!c.onCrash.startsWith("coredump-")) return;
+    void d.enqueue(async () => {
+      const file = coreDumpPath(this.o.paths, d.name);
+      try {
+        await dumpCore(d, file);
+        this.o.log(`${d.name}: guest memory dumped to ${file}`);
+      } catch (e) {
+        this.o.log(`${d.name}: core dump failed: ${messageOf(e)}`);
+      }
+      await d.qmpExecute("quit").catch((e: unknown) => this.o.log(`${d.name}: quit after the core dump: ${messageOf(e)}`));
+    });
+  }
+
   /** QEMU ended: apply the domain's action for why it ended (xl.cfg on_poweroff/on_reboot/on_crash). */
   #onExit(d: Domain, cause: ExitCause): void {
     const c = configOf(d.record);
-    const action = d.dying || cause === "host" ? "destroy" : cause === "guest-shutdown" ? c.onPoweroff : cause === "guest-reset" ? c.onReboot : c.onCrash;
-    this.o.log(`${d.name}: QEMU ended (${cause}); action ${action}`);
+    const chosen = d.dying || cause === "host" ? "destroy" : cause === "guest-shutdown" ? c.onPoweroff : cause === "guest-reset" ? c.onReboot : c.onCrash;
+    const action = afterDump(chosen);
+    // A QEMU that died (rather than a guest that panicked) left no memory to dump.
+    const note = chosen !== action && cause !== "guest-panic" ? ` (no core dump: QEMU ended by ${cause})` : "";
+    this.o.log(`${d.name}: QEMU ended (${cause}); action ${chosen}${note}`);
     void d.enqueue(async () => {
       switch (action) {
+        case "rename-restart":
+          await this.#renameRestart(d, cause);
+          return;
         case "restart":
           try {
             // xl gives the restarted domain a new domid; vmstack keeps it, so names and ids stay
@@ -194,12 +226,37 @@ export class DomainManager {
     });
   }
 
+  /**
+   * rename-restart: the old domain stays (as a preserved shut-down or crashed entry, without
+   * QEMU) under NAME--incarnation-N, and a new domain — new domid, new uuid — starts with the
+   * name and config. The preserved one goes with `vmstack destroy` as usual.
+   */
+  async #renameRestart(d: Domain, cause: ExitCause): Promise<void> {
+    const name = d.name;
+    const renamed = incarnationName(name, new Set([...this.domains.map((x) => x.name), ...this.#reserved]));
+    const c = configOf(d.record);
+    await renameDomain(this.o.xs, d.domid, d.record.uuid, renamed).catch((e: unknown) => this.o.log(`${name}: xenstore rename: ${messageOf(e)}`));
+    d.detach();
+    d.record = { ...d.record, name: renamed, config: { ...d.record.config, name: renamed }, qemuPid: null, preserved: cause === "guest-shutdown" ? "shutdown" : "crashed" };
+    writeRecord(this.o.paths.domainsDir, d.record);
+    this.o.log(`${name}: kept as ${renamed} (domid ${d.domid}); starting a new ${name}`);
+    // The uuid names /vm/<uuid>: the kept domain has it, so the new one gets its own.
+    const { uuid: _kept, ...spec } = c;
+    try {
+      const info = await this.create({ ...spec }, false, true);
+      this.o.log(`${name}: restarted as domid ${info.domid}`);
+    } catch (e) {
+      this.o.log(`${name}: rename-restart could not start a new domain: ${messageOf(e)}`);
+    }
+  }
+
   async #cleanup(d: Domain): Promise<void> {
     d.detach();
     this.xenstoreChannels.detach(d.domid);
     for (const p of d.record.helperPids) killQuietly(p, "SIGTERM");
     this.#domains.delete(d.domid);
     await removeDomain(this.o.xs, d.domid, d.record.uuid).catch((e: unknown) => this.o.log(`${d.name}: xenstore cleanup: ${messageOf(e)}`));
+    await removeDeviceBackends(this.o.xs, d.domid).catch((e: unknown) => this.o.log(`${d.name}: xenstore backend cleanup: ${messageOf(e)}`));
     removeRecord(this.o.paths.domainsDir, d.domid);
     rmSync(d.record.runDir, { recursive: true, force: true });
     this.o.log(`${d.name} (domid ${d.domid}) destroyed`);
