@@ -34,7 +34,9 @@ test("guest xenstore: tools in the guest, EACCES across domains, reports, vmstac
   };
   const inGuest = (d: string, ...argv: string[]): Promise<CliResult> => v("exec", d, "--", ...argv);
   try {
-    await Promise.all([ok("create", "name=xa", "memory=128"), ok("create", "name=xb", "memory=128", "machine=pc")]);
+    // Both settle before anything is asserted, so a failed create never races the clean-up.
+    const created = await Promise.allSettled([ok("create", "name=xa", "memory=128"), ok("create", "name=xb", "memory=128", "machine=pc")]);
+    for (const c of created) if (c.status === "rejected") throw c.reason;
     const ida = (await ok("domid", "xa")).trim();
     const idb = (await ok("domid", "xb")).trim();
     // The agent reports once its relay is connected: data/booted is written last.
@@ -89,8 +91,10 @@ test("guest xenstore: tools in the guest, EACCES across domains, reports, vmstac
       const before = boots();
       await ok("reboot", "xa");
       assert.match(await ok("dmesg"), /xa: the guest acknowledged control\/shutdown = reboot/);
+      // `reboot` returns once the guest acknowledged; the reset (which clears the old boot's
+      // reports) and the new boot follow.
+      await until("xa to boot again", async () => boots() === before + 1);
       await until("xa's new boot to report", async () => (await v("xenstore", "read", `/local/domain/${ida}/data/booted`)).stdout.trim() === "1");
-      assert.equal(boots(), before + 1, "the guest booted once more");
       assert.equal((await ok("exec", "xa", "--", "xenstore-read", "name")).trim(), "xa");
       assert.equal((await ok("domid", "xa")).trim(), ida);
     });
