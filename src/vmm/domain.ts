@@ -27,6 +27,8 @@ export interface DomainHooks {
   /** The guest panicked and QEMU paused it (on_crash preserve or coredump-*): QEMU still runs. */
   onPanic?(d: Domain): void;
   log(message: string): void;
+  /** The guest was reset (it rebooted inside the same QEMU). */
+  onReset?(d: Domain): void;
 }
 
 export class Domain {
@@ -106,6 +108,7 @@ export class Domain {
         // A reset guest has a fresh agent; the old session is dead.
         this.#agent?.close();
         this.#agent = undefined;
+        this.hooks.onReset?.(this);
         break;
       default:
         break;

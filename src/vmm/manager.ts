@@ -20,6 +20,7 @@ import { retryUntil } from "../lib/retry.js";
 import { join } from "node:path";
 import type { Duplex } from "node:stream";
 import { GuestXenstoreChannels } from "./guest-xenstore-channel.js";
+import { forgetGuestReports } from "./pv-control.js";
 
 export interface ManagerOptions {
   readonly paths: DaemonPaths;
@@ -96,7 +97,12 @@ export class DomainManager {
   }
 
   #hooks(): DomainHooks {
-    return { onExit: (d, cause) => this.#onExit(d, cause), onPanic: (d) => this.#onPanic(d), log: this.o.log };
+    return {
+      onExit: (d, cause) => this.#onExit(d, cause),
+      onPanic: (d) => this.#onPanic(d),
+      log: this.o.log,
+      onReset: (d) => void forgetGuestReports(this.o.xs, d.domid).catch((e: unknown) => this.o.log(`${d.name}: clearing the guest's reports: ${messageOf(e)}`)),
+    };
   }
 
   find(ref: string): Domain {

@@ -4,7 +4,7 @@
  * bound to its domid by vmstackd. Inside the guests: the xenstore tools read the domain's own
  * nodes, write under data/, watch, and get EACCES for another domain's and dom0's nodes; the
  * agent's reports appear in the store; the channel comes back after kill -9 of vmstackd; and
- * control/shutdown powers a guest off, acknowledged by the agent. Two boots.
+ * control/shutdown powers a guest off or reboots it, acknowledged by the agent. Two boots and a reboot.
  */
 import { test } from "node:test";
 import assert from "node:assert/strict";
@@ -34,7 +34,9 @@ test("guest xenstore: tools in the guest, EACCES across domains, reports, vmstac
   };
   const inGuest = (d: string, ...argv: string[]): Promise<CliResult> => v("exec", d, "--", ...argv);
   try {
-    await Promise.all([ok("create", "name=xa", "memory=128"), ok("create", "name=xb", "memory=128", "machine=pc")]);
+    // Both settle before anything is asserted, so a failed create never races the clean-up.
+    const created = await Promise.allSettled([ok("create", "name=xa", "memory=128"), ok("create", "name=xb", "memory=128", "machine=pc")]);
+    for (const c of created) if (c.status === "rejected") throw c.reason;
     const ida = (await ok("domid", "xa")).trim();
     const idb = (await ok("domid", "xb")).trim();
     // The agent reports once its relay is connected: data/booted is written last.
@@ -82,6 +84,19 @@ test("guest xenstore: tools in the guest, EACCES across domains, reports, vmstac
       }
       // The registration fires once (xenstore.txt), then the change.
       assert.deepEqual(out.trim().split("\n"), ["data/ping", "data/ping"]);
+    });
+
+    await t.test("vmstack reboot goes through control/shutdown; the rebooted guest reports again on the same channel", async () => {
+      const boots = (): number => (readFileSync(join(dir, "s", "log", "xa.console.log"), "utf8").match(/vmstack-agent: ready/g) ?? []).length;
+      const before = boots();
+      await ok("reboot", "xa");
+      assert.match(await ok("dmesg"), /xa: the guest acknowledged control\/shutdown = reboot/);
+      // `reboot` returns once the guest acknowledged; the reset (which clears the old boot's
+      // reports) and the new boot follow.
+      await until("xa to boot again", async () => boots() === before + 1);
+      await until("xa's new boot to report", async () => (await v("xenstore", "read", `/local/domain/${ida}/data/booted`)).stdout.trim() === "1");
+      assert.equal((await ok("exec", "xa", "--", "xenstore-read", "name")).trim(), "xa");
+      assert.equal((await ok("domid", "xa")).trim(), ida);
     });
 
     await t.test("after kill -9 of vmstackd the guest's xenstore channel works again", async () => {
