@@ -58,7 +58,11 @@ export async function handle(ctx: OpsContext, req: Request, signal: AbortSignal)
       await onDomain(m, req.domain, (d) => d.qmpExecute("stop"));
       return result(null);
     case "unpause":
-      await onDomain(m, req.domain, (d) => d.qmpExecute("cont"));
+      await onDomain(m, req.domain, async (d) => {
+        await d.qmpExecute("cont");
+        // A domain created paused gets its shares mounted once it runs.
+        m.mountSharesOnce(d);
+      });
       return result(null);
     case "destroy":
       await m.destroy(m.find(req.domain));

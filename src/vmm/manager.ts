@@ -21,6 +21,7 @@ import { join } from "node:path";
 import type { Duplex } from "node:stream";
 import { GuestXenstoreChannels } from "./guest-xenstore-channel.js";
 import { forgetGuestReports } from "./pv-control.js";
+import { mountShares } from "./manager-mounts.js";
 
 export interface ManagerOptions {
   readonly paths: DaemonPaths;
@@ -101,8 +102,26 @@ export class DomainManager {
       onExit: (d, cause) => this.#onExit(d, cause),
       onPanic: (d) => this.#onPanic(d),
       log: this.o.log,
-      onReset: (d) => void forgetGuestReports(this.o.xs, d.domid).catch((e: unknown) => this.o.log(`${d.name}: clearing the guest's reports: ${messageOf(e)}`)),
+      onReset: (d) => {
+        void forgetGuestReports(this.o.xs, d.domid).catch((e: unknown) => this.o.log(`${d.name}: clearing the guest's reports: ${messageOf(e)}`));
+        // A reboot unmounted everything: mount the shares again once the agent is back.
+        this.#sharesMounted.delete(d);
+        this.mountSharesOnce(d);
+      },
     };
+  }
+
+  /** Domains whose shares are mounted in the current boot (or being mounted). */
+  readonly #sharesMounted = new WeakSet<Domain>();
+
+  /** Mounts the domain's shares that have a target, once per boot (manager-mounts.ts). */
+  mountSharesOnce(d: Domain): void {
+    const c = configOf(d.record);
+    if (!c.agent || !c.shares.some((s) => s.target !== undefined) || this.#sharesMounted.has(d)) return;
+    this.#sharesMounted.add(d);
+    void mountShares(d, c.shares, this.o.log).then((ok) => {
+      if (!ok) this.#sharesMounted.delete(d);
+    });
   }
 
   find(ref: string): Domain {
@@ -168,6 +187,7 @@ export class DomainManager {
     const d = await launchDomain({ paths: this.o.paths, domid, uuid, config, paused, accel: this.o.accel, createdAt, hooks: this.#hooks(), timeoutMs: this.o.startTimeoutMs, signal });
     this.#domains.set(domid, d);
     this.xenstoreChannels.attach(domid, d.record.runDir, d.name);
+    if (!paused) this.mountSharesOnce(d);
     return d;
   }
 

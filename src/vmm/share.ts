@@ -143,7 +143,7 @@ export async function startVirtiofsd(spec: ShareSpec, tag: string, socketPath: s
 /**
  * The guest-side script that mounts virtiofs shares and block-device filesystems before the
  * command. Constant text; every path and tag is a positional parameter, in groups of three:
- * KIND SOURCE TARGET (KIND: virtiofs | fs (SOURCE is the type) | blk-ro | blk-rw; for blk the source is the virtio serial
+ * KIND SOURCE TARGET (KIND: virtiofs | virtiofs-ro | fs (SOURCE is the type) | blk-ro | blk-rw; for blk the source is the virtio serial
  * number, found through /sys/block/vd*\/serial because virtio-mmio probe order is not the
  * command-line order).
  */
@@ -154,6 +154,7 @@ export const GUEST_MOUNT_SCRIPT = [
   '  mkdir -p "$dst"',
   '  case "$kind" in',
   '  virtiofs) mount -t virtiofs "$src" "$dst" ;;',
+  '  virtiofs-ro) mount -t virtiofs -o ro "$src" "$dst" ;;',
   '  fs) mount -t "$src" "$src" "$dst" ;;',
   "  blk-*)",
   "    dev=",
