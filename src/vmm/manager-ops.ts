@@ -10,6 +10,7 @@ import type { DomainInfo, HostInfo, Request, Trigger } from "./api/protocol.js";
 import { VmstackError, assertNever, isVmstackError, messageOf } from "../lib/errors.js";
 import { procStat } from "./domain-record.js";
 import { streamExec } from "./manager-exec.js";
+import { restoreDomain, saveDomain } from "./manager-save.js";
 
 export interface OpsContext {
   readonly manager: DomainManager;
@@ -106,6 +107,10 @@ export async function handle(ctx: OpsContext, req: Request, signal: AbortSignal)
     case "quit":
       setImmediate(ctx.quit);
       return result(null);
+    case "save":
+      return result(await saveDomain(m, m.find(req.domain), req.file, { keepRunning: req.keepRunning, paused: req.paused, signal }));
+    case "restore":
+      return result(await restoreDomain(m, req.file, { paused: req.paused, force: req.force, signal }));
     default:
       return assertNever(req, "request");
   }

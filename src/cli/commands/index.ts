@@ -42,4 +42,6 @@ export const commands: readonly CommandEntry[] = [
   { name: "trigger", summary: "send an NMI, a reset or an ACPI power-button press to a domain", load: async () => (await import("./trigger.js")).triggerCommand },
   { name: "dmesg", summary: "print vmstackd's log", load: async () => (await import("./dmesg.js")).dmesgCommand },
   { name: "exec", summary: "run a command in a domain whose guest runs vmstack's agent", load: async () => (await import("./exec.js")).execCommand },
+  { name: "save", summary: "save a domain's memory, device state and config to a file (destroys it unless -c or -p)", load: async () => (await import("./save.js")).saveCommand },
+  { name: "restore", summary: "bring a domain back from a file written by vmstack save", load: async () => (await import("./restore.js")).restoreCommand },
 ];
