@@ -44,4 +44,5 @@ export const commands: readonly CommandEntry[] = [
   { name: "exec", summary: "run a command in a domain whose guest runs vmstack's agent", load: async () => (await import("./exec.js")).execCommand },
   { name: "save", summary: "save a domain's memory, device state and config to a file (destroys it unless -c or -p)", load: async () => (await import("./save.js")).saveCommand },
   { name: "restore", summary: "bring a domain back from a file written by vmstack save", load: async () => (await import("./restore.js")).restoreCommand },
+  { name: "domains", summary: "start or stop every domain as xendomains does: restore saved ones, create autostart ones; save or shut down all", load: async () => (await import("./domains.js")).domainsCommand },
 ];
