@@ -99,13 +99,15 @@ export async function loadAutoConfig(file: string, env: NodeJS.ProcessEnv, signa
   return withDefaultGuest(config, env, signal);
 }
 
+const since = (t0: number): number => Math.round(performance.now() - t0) / 1000;
+
 async function timed(fn: () => Promise<string | undefined>): Promise<{ ok: boolean; detail?: string; seconds: number }> {
   const t0 = performance.now();
   try {
     const detail = await fn();
-    return { ok: true, ...(detail === undefined ? {} : { detail }), seconds: (performance.now() - t0) / 1000 };
+    return { ok: true, ...(detail === undefined ? {} : { detail }), seconds: since(t0) };
   } catch (e) {
-    return { ok: false, detail: messageOf(e), seconds: (performance.now() - t0) / 1000 };
+    return { ok: false, detail: messageOf(e), seconds: since(t0) };
   }
 }
 
