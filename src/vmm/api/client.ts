@@ -75,7 +75,13 @@ export function exchange(s: Socket, req: Request, signal?: AbortSignal): Promise
       if (nl < 0) return;
       cleanup();
       const rest = buf.subarray(nl + 1);
+      // Bytes after the response (exec frames, console output) that came in the same chunk must
+      // wait for the caller's listener: a flowing socket would emit them on the next tick, before
+      // the caller's `await` resumes, to no one. So pause, and resume once the caller is attached
+      // (setImmediate runs after the promise continuations).
+      s.pause();
       if (rest.length > 0) s.unshift(rest);
+      setImmediate(() => s.resume());
       try {
         const r = parseResponse(JSON.parse(buf.subarray(0, nl).toString("utf8")));
         if (r.ok) resolve(r.result);
