@@ -15,7 +15,7 @@
 import { spawn, type ChildProcess } from "node:child_process";
 import { createHash, type Hash } from "node:crypto";
 import { createReadStream } from "node:fs";
-import { open, type FileHandle } from "node:fs/promises";
+import { open, stat, type FileHandle } from "node:fs/promises";
 import { Transform, Writable, type Readable } from "node:stream";
 import { pipeline } from "node:stream/promises";
 import { VmstackError, messageOf } from "../lib/errors.js";
@@ -25,14 +25,26 @@ import { SAVE_PREFIX_BYTES, checkDigest, parsePrefix, parseSaveHeader, type Boot
 export const ZSTD_COMPRESS = ["zstd", "-1", "-q", "-c"] as const;
 export const ZSTD_DECOMPRESS = ["zstd", "-d", "-q", "-c"] as const;
 
+/**
+ * Hashes of boot files by path, valid while size, mtime and inode stay the same: every save of a
+ * domain would otherwise read its kernel and initrd again (tens of MB, tens of ms on a busy host).
+ */
+const hashCache = new Map<string, { key: string; sha256: string }>();
+
 export async function sha256File(path: string): Promise<{ size: number; sha256: string }> {
+  const st = await stat(path);
+  const key = `${st.size}:${st.mtimeMs}:${st.ino}`;
+  const hit = hashCache.get(path);
+  if (hit?.key === key) return { size: st.size, sha256: hit.sha256 };
   const h = createHash("sha256");
   let size = 0;
   for await (const chunk of createReadStream(path)) {
     h.update(chunk as Buffer);
     size += (chunk as Buffer).length;
   }
-  return { size, sha256: h.digest("hex") };
+  const sha256 = h.digest("hex");
+  hashCache.set(path, { key, sha256 });
+  return { size, sha256 };
 }
 
 export async function bootFileFacts(files: readonly { role: BootFile["role"]; path: string }[]): Promise<BootFile[]> {
