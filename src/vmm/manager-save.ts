@@ -87,6 +87,7 @@ async function saveLocked(m: DomainManager, d: Domain, file: string, o: { keepRu
   await d.refreshStatus();
   if (d.status !== "running" && d.status !== "paused") throw new VmstackError("DOMAIN_NOT_RUNNING", `cannot save ${d.name} in QEMU state '${d.status}'`, { facts: { domain: d.name, status: d.status } });
   const wasRunning = d.status === "running";
+  const t0 = performance.now();
   const compression = saveCompression(m.o.env);
   const v = await d.qmpExecute<{ qemu: { major: number; minor: number; micro: number } }>("query-version");
   const header: SaveHeader = {
@@ -143,7 +144,7 @@ async function saveLocked(m: DomainManager, d: Domain, file: string, o: { keepRu
     await fh.close();
     await rename(tmp, file);
     const bytes = SAVE_PREFIX_BYTES + headerBytes.length + payload;
-    m.o.log(`${d.name}: saved to ${file} (${bytes} bytes, ${compression})`);
+    m.o.log(`${d.name}: saved to ${file} (${bytes} bytes, ${compression}, ${Math.round(performance.now() - t0)} ms)`);
     if (!o.keepRunning && !o.paused) {
       // xl save: the domain is gone once its state is safe. Quit here, inside the domain's queue,
       // so nothing can resume the guest between the save and its end.
@@ -196,6 +197,7 @@ async function connectIncoming(path: string, signal?: AbortSignal): Promise<Sock
 }
 
 export async function restoreDomain(m: DomainManager, file: string, o: { paused: boolean; force: boolean; signal?: AbortSignal }): Promise<DomainInfo> {
+  const t0 = performance.now();
   const saved = await checkSaveFile(file, o.signal);
   const h = saved.header;
   const checked = checkDomainSpec(h.config, { source: `${file} (saved config)` });
@@ -242,7 +244,7 @@ export async function restoreDomain(m: DomainManager, file: string, o: { paused:
       await dom.refreshStatus();
     });
     dom.dying = false;
-    m.o.log(`restored ${config.name} (domid ${dom.domid}) from ${file}${o.paused || !h.wasRunning ? ", paused" : ""}`);
+    m.o.log(`restored ${config.name} (domid ${dom.domid}) from ${file}${o.paused || !h.wasRunning ? ", paused" : ""} in ${Math.round(performance.now() - t0)} ms`);
     return m.info(dom);
   } catch (e) {
     if (d !== undefined) {

@@ -58,6 +58,11 @@ test("save and restore: save -c, damaged files, save + vmstackd kill -9 + restor
       assert.deepEqual(readdirSync(dir).filter((n) => n.startsWith(".")), [], "no partial file is left");
       assert.match((await list())[0]?.state ?? "", /^[r-][b-]----$/);
       await counting("a", before);
+      const nowhere = await v("save", "a", join(dir, "no-such-dir", "a.save"));
+      assert.equal(nowhere.code, 1);
+      assert.match(nowhere.stderr, /cannot write .*no-such-dir/);
+      assert.match((await list())[0]?.state ?? "", /^[r-][b-]----$/, "a failed save leaves the domain running");
+      await counting("a", await count("a"));
     });
 
     await t.test("a corrupt, truncated or foreign save file, or a name already running, is refused and changes nothing", async () => {
