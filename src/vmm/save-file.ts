@@ -35,6 +35,8 @@ export interface BootFile {
   readonly role: "kernel" | "initrd";
   readonly path: string;
   readonly size: number;
+  /** Modification time at the save: the same size and mtime spare a restore re-hashing (the kernel is ~50 MB). */
+  readonly mtimeMs: number;
   readonly sha256: string;
 }
 
@@ -124,7 +126,7 @@ export function parseSaveHeader(bytes: Buffer, path: string): SaveHeader {
   const files = o["bootFiles"];
   const fileOk = (f: unknown): f is BootFile => {
     const x = f as Record<string, unknown>;
-    return typeof x === "object" && x !== null && (x["role"] === "kernel" || x["role"] === "initrd") && isStr(x["path"]) && Number.isInteger(x["size"]) && isStr(x["sha256"]);
+    return typeof x === "object" && x !== null && (x["role"] === "kernel" || x["role"] === "initrd") && isStr(x["path"]) && Number.isInteger(x["size"]) && typeof x["mtimeMs"] === "number" && isStr(x["sha256"]);
   };
   if (!Array.isArray(files) || !files.every(fileOk)) throw bad("bootFiles");
   return o as unknown as SaveHeader;

@@ -31,11 +31,11 @@ export const ZSTD_DECOMPRESS = ["zstd", "-d", "-q", "-c"] as const;
  */
 const hashCache = new Map<string, { key: string; sha256: string }>();
 
-export async function sha256File(path: string): Promise<{ size: number; sha256: string }> {
+export async function sha256File(path: string): Promise<{ size: number; mtimeMs: number; sha256: string }> {
   const st = await stat(path);
   const key = `${st.size}:${st.mtimeMs}:${st.ino}`;
   const hit = hashCache.get(path);
-  if (hit?.key === key) return { size: st.size, sha256: hit.sha256 };
+  if (hit?.key === key) return { size: st.size, mtimeMs: st.mtimeMs, sha256: hit.sha256 };
   const h = createHash("sha256");
   let size = 0;
   for await (const chunk of createReadStream(path)) {
@@ -44,7 +44,7 @@ export async function sha256File(path: string): Promise<{ size: number; sha256: 
   }
   const sha256 = h.digest("hex");
   hashCache.set(path, { key, sha256 });
-  return { size, sha256 };
+  return { size, mtimeMs: st.mtimeMs, sha256 };
 }
 
 export async function bootFileFacts(files: readonly { role: BootFile["role"]; path: string }[]): Promise<BootFile[]> {
@@ -55,6 +55,9 @@ export async function bootFileFacts(files: readonly { role: BootFile["role"]; pa
 export async function bootFileProblem(f: BootFile): Promise<string | undefined> {
   let now: { size: number; sha256: string };
   try {
+    const st = await stat(f.path);
+    // Unchanged size and mtime: the file is taken as the same (as make and rsync do), sparing the hash.
+    if (st.size === f.size && st.mtimeMs === f.mtimeMs) return undefined;
     now = await sha256File(f.path);
   } catch (e) {
     if ((e as NodeJS.ErrnoException).code === "ENOENT") return `its ${f.role} ${f.path} no longer exists`;

@@ -6,13 +6,13 @@
 import { test } from "node:test";
 import assert from "node:assert/strict";
 import { createHash, randomBytes } from "node:crypto";
-import { existsSync, mkdirSync, mkdtempSync, readFileSync, writeFileSync } from "node:fs";
+import { existsSync, mkdirSync, mkdtempSync, readFileSync, rmSync, utimesSync, writeFileSync } from "node:fs";
 import { open } from "node:fs/promises";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { Readable, Writable } from "node:stream";
 import { SAVE_PREFIX_BYTES, encodeHeader, encodePrefix, parsePrefix, type SaveHeader } from "../../src/vmm/save-file.js";
-import { checkSaveFile, sendPayload, writePayload } from "../../src/vmm/save-stream.js";
+import { bootFileFacts, bootFileProblem, checkSaveFile, sendPayload, writePayload } from "../../src/vmm/save-stream.js";
 import { domainsSettings, domainsStart, domainsStop, type DomainsProgress } from "../../src/vmm/xendomains.js";
 import type { DomainInfo, Request } from "../../src/vmm/api/protocol.js";
 import { VmstackError, isVmstackError } from "../../src/lib/errors.js";
@@ -28,7 +28,7 @@ const header: SaveHeader = {
   savedAt: "2026-11-23T12:00:00.000Z",
   compression: "none",
   wasRunning: true,
-  bootFiles: [{ role: "kernel", path: "/boot/vmlinuz", size: 3, sha256: "ab".repeat(32) }],
+  bootFiles: [{ role: "kernel", path: "/boot/vmlinuz", size: 3, mtimeMs: 1, sha256: "ab".repeat(32) }],
 };
 
 /** A well-formed save file around `payload`, as the saver writes it. */
@@ -218,4 +218,19 @@ test("domains stop saves every domain; one that fails to save or misses its dead
   assert.match(out[3]?.detail ?? "", /no save within 0.3 s/);
   assert.equal(fake.running.size, 0);
   assert.equal(JSON.parse(readFileSync(join(saveDir, "a.save"), "utf8")).name, "a");
+});
+
+test("a boot file that is gone or changed is named; the same content with a new mtime still restores", async () => {
+  const kernel = join(dir, "vmlinuz");
+  writeFileSync(kernel, "kernel-1");
+  const [facts] = await bootFileFacts([{ role: "kernel", path: kernel }]);
+  assert.ok(facts);
+  assert.equal(await bootFileProblem(facts), undefined);
+  utimesSync(kernel, new Date(), new Date(Date.now() + 5000));
+  assert.equal(await bootFileProblem(facts), undefined, "same bytes, touched");
+  writeFileSync(kernel, "kernel-2");
+  utimesSync(kernel, new Date(), new Date(Date.now() + 10_000));
+  assert.match((await bootFileProblem(facts)) ?? "", /its kernel .*vmlinuz has changed since the save/);
+  rmSync(kernel);
+  assert.match((await bootFileProblem(facts)) ?? "", /its kernel .*vmlinuz no longer exists/);
 });
