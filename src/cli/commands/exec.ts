@@ -23,15 +23,11 @@ async function streamed(domain: string, argv: readonly string[], timeoutMs: numb
     throw e;
   }
   const stdin = ctx.stdin as NodeJS.ReadStream;
-  // The daemon ends the session once the command has exited, which may be before our stdin ends
-  // (stdin from /dev/null ends at once, but its end event can come late on a busy host): frames
-  // after that have no one to go to, and writing them would fail with EPIPE.
-  const send = (f: ExecFrame): void => {
-    if (s.writable && !s.writableEnded) s.write(encodeLine(f));
-  };
-  s.on("error", () => undefined);
-  const onInput = (c: Buffer): void => send({ i: c.toString("base64") });
-  const onEnd = (): void => send({ eof: true });
+  // Once vmstackd has ended the session (the command exited), input has nowhere to go: writing
+  // after its FIN would raise EPIPE on a socket nobody listens to for errors any more.
+  const open = (): boolean => s.readable && s.writable;
+  const onInput = (c: Buffer): void => void (open() && s.write(encodeLine({ i: c.toString("base64") } satisfies ExecFrame)));
+  const onEnd = (): void => void (open() && s.write(encodeLine({ eof: true } satisfies ExecFrame)));
   stdin.on("data", onInput);
   stdin.once("end", onEnd);
   try {

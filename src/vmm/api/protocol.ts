@@ -7,6 +7,7 @@
  * serial console both ways) after the response line.
  */
 import { VmstackError } from "../../lib/errors.js";
+import { HOTPLUG_KEYS, HOTPLUG_OPS, type HotplugRequest, isHotplugOp, parseHotplugRequest } from "./protocol-hotplug.js";
 
 /** A domain as the user names it: its name, or its domid in decimal. */
 export type DomainRef = string;
@@ -30,17 +31,21 @@ export type Request =
   | { readonly op: "exec"; readonly domain: DomainRef; readonly argv: readonly string[]; readonly timeoutMs: number | null; readonly stream: boolean }
   | { readonly op: "console"; readonly domain: DomainRef }
   | { readonly op: "host-info" }
+  /** The native front end (front/vmstack.c): run one quick CLI verb; output follows the response. */
+  | { readonly op: "cli"; readonly argv: readonly string[] }
   /** xl save: `keepRunning` is -c, `paused` is -p; `file` is an absolute path on vmstackd's host. */
   | { readonly op: "save"; readonly domain: DomainRef; readonly file: string; readonly keepRunning: boolean; readonly paused: boolean }
   | { readonly op: "restore"; readonly file: string; readonly paused: boolean; readonly force: boolean }
-  | { readonly op: "quit" };
+  | { readonly op: "quit" }
+  | HotplugRequest;
 
 export type Op = Request["op"];
 
 export const OPS = [
   "ping", "create", "list", "pause", "unpause", "destroy", "reboot", "shutdown", "rename", "domid", "domname",
-  "sysrq", "trigger", "dmesg", "exec", "console", "host-info", "quit",
+  "sysrq", "trigger", "dmesg", "exec", "console", "host-info", "quit", "cli",
   "save", "restore",
+  ...HOTPLUG_OPS,
 ] as const satisfies readonly Op[];
 
 /** xl's state letters, in xl's column order: r b p s c d. */
@@ -116,8 +121,10 @@ const KEYS: Readonly<Record<Op, readonly string[]>> = {
   console: ["domain"],
   "host-info": [],
   quit: [],
+  cli: ["argv"],
   save: ["domain", "file", "keepRunning", "paused"],
   restore: ["file", "paused", "force"],
+  ...HOTPLUG_KEYS,
 };
 
 /** One decoded line → a typed request; anything else is a BAD_REQUEST naming what was wrong. */
@@ -127,6 +134,7 @@ export function parseRequest(value: unknown): Request {
   if (typeof op !== "string" || !(OPS as readonly string[]).includes(op)) throw bad(`unknown op ${JSON.stringify(op)}`);
   const o = op as Op;
   for (const k of Object.keys(value)) if (k !== "op" && !KEYS[o].includes(k)) throw bad(`unknown key '${k}' for ${o}`);
+  if (isHotplugOp(o)) return parseHotplugRequest(o, value);
   switch (o) {
     case "ping":
     case "host-info":
@@ -161,6 +169,8 @@ export function parseRequest(value: unknown): Request {
       return { op: o, domain: field(value, "domain", isString, "a domain"), trigger: field(value, "trigger", (v): v is Trigger => (TRIGGERS as readonly unknown[]).includes(v), TRIGGERS.join("|")) };
     case "dmesg":
       return { op: o, clear: field(value, "clear", isBool, "a boolean") };
+    case "cli":
+      return { op: o, argv: field(value, "argv", (v): v is string[] => isStrings(v) && v.length > 0 && v.length <= 256, "a non-empty list of strings") };
     case "exec":
       return {
         op: o,
