@@ -19,6 +19,7 @@ import type { Domain } from "./domain.js";
 import { configOf, type DomainManager } from "./manager.js";
 import { removeRecord } from "./domain-record.js";
 import { removeDomain } from "./domain-xenstore.js";
+import { removeDeviceBackends, writeDevices } from "./device-xenstore.js";
 import { domainRunDir } from "./manager-paths.js";
 import { killQuietly } from "./manager-launch.js";
 import { SAVE_PREFIX_BYTES, encodeHeader, encodePrefix, type BootFile, type SaveCompression, type SaveHeader } from "./save-file.js";
@@ -217,8 +218,12 @@ export async function restoreDomain(m: DomainManager, file: string, o: { paused:
     const incoming = join(domainRunDir(m.o.paths, claim.domid), "incoming.sock");
     try {
       d = await m.launchRestored(claim.domid, h.uuid, config, `unix:${incoming}`, o.signal);
+      // The devices as Xen lays them out, as create writes them (device/vbd, backend/vbd, …).
+      await writeDevices(m.o.xs, claim.domid, config);
     } catch (e) {
+      if (d !== undefined) throw e; // registered: the outer handler ends it like any failed restore
       await removeDomain(m.o.xs, claim.domid, h.uuid).catch((x: unknown) => m.o.log(`${config.name}: xenstore cleanup: ${messageOf(x)}`));
+      await removeDeviceBackends(m.o.xs, claim.domid).catch((x: unknown) => m.o.log(`${config.name}: xenstore cleanup: ${messageOf(x)}`));
       removeRecord(m.o.paths.domainsDir, claim.domid);
       throw e;
     }
@@ -244,6 +249,10 @@ export async function restoreDomain(m: DomainManager, file: string, o: { paused:
       await dom.refreshStatus();
     });
     dom.dying = false;
+    // Only now the guest's xenstore channel: its first connection hangs up once (a "kick"), which a
+    // guest whose port state came along in the stream must see to start clean. Attached while QEMU
+    // was still loading the state, the hang-up would happen before the guest existed.
+    m.xenstoreChannels.attach(dom.domid, dom.record.runDir, dom.name);
     m.o.log(`restored ${config.name} (domid ${dom.domid}) from ${file}${o.paused || !h.wasRunning ? ", paused" : ""} in ${Math.round(performance.now() - t0)} ms`);
     return m.info(dom);
   } catch (e) {

@@ -113,6 +113,7 @@ test("save and restore: save -c, damaged files, save + vmstackd kill -9 + restor
       assert.equal(xs.stdout.trim(), "a", "the restored domain's xenstore nodes are there");
       await ok("unpause", "a");
       assert.equal((await ok("exec", "a", "--", "cat", "/tmp/token")).trim(), token, "guest memory is the saved one");
+      assert.equal((await ok("exec", "a", "--", "xenstore-read", "domid")).trim(), String(rows[0]?.domid), "the guest's xenstore channel is bound to its new domid");
       const now = await count("a");
       assert.ok(now >= last, `the counter continues (${now} after restore, ${last} before the save)`);
       await counting("a", now);
