@@ -26,7 +26,7 @@ import { SAVE_PREFIX_BYTES, encodeHeader, encodePrefix, type BootFile, type Save
 import { bootFileFacts, bootFileProblem, checkSaveFile, sendPayload, writePayload } from "./save-stream.js";
 import type { DomainInfo } from "./api/protocol.js";
 import { retryUntil } from "../lib/retry.js";
-import { VmstackError, messageOf } from "../lib/errors.js";
+import { VmstackError, isVmstackError, messageOf } from "../lib/errors.js";
 
 export interface SaveResult {
   readonly file: string;
@@ -165,7 +165,8 @@ async function saveLocked(m: DomainManager, d: Domain, file: string, o: { keepRu
     // The domain as it was: running again if it ran (a failed save must not leave it stopped).
     if (stopped && wasRunning && d.qmp?.connected) await d.qmpExecute("cont").catch((x: unknown) => m.o.log(`${d.name}: cont after a failed save: ${messageOf(x)}`));
     m.o.log(`${d.name}: save to ${file} failed: ${messageOf(e)}`);
-    throw e;
+    // File-system errors (ENOSPC, EIO) are the user's to act on, not vmstackd bugs: name the file.
+    throw isVmstackError(e) ? e : new VmstackError("SAVE_FAILED", `saving ${d.name} to ${file} failed: ${messageOf(e)}`, { facts: { file }, cause: e });
   } finally {
     server.close();
     await rm(sock, { force: true });
@@ -263,7 +264,7 @@ export async function restoreDomain(m: DomainManager, file: string, o: { paused:
       await m.waitGone(gone, 10_000).catch((x: unknown) => m.o.log(`${config.name}: cleanup after a failed restore: ${messageOf(x)}`));
     }
     m.o.log(`restore of ${config.name} from ${file} failed: ${messageOf(e)}`);
-    throw e;
+    throw isVmstackError(e) ? e : new VmstackError("RESTORE_FAILED", `restoring ${config.name} from ${file} failed: ${messageOf(e)}`, { facts: { file }, cause: e });
   } finally {
     claim.release();
   }

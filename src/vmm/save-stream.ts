@@ -18,7 +18,7 @@ import { createReadStream } from "node:fs";
 import { open, stat, type FileHandle } from "node:fs/promises";
 import { Transform, Writable, type Readable } from "node:stream";
 import { pipeline } from "node:stream/promises";
-import { VmstackError, messageOf } from "../lib/errors.js";
+import { VmstackError, isVmstackError, messageOf } from "../lib/errors.js";
 import { SAVE_PREFIX_BYTES, checkDigest, parsePrefix, parseSaveHeader, type BootFile, type SaveCompression, type SaveHeader } from "./save-file.js";
 
 /** zstd's level-1 argv: compress stdin to stdout, quiet (no progress on stderr). */
@@ -184,25 +184,31 @@ export async function checkSaveFile(path: string, signal?: AbortSignal): Promise
     throw new VmstackError("SAVE_FILE_UNREADABLE", `${path}: cannot open: ${messageOf(e)}`, { facts: { path }, cause: e });
   }
   try {
-    const st = await fh.stat();
-    if (!st.isFile()) throw new VmstackError("SAVE_FILE_FOREIGN", `${path}: not a regular file`, { facts: { path } });
-    const prefix = Buffer.alloc(Math.min(SAVE_PREFIX_BYTES, st.size));
-    await fh.read(prefix, 0, prefix.length, 0);
-    const p = parsePrefix(prefix, st.size, path);
-    const headerBytes = Buffer.alloc(p.headerLength);
-    await fh.read(headerBytes, 0, p.headerLength, SAVE_PREFIX_BYTES);
-    const hash = createHash("sha256").update(headerBytes);
-    const payloadOffset = SAVE_PREFIX_BYTES + p.headerLength;
-    if (p.payloadLength > 0) {
-      for await (const chunk of createReadStream(path, { start: payloadOffset })) {
-        signal?.throwIfAborted();
-        hash.update(chunk as Buffer);
-      }
-    }
-    checkDigest(p.sha256, hash.digest(), path);
-    // The header is parsed after the checksum passed: a damaged header is reported as damage, not as a strange config.
-    return { path, header: parseSaveHeader(headerBytes, path), payloadOffset, payloadLength: p.payloadLength, fileBytes: st.size };
+    return await checkOpen(fh, path, signal);
+  } catch (e) {
+    throw isVmstackError(e) ? e : new VmstackError("SAVE_FILE_UNREADABLE", `${path}: cannot read: ${messageOf(e)}`, { facts: { path }, cause: e });
   } finally {
     await fh.close();
   }
+}
+
+async function checkOpen(fh: FileHandle, path: string, signal?: AbortSignal): Promise<CheckedSave> {
+  const st = await fh.stat();
+  if (!st.isFile()) throw new VmstackError("SAVE_FILE_FOREIGN", `${path}: not a regular file`, { facts: { path } });
+  const prefix = Buffer.alloc(Math.min(SAVE_PREFIX_BYTES, st.size));
+  await fh.read(prefix, 0, prefix.length, 0);
+  const p = parsePrefix(prefix, st.size, path);
+  const headerBytes = Buffer.alloc(p.headerLength);
+  await fh.read(headerBytes, 0, p.headerLength, SAVE_PREFIX_BYTES);
+  const hash = createHash("sha256").update(headerBytes);
+  const payloadOffset = SAVE_PREFIX_BYTES + p.headerLength;
+  if (p.payloadLength > 0) {
+    for await (const chunk of createReadStream(path, { start: payloadOffset })) {
+      signal?.throwIfAborted();
+      hash.update(chunk as Buffer);
+    }
+  }
+  checkDigest(p.sha256, hash.digest(), path);
+  // The header is parsed after the checksum passed: a damaged header is reported as damage, not as a strange config.
+  return { path, header: parseSaveHeader(headerBytes, path), payloadOffset, payloadLength: p.payloadLength, fileBytes: st.size };
 }

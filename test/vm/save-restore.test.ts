@@ -1,8 +1,9 @@
 /**
  * Save and restore on real VMs under TCG, through the CLI as a user runs it: a counter in guest
- * memory keeps counting across `save -c`, across `save` + kill -9 of vmstackd + `restore -p`, and
- * across `domains stop` + `domains start` with a hand-made domain and one from the auto directory.
- * Damaged save files are refused and change nothing. Two boots in all.
+ * memory keeps counting across `save -c` and `save -p`, across a save failing on a full disk,
+ * across `save` + kill -9 of vmstackd + `restore -p`, and across `domains stop` + `domains start`
+ * with a hand-made domain and one from the auto directory. Damaged save files are refused and
+ * change nothing. Two boots in all.
  */
 import { test } from "node:test";
 import assert from "node:assert/strict";
@@ -11,6 +12,7 @@ import { existsSync, mkdirSync, mkdtempSync, readFileSync, readdirSync, rmSync, 
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { setTimeout as sleep } from "node:timers/promises";
+import { spawnSync } from "node:child_process";
 import { cli, vmUnavailable, type CliResult } from "../support/cli.js";
 
 interface Row { name: string; domid: number; state: string; pid: number | null }
@@ -18,7 +20,7 @@ interface Row { name: string; domid: number; state: string; pid: number | null }
 /** A shell loop in the guest, detached from the agent's exec, counting into /tmp (guest RAM). */
 const COUNTER = 'setsid sh -c "i=0; while true; do i=\\$((i+1)); echo \\$i > /tmp/count; sleep 0.1; done" </dev/null >/dev/null 2>&1 &';
 
-test("save and restore: save -c, damaged files, save + vmstackd kill -9 + restore -p, domains stop/start round trip", { timeout: 300_000 }, async (t) => {
+test("save and restore: save -c/-p, a disk-full save, damaged files, save + vmstackd kill -9 + restore -p, domains stop/start round trip", { timeout: 300_000 }, async (t) => {
   const skip = await vmUnavailable();
   if (skip) return t.skip(skip);
   const dir = mkdtempSync(join(tmpdir(), "vmstack-save-"));
@@ -63,6 +65,31 @@ test("save and restore: save -c, damaged files, save + vmstackd kill -9 + restor
       assert.match(nowhere.stderr, /cannot write .*no-such-dir/);
       assert.match((await list())[0]?.state ?? "", /^[r-][b-]----$/, "a failed save leaves the domain running");
       await counting("a", await count("a"));
+    });
+
+    await t.test("a save that fails half-way (disk full) leaves no file and the domain running; save -p leaves it paused", async (st) => {
+      // A 2 MiB tmpfs fills up mid-stream (the state is ~15 MiB).
+      const full = join(dir, "full");
+      mkdirSync(full);
+      const mounted = spawnSync("mount", ["-t", "tmpfs", "-o", "size=2m", "tmpfs", full]).status === 0;
+      if (mounted) {
+        try {
+          const r = await v("save", "-c", "a", join(full, "a.save"));
+          assert.equal(r.code, 1);
+          assert.match(r.stderr, /saving a to .*full\/a\.save failed: ENOSPC/);
+          assert.deepEqual(readdirSync(full), [], "no partial file is left");
+        } finally {
+          spawnSync("umount", [full]);
+        }
+        assert.match((await list())[0]?.state ?? "", /^[r-][b-]----$/);
+        await counting("a", await count("a"));
+      } else st.diagnostic("cannot mount a tmpfs here (not root?): the disk-full case is not exercised");
+      const paused = join(dir, "a-paused.save");
+      assert.match(await ok("save", "-p", "a", paused), /domain paused/);
+      assert.equal((await list())[0]?.state, "--p---");
+      await ok("unpause", "a");
+      await counting("a", await count("a"));
+      rmSync(paused);
     });
 
     await t.test("a corrupt, truncated or foreign save file, or a name already running, is refused and changes nothing", async () => {
