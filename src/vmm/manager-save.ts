@@ -121,6 +121,7 @@ async function saveLocked(m: DomainManager, d: Domain, file: string, o: { keepRu
     server.listen(sock);
     await once(server, "listening");
     const accepted = once(server, "connection") as Promise<[Socket]>;
+    accepted.catch(() => undefined); // a server error before the race below must not go unhandled
     if (wasRunning) await d.qmpExecute("stop");
     stopped = true;
     await d.qmpExecute("migrate-set-parameters", { "max-bandwidth": UNLIMITED_BANDWIDTH });
