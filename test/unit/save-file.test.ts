@@ -14,7 +14,7 @@ import { Readable, Writable } from "node:stream";
 import { SAVE_PREFIX_BYTES, encodeHeader, encodePrefix, parsePrefix, type SaveHeader } from "../../src/vmm/save-file.js";
 import { bootFileFacts, bootFileProblem, checkSaveFile, sendPayload, writePayload } from "../../src/vmm/save-stream.js";
 import { domainsSettings, domainsStart, domainsStop, type DomainsProgress } from "../../src/vmm/xendomains.js";
-import type { DomainInfo, Request } from "../../src/vmm/api/protocol.js";
+import { parseRequest, type DomainInfo, type Request } from "../../src/vmm/api/protocol.js";
 import { VmstackError, isVmstackError } from "../../src/lib/errors.js";
 
 const dir = mkdtempSync(join(tmpdir(), "vmstack-savefile-"));
@@ -233,4 +233,11 @@ test("a boot file that is gone or changed is named; the same content with a new 
   assert.match((await bootFileProblem(facts)) ?? "", /its kernel .*vmlinuz has changed since the save/);
   rmSync(kernel);
   assert.match((await bootFileProblem(facts)) ?? "", /its kernel .*vmlinuz no longer exists/);
+});
+
+test("save and restore requests need an absolute path and reject unknown keys", () => {
+  assert.deepEqual(parseRequest({ op: "save", domain: "a", file: "/var/tmp/a.save", keepRunning: true, paused: false }), { op: "save", domain: "a", file: "/var/tmp/a.save", keepRunning: true, paused: false });
+  assert.deepEqual(parseRequest({ op: "restore", file: "/var/tmp/a.save", paused: true, force: false }), { op: "restore", file: "/var/tmp/a.save", paused: true, force: false });
+  assert.throws(() => parseRequest({ op: "save", domain: "a", file: "a.save", keepRunning: false, paused: false }), /'file' must be an absolute path/);
+  assert.throws(() => parseRequest({ op: "restore", file: "/a.save", paused: false, force: false, config: "x.cfg" }), /unknown key 'config' for restore/);
 });
