@@ -145,7 +145,7 @@ export class Domain {
     const alive = this.record.qemuPid !== null && this.qmp?.connected === true;
     const crashed = this.record.preserved === "crashed" || this.status === "guest-panicked" || this.status === "internal-error";
     const shut = this.record.preserved === "shutdown" || this.status === "shutdown";
-    const paused = alive && !crashed && !shut && (this.status === "paused" || this.status === "prelaunch" || this.status === "suspended");
+    const paused = alive && !crashed && !shut && (this.status === "paused" || this.status === "prelaunch" || this.status === "suspended" || this.status === "postmigrate");
     const running = alive && this.status === "running" && this.record.qemuPid !== null && vcpuRunning(this.record.qemuPid);
     const blocked = alive && this.status === "running" && !running;
     return [running ? "r" : "-", blocked ? "b" : "-", paused ? "p" : "-", shut ? "s" : "-", crashed ? "c" : "-", this.dying ? "d" : "-"].join("");

@@ -355,6 +355,33 @@ export class DomainManager {
     });
   }
 
+  // ---- for restore (manager-save.ts): create's checks and bookkeeping around a different start ----
+
+  /** Claims a name and a domid as create does (same checks, same messages); `release` frees the name. */
+  claim(name: string, maxmemMiB: number, force: boolean): { domid: number; release: () => void } {
+    if (this.#reserved.has(name) || this.domains.some((d) => d.name === name)) {
+      throw new VmstackError("DOMAIN_EXISTS", `a domain named '${name}' already exists`, { facts: { name } });
+    }
+    const free = this.freeMiB();
+    if (maxmemMiB > free && !force) {
+      throw new VmstackError("OUT_OF_MEMORY", `not enough memory for '${name}': it needs ${maxmemMiB} MiB, ${free} MiB is free; use --force to overcommit`, {
+        facts: { needMiB: maxmemMiB, freeMiB: free },
+      });
+    }
+    this.#reserved.add(name);
+    const domid = this.#nextDomid++;
+    writeFileSync(join(this.o.paths.stateDir, "next-domid"), `${this.#nextDomid}\n`);
+    return { domid, release: () => this.#reserved.delete(name) };
+  }
+
+  /** Starts QEMU (with `-incoming` for a restore) and registers the domain, as create does. */
+  async launchRestored(domid: number, uuid: string, config: DomainConfig, incoming: string, signal?: AbortSignal): Promise<Domain> {
+    await writeDomain(this.o.xs, xsFacts(domid, uuid, config, Date.now()));
+    const d = await launchDomain({ paths: this.o.paths, domid, uuid, config, paused: true, accel: this.o.accel, createdAt: Date.now(), hooks: this.#hooks(), timeoutMs: this.o.startTimeoutMs, signal, incoming });
+    this.#domains.set(domid, d);
+    return d;
+  }
+
   /** The daemon is stopping: let go of every domain, leaving them running. */
   detachAll(): void {
     for (const d of this.#domains.values()) d.detach();
