@@ -8,30 +8,18 @@
  */
 import { test } from "node:test";
 import assert from "node:assert/strict";
-import { mkdtempSync, readFileSync, rmSync } from "node:fs";
-import { tmpdir } from "node:os";
+import { readFileSync } from "node:fs";
 import { join } from "node:path";
 import { setTimeout as sleep } from "node:timers/promises";
-import { cli, vmUnavailable, type CliResult } from "../support/cli.js";
+import { vmUnavailable, type CliResult } from "../support/cli.js";
+import { domainHarness } from "../support/domains.js";
 
 test("guest xenstore: tools in the guest, EACCES across domains, reports, vmstackd restart, control/shutdown", { timeout: 300_000 }, async (t) => {
   const skip = await vmUnavailable();
   if (skip) return t.skip(skip);
-  const dir = mkdtempSync(join(tmpdir(), "vmstack-xsg-"));
-  const env = { VMSTACK_STATE_DIR: join(dir, "s"), VMSTACK_RUN_DIR: join(dir, "r") };
-  const v = (...args: string[]): Promise<CliResult> => cli(args, { env });
-  const ok = async (...args: string[]): Promise<string> => {
-    const r = await v(...args);
-    assert.equal(r.code, 0, `vmstack ${args.join(" ")}: ${r.stderr}`);
-    return r.stdout;
-  };
-  const until = async (what: string, check: () => Promise<boolean>): Promise<void> => {
-    for (let i = 0; i < 300; i++) {
-      if (await check()) return;
-      await sleep(200);
-    }
-    assert.fail(`timed out waiting for ${what}`);
-  };
+  const h = domainHarness("xsg");
+  const { dir, v, ok } = h;
+  const until = (what: string, check: () => Promise<boolean>): Promise<void> => h.until(what, check);
   const inGuest = (d: string, ...argv: string[]): Promise<CliResult> => v("exec", d, "--", ...argv);
   try {
     // Both settle before anything is asserted, so a failed create never races the clean-up.
@@ -121,10 +109,6 @@ test("guest xenstore: tools in the guest, EACCES across domains, reports, vmstac
       assert.match(await ok("dmesg"), /xa: the guest acknowledged control\/shutdown = poweroff/);
     });
   } finally {
-    await v("destroy", "xa");
-    await v("destroy", "xb");
-    const pid = Number(readFileSync(join(dir, "r", "vmstackd.pid"), { encoding: "utf8", flag: "a+" }) || 0);
-    if (pid > 0) process.kill(pid, "SIGTERM");
-    rmSync(dir, { recursive: true, force: true });
+    await h.close();
   }
 });

@@ -6,33 +6,17 @@
  */
 import { test } from "node:test";
 import assert from "node:assert/strict";
-import { closeSync, existsSync, mkdirSync, mkdtempSync, openSync, readFileSync, readSync, readdirSync, rmSync, statSync, writeFileSync } from "node:fs";
-import { tmpdir } from "node:os";
+import { closeSync, mkdirSync, openSync, readSync, readdirSync, statSync, writeFileSync } from "node:fs";
 import { join } from "node:path";
 import { setTimeout as sleep } from "node:timers/promises";
-import { cli, vmUnavailable, type CliResult } from "../support/cli.js";
-
-interface Row { name: string; domid: number; state: string }
+import { vmUnavailable, type CliResult } from "../support/cli.js";
+import { domainHarness } from "../support/domains.js";
 
 test("on_crash coredump-destroy dumps the guest's memory and ends it; rename-restart keeps the crashed one renamed and starts a new one", { timeout: 240_000 }, async (t) => {
   const skip = await vmUnavailable();
   if (skip) return t.skip(skip);
-  const dir = mkdtempSync(join(tmpdir(), "vmstack-crash-"));
-  const env = { VMSTACK_STATE_DIR: join(dir, "s"), VMSTACK_RUN_DIR: join(dir, "r") };
-  const v = (...args: string[]): Promise<CliResult> => cli(args, { env });
-  const ok = async (...args: string[]): Promise<string> => {
-    const r = await v(...args);
-    assert.equal(r.code, 0, `vmstack ${args.join(" ")}: ${r.stderr}`);
-    return r.stdout;
-  };
-  const list = async (): Promise<Row[]> => JSON.parse(await ok("list", "--json")) as Row[];
-  const until = async (what: string, check: () => Promise<boolean>): Promise<void> => {
-    for (let i = 0; i < 600; i++) {
-      if (await check()) return;
-      await sleep(200);
-    }
-    assert.fail(`timed out waiting for ${what}; vmstackd said:\n${await ok("dmesg")}`);
-  };
+  const h = domainHarness("crash");
+  const { dir, v, ok, list, until } = h;
   const panic = (d: string): Promise<CliResult> => v("exec", d, "--", "sh", "-c", "echo 1 > /proc/sys/kernel/sysrq; echo c > /proc/sysrq-trigger");
   try {
     await ok("create", "name=cd", "memory=128", "machine=pc", "onCrash=coredump-destroy");
@@ -65,7 +49,7 @@ test("on_crash coredump-destroy dumps the guest's memory and ends it; rename-res
     assert.match(write.stderr, /Read-only file system/);
     await Promise.all([panic("cd"), panic("rr")]);
 
-    await until("cd to be gone", async () => !(await list()).some((d) => d.name === "cd"));
+    await until("cd to be gone", async () => !(await list()).some((d) => d.name === "cd"), 120);
     const dumps = readdirSync(join(dir, "s", "dump"));
     const core = dumps.find((f) => /^cd-.*\.core$/.test(f));
     assert.ok(core, `a core file for cd in ${JSON.stringify(dumps)}`);
@@ -81,7 +65,7 @@ test("on_crash coredump-destroy dumps the guest's memory and ends it; rename-res
     await until("rr to be renamed and a new rr to start", async () => {
       const rows = await list();
       return rows.some((d) => d.name === "rr--incarnation-1") && rows.some((d) => d.name === "rr");
-    });
+    }, 120);
     const rows = await list();
     const kept = rows.find((d) => d.name === "rr--incarnation-1");
     const fresh = rows.find((d) => d.name === "rr");
@@ -93,11 +77,6 @@ test("on_crash coredump-destroy dumps the guest's memory and ends it; rename-res
     await ok("destroy", "rr--incarnation-1");
     assert.ok(!(await list()).some((d) => d.name === "rr--incarnation-1"));
   } finally {
-    const r = await v("list", "--json");
-    if (r.code === 0) for (const d of JSON.parse(r.stdout) as Row[]) if (d.domid !== 0) await v("destroy", String(d.domid));
-    const pidFile = join(dir, "r", "vmstackd.pid");
-    if (existsSync(pidFile)) process.kill(Number(readFileSync(pidFile, "utf8")), "SIGTERM");
-    await sleep(300);
-    rmSync(dir, { recursive: true, force: true });
+    await h.close();
   }
 });

@@ -8,14 +8,12 @@
 import { test } from "node:test";
 import assert from "node:assert/strict";
 import { randomUUID } from "node:crypto";
-import { existsSync, mkdirSync, mkdtempSync, readFileSync, readdirSync, rmSync, writeFileSync } from "node:fs";
-import { tmpdir } from "node:os";
+import { mkdirSync, readFileSync, readdirSync, rmSync, writeFileSync } from "node:fs";
 import { join } from "node:path";
 import { setTimeout as sleep } from "node:timers/promises";
 import { spawnSync } from "node:child_process";
 import { cli, vmUnavailable, type CliResult } from "../support/cli.js";
-
-interface Row { name: string; domid: number; state: string; pid: number | null }
+import { domainHarness, type DomainRow as Row } from "../support/domains.js";
 
 /** A shell loop in the guest, detached from the agent's exec, counting into /tmp (guest RAM). */
 const COUNTER = 'setsid sh -c "i=0; while true; do i=\\$((i+1)); echo \\$i > /tmp/count; sleep 0.1; done" </dev/null >/dev/null 2>&1 &';
@@ -23,18 +21,12 @@ const COUNTER = 'setsid sh -c "i=0; while true; do i=\\$((i+1)); echo \\$i > /tm
 test("save and restore: save -c/-p, a disk-full save, damaged files, save + vmstackd kill -9 + restore -p, domains stop/start round trip", { timeout: 300_000 }, async (t) => {
   const skip = await vmUnavailable();
   if (skip) return t.skip(skip);
-  const dir = mkdtempSync(join(tmpdir(), "vmstack-save-"));
-  const autoDir = join(dir, "auto");
-  const saveDir = join(dir, "save");
+  const h = domainHarness("save", { env: (dir) => ({ VMSTACK_AUTO_DIR: join(dir, "auto"), VMSTACK_SAVE_DIR: join(dir, "save") }) });
+  const { dir, env, v, ok, daemonPid } = h;
+  const autoDir = h.env["VMSTACK_AUTO_DIR"] ?? "";
+  const saveDir = h.env["VMSTACK_SAVE_DIR"] ?? "";
   mkdirSync(autoDir);
-  const env = { VMSTACK_STATE_DIR: join(dir, "s"), VMSTACK_RUN_DIR: join(dir, "r"), VMSTACK_AUTO_DIR: autoDir, VMSTACK_SAVE_DIR: saveDir };
-  const v = async (...args: string[]): Promise<CliResult> => cli(args, { env });
-  const ok = async (...args: string[]): Promise<string> => {
-    const r = await v(...args);
-    assert.equal(r.code, 0, `vmstack ${args.join(" ")}: ${r.stderr}`);
-    return r.stdout;
-  };
-  const list = async (): Promise<Row[]> => (JSON.parse(await ok("list", "--json")) as Row[]).filter((d) => d.domid !== 0);
+  const list = async (): Promise<Row[]> => (await h.list()).filter((d) => d.domid !== 0);
   const count = async (name: string): Promise<number> => Number((await ok("exec", name, "--", "cat", "/tmp/count")).trim());
   /** The counter is still running: it moves on within a few seconds. */
   const counting = async (name: string, from: number): Promise<void> => {
@@ -44,7 +36,6 @@ test("save and restore: save -c/-p, a disk-full save, damaged files, save + vmst
     }
     assert.fail(`${name}'s counter stays at ${from}`);
   };
-  const daemonPid = (): number => Number(readFileSync(join(dir, "r", "vmstackd.pid"), "utf8"));
   try {
     await ok("create", "name=a", "memory=128", "machine=pc");
     const token = `token-${randomUUID()}`;
@@ -166,10 +157,6 @@ test("save and restore: save -c/-p, a disk-full save, damaged files, save + vmst
       await counting("b", await count("b"));
     });
   } finally {
-    const r = await v("list", "--json");
-    if (r.code === 0) for (const d of JSON.parse(r.stdout) as Row[]) if (d.domid !== 0) await v("destroy", String(d.domid));
-    if (existsSync(join(dir, "r", "vmstackd.pid"))) process.kill(daemonPid(), "SIGTERM");
-    await sleep(300);
-    rmSync(dir, { recursive: true, force: true });
+    await h.close();
   }
 });
