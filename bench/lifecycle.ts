@@ -33,7 +33,10 @@ const runs = Number(process.argv[process.argv.indexOf("--runs") + 1] || 3);
 const bin = fileURLToPath(new URL("../src/bin/vmstack.js", import.meta.url));
 const work = mkdtempSync(join(tmpdir(), "vmstack-bench-lc-"));
 const env = { ...process.env, VMSTACK_STATE_DIR: join(work, "s"), VMSTACK_RUN_DIR: join(work, "r") };
-const vmstack = (...args: string[]): Promise<{ seconds: number }> => timeProcess([process.execPath, bin, ...args], env);
+/** What `vmstack` on PATH is after ./setup: the native front end (front/vmstack.c), when built. */
+const front = fileURLToPath(new URL("../front/vmstack", import.meta.url));
+const vmstackCli = existsSync(front) ? [front] : [process.execPath, bin];
+const vmstack = (...args: string[]): Promise<{ seconds: number }> => timeProcess([...vmstackCli, ...args], env);
 const virsh = (...args: string[]): Promise<{ seconds: number }> => timeProcess(["virsh", "-q", ...args]);
 const haveVirsh = spawnSync("virsh", ["--version"]).status === 0;
 
@@ -161,6 +164,7 @@ try {
       {
         bench: "lifecycle",
         runs,
+        vmstackCli: vmstackCli.length === 1 ? "native front end" : "node",
         host: { cpus: Number(spawnSync("nproc").stdout.toString().trim()), loadavg: readFileSync("/proc/loadavg", "utf8").split(" ").slice(0, 3).join(" ") },
         vmstack: { ...vsS, vmstackdRssMiB: { domains0: rss0, domains10: rss10, perDomain: Math.round(((rss10 - rss0) / 10) * 100) / 100 } },
         libvirt: lvS ?? { measured: false, reason: "virsh is not installed (apt-get install libvirt-daemon-system libvirt-clients)" },

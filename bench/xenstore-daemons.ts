@@ -15,7 +15,7 @@ const run = promisify(execFile);
 const ROOT = resolve(dirname(fileURLToPath(import.meta.url)), "../..");
 
 export interface BenchDaemon {
-  readonly name: "vmstack" | "vmstack-memory" | "c" | "ocaml";
+  readonly name: "vmstack" | "vmstack-fsync" | "vmstack-memory" | "c" | "ocaml";
   readonly socket: string;
   /** The daemon's pid (for RSS). */
   pid(): number;
@@ -55,21 +55,24 @@ function stopChild(child: ChildProcess, signal: "SIGTERM" | "SIGKILL" = "SIGTERM
   });
 }
 
-/** vmstack's daemon with a state directory (durable: replies wait for the journal), or in memory only. */
-export async function startVmstack(opts: { persist: boolean } = { persist: true }): Promise<VmstackDaemon> {
+/**
+ * vmstack's daemon with a state directory (replies wait for the journal write, "write", or for its
+ * fdatasync, "fsync"), or in memory only.
+ */
+export async function startVmstack(opts: { mode: "write" | "fsync" | "memory" } = { mode: "write" }): Promise<VmstackDaemon> {
   const dir = mkdtempSync(join(tmpdir(), "vmstack-bench-xs-"));
   const socket = join(dir, "socket");
   const stateDir = join(dir, "state");
   const bin = join(ROOT, "dist/src/bin/xenstored.js");
   let child: ChildProcess;
   const launch = async (): Promise<void> => {
-    const storage = opts.persist ? ["--state-dir", stateDir] : ["--no-persist"];
+    const storage = opts.mode === "memory" ? ["--no-persist"] : ["--state-dir", stateDir, "--durability", opts.mode];
     child = spawn(process.execPath, [bin, "--socket", socket, ...storage], { stdio: ["ignore", "pipe", "pipe"] });
     await waitForLine(child, "vmstack xenstored");
   };
   await launch();
   return {
-    name: opts.persist ? "vmstack" : "vmstack-memory",
+    name: opts.mode === "memory" ? "vmstack-memory" : opts.mode === "fsync" ? "vmstack-fsync" : "vmstack",
     socket,
     stateDir,
     pid: () => child.pid ?? 0,

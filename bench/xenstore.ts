@@ -3,10 +3,11 @@
  * vmstack's xenstored and Xen 4.17's C and OCaml daemons, all in one run, then vmstack's memory
  * with 100,000 nodes and its restart-from-disk time. Prints one JSON document.
  *
- *   npm run build && node dist/bench/xenstore.js [--repeat N] [--only vmstack,vmstack-memory,c,ocaml]
+ *   npm run build && node dist/bench/xenstore.js [--repeat N] [--only vmstack,vmstack-fsync,vmstack-memory,c,ocaml]
  *
  * "vmstack" keeps a state directory (every reply waits for its journal record, the product's
- * durability promise); "vmstack-memory" (--no-persist) shows what that costs.
+ * default durability: written before the reply, fdatasync'd within 1 s); "vmstack-fsync" waits for
+ * the fdatasync (--durability fsync); "vmstack-memory" (--no-persist) keeps nothing.
  *
  * Workloads (issue 3 item 8): writes then reads of 1,000 small nodes with 1 and with 64 requests
  * in flight; a read-modify-write transaction loop; watch fan-out (100 watchers on their own
@@ -18,7 +19,7 @@ import { performance } from "node:perf_hooks";
 import { cpus, loadavg } from "node:os";
 import { spawn } from "node:child_process";
 import { connectXenstore, type XenstoreClient } from "../src/xenstore/client.js";
-import { rssMiB, startVmstack, startXen, type BenchDaemon } from "./xenstore-daemons.js";
+import { rssMiB, startVmstack, startXen, type BenchDaemon, type VmstackDaemon } from "./xenstore-daemons.js";
 
 const args = process.argv.slice(2);
 const argValue = (name: string): string | undefined => {
@@ -26,7 +27,7 @@ const argValue = (name: string): string | undefined => {
   return i >= 0 ? args[i + 1] : undefined;
 };
 const REPEAT = Number(argValue("--repeat") ?? 3);
-const ONLY = (argValue("--only") ?? "vmstack,vmstack-memory,c,ocaml").split(",");
+const ONLY = (argValue("--only") ?? "vmstack,vmstack-fsync,vmstack-memory,c,ocaml").split(",");
 const NODES = 1000;
 const TX_LOOPS = 500;
 const WATCHERS = 100;
@@ -109,28 +110,23 @@ async function fanout(socket: string, writer: XenstoreClient, run: number): Prom
 
 type Figures = Record<string, number>;
 
-async function measure(d: BenchDaemon): Promise<Figures> {
-  const c = await connectXenstore({ socket: d.socket, reconnect: false });
-  const runs: Figures[] = [];
-  try {
-    for (let run = 0; run < REPEAT; run++) {
-      const w1 = await readWrite(c, 1, run);
-      const w64 = await readWrite(c, 64, run);
-      const tx = await rmwTransactions(c, run);
-      // Fan-out is the longest workload (about 20 s on Xen's C daemon): once per daemon.
-      const fan = run === 0 ? await fanout(d.socket, c, run) : undefined;
-      runs.push({
-        write_w1_ops: w1.write,
-        read_w1_ops: w1.read,
-        write_w64_ops: w64.write,
-        read_w64_ops: w64.read,
-        rmw_tx_per_s: tx,
-        ...(fan === undefined ? {} : { fanout_writes_per_s: fan.writes, fanout_events_per_s: fan.events, fanout_events_lost: fan.lost }),
-      });
-    }
-  } finally {
-    await c.close();
-  }
+/** One round of every workload on an open client (fan-out only in round 0: it is the longest). */
+async function measureOnce(c: XenstoreClient, socket: string, run: number): Promise<Figures> {
+  const w1 = await readWrite(c, 1, run);
+  const w64 = await readWrite(c, 64, run);
+  const tx = await rmwTransactions(c, run);
+  const fan = run === 0 ? await fanout(socket, c, run) : undefined;
+  return {
+    write_w1_ops: w1.write,
+    read_w1_ops: w1.read,
+    write_w64_ops: w64.write,
+    read_w64_ops: w64.read,
+    rmw_tx_per_s: tx,
+    ...(fan === undefined ? {} : { fanout_writes_per_s: fan.writes, fanout_events_per_s: fan.events, fanout_events_lost: fan.lost }),
+  };
+}
+
+function medians(runs: readonly Figures[]): Figures {
   const keys = Object.keys(runs[0] ?? {});
   return Object.fromEntries(keys.map((k) => [k, round(median(runs.flatMap((r) => (r[k] === undefined ? [] : [r[k]]))))]));
 }
@@ -168,18 +164,30 @@ const out: {
   vmstack_store: {},
 };
 
-for (const name of ["vmstack", "vmstack-memory", "c", "ocaml"] as const) {
-  if (!ONLY.includes(name)) continue;
-  const vm = name === "vmstack" || name === "vmstack-memory" ? await startVmstack({ persist: name === "vmstack" }) : undefined;
-  const d = vm ?? (await startXen(name === "c" ? "c" : "ocaml"));
-  if (typeof d === "string") {
-    out.daemons[name] = { skipped: d };
-    continue;
+const MODES = { vmstack: "write", "vmstack-fsync": "fsync", "vmstack-memory": "memory" } as const;
+const started: { name: string; d: BenchDaemon; vm: VmstackDaemon | undefined }[] = [];
+try {
+  for (const name of ["vmstack", "vmstack-fsync", "vmstack-memory", "c", "ocaml"] as const) {
+    if (!ONLY.includes(name)) continue;
+    const vm = name === "c" || name === "ocaml" ? undefined : await startVmstack({ mode: MODES[name] });
+    const d = vm ?? (await startXen(name === "c" ? "c" : "ocaml"));
+    if (typeof d === "string") out.daemons[name] = { skipped: d };
+    else started.push({ name, d, vm });
   }
-  try {
-    const figures = await measure(d);
+  // Rounds interleave the daemons (each round starts with the next one), so a burst of other load
+  // on this shared machine hits all of them alike instead of whichever ran at the time.
+  const clients = await Promise.all(started.map(({ d }) => connectXenstore({ socket: d.socket, reconnect: false })));
+  const rounds: Figures[][] = started.map(() => []);
+  for (let run = 0; run < REPEAT; run++) {
+    for (let k = 0; k < started.length; k++) {
+      const i = (run + k) % started.length;
+      rounds[i]!.push(await measureOnce(clients[i]!, started[i]!.d.socket, run));
+    }
+  }
+  await Promise.all(clients.map((c) => c.close()));
+  for (const [i, { name, d, vm }] of started.entries()) {
     const big = await fill(d);
-    out.daemons[name] = { ...figures, rss_100k_nodes_mib: big.rss_mib, fill_100k_ops: big.fill_ops };
+    out.daemons[name] = { ...medians(rounds[i]!), rss_100k_nodes_mib: big.rss_mib, fill_100k_ops: big.fill_ops };
     if (vm !== undefined && name === "vmstack") {
       // Restart from disk: stop it (cleanly, then as a crash), start it again on the same state
       // directory, and time from the spawn until it has answered a read of the last node written.
@@ -208,12 +216,13 @@ for (const name of ["vmstack", "vmstack-memory", "c", "ocaml"] as const) {
         node_bare_startup_ms: Math.round(bare * 1000),
       };
     }
-  } finally {
     await d.stop();
   }
+} finally {
+  await Promise.all(started.map(({ d }) => d.stop().catch(() => undefined)));
 }
 
-for (const mine of ["vmstack", "vmstack-memory"]) {
+for (const mine of ["vmstack", "vmstack-fsync", "vmstack-memory"]) {
   const ours = out.daemons[mine];
   for (const other of ["c", "ocaml"]) {
     const theirs = out.daemons[other];

@@ -3,6 +3,7 @@
  * request and calls into the layers below (house rule 3). `run` resolves to the process exit code.
  */
 import type { OptionSpecs } from "./args.js";
+import type { Request } from "../vmm/api/protocol.js";
 
 export interface CommandContext {
   readonly stdout: NodeJS.WritableStream;
@@ -11,6 +12,8 @@ export interface CommandContext {
   /** Aborted on SIGINT/SIGTERM: commands stop their work and clean up. */
   readonly signal: AbortSignal;
   readonly verbose: boolean;
+  /** Inside vmstackd (fast-path.ts): vmstackd's own handler, used instead of its socket. */
+  readonly request?: (req: Request) => Promise<unknown>;
 }
 
 export interface Command {

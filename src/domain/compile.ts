@@ -6,7 +6,8 @@
  * arrive in the context, already decided (house rule 2).
  */
 import { createHash } from "node:crypto";
-import { AGENT_PORT_NAME } from "../guest/index.js";
+import { AGENT_PORT_NAME, XENSTORE_PORT_NAME, XENSTORE_SOCKET_NAME } from "../guest/index.js";
+import { virtiofsdArgv } from "../vmm/virtiofsd-argv.js";
 import { type Accel, type BlockFormat, type DriveConfig, type MachineConfig, type NicArgsConfig, buildQemuArgs } from "../vmm/qemu-args.js";
 import type { DiskConfig, DiskFormat, DomainConfig, NicConfig } from "./spec.js";
 
@@ -45,7 +46,7 @@ export interface DomainPlan {
   readonly argv: readonly string[];
   readonly prepare: readonly PrepareStep[];
   readonly helpers: readonly Helper[];
-  readonly paths: { readonly qmp: string; readonly console?: string; readonly agent?: string; readonly vnc?: string };
+  readonly paths: { readonly qmp: string; readonly console?: string; readonly agent?: string; readonly xenstore?: string; readonly vnc?: string };
   /** Shares the guest agent mounts once the guest is up (`mount -t virtiofs TAG TARGET`). */
   readonly mounts: readonly { readonly tag: string; readonly target: string; readonly readOnly: boolean }[];
   /** Things decided only at start (a probe boot, a GRUB menu), stated so a dry run is honest. */
@@ -120,11 +121,9 @@ export function compileDomain(c: DomainConfig, ctx: CompileContext): DomainPlan 
     notes.push(`onReboot preserve: QEMU pauses at reboot and at poweroff alike; at a poweroff (SHUTDOWN reason guest-shutdown) vmstackd applies onPoweroff=${c.onPoweroff}`);
   const helpers: Helper[] = c.shares.map((s, i) => {
     const socketPath = run(`virtiofs-${i}.sock`);
-    // The C virtiofsd of qemu-system-common; it exits when QEMU disconnects (one per share).
-    const argv = [ctx.virtiofsd ?? "/usr/lib/qemu/virtiofsd", `--socket-path=${socketPath}`, "-o", `source=${s.source}`, "-o", "cache=auto"];
-    return { name: `virtiofsd-${s.tag}`, argv, socketPath };
+    // One virtiofsd per share, the same command line as `vmstack run --share` (read-only enforced on the host).
+    return { name: `virtiofsd-${s.tag}`, argv: virtiofsdArgv({ source: s.source, readOnly: s.readOnly }, socketPath, ctx.virtiofsd), socketPath };
   });
-  if (c.shares.some((s) => s.readOnly)) notes.push("read-only shares are mounted read-only in the guest (virtiofsd here has no read-only mode)");
 
   const nics: NicArgsConfig[] = c.nics.map((n) => {
     const b = bootIndex.get(n.id);
@@ -138,7 +137,7 @@ export function compileDomain(c: DomainConfig, ctx: CompileContext): DomainPlan 
   const paths = {
     qmp: run("qmp.sock"),
     ...(c.serial === "socket" ? { console: run("console.sock") } : c.serial === "file" ? { console: run("console.log") } : {}),
-    ...(c.agent ? { agent: run("agent.sock") } : {}),
+    ...(c.agent ? { agent: run("agent.sock"), xenstore: run(XENSTORE_SOCKET_NAME) } : {}),
     ...(c.graphics ? { vnc: run("vnc.sock") } : {}),
   };
 
@@ -160,7 +159,13 @@ export function compileDomain(c: DomainConfig, ctx: CompileContext): DomainPlan 
     localtime: c.localtime,
     serial: c.serial === "none" ? { kind: "none" } : { kind: c.serial, path: paths.console as string },
     qmpSocket: paths.qmp,
-    channels: c.agent ? [{ name: AGENT_PORT_NAME, socketPath: paths.agent as string }] : [],
+    // The guest tools' two ports: the agent's protocol, and xenstore bound to the domid by vmstackd.
+    channels: c.agent
+      ? [
+          { name: AGENT_PORT_NAME, socketPath: paths.agent as string },
+          { name: XENSTORE_PORT_NAME, socketPath: paths.xenstore as string },
+        ]
+      : [],
     drives,
     filesystems: helpers.map((h, i) => ({ id: `fs${i}`, tag: (c.shares[i] as { tag: string }).tag, socketPath: h.socketPath })),
     nics,
@@ -175,7 +180,8 @@ export function compileDomain(c: DomainConfig, ctx: CompileContext): DomainPlan 
     // SHUTDOWN event's reason and applies onPoweroff itself (see the note).
     ...(c.onReboot === "preserve" ? { onReboot: "shutdown" as const } : {}),
     ...(c.onPoweroff === "preserve" || c.onReboot === "preserve" ? { onShutdown: "pause" as const } : {}),
-    onPanic: c.onCrash === "preserve" ? "pause" : "shutdown",
+    // The core-dump actions also keep the panicked guest paused: vmstackd dumps its memory, then ends it.
+    onPanic: c.onCrash === "preserve" || c.onCrash.startsWith("coredump-") ? "pause" : "shutdown",
     ...(ctx.paused ? { paused: true } : {}),
     ...(c.extraArgs.length > 0 ? { extraArgs: c.extraArgs } : {}),
   };

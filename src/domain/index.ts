@@ -1,6 +1,6 @@
 /** Public surface of the domain layer: specs, validation, xl.cfg/xm configs, compilation to QEMU. */
-export { domainSchema, ACTIONS, DISK_FORMATS, DISK_INTERFACES, NIC_MODELS } from "./spec.js";
-export type { DomainSpec, DomainConfig, DiskConfig, NicConfig, ForwardConfig, ShareConfig, BootConfig, Action, DiskFormat, DiskInterface, NicModel } from "./spec.js";
+export { domainSchema, ACTIONS, CRASH_ACTIONS, DISK_FORMATS, DISK_INTERFACES, NIC_MODELS } from "./spec.js";
+export type { DomainSpec, DomainConfig, DiskConfig, NicConfig, ForwardConfig, ShareConfig, BootConfig, Action, CrashAction, DiskFormat, DiskInterface, NicModel } from "./spec.js";
 export { parseDomainSpec, checkDomainSpec, stableMac } from "./parse-spec.js";
 export type { ParseOptions, ParsedDomain } from "./parse-spec.js";
 export { validateDomain } from "./validate.js";

@@ -47,9 +47,9 @@ const ACTIONS: Readonly<Record<string, { action: string; note?: string }>> = {
   destroy: { action: "destroy" },
   restart: { action: "restart" },
   preserve: { action: "preserve" },
-  "rename-restart": { action: "restart", note: "the domain restarts under its own name" },
-  "coredump-destroy": { action: "destroy", note: "no core dump is written" },
-  "coredump-restart": { action: "restart", note: "no core dump is written" },
+  "rename-restart": { action: "rename-restart" },
+  "coredump-destroy": { action: "coredump-destroy" },
+  "coredump-restart": { action: "coredump-restart" },
   "soft-reset": { action: "restart", note: "a soft reset is a plain restart here" },
 };
 
@@ -209,6 +209,13 @@ export function importXlConfig(xl: XlConfig): ImportedXl {
     const a = ACTIONS[v];
     if (a === undefined) {
       error((s.get(key) as XlSetting).value, `${key} '${v}' is not one of ${Object.keys(ACTIONS).join(", ")}`);
+      continue;
+    }
+    if (a.action.startsWith("coredump-") && key !== "on_crash") {
+      // A guest that shut down left no memory to dump (QEMU has ended).
+      const plain = a.action.slice("coredump-".length);
+      warn(s.get(key) as XlSetting, `${key}=${v} acts as ${plain}: core dumps are written for crashed guests only`);
+      put(field, plain, key);
       continue;
     }
     if (a.note) warn(s.get(key) as XlSetting, `${key}=${v} acts as ${a.action}: ${a.note}`);

@@ -4,7 +4,7 @@
  */
 import { join } from "node:path";
 import { chooseAccel, DEFAULT_PROBE_DEADLINE_MS, type AccelChoice, type AccelDecision } from "./accel.js";
-import { qemuVersion } from "./host.js";
+import { qemuIdentity } from "./host.js";
 import type { GuestImage } from "./guest-image.js";
 import { GuestVm } from "./guest-vm.js";
 import { cacheRoot, type Env } from "../image/index.js";
@@ -21,7 +21,7 @@ export async function accelForGuest(o: {
   const decision = await chooseAccel({
     choice: o.choice,
     // Keyed on QEMU and the kernel, not the initrd: a new initrd (other modules) needs no new probe.
-    bootIdentity: `${await qemuVersion()}|${o.image.kernel.release}|${o.image.kernel.kernelPath}`,
+    bootIdentity: `${qemuIdentity()}|${o.image.kernel.release}|${o.image.kernel.kernelPath}`,
     cacheFile: join(cacheRoot(o.env), "accel-probe.json"),
     signal: o.signal,
     probeBoot: async (signal) => {

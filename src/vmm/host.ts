@@ -2,7 +2,8 @@
  * Facts about the host that the argv builder must not look up itself (it is pure): the QEMU binary
  * and its version, the TSC frequency, whether /dev/kvm can be opened. Each is read once per process.
  */
-import { accessSync, constants, readFileSync } from "node:fs";
+import { accessSync, constants, readFileSync, statSync } from "node:fs";
+import { delimiter, join } from "node:path";
 import { runCommand } from "../lib/process.js";
 import { VmstackError } from "../lib/errors.js";
 
@@ -24,6 +25,24 @@ export async function qemuVersion(binary = qemuBinary()): Promise<string> {
   const m = /version (\d+\.\d+\.\d+)/.exec(out);
   versionCache = m?.[1] ?? out.trim().split("\n")[0] ?? "unknown";
   return versionCache;
+}
+
+/**
+ * Which QEMU binary this is, without running it: its resolved path, inode, size and mtime. An
+ * upgrade replaces the file, so the identity changes with the version. Used to key cached verdicts
+ * (the KVM probe): spawning `--version` costs 30–70 ms here, on the path of every `vmstack run`.
+ */
+export function qemuIdentity(binary = qemuBinary(), envPath = process.env["PATH"] ?? ""): string {
+  const candidates = binary.includes("/") ? [binary] : envPath.split(delimiter).filter(Boolean).map((d) => join(d, binary));
+  for (const file of candidates) {
+    try {
+      const st = statSync(file);
+      if (st.isFile()) return `${file}|${st.ino}|${st.size}|${Math.round(st.mtimeMs)}`;
+    } catch {
+      // not in this PATH entry
+    }
+  }
+  throw new VmstackError("QEMU_MISSING", `QEMU is not usable (${binary} not found); install it with ./setup or apt-get install qemu-system-x86`);
 }
 
 /**

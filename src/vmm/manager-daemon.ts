@@ -16,10 +16,11 @@ import type { Server } from "node:net";
 import { createXenstored, listenUnix, type SocketServer, type Xenstored } from "../xenstore/index.js";
 import { XenstoreClient, connectXenstore } from "../xenstore/client.js";
 import { DomainManager, hostMemoryMiB } from "./manager.js";
-import { handle, type OpsContext } from "./manager-ops.js";
+import { handle, type CliRunner, type OpsContext } from "./manager-ops.js";
 import { listenApi } from "./api/server.js";
 import { daemonPaths, type DaemonPaths } from "./manager-paths.js";
 import { bootTimeoutMs } from "./throwaway.js";
+import { daemonAccel } from "./manager-accel.js";
 import { VmstackError, messageOf } from "../lib/errors.js";
 
 export interface VmstackdOptions {
@@ -29,6 +30,8 @@ export interface VmstackdOptions {
   readonly env: NodeJS.ProcessEnv;
   readonly out: NodeJS.WritableStream;
   readonly signal: AbortSignal;
+  /** Runs quick CLI verbs for the native front end (the CLI layer passes src/cli/fast-path.ts). */
+  readonly cli?: CliRunner;
 }
 
 /** The last lines of the daemon's log, for `vmstack dmesg`. */
@@ -114,7 +117,7 @@ export async function runVmstackd(o: VmstackdOptions): Promise<number> {
       ring.add(`xenstored in-process, socket ${paths.xenstoreSocket}`);
     }
     const envDom0 = Number(o.env["VMSTACK_DOM0_MEM"]);
-    const accel = o.env["VMSTACK_ACCEL"] === "kvm" ? "kvm" : "tcg";
+    const accel = await daemonAccel(o.env, (m) => ring.add(m), o.signal);
     manager = new DomainManager({
       paths,
       xs,
@@ -124,6 +127,7 @@ export async function runVmstackd(o: VmstackdOptions): Promise<number> {
       env: o.env,
       log: (m) => ring.add(m),
       startTimeoutMs: accel === "tcg" ? 30_000 : 10_000,
+      ...(xsd ? { guestXenstore: (domid: number) => xsd!.openConnection({ domid }) } : {}),
     });
     await manager.start();
     const stop = new AbortController();
@@ -134,6 +138,7 @@ export async function runVmstackd(o: VmstackdOptions): Promise<number> {
       xenstoreSocket: paths.xenstoreSocket,
       quit: () => stop.abort(),
       agentTimeoutMs: bootTimeoutMs(accel, o.env),
+      cli: o.cli,
     };
     api = await listenApi(paths.socket, (req, signal) => handle(ctx, req, signal), (e) => ring.add(`BUG: ${e instanceof Error ? (e.stack ?? e.message) : String(e)}`));
     ring.add(`vmstackd ${process.pid} listening on ${paths.socket} (${manager.domains.length} domains)`);

@@ -11,7 +11,7 @@ import type { DomainConfig } from "../domain/index.js";
 import { BUSYBOX_PATH, prepareGuestImage, type GuestFeature, type GuestImage } from "./guest-image.js";
 import { kernelCommandLine } from "./guest-vm.js";
 import { buildInitrd, guestModulesFor, resolveKernel } from "../image/index.js";
-import { guestArtifacts } from "../guest/index.js";
+import { XENSTORE_TOOL_NAMES, guestArtifacts } from "../guest/index.js";
 import { runCommand } from "../lib/process.js";
 import { VmstackError } from "../lib/errors.js";
 
@@ -66,6 +66,7 @@ async function pciGuestImage(c: DomainConfig, env: NodeJS.ProcessEnv, signal?: A
       ...applets.map((path) => ({ path: `/${path}`, symlink: "/bin/busybox" })),
       { path: "/init", mode: 0o755, source: guest.init },
       { path: "/bin/vmstack-agent", mode: 0o755, source: guest.agent },
+      ...XENSTORE_TOOL_NAMES.map((n) => ({ path: `/bin/${n}`, symlink: "/bin/vmstack-agent" })),
     ],
     env,
     signal,

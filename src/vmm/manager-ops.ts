@@ -10,7 +10,12 @@ import type { DomainInfo, HostInfo, Request, Trigger } from "./api/protocol.js";
 import { VmstackError, assertNever, isVmstackError, messageOf } from "../lib/errors.js";
 import { procStat } from "./domain-record.js";
 import { streamExec } from "./manager-exec.js";
+import { pvAcknowledged } from "./pv-control.js";
+
+/** How long a guest that advertises PV control gets to acknowledge before the agent is asked. */
+const PV_ACK_MS = 5000;
 import { handleHotplug } from "./manager-hotplug.js";
+import { restoreDomain, saveDomain } from "./manager-save.js";
 
 export interface OpsContext {
   readonly manager: DomainManager;
@@ -21,10 +26,20 @@ export interface OpsContext {
   readonly quit: () => void;
   /** Agent deadline: TCG boots take seconds. */
   readonly agentTimeoutMs: number;
+  /**
+   * Runs a quick CLI verb in-process for the native front end (src/cli/fast-path.ts; injected by
+   * the CLI layer, which sits above this one). Absent: "cli" requests are refused.
+   */
+  readonly cli?: CliRunner | undefined;
 }
 
-/** A request's result, or a session (console, streamed exec) to hand the connection over to. */
-export type Outcome = { readonly kind: "result"; readonly value: unknown } | { readonly kind: "handover"; readonly attach: (s: Socket) => void };
+export type CliRunner = (argv: readonly string[], request: (req: Request) => Promise<unknown>, signal: AbortSignal) => Promise<{ code: number; stdout: Buffer; stderr: Buffer }>;
+
+/**
+ * A request's result, or a session (console, streamed exec, a CLI verb's output) to hand the
+ * connection over to after the response line (whose result is `value`, default null).
+ */
+export type Outcome = { readonly kind: "result"; readonly value: unknown } | { readonly kind: "handover"; readonly value?: unknown; readonly attach: (s: Socket) => void };
 
 const result = (value: unknown): Outcome => ({ kind: "result", value });
 
@@ -44,7 +59,11 @@ export async function handle(ctx: OpsContext, req: Request, signal: AbortSignal)
       await onDomain(m, req.domain, (d) => d.qmpExecute("stop"));
       return result(null);
     case "unpause":
-      await onDomain(m, req.domain, (d) => d.qmpExecute("cont"));
+      await onDomain(m, req.domain, async (d) => {
+        await d.qmpExecute("cont");
+        // A domain created paused gets its shares mounted once it runs.
+        m.mountSharesOnce(d);
+      });
       return result(null);
     case "destroy":
       await m.destroy(m.find(req.domain));
@@ -107,6 +126,27 @@ export async function handle(ctx: OpsContext, req: Request, signal: AbortSignal)
     case "quit":
       setImmediate(ctx.quit);
       return result(null);
+    case "save":
+      return result(await saveDomain(m, m.find(req.domain), req.file, { keepRunning: req.keepRunning, paused: req.paused, signal }));
+    case "restore":
+      return result(await restoreDomain(m, req.file, { paused: req.paused, force: req.force, signal }));
+    case "cli": {
+      if (ctx.cli === undefined) throw new VmstackError("BAD_REQUEST", "bad request: this vmstackd runs no CLI verbs");
+      const inner = async (r: Request): Promise<unknown> => {
+        if (r.op === "cli" || r.op === "console" || r.op === "exec") throw new VmstackError("BAD_REQUEST", `bad request: a CLI verb run by vmstackd cannot make a '${r.op}' request`);
+        const o = await handle(ctx, r, signal);
+        return o.kind === "result" ? o.value : null;
+      };
+      const r = await ctx.cli(req.argv, inner, signal);
+      return {
+        kind: "handover",
+        value: { code: r.code, stdout: r.stdout.length, stderr: r.stderr.length },
+        attach: (s) => {
+          s.write(r.stdout);
+          s.end(r.stderr);
+        },
+      };
+    }
     case "block-attach":
     case "block-detach":
     case "block-list":
@@ -144,8 +184,9 @@ function triggerCommand(t: Trigger): string {
 /**
  * Asks the guest to power off every way it might listen: control/shutdown in xenstore (Xen's PV
  * protocol), the ACPI power button, and — for guests running vmstack's agent, whose busybox has no
- * acpid — the agent's poweroff. `wait` waits for the domain to end (or be preserved as shut down);
- * `forceAfterMs` destroys it when that takes longer.
+ * acpid — the agent's poweroff, unless the guest acknowledges control/shutdown (vmstack's agent
+ * does, through its xenstore channel: see pv-control.ts). `wait` waits for the domain to end (or
+ * be preserved as shut down); `forceAfterMs` destroys it when that takes longer.
  */
 async function shutdown(ctx: OpsContext, d: Domain, wait: boolean, forceAfterMs: number | null, signal: AbortSignal): Promise<void> {
   const m = ctx.manager;
@@ -154,8 +195,12 @@ async function shutdown(ctx: OpsContext, d: Domain, wait: boolean, forceAfterMs:
     await d.qmpExecute("system_powerdown");
   });
   if (d.record.agentSocket !== null) {
-    d.agent(ctx.agentTimeoutMs)
-      .then((a) => a.poweroff())
+    // Not the request's signal: without -w the request ends at once, and the fallback must still run.
+    pvAcknowledged(m.o.xs, d.domid, "poweroff", PV_ACK_MS)
+      .then(async (acked) => {
+        if (acked) m.o.log(`${d.name}: the guest acknowledged control/shutdown = poweroff`);
+        else await (await d.agent(ctx.agentTimeoutMs)).poweroff();
+      })
       .catch((e: unknown) => m.o.log(`${d.name}: agent poweroff: ${messageOf(e)}`));
   }
   if (!wait && forceAfterMs === null) return;
@@ -171,6 +216,10 @@ async function shutdown(ctx: OpsContext, d: Domain, wait: boolean, forceAfterMs:
 async function reboot(ctx: OpsContext, d: Domain): Promise<void> {
   const m = ctx.manager;
   await requestShutdown(m.o.xs, d.domid, "reboot");
+  if (await pvAcknowledged(m.o.xs, d.domid, "reboot", PV_ACK_MS)) {
+    m.o.log(`${d.name}: the guest acknowledged control/shutdown = reboot`);
+    return;
+  }
   if (d.record.agentSocket !== null) {
     const a = await d.agent(ctx.agentTimeoutMs);
     await a.reboot();

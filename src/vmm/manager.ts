@@ -11,12 +11,17 @@ import { Domain, type DomainHooks, type ExitCause } from "./domain.js";
 import { type DomainRecord, qemuAlive, readRecords, removeRecord, writeRecord } from "./domain-record.js";
 import { domainIdsInStore, removeDomain, renameDomain, writeDom0, writeDomain } from "./domain-xenstore.js";
 import { killQuietly, launchDomain } from "./manager-launch.js";
+import { afterDump, coreDumpPath, dumpCore, incarnationName } from "./manager-crash.js";
 import { removeDeviceBackends, sweepOrphanBackends, writeDevices } from "./device-xenstore.js";
 import type { DaemonPaths } from "./manager-paths.js";
 import type { DomainInfo } from "./api/protocol.js";
 import { VmstackError, messageOf } from "../lib/errors.js";
 import { retryUntil } from "../lib/retry.js";
 import { join } from "node:path";
+import type { Duplex } from "node:stream";
+import { GuestXenstoreChannels } from "./guest-xenstore-channel.js";
+import { forgetGuestReports } from "./pv-control.js";
+import { mountShares } from "./manager-mounts.js";
 
 export interface ManagerOptions {
   readonly paths: DaemonPaths;
@@ -29,6 +34,8 @@ export interface ManagerOptions {
   readonly log: (message: string) => void;
   /** Deadline for QEMU to start answering QMP (scaled for TCG by the caller). */
   readonly startTimeoutMs: number;
+  /** A xenstored connection bound to a domid, for guests' xenstore channels (in-process xenstored only). */
+  readonly guestXenstore?: ((domid: number) => Duplex) | undefined;
 }
 
 export function hostMemoryMiB(meminfo = readFileSync("/proc/meminfo", "utf8")): number {
@@ -41,8 +48,11 @@ export class DomainManager {
   /** Names being created, so two concurrent creates of one name cannot both pass the check. */
   readonly #reserved = new Set<string>();
   #nextDomid = 1;
+  readonly xenstoreChannels: GuestXenstoreChannels;
 
-  constructor(readonly o: ManagerOptions) {}
+  constructor(readonly o: ManagerOptions) {
+    this.xenstoreChannels = new GuestXenstoreChannels(o.guestXenstore, o.log);
+  }
 
   get domains(): readonly Domain[] {
     return [...this.#domains.values()].sort((a, b) => a.domid - b.domid);
@@ -81,6 +91,7 @@ export class DomainManager {
       try {
         await d.connect(join(this.o.paths.logDir, `${r.name}.console.log`), this.o.startTimeoutMs);
         this.o.log(`re-attached ${r.name} (domid ${r.domid}, pid ${r.qemuPid})`);
+        this.xenstoreChannels.attach(r.domid, r.runDir, r.name);
       } catch (e) {
         this.o.log(`${r.name}: cannot re-attach to QEMU ${r.qemuPid}: ${messageOf(e)}`);
       }
@@ -88,7 +99,30 @@ export class DomainManager {
   }
 
   #hooks(): DomainHooks {
-    return { onExit: (d, cause) => this.#onExit(d, cause), log: this.o.log };
+    return {
+      onExit: (d, cause) => this.#onExit(d, cause),
+      onPanic: (d) => this.#onPanic(d),
+      log: this.o.log,
+      onReset: (d) => {
+        void forgetGuestReports(this.o.xs, d.domid).catch((e: unknown) => this.o.log(`${d.name}: clearing the guest's reports: ${messageOf(e)}`));
+        // A reboot unmounted everything: mount the shares again once the agent is back.
+        this.#sharesMounted.delete(d);
+        this.mountSharesOnce(d);
+      },
+    };
+  }
+
+  /** Domains whose shares are mounted in the current boot (or being mounted). */
+  readonly #sharesMounted = new WeakSet<Domain>();
+
+  /** Mounts the domain's shares that have a target, once per boot (manager-mounts.ts). */
+  mountSharesOnce(d: Domain): void {
+    const c = configOf(d.record);
+    if (!c.agent || !c.shares.some((s) => s.target !== undefined) || this.#sharesMounted.has(d)) return;
+    this.#sharesMounted.add(d);
+    void mountShares(d, c.shares, this.o.log).then((ok) => {
+      if (!ok) this.#sharesMounted.delete(d);
+    });
   }
 
   find(ref: string): Domain {
@@ -99,7 +133,8 @@ export class DomainManager {
   }
 
   committedMiB(): number {
-    return this.domains.reduce((sum, d) => sum + configOf(d.record).maxmem, 0);
+    // A domain kept after its QEMU ended (preserve, rename-restart) holds no memory.
+    return this.domains.reduce((sum, d) => sum + (d.record.qemuPid === null && d.record.preserved !== null ? 0 : configOf(d.record).maxmem), 0);
   }
 
   freeMiB(): number {
@@ -152,16 +187,43 @@ export class DomainManager {
   async #launch(domid: number, uuid: string, config: DomainConfig, paused: boolean, createdAt: number, signal?: AbortSignal): Promise<Domain> {
     const d = await launchDomain({ paths: this.o.paths, domid, uuid, config, paused, accel: this.o.accel, createdAt, hooks: this.#hooks(), timeoutMs: this.o.startTimeoutMs, signal });
     this.#domains.set(domid, d);
+    this.xenstoreChannels.attach(domid, d.record.runDir, d.name);
+    if (!paused) this.mountSharesOnce(d);
     return d;
+  }
+
+  /**
+   * The guest panicked and QEMU paused it. on_crash preserve: it stays, listed as crashed.
+   * coredump-*: write its memory, then end QEMU; the exit applies the rest of the action.
+   */
+  #onPanic(d: Domain): void {
+    const c = configOf(d.record);
+    if (!c.onCrash.startsWith("coredump-")) return;
+    void d.enqueue(async () => {
+      const file = coreDumpPath(this.o.paths, d.name);
+      try {
+        await dumpCore(d, file);
+        this.o.log(`${d.name}: guest memory dumped to ${file}`);
+      } catch (e) {
+        this.o.log(`${d.name}: core dump failed: ${messageOf(e)}`);
+      }
+      await d.qmpExecute("quit").catch((e: unknown) => this.o.log(`${d.name}: quit after the core dump: ${messageOf(e)}`));
+    });
   }
 
   /** QEMU ended: apply the domain's action for why it ended (xl.cfg on_poweroff/on_reboot/on_crash). */
   #onExit(d: Domain, cause: ExitCause): void {
     const c = configOf(d.record);
-    const action = d.dying || cause === "host" ? "destroy" : cause === "guest-shutdown" ? c.onPoweroff : cause === "guest-reset" ? c.onReboot : c.onCrash;
-    this.o.log(`${d.name}: QEMU ended (${cause}); action ${action}`);
+    const chosen = d.dying || cause === "host" ? "destroy" : cause === "guest-shutdown" ? c.onPoweroff : cause === "guest-reset" ? c.onReboot : c.onCrash;
+    const action = afterDump(chosen);
+    // A QEMU that died (rather than a guest that panicked) left no memory to dump.
+    const note = chosen !== action && cause !== "guest-panic" ? ` (no core dump: QEMU ended by ${cause})` : "";
+    this.o.log(`${d.name}: QEMU ended (${cause}); action ${chosen}${note}`);
     void d.enqueue(async () => {
       switch (action) {
+        case "rename-restart":
+          await this.#renameRestart(d, cause);
+          return;
         case "restart":
           try {
             // xl gives the restarted domain a new domid; vmstack keeps it, so names and ids stay
@@ -185,8 +247,33 @@ export class DomainManager {
     });
   }
 
+  /**
+   * rename-restart: the old domain stays (as a preserved shut-down or crashed entry, without
+   * QEMU) under NAME--incarnation-N, and a new domain — new domid, new uuid — starts with the
+   * name and config. The preserved one goes with `vmstack destroy` as usual.
+   */
+  async #renameRestart(d: Domain, cause: ExitCause): Promise<void> {
+    const name = d.name;
+    const renamed = incarnationName(name, new Set([...this.domains.map((x) => x.name), ...this.#reserved]));
+    const c = configOf(d.record);
+    await renameDomain(this.o.xs, d.domid, d.record.uuid, renamed).catch((e: unknown) => this.o.log(`${name}: xenstore rename: ${messageOf(e)}`));
+    d.detach();
+    d.record = { ...d.record, name: renamed, config: { ...d.record.config, name: renamed }, qemuPid: null, preserved: cause === "guest-shutdown" ? "shutdown" : "crashed" };
+    writeRecord(this.o.paths.domainsDir, d.record);
+    this.o.log(`${name}: kept as ${renamed} (domid ${d.domid}); starting a new ${name}`);
+    // The uuid names /vm/<uuid>: the kept domain has it, so the new one gets its own.
+    const { uuid: _kept, ...spec } = c;
+    try {
+      const info = await this.create({ ...spec }, false, true);
+      this.o.log(`${name}: restarted as domid ${info.domid}`);
+    } catch (e) {
+      this.o.log(`${name}: rename-restart could not start a new domain: ${messageOf(e)}`);
+    }
+  }
+
   async #cleanup(d: Domain): Promise<void> {
     d.detach();
+    this.xenstoreChannels.detach(d.domid);
     for (const p of d.record.helperPids) killQuietly(p, "SIGTERM");
     this.#domains.delete(d.domid);
     await removeDomain(this.o.xs, d.domid, d.record.uuid).catch((e: unknown) => this.o.log(`${d.name}: xenstore cleanup: ${messageOf(e)}`));
@@ -269,9 +356,37 @@ export class DomainManager {
     });
   }
 
+  // ---- for restore (manager-save.ts): create's checks and bookkeeping around a different start ----
+
+  /** Claims a name and a domid as create does (same checks, same messages); `release` frees the name. */
+  claim(name: string, maxmemMiB: number, force: boolean): { domid: number; release: () => void } {
+    if (this.#reserved.has(name) || this.domains.some((d) => d.name === name)) {
+      throw new VmstackError("DOMAIN_EXISTS", `a domain named '${name}' already exists`, { facts: { name } });
+    }
+    const free = this.freeMiB();
+    if (maxmemMiB > free && !force) {
+      throw new VmstackError("OUT_OF_MEMORY", `not enough memory for '${name}': it needs ${maxmemMiB} MiB, ${free} MiB is free; use --force to overcommit`, {
+        facts: { needMiB: maxmemMiB, freeMiB: free },
+      });
+    }
+    this.#reserved.add(name);
+    const domid = this.#nextDomid++;
+    writeFileSync(join(this.o.paths.stateDir, "next-domid"), `${this.#nextDomid}\n`);
+    return { domid, release: () => this.#reserved.delete(name) };
+  }
+
+  /** Starts QEMU (with `-incoming` for a restore) and registers the domain, as create does. */
+  async launchRestored(domid: number, uuid: string, config: DomainConfig, incoming: string, signal?: AbortSignal): Promise<Domain> {
+    await writeDomain(this.o.xs, xsFacts(domid, uuid, config, Date.now()));
+    const d = await launchDomain({ paths: this.o.paths, domid, uuid, config, paused: true, accel: this.o.accel, createdAt: Date.now(), hooks: this.#hooks(), timeoutMs: this.o.startTimeoutMs, signal, incoming });
+    this.#domains.set(domid, d);
+    return d;
+  }
+
   /** The daemon is stopping: let go of every domain, leaving them running. */
   detachAll(): void {
     for (const d of this.#domains.values()) d.detach();
+    this.xenstoreChannels.closeAll();
   }
 }
 

@@ -5,7 +5,7 @@
  *   `encodeMessage`, `FrameDecoder`, `nulTerminated`, `splitNul`, `strictArgs` (wire.ts).
  *
  * Daemon:
- *   const d = createXenstored({ stateDir?, quotas?, eventQueueBytes?, writeRate?, onFatal? }); // no stateDir = in memory
+ *   const d = createXenstored({ stateDir?, durability?, quotas?, eventQueueBytes?, writeRate?, onFatal? }); // no stateDir = in memory
  *   const dom0 = d.openConnection({ domid: 0 });   // Duplex speaking the wire protocol, privileged
  *   const guest = d.openConnection({ domid: 5 });  // unprivileged; domain 5 is introduced if needed
  *   const srv = await listenUnix(d, "/run/vmstack/xenstored/socket");   // every socket client is dom0
@@ -22,7 +22,7 @@
 export * from "./protocol.js";
 export * from "./wire.js";
 export { XsError } from "./errors.js";
-export { Xenstored, createXenstored, type XenstoredOptions } from "./daemon.js";
+export { DURABILITIES, SYNC_INTERVAL_MS, Xenstored, createXenstored, type Durability, type XenstoredOptions } from "./daemon.js";
 export { listenUnix, type SocketServer } from "./server.js";
 export { duplexPair } from "./duplex-pair.js";
 export { canonicalize, homeOf, isValidNodePath } from "./path.js";

@@ -1,10 +1,15 @@
 /**
  * Durability: an append-only journal plus periodic snapshots in a state directory.
  *
- * Every acknowledged change is on disk before its reply: the daemon appends the journal records
- * of a request, holds every outgoing frame, and once per event-loop turn writes all records that
- * accumulated (from every connection) and fdatasync()s them ONCE, then releases the frames. So a
- * pipelined client (64 requests in one read) pays one fsync for the lot (group commit).
+ * Every acknowledged change is in the journal before its reply: the daemon appends the journal
+ * records of a request, holds every outgoing frame, and once per event-loop turn writes all
+ * records that accumulated (from every connection), then releases the frames. How far "in the
+ * journal" goes is the daemon's durability mode (daemon.ts, `Durability`):
+ *   "write"  write(2) before the reply, fdatasync at most SYNC_INTERVAL_MS later. A killed or
+ *            crashed daemon loses nothing acknowledged (the kernel holds the data); a host power
+ *            loss may lose the last interval — when every domain the store describes is gone too.
+ *   "fsync"  fdatasync before the reply. A pipelined client (64 requests in one read) pays one
+ *            fsync for the lot (group commit), but one request in flight pays one fsync each.
  *
  * Files (epoch N increases at each compaction):
  *   snapshot-N  the whole tree at the start of epoch N (pre-order; written to a temp file,
@@ -316,9 +321,19 @@ export class Journal {
     }
   }
 
-  /** Write everything appended so far and make it durable. */
-  flush(): void {
-    if (this.#pending.length === 0) return;
+  #unsynced = false;
+
+  /** True when written records still wait for their fdatasync. */
+  get unsynced(): boolean {
+    return this.#unsynced;
+  }
+
+  /** Write everything appended so far; `sync` also makes it durable against power loss now. */
+  flush(sync = true): void {
+    if (this.#pending.length === 0) {
+      if (sync) this.sync();
+      return;
+    }
     const bufs = this.#pending;
     this.#pending = [];
     const total = this.#bytes;
@@ -326,8 +341,16 @@ export class Journal {
     let written = 0;
     const all = bufs.length === 1 ? bufs[0]! : Buffer.concat(bufs, total);
     while (written < all.length) written += fs.writeSync(this.#fd, all, written);
-    fs.fdatasyncSync(this.#fd);
     this.#sinceCompact += total;
+    this.#unsynced = true;
+    if (sync) this.sync();
+  }
+
+  /** fdatasync what has been written (a no-op when nothing waits). */
+  sync(): void {
+    if (!this.#unsynced) return;
+    fs.fdatasyncSync(this.#fd);
+    this.#unsynced = false;
   }
 
   /** True when the journal has grown enough that a compaction pays off. */

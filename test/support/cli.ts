@@ -6,6 +6,9 @@ import { fileURLToPath } from "node:url";
 /** dist/src/bin/vmstack.js (this file compiles to dist/test/support/cli.js). */
 export const VMSTACK_BIN = fileURLToPath(new URL("../../src/bin/vmstack.js", import.meta.url));
 
+/** dist/front/vmstack, the native front end (front/vmstack.c). */
+export const FRONT_BIN = fileURLToPath(new URL("../../front/vmstack", import.meta.url));
+
 export interface CliResult {
   readonly code: number | null;
   readonly signal: NodeJS.Signals | null;
@@ -14,12 +17,20 @@ export interface CliResult {
   readonly ms: number;
 }
 
-export function startCli(args: readonly string[], options: { env?: NodeJS.ProcessEnv; stdin?: string } = {}): {
+export interface CliOptions {
+  readonly env?: NodeJS.ProcessEnv;
+  readonly stdin?: string;
+  /** Run the native front end instead of the Node.js CLI. */
+  readonly front?: boolean;
+}
+
+export function startCli(args: readonly string[], options: CliOptions = {}): {
   child: ChildProcess;
   done: Promise<CliResult>;
 } {
   const t0 = Date.now();
-  const child = spawn(process.execPath, [VMSTACK_BIN, ...args], {
+  const [bin, argv] = options.front ? [FRONT_BIN, args] : [process.execPath, [VMSTACK_BIN, ...args]];
+  const child = spawn(bin, argv, {
     env: { ...process.env, ...options.env },
     stdio: [options.stdin === undefined ? "ignore" : "pipe", "pipe", "pipe"],
   });
@@ -35,7 +46,7 @@ export function startCli(args: readonly string[], options: { env?: NodeJS.Proces
   return { child, done };
 }
 
-export function cli(args: readonly string[], options: { env?: NodeJS.ProcessEnv; stdin?: string } = {}): Promise<CliResult> {
+export function cli(args: readonly string[], options: CliOptions = {}): Promise<CliResult> {
   return startCli(args, options).done;
 }
 

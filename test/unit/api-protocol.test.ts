@@ -15,6 +15,7 @@ test("parseRequest accepts each op in its documented shape", () => {
   assert.equal((parseRequest({ op: "exec", domain: "a", argv: ["cat"], timeoutMs: 5, stream: true }) as { stream: boolean }).stream, true);
   assert.deepEqual(parseRequest({ op: "trigger", domain: "a", trigger: "nmi" }), { op: "trigger", domain: "a", trigger: "nmi" });
   assert.deepEqual(parseRequest({ op: "create", config: { name: "x" }, paused: false, force: true }), { op: "create", config: { name: "x" }, paused: false, force: true });
+  assert.deepEqual(parseRequest({ op: "cli", argv: ["list", "--json"] }), { op: "cli", argv: ["list", "--json"] });
   assert.equal(OPS.length, new Set(OPS).size);
 });
 
@@ -30,6 +31,8 @@ test("parseRequest rejects unknown ops, unknown keys and wrong types, saying whi
   rejects({ op: "exec", domain: "a", argv: [], timeoutMs: null }, /'argv' must be a non-empty list/);
   rejects({ op: "shutdown", domain: "a", wait: "yes", forceAfterMs: null }, /'wait' must be a boolean/);
   rejects({ op: "domname", domid: -1 }, /'domid'/);
+  rejects({ op: "cli", argv: [] }, /'argv' must be a non-empty list/);
+  rejects({ op: "cli", argv: ["list", 3] }, /'argv'/);
 });
 
 test("parseResponse reads results and errors and rejects anything else", () => {
@@ -48,4 +51,28 @@ test("exec frames: output, input, end of input and the exit; anything else is re
   for (const bad of [{ o: 1 }, { o: "", e: "" }, { eof: false }, { x: { exitCode: "0", signal: null } }, [], "o"]) {
     assert.throws(() => parseExecFrame(bad), /not an exec frame/);
   }
+});
+
+test("vmstackd runs only the quick verbs for the front end, and they make plain requests only", async () => {
+  const { runFastVerb, FAST_VERBS } = await import("../../src/cli/fast-path.js");
+  const never = (): Promise<unknown> => Promise.reject(new Error("no request expected"));
+  for (const argv of [["run", "--", "true"], ["create", "x.cfg"], ["--verbose", "list"], ["console", "a"]]) {
+    await assert.rejects(runFastVerb(argv, never, new AbortController().signal), (e: unknown) => isVmstackError(e, "BAD_REQUEST") && /not a verb vmstackd runs/.test(e.message));
+  }
+  const seen: unknown[] = [];
+  const r = await runFastVerb(["domid", "web"], (req) => (seen.push(req), Promise.resolve(7)), new AbortController().signal);
+  assert.deepEqual(seen, [{ op: "domid", name: "web" }]);
+  assert.deepEqual({ code: r.code, out: r.stdout.toString(), err: r.stderr.toString() }, { code: 0, out: "7\n", err: "" });
+  const bad = await runFastVerb(["pause"], never, new AbortController().signal);
+  assert.equal(bad.code, 2);
+  assert.match(bad.stderr.toString(), /missing DOMAIN/);
+  assert.ok(FAST_VERBS.every((v) => !["run", "create", "console", "exec", "xenstored", "vmstackd"].includes(v)));
+});
+
+test("the front end's list of quick verbs is vmstackd's", async () => {
+  const { FAST_VERBS } = await import("../../src/cli/fast-path.js");
+  const { readFileSync } = await import("node:fs");
+  const source = readFileSync(new URL("../../../front/vmstack.c", import.meta.url), "utf8");
+  const block = /fast_verbs\[\] = \{([^}]*)\}/.exec(source)?.[1] ?? "";
+  assert.deepEqual([...block.matchAll(/"([a-z-]+)"/g)].map((m) => m[1]), [...FAST_VERBS]);
 });

@@ -1,9 +1,11 @@
-import { test } from "node:test";
+import { mock, test } from "node:test";
+import { syncBuiltinESMExports } from "node:module";
 import assert from "node:assert/strict";
 import * as fs from "node:fs";
+import fsDefault from "node:fs";
 import * as os from "node:os";
 import * as path from "node:path";
-import { createXenstored, RawConnection } from "../../src/xenstore/index.js";
+import { createXenstored, RawConnection, SYNC_INTERVAL_MS } from "../../src/xenstore/index.js";
 import { encodeRecord, parseRecords, loadState } from "../../src/xenstore/persist.js";
 import { parsePerms } from "../../src/xenstore/permissions.js";
 
@@ -155,5 +157,58 @@ void test("compaction rotates to a new epoch and deletes what the snapshot repla
   const c2 = new RawConnection(d2.openConnection({ domid: 0 }));
   assert.equal((await c2.request("READ", "/big/k63|")).text, big);
   d2.close();
+  fs.rmSync(dir, { recursive: true });
+});
+
+/** Count fdatasync calls made through `node:fs` while `fn` runs (persist.ts imports the namespace). */
+async function countingSyncs<T>(fn: (count: () => number) => Promise<T>): Promise<T> {
+  let n = 0;
+  const real = fsDefault.fdatasyncSync;
+  mock.method(fsDefault, "fdatasyncSync", (fd: number) => {
+    n++;
+    real(fd);
+  });
+  syncBuiltinESMExports();
+  try {
+    return await fn(() => n);
+  } finally {
+    mock.restoreAll();
+    syncBuiltinESMExports();
+  }
+}
+
+void test("durability fsync: a write's reply comes after the journal's fdatasync", async () => {
+  const dir = tmpdir();
+  const d = createXenstored({ stateDir: dir, durability: "fsync" });
+  const c = new RawConnection(d.openConnection({ domid: 0 }));
+  await countingSyncs(async (count) => {
+    const before = count();
+    assert.equal((await c.request("WRITE", "/f|1")).text, "OK|");
+    assert.equal(count(), before + 1, "one fdatasync before the reply");
+  });
+  d.close();
+  fs.rmSync(dir, { recursive: true });
+});
+
+void test("durability write (the default): the record is in the journal at the reply and fdatasync'd within the interval", async () => {
+  const dir = tmpdir();
+  const d = createXenstored({ stateDir: dir });
+  const c = new RawConnection(d.openConnection({ domid: 0 }));
+  await countingSyncs(async (count) => {
+    const before = count();
+    assert.equal((await c.request("WRITE", "/w|kept")).text, "OK|");
+    assert.equal(count(), before, "no fdatasync on the reply path");
+    // What a daemon killed right now leaves behind: the state directory as the kernel has it.
+    const copy = tmpdir();
+    fs.cpSync(dir, copy, { recursive: true });
+    const again = createXenstored({ stateDir: copy });
+    const c2 = new RawConnection(again.openConnection({ domid: 0 }));
+    assert.equal((await c2.request("READ", "/w|")).text, "kept");
+    again.close();
+    fs.rmSync(copy, { recursive: true });
+    await new Promise((r) => setTimeout(r, SYNC_INTERVAL_MS + 200));
+    assert.equal(count(), before + 1, "one fdatasync after the interval");
+  });
+  d.close();
   fs.rmSync(dir, { recursive: true });
 });

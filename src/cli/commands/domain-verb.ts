@@ -8,7 +8,7 @@ import { vmstackdRequest } from "../../vmm/api/client.js";
 import type { Request } from "../../vmm/api/protocol.js";
 
 export function request(req: Request, ctx: CommandContext): Promise<unknown> {
-  return vmstackdRequest(req, { signal: ctx.signal });
+  return ctx.request ? ctx.request(req) : vmstackdRequest(req, { signal: ctx.signal });
 }
 
 /** `vmstack VERB D`: one domain argument, no options. */

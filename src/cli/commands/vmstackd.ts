@@ -2,6 +2,7 @@
 import type { Command } from "../command.js";
 import { intOpt, parseCommandArgs, stringOpt, usageError } from "../args.js";
 import { runVmstackd } from "../../vmm/manager-daemon.js";
+import { runFastVerb } from "../fast-path.js";
 
 export const vmstackdCommand: Command = {
   name: "vmstackd",
@@ -26,6 +27,7 @@ export const vmstackdCommand: Command = {
       env: process.env,
       out: ctx.stdout,
       signal: ctx.signal,
+      cli: runFastVerb,
     });
   },
 };

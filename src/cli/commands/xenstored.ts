@@ -1,17 +1,18 @@
 /** `vmstack xenstored`: run the Xen-compatible xenstore daemon on a Unix socket. */
 import type { Command } from "../command.js";
 import { boolOpt, intOpt, parseCommandArgs, stringOpt, usageError } from "../args.js";
-import { createXenstored, defaultSocketPath, defaultStateDir, listenUnix, parseQuotaOverrides, warmUp } from "../../xenstore/index.js";
+import { DURABILITIES, createXenstored, defaultSocketPath, defaultStateDir, listenUnix, parseQuotaOverrides, warmUp } from "../../xenstore/index.js";
 import { isVmstackError } from "../../lib/errors.js";
 
 export const xenstoredCommand: Command = {
   name: "xenstored",
   summary: "run the xenstore daemon (Xen wire protocol on a Unix socket)",
-  usage: "[--socket PATH] [--state-dir DIR | --no-persist] [--quota NAME=N]…",
+  usage: "[--socket PATH] [--state-dir DIR [--durability write|fsync] | --no-persist] [--quota NAME=N]…",
   options: {
     socket: { type: "string", arg: "PATH", help: "socket path (default $VMSTACK_RUN_DIR/xenstored/socket, /run/vmstack/xenstored/socket as root)" },
     "state-dir": { type: "string", arg: "DIR", help: "journal and snapshots (default $VMSTACK_STATE_DIR/xenstored, /var/lib/vmstack/xenstored as root)" },
     "no-persist": { type: "boolean", help: "keep the store in memory only" },
+    durability: { type: "string", arg: "MODE", help: "what a reply waits for: write (default; the journal is written, fdatasync'd within 1 s: survives the daemon being killed) or fsync (on disk: survives power loss)" },
     quota: { type: "string", multiple: true, arg: "NAME=N", help: "quota for unprivileged domains: nodes, node-size, watches, transactions, outstanding, transaction-nodes, path-max, permissions (0 = off)" },
     "socket-mode": { type: "string", arg: "OCTAL", help: "socket file mode (default 0600)" },
     "event-queue": { type: "string", arg: "BYTES", help: "unread output per connection before watch events are dropped (default 1048576)" },
@@ -27,6 +28,10 @@ export const xenstoredCommand: Command = {
     const noPersist = boolOpt(p, "no-persist");
     const stateDirOpt = stringOpt(p, "state-dir");
     if (noPersist && stateDirOpt !== undefined) throw usageError("xenstored", "--state-dir and --no-persist exclude each other");
+    const durabilityS = stringOpt(p, "durability");
+    const durability = DURABILITIES.find((d) => d === durabilityS);
+    if (durabilityS !== undefined && durability === undefined) throw usageError("xenstored", `--durability expects write or fsync, got '${durabilityS}'`);
+    if (noPersist && durability !== undefined) throw usageError("xenstored", "--durability needs a state directory (it excludes --no-persist)");
     const modeS = stringOpt(p, "socket-mode");
     if (modeS !== undefined && !/^0?[0-7]{3}$/.test(modeS)) throw usageError("xenstored", `--socket-mode expects an octal mode like 0600, got '${modeS}'`);
     const quotaSpecs = (p.values["quota"] as string[] | undefined) ?? [];
@@ -46,6 +51,7 @@ export const xenstoredCommand: Command = {
     const daemon = createXenstored({
       onFatal: (e) => fatal.abort(e),
       ...(noPersist ? {} : { stateDir: stateDirOpt ?? defaultStateDir() }),
+      ...(durability === undefined ? {} : { durability }),
       quotas,
       ...(eventQueue === undefined ? {} : { eventQueueBytes: eventQueue }),
       ...(writeRate === undefined ? {} : { writeRate }),

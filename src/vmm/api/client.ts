@@ -61,7 +61,6 @@ export async function openDaemon(o: ClientOptions = {}): Promise<Socket> {
 }
 
 /** Sends one request on `s` and reads one response line; the bytes after it stay unread on `s`. */
-/** Sends one request and reads its response line; what follows it waits for the caller's next 'data' listener. */
 export function exchange(s: Socket, req: Request, signal?: AbortSignal): Promise<unknown> {
   return new Promise((resolve, reject) => {
     let buf: Buffer = Buffer.alloc(0);
@@ -75,18 +74,15 @@ export function exchange(s: Socket, req: Request, signal?: AbortSignal): Promise
       const nl = buf.indexOf("\n");
       if (nl < 0) return;
       cleanup();
-      // Whatever came after the response (a streamed exec's first frames, even its exit frame, or
-      // console output) belongs to the caller's listener, attached after this resolves: hold the
-      // stream until one is attached, or the bytes would be emitted to no listener and lost.
+      // Removing our 'data' listener does not pause a flowing socket: bytes that came with the
+      // response (a fast command's exec frames, say) would be emitted to no one before the caller,
+      // resuming after `await`, attaches its own listener. Hold them until then.
       s.pause();
       const rest = buf.subarray(nl + 1);
       if (rest.length > 0) s.unshift(rest);
-      const resumeOnListener = (event: string | symbol): void => {
-        if (event !== "data") return;
-        s.off("newListener", resumeOnListener);
-        process.nextTick(() => s.resume());
-      };
-      s.on("newListener", resumeOnListener);
+      setImmediate(() => {
+        if (!s.destroyed) s.resume();
+      });
       try {
         const r = parseResponse(JSON.parse(buf.subarray(0, nl).toString("utf8")));
         if (r.ok) resolve(r.result);
@@ -106,8 +102,6 @@ export function exchange(s: Socket, req: Request, signal?: AbortSignal): Promise
     };
     s.on("data", onData);
     s.on("close", onClose);
-    // A previous exchange on this socket left it paused.
-    s.resume();
     if (signal?.aborted) return onAbort();
     signal?.addEventListener("abort", onAbort, { once: true });
     s.write(encodeLine(req));

@@ -51,7 +51,7 @@ function serve(s: Socket, handler: Handler, onBug: (e: unknown) => void): void {
         throw new VmstackError("BAD_REQUEST", "bad request: not JSON");
       }
       outcome = await handler(parseRequest(value), closed.signal);
-      response = { ok: true, result: outcome.kind === "result" ? outcome.value : null };
+      response = { ok: true, result: outcome.value ?? null };
     } catch (e) {
       if (!isVmstackError(e)) onBug(e);
       response = { ok: false, error: isVmstackError(e) ? { code: e.code, message: e.message } : { code: "INTERNAL", message: `internal error: ${messageOf(e)}` } };
