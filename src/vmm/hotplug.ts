@@ -68,7 +68,8 @@ export function freePciSlot(used: ReadonlySet<number>, domain: string): string {
 }
 
 /** blockdev-add of the protocol and format nodes, then the guest-visible device. */
-export function blockAttachSteps(machine: MachineType, d: DiskConfig): QmpStep[] {
+/** `maxCpus`: the domain's maxvcpus, for the queue count (see virtioQueueProps). */
+export function blockAttachSteps(machine: MachineType, d: DiskConfig, maxCpus = 1): QmpStep[] {
   if (d.path === undefined) throw new VmstackError("BAD_DISK", `disk ${d.id} has no image to attach`);
   const ro = d.readOnly ? { "read-only": true } : {};
   const discard = d.discard ? { discard: "unmap" } : {};
@@ -98,7 +99,7 @@ export function blockAttachSteps(machine: MachineType, d: DiskConfig): QmpStep[]
   };
   switch (d.interface) {
     case "virtio":
-      steps.push({ execute: "device_add", arguments: { driver: virtioDevice(machine, "blk"), ...props, ...slotArgs(d.pciSlot) } });
+      steps.push({ execute: "device_add", arguments: { driver: virtioDevice(machine, "blk"), ...props, ...(machine === "microvm" ? {} : { "num-queues": maxCpus }), ...slotArgs(d.pciSlot) } });
       return steps;
     case "scsi":
     case "ide":

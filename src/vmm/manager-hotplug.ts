@@ -184,7 +184,7 @@ async function blockAttach(m: DomainManager, d: Domain, disk: Record<string, unk
   revalidate(d, { ...c, disks: [...c.disks, { ...disk, id }] }, "disk");
   const next = revalidate(d, { ...c, disks: [...c.disks, { ...disk, id, pciSlot: await slotFor(d, c) }] }, "disk");
   const added = next.disks[next.disks.length - 1] as DiskConfig;
-  const steps = blockAttachSteps(c.machine, added);
+  const steps = blockAttachSteps(c.machine, added, Math.max(c.vcpus, c.maxvcpus));
   await runAll(m, d, steps, (done) => (done.some((s) => s.execute === "device_add") ? [] : blockNodeRemoval(added.id).slice(2 - done.length)));
   await commit(m, d, next);
   m.o.log(`${d.name}: attached disk ${added.id} (${vdevOf(next.disks, next.disks.length - 1)}) ${added.path ?? ""}`);

@@ -230,7 +230,7 @@ export function buildQemuArgs(c: MachineConfig): string[] {
       );
     });
   }
-  args.push(...driveArgs(c.machine, c.drives ?? []));
+  args.push(...driveArgs(c.machine, c.drives ?? [], Math.max(c.cpus, c.maxCpus ?? 0)));
   args.push(...virtiofsDeviceArgs(c.machine, c.filesystems ?? []));
   for (const nic of c.nics ?? []) args.push(...nicArgs(c.machine, nic));
   if (c.rng) args.push("-object", "rng-random,id=rng0,filename=/dev/urandom", "-device", `${virtioDevice(c.machine, "rng")},rng=rng0,id=rng0.dev`);
@@ -290,9 +290,10 @@ export function opt(value: string): string {
  * Disks as `-blockdev` pairs (protocol node `<id>.file`, format node `<id>.fmt`) plus a `-device`.
  * Stable node names let QMP commands (snapshots, media change, resize) address a disk by its id.
  */
-function driveArgs(machine: MachineType, drives: readonly DriveConfig[]): string[] {
+function driveArgs(machine: MachineType, drives: readonly DriveConfig[], maxCpus: number): string[] {
   const args: string[] = [];
-  if (drives.some((d) => d.bus === "scsi")) args.push("-device", `${virtioDevice(machine, "scsi")},id=scsi0`);
+  const queues = virtioQueueProps(machine, maxCpus);
+  if (drives.some((d) => d.bus === "scsi")) args.push("-device", [`${virtioDevice(machine, "scsi")}`, "id=scsi0", ...queues.map((q) => q.replace("num-queues", "num_queues"))].join(","));
   let ide = 0;
   for (const d of drives) {
     const ro = d.readOnly ? ",read-only=on" : "";
@@ -320,7 +321,7 @@ function driveArgs(machine: MachineType, drives: readonly DriveConfig[]): string
     ];
     switch (d.bus) {
       case "virtio":
-        args.push("-device", [virtioDevice(machine, "blk"), ...props].join(","));
+        args.push("-device", [virtioDevice(machine, "blk"), ...props, ...queues].join(","));
         break;
       case "scsi":
         args.push("-device", [d.media === "cdrom" ? "scsi-cd" : "scsi-hd", "bus=scsi0.0", ...props].join(","));
@@ -358,6 +359,16 @@ export function pciSlotProps(slot: string | undefined): string[] {
   if (slot === undefined) return [];
   const [bus, addr] = slot.split("/");
   return [`bus=${bus ?? ""}`, ...(addr === undefined ? [] : [`addr=${addr}`])];
+}
+
+/**
+ * virtio-blk-pci and virtio-scsi-pci default to one queue per vCPU of `-smp cpus=`, which vcpu-set
+ * changes for the next start: a restore would then build the device with another queue count than
+ * the saved state has ("Failed to load virtio-blk:virtio"). One queue per possible vCPU (maxvcpus,
+ * fixed for the domain's life) is what a fully grown guest wants and never changes.
+ */
+export function virtioQueueProps(machine: MachineType, maxCpus: number): string[] {
+  return machine === "microvm" ? [] : [`num-queues=${maxCpus}`];
 }
 
 /** qdev ids of the hotplug root ports: `hotplug0`, `hotplug1`, … */

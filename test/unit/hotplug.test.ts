@@ -49,9 +49,12 @@ test("a disk attaches as two blockdev nodes and a virtio device, on a hotplug po
   assert.deepEqual(q35, [
     { execute: "blockdev-add", arguments: { driver: "file", filename: "/img/x.qcow2", "node-name": "disk3.file", "read-only": true } },
     { execute: "blockdev-add", arguments: { driver: "qcow2", file: "disk3.file", "node-name": "disk3.fmt", "read-only": true } },
-    { execute: "device_add", arguments: { driver: "virtio-blk-pci", drive: "disk3.fmt", id: "disk3", bus: "hotplug2" } },
+    { execute: "device_add", arguments: { driver: "virtio-blk-pci", drive: "disk3.fmt", id: "disk3", "num-queues": 1, bus: "hotplug2" } },
   ]);
-  assert.deepEqual(blockAttachSteps("pc", { ...d, pciSlot: "pci.0/0x1f" })[2], { execute: "device_add", arguments: { driver: "virtio-blk-pci", drive: "disk3.fmt", id: "disk3", bus: "pci.0", addr: "0x1f" } });
+  // One queue per possible vCPU, as at boot (a restore after vcpu-set must find the same count).
+  assert.deepEqual(blockAttachSteps("pc", { ...d, pciSlot: "pci.0/0x1f" }, 4)[2], {
+    execute: "device_add", arguments: { driver: "virtio-blk-pci", drive: "disk3.fmt", id: "disk3", "num-queues": 4, bus: "pci.0", addr: "0x1f" },
+  });
   const ide = config({ disks: [{ path: "/x", interface: "ide" }] }).disks[0];
   assert.ok(ide);
   assert.throws(() => blockAttachSteps("pc", ide), /cannot be attached while running/);
@@ -83,11 +86,13 @@ test("devices attached at run time come back at the same PCI place at the next s
     disks: [{ path: "/img/a.raw", vdev: "xvdb", pciSlot: "hotplug0" }], nics: [{ type: "user", pciSlot: "hotplug1" }],
   });
   const argv = compileDomain(c, { runDir: "/run/g" }).argv;
-  assert.ok(argv.includes("virtio-blk-pci,drive=disk0.fmt,id=disk0,bus=hotplug0"), argv.join(" "));
+  assert.ok(argv.includes("virtio-blk-pci,drive=disk0.fmt,id=disk0,bus=hotplug0,num-queues=1"), argv.join(" "));
   assert.ok(argv.some((a) => a.startsWith("virtio-net-pci,") && a.endsWith(",romfile=,bus=hotplug1")), argv.join(" "));
   assert.ok(argv.includes("virtio-balloon-pci,id=balloon0,bus=hotplug3"), "a balloon added by mem-set stays even at memory = maxmem");
   const pc = compileDomain(config({ machine: "pc", disks: [{ path: "/img/a.raw", pciSlot: "pci.0/0x1f" }] }), { runDir: "/run/g" }).argv;
-  assert.ok(pc.includes("virtio-blk-pci,drive=disk0.fmt,id=disk0,bus=pci.0,addr=0x1f"), pc.join(" "));
+  assert.ok(pc.includes("virtio-blk-pci,drive=disk0.fmt,id=disk0,bus=pci.0,addr=0x1f,num-queues=1"), pc.join(" "));
+  const grown = compileDomain(config({ vcpus: 2, maxvcpus: 4, disks: [{ path: "/img/a.raw" }] }), { runDir: "/run/g" }).argv;
+  assert.ok(grown.includes("virtio-blk-pci,drive=disk0.fmt,id=disk0,num-queues=4"), "queues follow maxvcpus, not the vCPUs online");
   assert.throws(() => config({ disks: [{ path: "/x", pciSlot: "pci.0/31" }] }), /pciSlot/);
 });
 
@@ -247,7 +252,7 @@ test("vmstackd attaches and detaches a disk with QEMU's command sequence, and xe
     assert.deepEqual(sent.filter((c) => c.execute !== "qom-get"), [
       { execute: "blockdev-add", arguments: { driver: "file", filename: "/img/data.raw", "node-name": "disk0.file" } },
       { execute: "blockdev-add", arguments: { driver: "raw", file: "disk0.file", "node-name": "disk0.fmt" } },
-      { execute: "device_add", arguments: { driver: "virtio-blk-pci", drive: "disk0.fmt", id: "disk0", bus: "hotplug0" } },
+      { execute: "device_add", arguments: { driver: "virtio-blk-pci", drive: "disk0.fmt", id: "disk0", "num-queues": 1, bus: "hotplug0" } },
     ]);
     // A second disk takes the next port.
     await e.req({ op: "block-attach", domain: "hp", disk: { path: "/img/two.raw", vdev: "xvdc" } });
