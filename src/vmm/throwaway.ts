@@ -17,6 +17,12 @@ import { log } from "../lib/log.js";
 import { isVmstackError } from "../lib/errors.js";
 import { within } from "../lib/abort.js";
 import { SYSROOT, TransferSession, type FilesOptions, type TransferReport } from "./transfer-session.js";
+import { bootSnapshotEligibility, COLD_BOOT_ENV } from "./boot-snapshot-plan.js";
+import { BootSnapshotStore } from "./boot-snapshot-store.js";
+import { logSnapshot, qmpSocketIn, restoreVm, saveVm, snapshotKeyFor, type SnapshotReport } from "./throwaway-snapshot.js";
+import type { GuestVmOptions } from "./guest-vm.js";
+import { QmpClient } from "./qmp/index.js";
+import { messageOf } from "../lib/errors.js";
 
 export interface ThrowawayOptions extends FilesOptions {
   readonly command: { readonly argv: readonly string[] } | { readonly shell: string };
@@ -35,6 +41,8 @@ export interface ThrowawayOptions extends FilesOptions {
   readonly onConsole?: (chunk: Buffer) => void;
   readonly hostEnv: Env;
   readonly signal?: AbortSignal | undefined;
+  /** Boot the kernel even when a boot snapshot could be used (`--cold-boot`; also $VMSTACK_COLD_BOOT). */
+  readonly coldBoot?: boolean;
 }
 
 export interface ThrowawayResult extends ExecResult {
@@ -42,7 +50,16 @@ export interface ThrowawayResult extends ExecResult {
   readonly initrdCached: boolean;
   /** Shares, `--in`/`--out` copies: mechanism and throughput. */
   readonly files: TransferReport;
-  readonly timings: { readonly prepareMs: number; readonly bootMs: number; readonly commandMs: number; readonly totalMs: number };
+  /** Whether the VM was restored from a boot snapshot, saved one, or booted cold, and why. */
+  readonly snapshot: SnapshotReport;
+  /** bootMs: until the VM was ready (boot or restore); snapshotSaveMs: saving a new boot snapshot. */
+  readonly timings: {
+    readonly prepareMs: number;
+    readonly bootMs: number;
+    readonly snapshotSaveMs?: number;
+    readonly commandMs: number;
+    readonly totalMs: number;
+  };
 }
 
 /** Boot deadlines scale with the accelerator: TCG is 10–50× slower than KVM, and shared hosts stall. */
@@ -76,9 +93,17 @@ async function runIn(o: ThrowawayOptions, runDir: string, files: TransferSession
   await files.makeDisks();
   log("debug", "run", `kernel ${image.kernel.release} (${image.kernel.source}): ${image.kernel.kernelPath}`);
   log("debug", "run", `initrd ${image.initrd.cached ? "cache hit" : "built"}: ${image.initrd.path}`);
-  const boot = async (accel: "kvm" | "tcg", signal?: AbortSignal): Promise<GuestVm> => {
-    const shareArgs = await files.startDaemons(o.memoryMiB, signal);
-    return GuestVm.boot({
+  const eligibility = bootSnapshotEligibility({
+    coldBootFlag: o.coldBoot ?? false,
+    coldBootEnv: o.hostEnv[COLD_BOOT_ENV],
+    virtiofsShares: files.features.includes("share") ? 1 : 0,
+    drives: files.drives.length,
+    nics: files.nics.length,
+  });
+  // Only a run that may save or restore a snapshot gets a QMP monitor: nothing else uses one.
+  const qmpSocket = eligibility.eligible ? qmpSocketIn(runDir) : undefined;
+  let qmp: QmpClient | undefined;
+  const vmOptions = (accel: "kvm" | "tcg", shareArgs: readonly string[], signal?: AbortSignal): GuestVmOptions => ({
       name: accel === "kvm" && o.accel === "auto" ? "kvm-probe" : "run",
       kernelPath: image.kernel.kernelPath,
       initrdPath: image.initrd.path,
@@ -92,6 +117,20 @@ async function runIn(o: ThrowawayOptions, runDir: string, files: TransferSession
       ...(files.drives.length ? { drives: files.drives } : {}),
       ...(files.nics.length ? { nics: files.nics } : {}),
       ...(shareArgs.length ? { extraArgs: shareArgs } : {}),
+      ...(qmpSocket !== undefined ? { qmpSocket } : {}),
+  });
+  const boot = async (accel: "kvm" | "tcg", signal?: AbortSignal): Promise<GuestVm> => {
+    const shareArgs = await files.startDaemons(o.memoryMiB, signal);
+    const options = vmOptions(accel, shareArgs, signal);
+    return GuestVm.boot({
+      ...options,
+      ...(qmpSocket !== undefined
+        ? {
+            afterSpawn: async (s: AbortSignal) => {
+              qmp = await QmpClient.connect(qmpSocket, { timeoutMs: options.bootTimeoutMs, signal: s, label: options.name });
+            },
+          }
+        : {}),
     });
   };
   let vm: GuestVm | undefined;
@@ -106,7 +145,52 @@ async function runIn(o: ThrowawayOptions, runDir: string, files: TransferSession
     });
     log("debug", "run", `accelerator: ${accel.accel} (${accel.reason})`);
     const tBoot = performance.now();
-    vm = probeVm ?? (await boot(accel.accel, o.signal));
+    let snapshot: SnapshotReport = { mode: "cold", reason: eligibility.eligible ? "" : eligibility.reason };
+    let snapshotSaveMs: number | undefined;
+    if (eligibility.eligible) {
+      const store = BootSnapshotStore.forEnv(o.hostEnv);
+      const { key, identity } = snapshotKeyFor(vmOptions(accel.accel, []), image.initrd.key);
+      let why = "no boot snapshot yet for this kernel, initrd, QEMU and machine";
+      if (!probeVm) {
+        const found = await store.find(key);
+        if (found.status === "found") {
+          try {
+            const r = await restoreVm(store, found.snapshot, { ...vmOptions(accel.accel, [], o.signal), qmpSocket: qmpSocketIn(runDir) });
+            vm = r.vm;
+            qmp = r.qmp;
+            snapshot = { mode: "restored", reason: "restored from boot snapshot", key, bytes: found.snapshot.meta.bytes, restoreMs: Math.round(r.ms) };
+          } catch (e) {
+            if (o.signal?.aborted) throw e;
+            why = `the boot snapshot could not be used (${messageOf(e).split("\n")[0] ?? ""}); it was deleted`;
+            await store.remove(key);
+          }
+        } else if (found.status === "corrupt") {
+          why = `the boot snapshot was corrupt (${found.reason}); it was deleted`;
+          await store.remove(key);
+        }
+      } else {
+        why = "this run's VM was the accelerator probe's";
+      }
+      if (!vm) {
+        logSnapshot(`cold boot: ${why}`);
+        vm = probeVm ?? (await boot(accel.accel, o.signal));
+        if (!qmp) throw new Error("runThrowaway: no QMP connection for the snapshot save");
+        try {
+          const saved = await saveVm(store, key, identity, vm, qmp, { timeoutMs: bootTimeoutMs(accel.accel, o.hostEnv), signal: o.signal });
+          snapshotSaveMs = Math.round(saved.ms);
+          snapshot = { mode: "saved", reason: why, key, bytes: saved.bytes, saveMs: snapshotSaveMs };
+        } catch (e) {
+          if (o.signal?.aborted) throw e;
+          // A snapshot is an optimisation: the run goes on without one.
+          snapshot = { mode: "cold", reason: `${why}; saving one failed: ${messageOf(e).split("\n")[0] ?? ""}` };
+        }
+      } else {
+        logSnapshot(`restored from boot snapshot ${key.slice(0, 12)} in ${snapshot.restoreMs ?? 0} ms`);
+      }
+    } else {
+      logSnapshot(`cold boot: ${eligibility.reason}`);
+    }
+    vm ??= probeVm ?? (await boot(accel.accel, o.signal));
     await files.intoGuest(vm.agent, o.signal);
     const tCmd = performance.now();
     const result = await runCommandIn(vm, o);
@@ -118,14 +202,17 @@ async function runIn(o: ThrowawayOptions, runDir: string, files: TransferSession
       accel,
       initrdCached: image.initrd.cached,
       files: files.report(),
+      snapshot,
       timings: {
         prepareMs: Math.round(tBoot - t0),
-        bootMs: Math.round(tCmd - tBoot),
+        bootMs: Math.round(tCmd - tBoot - (snapshotSaveMs ?? 0)),
+        ...(snapshotSaveMs !== undefined ? { snapshotSaveMs } : {}),
         commandMs: Math.round(tEnd - tCmd),
         totalMs: Math.round(tEnd - t0),
       },
     };
   } finally {
+    qmp?.close();
     await vm?.destroy();
   }
 }

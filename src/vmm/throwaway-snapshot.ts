@@ -1,0 +1,154 @@
+/**
+ * Boot snapshots for throwaway VMs (`vmstack run`), the VM side: save a freshly booted guest, and
+ * start a later run from that state instead of booting (docs/boot.md, "Boot snapshots").
+ *
+ * Save (first run of a key): the agent has answered HELLO; a PING round trip makes sure every
+ * reply to the handshake's repeated HELLOs has arrived (nothing of this connection is left in
+ * flight inside the saved state); then QMP `stop`, `migrate` to the cache, `cont`, and the run
+ * carries on with its command in the same VM.
+ *
+ * Restore: QEMU starts with `-incoming "exec:cat STATE"` while this process hashes the same file;
+ * once QEMU has loaded it and the hash matched, the agent socket is connected, the VM resumed
+ * (`cont`), the handshake done, and REFRESH gives the guest a fresh CRNG seed and the current time
+ * before any command runs. Any failure stops that QEMU and the caller boots cold.
+ */
+import { randomBytes } from "node:crypto";
+import { realpathSync, rmSync, statSync } from "node:fs";
+import { join } from "node:path";
+import { GuestVm, type GuestVmOptions } from "./guest-vm.js";
+import { hostIdentity, qemuIdentity } from "./host.js";
+import { QmpClient } from "./qmp/index.js";
+import { saveState, shellQuote, waitLoaded } from "./vm-state.js";
+import { bootSnapshotKey, normalizeArgv, type BootSnapshotIdentity } from "./boot-snapshot-plan.js";
+import type { BootSnapshot, BootSnapshotStore } from "./boot-snapshot-store.js";
+import { VmstackError, messageOf } from "../lib/errors.js";
+import { log } from "../lib/log.js";
+
+/** What happened about boot snapshots in one run (reported by --verbose and --json). */
+export interface SnapshotReport {
+  /** restored: started from a snapshot; saved: booted cold and saved one; cold: booted cold only. */
+  readonly mode: "restored" | "saved" | "cold";
+  /** Why there was no restore (or what was restored). */
+  readonly reason: string;
+  readonly key?: string;
+  /** Size of the state file. */
+  readonly bytes?: number;
+  /** Saving: from `stop` to `cont`, plus hashing and writing the entry. */
+  readonly saveMs?: number;
+  /** Restoring: QEMU start to the agent having taken REFRESH. */
+  readonly restoreMs?: number;
+}
+
+/** The identity of the state a VM with these options boots to (boot-snapshot-plan.ts). */
+export function snapshotIdentity(vm: GuestVmOptions, initrdKey: string): BootSnapshotIdentity {
+  const kernel = realpathSync(vm.kernelPath);
+  const st = statSync(kernel);
+  const { incoming: _incoming, ...options } = vm;
+  return {
+    qemu: qemuIdentity(),
+    accel: vm.accel,
+    ...(vm.accel === "kvm" ? { host: hostIdentity() } : {}),
+    kernel: `${kernel}|${st.size}|${Math.round(st.mtimeMs)}|${st.ino}`,
+    initrd: initrdKey,
+    argv: normalizeArgv(GuestVm.argvFor(options), vm.runDir),
+  };
+}
+
+export function snapshotKeyFor(vm: GuestVmOptions, initrdKey: string): { key: string; identity: BootSnapshotIdentity } {
+  const identity = snapshotIdentity(vm, initrdKey);
+  return { key: bootSnapshotKey(identity), identity };
+}
+
+/**
+ * Starts a VM from `snapshot`. `vm` must be the options the snapshot was saved with (same key),
+ * including its `qmpSocket`. Throws (with that QEMU stopped) when anything is wrong.
+ */
+export async function restoreVm(
+  store: BootSnapshotStore,
+  snapshot: BootSnapshot,
+  vm: GuestVmOptions & { readonly qmpSocket: string },
+): Promise<{ vm: GuestVm; qmp: QmpClient; ms: number }> {
+  const t0 = performance.now();
+  let qmp: QmpClient | undefined;
+  // Hashed while QEMU loads the same bytes: checked before the guest runs, at no extra latency
+  // on a machine with a second core.
+  const hashOk = store.verify(snapshot);
+  hashOk.catch(() => undefined);
+  // A restore answers in well under a second; a snapshot that hangs the guest must not cost the
+  // full cold-boot deadline before the fallback.
+  const bootTimeoutMs = Math.min(vm.bootTimeoutMs, 30_000);
+  try {
+    const restored = await GuestVm.boot({
+      ...vm,
+      bootTimeoutMs,
+      incoming: `exec:cat ${shellQuote(snapshot.statePath)}`,
+      afterSpawn: async (signal) => {
+        qmp = await QmpClient.connect(vm.qmpSocket, { timeoutMs: bootTimeoutMs, signal, label: vm.name });
+        await waitLoaded(qmp, { timeoutMs: bootTimeoutMs, signal });
+        const loaded = performance.now() - t0;
+        const ok = await hashOk;
+        log("debug", vm.name, `snapshot: state loaded after ${Math.round(loaded)} ms, hash checked after ${Math.round(performance.now() - t0)} ms`);
+        if (!ok) throw new VmstackError("SNAPSHOT_CORRUPT", "the state file does not match the sha256 recorded when it was saved");
+      },
+      afterConnect: async (signal) => {
+        if (!qmp) throw new Error("restoreVm: no QMP connection after spawn");
+        await qmp.execute("cont", undefined, { timeoutMs: bootTimeoutMs, signal });
+      },
+    });
+    try {
+      // Before any command: every VM restored from this state would otherwise draw the same
+      // random bytes and live at the moment of the save.
+      await restored.agent.refresh({ seed: randomBytes(64), ...(vm.signal ? { signal: vm.signal } : {}) });
+      log("debug", vm.name, `snapshot: fresh randomness and time taken after ${Math.round(performance.now() - t0)} ms`);
+    } catch (e) {
+      await restored.destroy();
+      throw new VmstackError("SNAPSHOT_REFRESH_FAILED", `the restored guest did not take fresh randomness and time: ${messageOf(e)}`, { cause: e });
+    }
+    if (!qmp) throw new Error("restoreVm: no QMP connection");
+    return { vm: restored, qmp, ms: performance.now() - t0 };
+  } catch (e) {
+    qmp?.close();
+    // The cold boot that follows uses the same run directory: no stale socket paths.
+    for (const sock of [vm.qmpSocket, join(vm.runDir, "agent.sock")]) rmSync(sock, { force: true });
+    throw e;
+  }
+}
+
+/**
+ * Saves the state of `vm`, booted cold with `qmp` connected and its agent ready, under `key`;
+ * the VM runs on afterwards. A failed save is the caller's to report; the VM is resumed anyway.
+ */
+export async function saveVm(
+  store: BootSnapshotStore,
+  key: string,
+  identity: BootSnapshotIdentity,
+  vm: GuestVm,
+  qmp: QmpClient,
+  o: { readonly timeoutMs: number; readonly signal?: AbortSignal | undefined },
+): Promise<{ bytes: number; ms: number }> {
+  const t0 = performance.now();
+  // In order on one channel: once the PONG is here, so are the replies to every earlier HELLO.
+  await vm.agent.ping(o.signal ? { signal: o.signal } : {});
+  let stopped = false;
+  try {
+    const { bytes } = await store.save(key, identity, async (path) => {
+      stopped = true;
+      await saveState(qmp, path, o);
+      // The guest runs on while the entry is hashed and renamed into place.
+      await qmp.execute("cont", undefined, o);
+      stopped = false;
+    });
+    return { bytes, ms: performance.now() - t0 };
+  } finally {
+    if (stopped) await qmp.execute("cont", undefined, o);
+  }
+}
+
+/** The QMP socket of a throwaway run (only with snapshots: otherwise nothing talks QMP). */
+export function qmpSocketIn(runDir: string): string {
+  return join(runDir, "qmp.sock");
+}
+
+export function logSnapshot(message: string): void {
+  log("debug", "run", message);
+}
