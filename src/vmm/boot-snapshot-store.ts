@@ -166,7 +166,10 @@ export class BootSnapshotStore {
       try {
         const st = await stat(join(this.root, key));
         const state = await stat(join(this.root, key, "state")).catch(() => undefined);
-        const meta = await readFile(join(this.root, key, "meta.json"), "utf8").then((t) => parseBootSnapshotMeta(JSON.parse(t)), () => undefined);
+        // A listing shows broken entries too (without their save time); find() reports why.
+        const meta = await readFile(join(this.root, key, "meta.json"), "utf8")
+          .then((t) => parseBootSnapshotMeta(JSON.parse(t)))
+          .catch(() => undefined);
         entries.push({ key, bytes: state?.size ?? 0, lastUsed: st.mtime, ...(meta ? { savedAt: meta.savedAt } : {}) });
       } catch (e) {
         // Removed by another run while we looked.

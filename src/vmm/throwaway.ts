@@ -161,7 +161,7 @@ async function runIn(o: ThrowawayOptions, runDir: string, files: TransferSession
             snapshot = { mode: "restored", reason: "restored from boot snapshot", key, bytes: found.snapshot.meta.bytes, restoreMs: Math.round(r.ms) };
           } catch (e) {
             if (o.signal?.aborted) throw e;
-            why = `the boot snapshot could not be used (${messageOf(e).split("\n")[0] ?? ""}); it was deleted`;
+            why = `the boot snapshot could not be used (${restoreFailure(e)}); it was deleted`;
             await store.remove(key);
           }
         } else if (found.status === "corrupt") {
@@ -215,6 +215,14 @@ async function runIn(o: ThrowawayOptions, runDir: string, files: TransferSession
     qmp?.close();
     await vm?.destroy();
   }
+}
+
+/** One line for a failed restore: the error's first line and what QEMU said last (e.g. "load of migration failed"). */
+function restoreFailure(e: unknown): string {
+  const first = messageOf(e).split("\n")[0] ?? "";
+  const stderr = isVmstackError(e) ? e.facts["qemuStderr"] : undefined;
+  const said = Array.isArray(stderr) ? stderr.filter((l): l is string => typeof l === "string" && l.trim() !== "").at(-1) : undefined;
+  return said ? `${first}: ${said.trim()}` : first;
 }
 
 /**
