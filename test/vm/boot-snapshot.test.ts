@@ -47,6 +47,10 @@ test("the first run boots cold and saves a boot snapshot; later runs restore it,
   assert.equal(first.stdout, "first\n");
   assert.match(first.stderr, /cold boot: no boot snapshot yet.*; saved boot snapshot [0-9a-f]{12} \([\d.]+ MB\) in \d+ ms/);
   assert.equal(snapshots().length, 1);
+  const info = await cli(["info", "--json"], { env });
+  const listed = (JSON.parse(info.stdout) as { bootSnapshots: { count: number; entries: { key: string; bytes: number }[] } }).bootSnapshots;
+  assert.equal(listed.count, 1);
+  assert.equal(listed.entries[0]?.key, snapshots()[0]);
 
   const a = await probe();
   const b = await probe();
