@@ -21,7 +21,7 @@ import { QmpClient } from "./qmp/index.js";
 import { saveState, shellQuote, waitLoaded } from "./vm-state.js";
 import { bootSnapshotKey, normalizeArgv, type BootSnapshotIdentity } from "./boot-snapshot-plan.js";
 import type { BootSnapshot, BootSnapshotStore } from "./boot-snapshot-store.js";
-import { VmstackError, messageOf } from "../lib/errors.js";
+import { VmstackError, isVmstackError, messageOf } from "../lib/errors.js";
 import { log } from "../lib/log.js";
 
 /** What happened about boot snapshots in one run (reported by --verbose and --json). */
@@ -149,6 +149,77 @@ export function qmpSocketIn(runDir: string): string {
   return join(runDir, "qmp.sock");
 }
 
-export function logSnapshot(message: string): void {
-  log("debug", "run", message);
+export interface SnapshotStart {
+  readonly vm: GuestVm;
+  readonly qmp: QmpClient | undefined;
+  readonly report: SnapshotReport;
+}
+
+/**
+ * The VM of a run that may use a boot snapshot: restored from the snapshot of `vm`'s key when
+ * there is a good one; otherwise `coldBoot()` (or the accelerator probe's VM, already booted),
+ * and a snapshot of it saved for the next run. Problems with a snapshot never fail the run: the
+ * snapshot is deleted and the VM booted cold. Only an abort (Ctrl-C) and a failed cold boot throw.
+ */
+export async function startWithBootSnapshot(o: {
+  readonly store: BootSnapshotStore;
+  /** The options every VM of this key boots with (the key is computed from them). */
+  readonly vm: GuestVmOptions & { readonly qmpSocket: string };
+  readonly initrdKey: string;
+  readonly probeVm: GuestVm | undefined;
+  /** Boots cold, connecting QMP on vm.qmpSocket (qmpOf() returns that client afterwards). */
+  readonly coldBoot: () => Promise<GuestVm>;
+  readonly qmpOf: () => QmpClient | undefined;
+  readonly saveTimeoutMs: number;
+  readonly signal?: AbortSignal | undefined;
+}): Promise<SnapshotStart> {
+  const { key, identity } = snapshotKeyFor(o.vm, o.initrdKey);
+  let why = "no boot snapshot yet for this kernel, initrd, QEMU and machine";
+  if (o.probeVm) {
+    why = "this run's VM is the accelerator probe's";
+  } else {
+    let found: Awaited<ReturnType<BootSnapshotStore["find"]>>;
+    try {
+      found = await o.store.find(key);
+    } catch (e) {
+      found = { status: "corrupt", reason: messageOf(e) };
+    }
+    if (found.status === "found") {
+      try {
+        const r = await restoreVm(o.store, found.snapshot, o.vm);
+        log("debug", o.vm.name, `restored from boot snapshot ${key.slice(0, 12)} in ${Math.round(r.ms)} ms`);
+        return { vm: r.vm, qmp: r.qmp, report: { mode: "restored", reason: "restored from boot snapshot", key, bytes: found.snapshot.meta.bytes, restoreMs: Math.round(r.ms) } };
+      } catch (e) {
+        if (o.signal?.aborted) throw e;
+        why = `the boot snapshot could not be used (${restoreFailure(e)}); it was deleted`;
+        await o.store.remove(key);
+      }
+    } else if (found.status === "corrupt") {
+      why = `the boot snapshot was corrupt (${found.reason}); it was deleted`;
+      await o.store.remove(key);
+    }
+  }
+  log("debug", o.vm.name, `cold boot: ${why}`);
+  const vm = o.probeVm ?? (await o.coldBoot());
+  const qmp = o.qmpOf();
+  if (!qmp) return { vm, qmp, report: { mode: "cold", reason: `${why}; no QMP connection to save one` } };
+  try {
+    const saved = await saveVm(o.store, key, identity, vm, qmp, { timeoutMs: o.saveTimeoutMs, signal: o.signal });
+    return { vm, qmp, report: { mode: "saved", reason: why, key, bytes: saved.bytes, saveMs: Math.round(saved.ms) } };
+  } catch (e) {
+    if (o.signal?.aborted) {
+      await vm.destroy();
+      throw e;
+    }
+    // A snapshot is an optimisation: the run goes on without one.
+    return { vm, qmp, report: { mode: "cold", reason: `${why}; saving one failed: ${messageOf(e).split("\n")[0] ?? ""}` } };
+  }
+}
+
+/** One line for a failed restore: the error's first line and what QEMU said last (e.g. "load of migration failed"). */
+function restoreFailure(e: unknown): string {
+  const first = messageOf(e).split("\n")[0] ?? "";
+  const stderr = isVmstackError(e) ? e.facts["qemuStderr"] : undefined;
+  const said = Array.isArray(stderr) ? stderr.filter((l): l is string => typeof l === "string" && l.trim() !== "").at(-1) : undefined;
+  return said ? `${first}: ${said.trim()}` : first;
 }

@@ -19,10 +19,9 @@ import { within } from "../lib/abort.js";
 import { SYSROOT, TransferSession, type FilesOptions, type TransferReport } from "./transfer-session.js";
 import { bootSnapshotEligibility, COLD_BOOT_ENV } from "./boot-snapshot-plan.js";
 import { BootSnapshotStore } from "./boot-snapshot-store.js";
-import { logSnapshot, qmpSocketIn, restoreVm, saveVm, snapshotKeyFor, type SnapshotReport } from "./throwaway-snapshot.js";
+import { qmpSocketIn, startWithBootSnapshot, type SnapshotReport } from "./throwaway-snapshot.js";
 import type { GuestVmOptions } from "./guest-vm.js";
 import { QmpClient } from "./qmp/index.js";
-import { messageOf } from "../lib/errors.js";
 
 export interface ThrowawayOptions extends FilesOptions {
   readonly command: { readonly argv: readonly string[] } | { readonly shell: string };
@@ -104,20 +103,20 @@ async function runIn(o: ThrowawayOptions, runDir: string, files: TransferSession
   const qmpSocket = eligibility.eligible ? qmpSocketIn(runDir) : undefined;
   let qmp: QmpClient | undefined;
   const vmOptions = (accel: "kvm" | "tcg", shareArgs: readonly string[], signal?: AbortSignal): GuestVmOptions => ({
-      name: accel === "kvm" && o.accel === "auto" ? "kvm-probe" : "run",
-      kernelPath: image.kernel.kernelPath,
-      initrdPath: image.initrd.path,
-      accel,
-      memoryMiB: o.memoryMiB,
-      cpus: o.cpus,
-      runDir,
-      bootTimeoutMs: bootTimeoutMs(accel, o.hostEnv),
-      signal,
-      ...(o.onConsole ? { onConsole: o.onConsole } : {}),
-      ...(files.drives.length ? { drives: files.drives } : {}),
-      ...(files.nics.length ? { nics: files.nics } : {}),
-      ...(shareArgs.length ? { extraArgs: shareArgs } : {}),
-      ...(qmpSocket !== undefined ? { qmpSocket } : {}),
+    name: accel === "kvm" && o.accel === "auto" ? "kvm-probe" : "run",
+    kernelPath: image.kernel.kernelPath,
+    initrdPath: image.initrd.path,
+    accel,
+    memoryMiB: o.memoryMiB,
+    cpus: o.cpus,
+    runDir,
+    bootTimeoutMs: bootTimeoutMs(accel, o.hostEnv),
+    signal,
+    ...(o.onConsole ? { onConsole: o.onConsole } : {}),
+    ...(files.drives.length ? { drives: files.drives } : {}),
+    ...(files.nics.length ? { nics: files.nics } : {}),
+    ...(shareArgs.length ? { extraArgs: shareArgs } : {}),
+    ...(qmpSocket !== undefined ? { qmpSocket } : {}),
   });
   const boot = async (accel: "kvm" | "tcg", signal?: AbortSignal): Promise<GuestVm> => {
     const shareArgs = await files.startDaemons(o.memoryMiB, signal);
@@ -147,48 +146,23 @@ async function runIn(o: ThrowawayOptions, runDir: string, files: TransferSession
     const tBoot = performance.now();
     let snapshot: SnapshotReport = { mode: "cold", reason: eligibility.eligible ? "" : eligibility.reason };
     let snapshotSaveMs: number | undefined;
-    if (eligibility.eligible) {
-      const store = BootSnapshotStore.forEnv(o.hostEnv);
-      const { key, identity } = snapshotKeyFor(vmOptions(accel.accel, []), image.initrd.key);
-      let why = "no boot snapshot yet for this kernel, initrd, QEMU and machine";
-      if (!probeVm) {
-        const found = await store.find(key);
-        if (found.status === "found") {
-          try {
-            const r = await restoreVm(store, found.snapshot, { ...vmOptions(accel.accel, [], o.signal), qmpSocket: qmpSocketIn(runDir) });
-            vm = r.vm;
-            qmp = r.qmp;
-            snapshot = { mode: "restored", reason: "restored from boot snapshot", key, bytes: found.snapshot.meta.bytes, restoreMs: Math.round(r.ms) };
-          } catch (e) {
-            if (o.signal?.aborted) throw e;
-            why = `the boot snapshot could not be used (${restoreFailure(e)}); it was deleted`;
-            await store.remove(key);
-          }
-        } else if (found.status === "corrupt") {
-          why = `the boot snapshot was corrupt (${found.reason}); it was deleted`;
-          await store.remove(key);
-        }
-      } else {
-        why = "this run's VM was the accelerator probe's";
-      }
-      if (!vm) {
-        logSnapshot(`cold boot: ${why}`);
-        vm = probeVm ?? (await boot(accel.accel, o.signal));
-        if (!qmp) throw new Error("runThrowaway: no QMP connection for the snapshot save");
-        try {
-          const saved = await saveVm(store, key, identity, vm, qmp, { timeoutMs: bootTimeoutMs(accel.accel, o.hostEnv), signal: o.signal });
-          snapshotSaveMs = Math.round(saved.ms);
-          snapshot = { mode: "saved", reason: why, key, bytes: saved.bytes, saveMs: snapshotSaveMs };
-        } catch (e) {
-          if (o.signal?.aborted) throw e;
-          // A snapshot is an optimisation: the run goes on without one.
-          snapshot = { mode: "cold", reason: `${why}; saving one failed: ${messageOf(e).split("\n")[0] ?? ""}` };
-        }
-      } else {
-        logSnapshot(`restored from boot snapshot ${key.slice(0, 12)} in ${snapshot.restoreMs ?? 0} ms`);
-      }
+    if (eligibility.eligible && qmpSocket !== undefined) {
+      const started = await startWithBootSnapshot({
+        store: BootSnapshotStore.forEnv(o.hostEnv),
+        vm: { ...vmOptions(accel.accel, [], o.signal), qmpSocket },
+        initrdKey: image.initrd.key,
+        probeVm,
+        coldBoot: () => boot(accel.accel, o.signal),
+        qmpOf: () => qmp,
+        saveTimeoutMs: bootTimeoutMs(accel.accel, o.hostEnv),
+        signal: o.signal,
+      });
+      vm = started.vm;
+      qmp = started.qmp;
+      snapshot = started.report;
+      snapshotSaveMs = started.report.saveMs;
     } else {
-      logSnapshot(`cold boot: ${eligibility.reason}`);
+      log("debug", "run", `cold boot: ${snapshot.reason}`);
     }
     vm ??= probeVm ?? (await boot(accel.accel, o.signal));
     await files.intoGuest(vm.agent, o.signal);
@@ -215,14 +189,6 @@ async function runIn(o: ThrowawayOptions, runDir: string, files: TransferSession
     qmp?.close();
     await vm?.destroy();
   }
-}
-
-/** One line for a failed restore: the error's first line and what QEMU said last (e.g. "load of migration failed"). */
-function restoreFailure(e: unknown): string {
-  const first = messageOf(e).split("\n")[0] ?? "";
-  const stderr = isVmstackError(e) ? e.facts["qemuStderr"] : undefined;
-  const said = Array.isArray(stderr) ? stderr.filter((l): l is string => typeof l === "string" && l.trim() !== "").at(-1) : undefined;
-  return said ? `${first}: ${said.trim()}` : first;
 }
 
 /**
