@@ -24,7 +24,10 @@
 /* Must match FAST_VERBS in src/cli/fast-path.ts (vmstackd refuses any other verb). */
 static const char *const fast_verbs[] = {
 	"list", "pause", "unpause", "destroy", "reboot", "shutdown", "rename",
-	"domid", "domname", "uptime", "sysrq", "trigger", "dmesg", NULL,
+	"domid", "domname", "uptime", "sysrq", "trigger", "dmesg",
+	/* Hotplug verbs that name no host file (attach and cd-insert take paths: Node.js CLI). */
+	"block-list", "block-detach", "network-list", "network-detach", "cd-eject", "mem-set", "vcpu-set",
+	NULL,
 };
 
 static int is_fast(const char *verb)

@@ -19,9 +19,16 @@
  * acknowledges and exits 0, so tests on the host can exercise the request safely.
  * --init (PID 1 only; implies --power) first sets the machine up like guest/init (pid1.c). Run
  * as PID 1 (installed as the initrd's /init) the agent does this without being asked.
+ *
+ * In a guest (--port with --power) the agent also starts the xenstore relay (xenstore.c) as a
+ * child process if the port org.vmstack.xenstore exists; --no-xenstore skips it. Subcommands:
+ *   vmstack-agent xenstore VERB ARGS   the guest's xenstore tools (xs-tool.c); also run as
+ *                                      xenstore-read, xenstore-write, ... through links
+ *   vmstack-agent xenstore-relay ...   the relay alone (xenstore.c)
  */
 #include "agent.h"
 #include "pid1.h"
+#include "xenstore.h"
 
 static enum mode mode = M_PORT;
 static const char *chan_arg = "org.vmstack.agent";
@@ -226,17 +233,38 @@ static const char *open_channel(void) {
 
 static void usage(void) {
   fprintf(stderr, "usage: vmstack-agent [--port NAME | --device PATH | --listen PATH | --connect PATH"
-                  " | --fd N] [--power] [--init]\n");
+                  " | --fd N] [--power] [--init] [--no-xenstore]\n"
+                  "       vmstack-agent xenstore VERB ARGS | xenstore-relay ...\n");
   exit(2);
+}
+
+/* The xenstore relay as a child of the agent: its own loop, so neither protocol stalls the other.
+ * The port appears together with the agent's (one virtio-serial device), so 1 s is plenty; a VM
+ * without it (vmstack run) just has no xenstore. */
+static void start_xenstore_relay(void) {
+  pid_t pid = fork();
+  if (pid != 0) return; /* the agent reaps it like any child (reap() ignores unknown pids) */
+  sigset_t none;
+  sigemptyset(&none);
+  sigprocmask(SIG_SETMASK, &none, NULL);
+  close_fd(&conn_fd);
+  close_fd(&sig_fd);
+  char *args[] = {"--port", XS_PORT_NAME, "--wait-port", "1000", "--quiet-missing", "--power", NULL};
+  exit(xs_relay_main(6, args));
 }
 
 /* poll() slots: what each pollfd stands for */
 enum { P_CONN, P_LISTEN, P_SIG, P_OUT, P_ERR, P_IN };
 
 int main(int argc, char **argv) {
-  int as_init = 0;
+  int as_init = 0, xenstore = 1;
+  const char *base = strrchr(argv[0], '/') ? strrchr(argv[0], '/') + 1 : argv[0];
+  if (strncmp(base, "xenstore-", 9) == 0) return xs_tool_main(base + 9, argc - 1, argv + 1);
+  if (argc > 1 && strcmp(argv[1], "xenstore") == 0) return argc > 2 ? xs_tool_main(argv[2], argc - 3, argv + 3) : xs_tool_main("help", 0, NULL);
+  if (argc > 1 && strcmp(argv[1], "xenstore-relay") == 0) return xs_relay_main(argc - 2, argv + 2);
   for (int i = 1; i < argc; i++) {
     const char *a = argv[i];
+    if (strcmp(a, "--no-xenstore") == 0) { xenstore = 0; continue; }
     if (strcmp(a, "--power") == 0) { power_allowed = 1; continue; }
     if (strcmp(a, "--init") == 0) { as_init = 1; power_allowed = 1; continue; }
     if (strcmp(a, "--version") == 0) { printf("vmstack-agent %s protocol %d\n", AGENT_VERSION, PROTO_VERSION); return 0; }
@@ -267,6 +295,7 @@ int main(int argc, char **argv) {
   prctl(PR_SET_CHILD_SUBREAPER, 1);
   const char *where = open_channel();
   fprintf(stderr, "vmstack-agent: ready (protocol %d) on %s\n", PROTO_VERSION, where);
+  if (xenstore && mode == M_PORT && power_allowed) start_xenstore_relay();
 
   static struct pollfd pfd[3 + 3 * MAX_CMDS];
   static int what[3 + 3 * MAX_CMDS], whom[3 + 3 * MAX_CMDS];

@@ -13,7 +13,10 @@ import { VmstackError } from "../lib/errors.js";
 import type { Request } from "../vmm/api/protocol.js";
 
 /** Must match fast_verbs in front/vmstack.c. */
-export const FAST_VERBS = ["list", "pause", "unpause", "destroy", "reboot", "shutdown", "rename", "domid", "domname", "uptime", "sysrq", "trigger", "dmesg"] as const;
+export const FAST_VERBS = [
+  "list", "pause", "unpause", "destroy", "reboot", "shutdown", "rename", "domid", "domname", "uptime", "sysrq", "trigger", "dmesg",
+  "block-list", "block-detach", "network-list", "network-detach", "cd-eject", "mem-set", "vcpu-set",
+] as const;
 
 export interface CliResult {
   readonly code: number;

@@ -6,7 +6,7 @@
  * arrive in the context, already decided (house rule 2).
  */
 import { createHash } from "node:crypto";
-import { AGENT_PORT_NAME } from "../guest/index.js";
+import { AGENT_PORT_NAME, XENSTORE_PORT_NAME, XENSTORE_SOCKET_NAME } from "../guest/index.js";
 import { type Accel, type BlockFormat, type DriveConfig, type MachineConfig, type NicArgsConfig, buildQemuArgs } from "../vmm/qemu-args.js";
 import type { DiskConfig, DiskFormat, DomainConfig, NicConfig } from "./spec.js";
 
@@ -45,7 +45,7 @@ export interface DomainPlan {
   readonly argv: readonly string[];
   readonly prepare: readonly PrepareStep[];
   readonly helpers: readonly Helper[];
-  readonly paths: { readonly qmp: string; readonly console?: string; readonly agent?: string; readonly vnc?: string };
+  readonly paths: { readonly qmp: string; readonly console?: string; readonly agent?: string; readonly xenstore?: string; readonly vnc?: string };
   /** Shares the guest agent mounts once the guest is up (`mount -t virtiofs TAG TARGET`). */
   readonly mounts: readonly { readonly tag: string; readonly target: string; readonly readOnly: boolean }[];
   /** Things decided only at start (a probe boot, a GRUB menu), stated so a dry run is honest. */
@@ -133,7 +133,7 @@ export function compileDomain(c: DomainConfig, ctx: CompileContext): DomainPlan 
   const paths = {
     qmp: run("qmp.sock"),
     ...(c.serial === "socket" ? { console: run("console.sock") } : c.serial === "file" ? { console: run("console.log") } : {}),
-    ...(c.agent ? { agent: run("agent.sock") } : {}),
+    ...(c.agent ? { agent: run("agent.sock"), xenstore: run(XENSTORE_SOCKET_NAME) } : {}),
     ...(c.graphics ? { vnc: run("vnc.sock") } : {}),
   };
 
@@ -154,11 +154,18 @@ export function compileDomain(c: DomainConfig, ctx: CompileContext): DomainPlan 
     localtime: c.localtime,
     serial: c.serial === "none" ? { kind: "none" } : { kind: c.serial, path: paths.console as string },
     qmpSocket: paths.qmp,
-    channels: c.agent ? [{ name: AGENT_PORT_NAME, socketPath: paths.agent as string }] : [],
+    // The guest tools' two ports: the agent's protocol, and xenstore bound to the domid by vmstackd.
+    channels: c.agent
+      ? [
+          { name: AGENT_PORT_NAME, socketPath: paths.agent as string },
+          { name: XENSTORE_PORT_NAME, socketPath: paths.xenstore as string },
+        ]
+      : [],
     drives,
     filesystems: helpers.map((h, i) => ({ id: `fs${i}`, tag: (c.shares[i] as { tag: string }).tag, socketPath: h.socketPath })),
     nics,
     rng: c.rng,
+    ...(c.machine === "q35" && (c.hotplugSlots ?? 0) > 0 ? { hotplugPorts: c.hotplugSlots } : {}),
     ...(paths.vnc === undefined ? {} : { vncSocket: paths.vnc }),
     // on_reboot=destroy: QEMU exits instead of resetting. on_poweroff=preserve: QEMU stays, paused.
     // on_crash: pvpanic reports the panic; preserve keeps the guest paused for inspection.
@@ -168,7 +175,8 @@ export function compileDomain(c: DomainConfig, ctx: CompileContext): DomainPlan 
     // SHUTDOWN event's reason and applies onPoweroff itself (see the note).
     ...(c.onReboot === "preserve" ? { onReboot: "shutdown" as const } : {}),
     ...(c.onPoweroff === "preserve" || c.onReboot === "preserve" ? { onShutdown: "pause" as const } : {}),
-    onPanic: c.onCrash === "preserve" ? "pause" : "shutdown",
+    // The core-dump actions also keep the panicked guest paused: vmstackd dumps its memory, then ends it.
+    onPanic: c.onCrash === "preserve" || c.onCrash.startsWith("coredump-") ? "pause" : "shutdown",
     ...(ctx.paused ? { paused: true } : {}),
     ...(c.extraArgs.length > 0 ? { extraArgs: c.extraArgs } : {}),
   };

@@ -216,6 +216,20 @@ export function diskFormat(xl: string): DiskFormat {
   return (FORMATS.includes(xl) ? xl : "raw") as DiskFormat;
 }
 
+/** An xl disk as a vmstack disk spec (the `disks[]` entry of a DomainSpec). */
+export function xlDiskToSpec(d: XlDisk): Record<string, unknown> {
+  return {
+    ...(d.target === undefined ? {} : { path: d.target }),
+    format: diskFormat(d.format),
+    interface: interfaceForVdev(d.vdev, d.devtype),
+    media: d.devtype,
+    readOnly: d.access === "ro",
+    ...(d.discard ? { discard: true } : {}),
+    ...(d.directIoSafe ? { cache: "none" } : {}),
+    ...(d.vdev === undefined ? {} : { vdev: d.vdev }),
+  };
+}
+
 /** Render a vmstack disk back as a canonical xl disk spec. */
 export function formatDiskSpec(d: { path?: string; format: string; vdev: string; readOnly: boolean; media: "disk" | "cdrom"; discard: boolean }): string {
   const parts = [`format=${d.format}`, `vdev=${d.vdev}`, `access=${d.readOnly ? "ro" : "rw"}`];

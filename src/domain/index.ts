@@ -1,6 +1,6 @@
 /** Public surface of the domain layer: specs, validation, xl.cfg/xm configs, compilation to QEMU. */
-export { domainSchema, ACTIONS, DISK_FORMATS, DISK_INTERFACES, NIC_MODELS } from "./spec.js";
-export type { DomainSpec, DomainConfig, DiskConfig, NicConfig, ForwardConfig, ShareConfig, BootConfig, Action, DiskFormat, DiskInterface, NicModel } from "./spec.js";
+export { domainSchema, ACTIONS, CRASH_ACTIONS, DISK_FORMATS, DISK_INTERFACES, NIC_MODELS } from "./spec.js";
+export type { DomainSpec, DomainConfig, DiskConfig, NicConfig, ForwardConfig, ShareConfig, BootConfig, Action, CrashAction, DiskFormat, DiskInterface, NicModel } from "./spec.js";
 export { parseDomainSpec, checkDomainSpec, stableMac } from "./parse-spec.js";
 export type { ParseOptions, ParsedDomain } from "./parse-spec.js";
 export { validateDomain } from "./validate.js";
@@ -17,3 +17,5 @@ export { loadDomainFile, loadDomainText, applyOverrides } from "./load.js";
 export type { LoadedDomain, ConfigFormat } from "./load.js";
 export { exportXlConfig } from "./xl-export.js";
 export { renderOptionsDoc } from "./options-doc.js";
+export { diskFragment, nicFragment, parseMemSize } from "./device-spec.js";
+export type { FragmentResult } from "./device-spec.js";

@@ -87,7 +87,7 @@ const XL_MAPPING: readonly (readonly [string, string])[] = [
   ["vif = [ VIFSPEC … ]", "`nics`: no bridge or xenbr0 → user-mode NAT; another bridge name → a private network of that name; mac, model kept"],
   ["p9 = [ \"tag=T,path=DIR,…\" ]", "`shares` (served over virtiofs)"],
   ["serial, vnc, sdl, vfb, nographic", "`serial` (pty → socket, file: → file, none), `graphics`"],
-  ["on_poweroff, on_reboot, on_crash", "the on* options; rename-restart, coredump-*, soft-reset act as restart or destroy, with a warning"],
+  ["on_poweroff, on_reboot, on_crash", "the on* options (all of xl's actions; coredump-* on on_crash only); soft-reset acts as restart, with a warning"],
   ["device_model_args (and _hvm/_pv)", "`extraArgs`"],
 ];
 

@@ -10,7 +10,13 @@
 import { bool, derived, type Input, int, list, obj, oneOf, optional, type Output, required, str, union, withDefault } from "./schema.js";
 
 const PATH = { hint: "path" };
-export const ACTIONS = ["destroy", "restart", "preserve"] as const;
+/** What happens when a guest powers off or reboots (xl.cfg on_poweroff, on_reboot). */
+export const ACTIONS = ["destroy", "restart", "preserve", "rename-restart"] as const;
+/**
+ * on_crash adds the core-dump actions: a dump needs the crashed guest's memory, which is only
+ * there while QEMU holds it (paused at the panic), so they do not apply to a guest that shut down.
+ */
+export const CRASH_ACTIONS = [...ACTIONS, "coredump-destroy", "coredump-restart"] as const;
 export const DISK_FORMATS = ["raw", "qcow2", "qcow", "vhd", "qed"] as const;
 export const DISK_INTERFACES = ["virtio", "scsi", "ide"] as const;
 export const NIC_MODELS = ["virtio", "e1000", "rtl8139"] as const;
@@ -109,6 +115,11 @@ export const domainSchema = obj({
   accel: withDefault(oneOf(["auto", "kvm", "tcg"]), "auto", "Accelerator. `auto` probes KVM with a test boot at start and falls back to TCG."),
   memory: withDefault(int({ min: 16, unit: "MiB" }), 1024, "Memory at boot."),
   maxmem: derived(int({ min: 16, unit: "MiB" }), "`memory`", "Memory ceiling. Above `memory`, the guest starts with `maxmem` and a balloon inflated down to `memory`."),
+  hotplugSlots: withDefault(
+    int({ min: 0, max: 32 }),
+    4,
+    "PCIe root ports kept free for devices attached while the domain runs (block-attach, network-attach, mem-set's balloon). q35 only: pc's PCI bus hotplugs through ACPI without them, microvm cannot hotplug.",
+  ),
   vcpus: withDefault(int({ min: 1, max: 255 }), 1, "Virtual CPUs online at boot."),
   maxvcpus: derived(int({ min: 1, max: 255 }), "`vcpus`", "Virtual CPUs that can be brought online later."),
   localtime: withDefault(bool(), false, "Start the guest's clock at host local time instead of UTC."),
@@ -118,11 +129,19 @@ export const domainSchema = obj({
   nics: withDefault(list(nicSchema), [{ type: "user" }], "Network interfaces. The default is one user-mode NAT NIC (as qemu-vm.nix); `[]` for none."),
   serial: withDefault(oneOf(["socket", "file", "none"]), "socket", "Where the first serial port goes: a Unix socket in the run directory (for `vmstack console`), a log file there, or nowhere."),
   graphics: withDefault(bool(), false, "A display device and VNC on a Unix socket in the run directory; off means no display at all."),
-  onPoweroff: withDefault(oneOf(ACTIONS), "destroy", "What happens when the guest powers off: `destroy` ends the domain, `restart` starts it again, `preserve` keeps it paused for inspection."),
+  onPoweroff: withDefault(
+    oneOf(ACTIONS),
+    "destroy",
+    "What happens when the guest powers off: `destroy` ends the domain, `restart` starts it again, `preserve` keeps it for inspection, `rename-restart` keeps the old one renamed NAME--incarnation-N and starts a new one.",
+  ),
   onReboot: withDefault(oneOf(ACTIONS), "restart", "What happens when the guest reboots."),
-  onCrash: withDefault(oneOf(ACTIONS), "destroy", "What happens when the guest kernel panics (pvpanic)."),
+  onCrash: withDefault(
+    oneOf(CRASH_ACTIONS),
+    "destroy",
+    "What happens when the guest kernel panics (pvpanic) or QEMU dies; also `coredump-destroy` and `coredump-restart`, which first write the guest's memory as an ELF core to $STATE/dump/.",
+  ),
   rng: withDefault(bool(), true, "A virtio-rng device fed from the host's /dev/urandom."),
-  agent: withDefault(bool(), true, "The guest agent's virtio-serial channel (command execution, file transfer)."),
+  agent: withDefault(bool(), true, "The guest tools' virtio-serial channels: the agent's (command execution, file transfer) and the guest's xenstore connection, bound to its domid by vmstackd."),
   extraArgs: withDefault(list(str()), [], "Extra QEMU arguments appended last: an escape hatch, not validated."),
 });
 
@@ -136,6 +155,7 @@ export type ForwardConfig = Output<typeof forwardSchema>;
 export type ShareConfig = DomainConfig["shares"][number];
 export type BootConfig = DomainConfig["boot"];
 export type Action = (typeof ACTIONS)[number];
+export type CrashAction = (typeof CRASH_ACTIONS)[number];
 export type DiskFormat = (typeof DISK_FORMATS)[number];
 export type DiskInterface = (typeof DISK_INTERFACES)[number];
 export type NicModel = (typeof NIC_MODELS)[number];

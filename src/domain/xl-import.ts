@@ -11,7 +11,7 @@
  */
 import { type Origin, type Problem, OriginMap } from "./diagnostics.js";
 import { closest } from "./did-you-mean.js";
-import { diskFormat, interfaceForVdev, parseDiskSpec } from "./disk-spec.js";
+import { parseDiskSpec, xlDiskToSpec } from "./disk-spec.js";
 import { type DomainSpec, NAME_PATTERN } from "./spec.js";
 import { DEFAULT_BRIDGE, parseVifSpec } from "./vif-spec.js";
 import type { XlConfig, XlSetting, XlValue } from "./xl-config.js";
@@ -47,9 +47,9 @@ const ACTIONS: Readonly<Record<string, { action: string; note?: string }>> = {
   destroy: { action: "destroy" },
   restart: { action: "restart" },
   preserve: { action: "preserve" },
-  "rename-restart": { action: "restart", note: "the domain restarts under its own name" },
-  "coredump-destroy": { action: "destroy", note: "no core dump is written" },
-  "coredump-restart": { action: "restart", note: "no core dump is written" },
+  "rename-restart": { action: "rename-restart" },
+  "coredump-destroy": { action: "coredump-destroy" },
+  "coredump-restart": { action: "coredump-restart" },
   "soft-reset": { action: "restart", note: "a soft reset is a plain restart here" },
 };
 
@@ -142,16 +142,7 @@ export function importXlConfig(xl: XlConfig): ImportedXl {
     const i = diskOut.length;
     if (d.vdev !== undefined && /^xvd[a-z]+[0-9]+$/.test(d.vdev))
       warn(v, `vdev '${d.vdev}' names a partition: QEMU attaches the image as a whole disk (/dev/vd${d.vdev.slice(3).replace(/[0-9]+$/, "")} in the guest)`);
-    diskOut.push({
-      ...(d.target === undefined ? {} : { path: d.target }),
-      format: diskFormat(d.format),
-      interface: interfaceForVdev(d.vdev, d.devtype),
-      media: d.devtype,
-      readOnly: d.access === "ro",
-      ...(d.discard ? { discard: true } : {}),
-      ...(d.directIoSafe ? { cache: "none" } : {}),
-      ...(d.vdev === undefined ? {} : { vdev: d.vdev }),
-    });
+    diskOut.push(xlDiskToSpec(d));
     origins.set(`disks[${i}]`, at(v));
   });
   if (s.has("disk")) origins.set("disks", at(s.get("disk") as XlSetting));
@@ -218,6 +209,13 @@ export function importXlConfig(xl: XlConfig): ImportedXl {
     const a = ACTIONS[v];
     if (a === undefined) {
       error((s.get(key) as XlSetting).value, `${key} '${v}' is not one of ${Object.keys(ACTIONS).join(", ")}`);
+      continue;
+    }
+    if (a.action.startsWith("coredump-") && key !== "on_crash") {
+      // A guest that shut down left no memory to dump (QEMU has ended).
+      const plain = a.action.slice("coredump-".length);
+      warn(s.get(key) as XlSetting, `${key}=${v} acts as ${plain}: core dumps are written for crashed guests only`);
+      put(field, plain, key);
       continue;
     }
     if (a.note) warn(s.get(key) as XlSetting, `${key}=${v} acts as ${a.action}: ${a.note}`);

@@ -21,3 +21,16 @@ export function guestArtifacts(): GuestArtifacts {
 
 /** The virtio-serial port name the agent serves (QEMU: -device virtserialport,name=...). */
 export const AGENT_PORT_NAME = "org.vmstack.agent";
+
+/**
+ * The second port: the xenstore wire protocol (xs_wire.h framing) unchanged, which vmstackd binds
+ * to the guest's domid (docs/agent-protocol.md, "The xenstore channel"). Apart from the agent's
+ * port so that neither protocol can stall the other.
+ */
+export const XENSTORE_PORT_NAME = "org.vmstack.xenstore";
+
+/** The xenstore tools' multi-call names: links to the agent binary in the default guest's initrd. */
+export const XENSTORE_TOOL_NAMES = ["xenstore-read", "xenstore-write", "xenstore-ls", "xenstore-list", "xenstore-rm", "xenstore-mkdir", "xenstore-exists", "xenstore-watch"] as const;
+
+/** The socket file of the xenstore port in a domain's run directory (QEMU serves it). */
+export const XENSTORE_SOCKET_NAME = "xenstore.sock";

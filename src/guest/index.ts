@@ -4,7 +4,7 @@ export type { AgentInfo, ConnectOptions, FileOptions, RunOutput, WriteFileOption
 export type { ExecRequest } from "./exec-request.js";
 export { parseExecRequest } from "./exec-request.js";
 export type { ExecHandle, ExecResult } from "./exec-session.js";
-export { AGENT_PORT_NAME, guestArtifacts } from "./artifacts.js";
+export { AGENT_PORT_NAME, XENSTORE_PORT_NAME, XENSTORE_SOCKET_NAME, XENSTORE_TOOL_NAMES, guestArtifacts } from "./artifacts.js";
 export type { GuestArtifacts } from "./artifacts.js";
 export {
   FrameDecoder,

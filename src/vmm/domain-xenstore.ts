@@ -2,12 +2,15 @@
  * Domain records in xenstore, laid out as Xen's toolstack does (docs/misc/xenstore-paths.pandoc):
  *
  *   /local/domain/<domid>/{name, domid, vm, memory/target, memory/static-max, cpu/<n>/availability,
- *                          control/shutdown, control/platform-feature-*, console/type, data}
+ *                          control/shutdown, control/feature-{poweroff,reboot},
+ *                          control/platform-feature-*, console/type, data, attr, drivers}
  *   /vm/<uuid>/{uuid, name, start_time, image/ostype, on_poweroff, on_reboot, on_crash}
  *   /local/domain/0/{name = "Domain-0", domid = 0, memory/target}
  *
  * Memory values are KiB as in Xen. A domain's home is owned by dom0 and readable by the domain;
- * `control/` and `data/` are writable by it (the guest acknowledges control/shutdown by writing "").
+ * `control/`, `data/`, `attr/` and `drivers/` are writable by it (the guest acknowledges
+ * control/shutdown by writing "", says which commands it honours in control/feature-*, and
+ * reports its addresses under attr/vif/<n>/ipv4/<i>: the [w] paths of xenstore-paths.pandoc).
  * Everything for one domain is written in one transaction, so a reader never sees half a domain.
  */
 import type { XenstoreClient, XenstoreOps } from "../xenstore/client.js";
@@ -55,15 +58,22 @@ export async function writeDomain(xs: XenstoreClient, f: XsDomainFacts): Promise
       [`${home}/console/type`, "ioemu"],
       [`${home}/control/shutdown`, ""],
       [`${home}/control/platform-feature-multiprocessor-suspend`, "1"],
+      // The guest's xenstore channel serves RESET_WATCHES (its relay sends one on every connect).
+      [`${home}/control/platform-feature-xs_reset_watches`, "1"],
+      // "" = the guest may or may not answer; vmstack's agent sets "1" once it watches control/shutdown.
+      [`${home}/control/feature-poweroff`, ""],
+      [`${home}/control/feature-reboot`, ""],
     ]);
     for (let i = 0; i < f.maxvcpus; i++) await tx.write(`${home}/cpu/${i}/availability`, i < f.vcpus ? "online" : "offline");
     await tx.mkdir(`${home}/data`);
     await tx.mkdir(`${home}/device`);
+    await tx.mkdir(`${home}/attr`);
+    await tx.mkdir(`${home}/drivers`);
     const readable = [{ access: "n" as const, domid: 0 }, { access: "r" as const, domid: f.domid }];
     const writable = [{ access: "n" as const, domid: 0 }, { access: "b" as const, domid: f.domid }];
     // Every node of the home is readable by the domain (as xl sets them), control/ and data/ writable.
     await tx.setPerms(home, readable);
-    for (const sub of ["name", "domid", "vm", "memory", "memory/target", "memory/static-max", "console", "console/type", "cpu", "device", "control/platform-feature-multiprocessor-suspend"]) {
+    for (const sub of ["name", "domid", "vm", "memory", "memory/target", "memory/static-max", "console", "console/type", "cpu", "device", "control/platform-feature-multiprocessor-suspend", "control/platform-feature-xs_reset_watches"]) {
       await tx.setPerms(`${home}/${sub}`, readable);
     }
     for (let i = 0; i < f.maxvcpus; i++) {
@@ -72,7 +82,7 @@ export async function writeDomain(xs: XenstoreClient, f: XsDomainFacts): Promise
     }
     await tx.setPerms(`${home}/control`, writable);
     await tx.setPerms(`${home}/control/shutdown`, writable);
-    await tx.setPerms(`${home}/data`, writable);
+    for (const sub of ["data", "attr", "drivers", "control/feature-poweroff", "control/feature-reboot"]) await tx.setPerms(`${home}/${sub}`, writable);
   });
 }
 

@@ -24,6 +24,8 @@ export type ExitCause = "guest-shutdown" | "guest-reset" | "guest-panic" | "host
 export interface DomainHooks {
   /** QEMU is gone (after it was reaped or seen as a zombie). */
   onExit(d: Domain, cause: ExitCause): void;
+  /** The guest panicked and QEMU paused it (on_crash preserve or coredump-*): QEMU still runs. */
+  onPanic?(d: Domain): void;
   log(message: string): void;
 }
 
@@ -83,7 +85,10 @@ export class Domain {
     switch (e.event) {
       case "SHUTDOWN": {
         const reason = String(e.data["reason"] ?? "");
-        this.#lastShutdown = reason === "guest-shutdown" ? "guest-shutdown" : reason === "guest-reset" ? "guest-reset" : reason === "guest-panic" ? "guest-panic" : "host";
+        // A panicked guest that vmstackd ends (after its core dump) still ended by crashing.
+        if (!(this.#lastShutdown === "guest-panic" && reason.startsWith("host"))) {
+          this.#lastShutdown = reason === "guest-shutdown" ? "guest-shutdown" : reason === "guest-reset" ? "guest-reset" : reason === "guest-panic" ? "guest-panic" : "host";
+        }
         this.hooks.log(`${this.name}: SHUTDOWN (${reason})`);
         break;
       }
@@ -93,9 +98,11 @@ export class Domain {
         // A dead guest never answers: commands running through its agent fail now instead of hanging.
         this.#agent?.close();
         this.#agent = undefined;
+        if (e.data["action"] === "pause") this.hooks.onPanic?.(this);
         break;
       case "RESET":
         this.hooks.log(`${this.name}: reset (${String(e.data["reason"] ?? "")})`);
+        this.#lastShutdown = undefined;
         // A reset guest has a fresh agent; the old session is dead.
         this.#agent?.close();
         this.#agent = undefined;
@@ -148,9 +155,9 @@ export class Domain {
     return s ? s.cpuTicks / 100 : 0;
   }
 
-  async qmpExecute<T = unknown>(command: string, args?: Record<string, unknown>): Promise<T> {
+  async qmpExecute<T = unknown>(command: string, args?: Record<string, unknown>, timeoutMs = 10_000): Promise<T> {
     if (!this.qmp?.connected) throw new VmstackError("DOMAIN_NOT_RUNNING", `domain ${this.name} has no running QEMU`, { facts: { domain: this.name } });
-    return this.qmp.execute<T>(command, args, { timeoutMs: 10_000 });
+    return this.qmp.execute<T>(command, args, { timeoutMs });
   }
 
   /** The guest agent, connected on first use (and again after a reset or a daemon restart). */

@@ -5,7 +5,7 @@
  */
 import { existsSync } from "node:fs";
 import { buildInitrd, guestModulesFor, resolveKernel, withPvhVmlinux, type Env, type InitrdResult, type ResolvedKernel } from "../image/index.js";
-import { guestArtifacts } from "../guest/index.js";
+import { XENSTORE_TOOL_NAMES, guestArtifacts } from "../guest/index.js";
 import { VmstackError } from "../lib/errors.js";
 import { runCommand } from "../lib/process.js";
 
@@ -77,6 +77,8 @@ export async function prepareGuestImage(options: {
       // in docs/agent-protocol.md). guest/init stays the readable reference of the same steps.
       { path: "/init", mode: 0o755, source: guest.agent },
       { path: "/bin/vmstack-agent", symlink: "/init" },
+      // The guest's xenstore tools under Xen's names (the agent is a multi-call binary).
+      ...XENSTORE_TOOL_NAMES.map((n) => ({ path: `/bin/${n}`, symlink: "/init" })),
     ],
     env: options.env,
     signal: options.signal,

@@ -20,6 +20,7 @@ import { handle, type CliRunner, type OpsContext } from "./manager-ops.js";
 import { listenApi } from "./api/server.js";
 import { daemonPaths, type DaemonPaths } from "./manager-paths.js";
 import { bootTimeoutMs } from "./throwaway.js";
+import { daemonAccel } from "./manager-accel.js";
 import { VmstackError, messageOf } from "../lib/errors.js";
 
 export interface VmstackdOptions {
@@ -116,7 +117,7 @@ export async function runVmstackd(o: VmstackdOptions): Promise<number> {
       ring.add(`xenstored in-process, socket ${paths.xenstoreSocket}`);
     }
     const envDom0 = Number(o.env["VMSTACK_DOM0_MEM"]);
-    const accel = o.env["VMSTACK_ACCEL"] === "kvm" ? "kvm" : "tcg";
+    const accel = await daemonAccel(o.env, (m) => ring.add(m), o.signal);
     manager = new DomainManager({
       paths,
       xs,
@@ -126,6 +127,7 @@ export async function runVmstackd(o: VmstackdOptions): Promise<number> {
       env: o.env,
       log: (m) => ring.add(m),
       startTimeoutMs: accel === "tcg" ? 30_000 : 10_000,
+      ...(xsd ? { guestXenstore: (domid: number) => xsd!.openConnection({ domid }) } : {}),
     });
     await manager.start();
     const stop = new AbortController();

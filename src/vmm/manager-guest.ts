@@ -11,7 +11,7 @@ import type { DomainConfig } from "../domain/index.js";
 import { BUSYBOX_PATH, prepareGuestImage, type GuestFeature, type GuestImage } from "./guest-image.js";
 import { kernelCommandLine } from "./guest-vm.js";
 import { buildInitrd, guestModulesFor, resolveKernel } from "../image/index.js";
-import { guestArtifacts } from "../guest/index.js";
+import { XENSTORE_TOOL_NAMES, guestArtifacts } from "../guest/index.js";
 import { runCommand } from "../lib/process.js";
 import { VmstackError } from "../lib/errors.js";
 
@@ -34,7 +34,7 @@ export async function withDefaultGuest(c: DomainConfig, env: NodeJS.ProcessEnv, 
 
 /**
  * The same guest for pc and q35, whose virtio devices sit on PCI: prepareGuestImage packs only
- * microvm's virtio-mmio driver, so this adds virtio_pci, and pvpanic_mmio — the driver of the ISA
+ * microvm's virtio-mmio driver, so this adds virtio_pci, the drivers of devices hotplug may add, and pvpanic_mmio — the driver of the ISA
  * pvpanic device (ACPI-enumerated) through which a panicking guest tells QEMU, so that on_crash
  * applies. Same files, same cache.
  */
@@ -49,8 +49,12 @@ async function pciGuestImage(c: DomainConfig, env: NodeJS.ProcessEnv, signal?: A
     .toString()
     .split("\n")
     .filter((l) => l !== "" && !["bin/busybox", "linuxrc", "sbin/init"].includes(l) && /^[a-z0-9/._[-]+$/.test(l));
+  // virtio_blk, virtio_net and virtio_balloon even without such devices at boot: block-attach,
+  // network-attach and mem-set add them while the guest runs, and this guest has no udev to load
+  // a driver on demand. PCI hotplug itself (acpiphp, pciehp) is built into the cloud kernel.
   const modules = [
-    ...guestModulesFor({ transport: "pci", block: c.disks.length > 0, net: c.nics.length > 0, virtiofs: c.shares.length > 0 }),
+    ...guestModulesFor({ transport: "pci", block: true, net: true, virtiofs: c.shares.length > 0 }),
+    "virtio_balloon",
     "pvpanic_mmio",
   ];
   const initrd = await buildInitrd({
@@ -62,6 +66,7 @@ async function pciGuestImage(c: DomainConfig, env: NodeJS.ProcessEnv, signal?: A
       ...applets.map((path) => ({ path: `/${path}`, symlink: "/bin/busybox" })),
       { path: "/init", mode: 0o755, source: guest.init },
       { path: "/bin/vmstack-agent", mode: 0o755, source: guest.agent },
+      ...XENSTORE_TOOL_NAMES.map((n) => ({ path: `/bin/${n}`, symlink: "/bin/vmstack-agent" })),
     ],
     env,
     signal,

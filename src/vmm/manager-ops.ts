@@ -10,6 +10,11 @@ import type { DomainInfo, HostInfo, Request, Trigger } from "./api/protocol.js";
 import { VmstackError, assertNever, isVmstackError, messageOf } from "../lib/errors.js";
 import { procStat } from "./domain-record.js";
 import { streamExec } from "./manager-exec.js";
+import { pvAcknowledged } from "./pv-control.js";
+
+/** How long a guest that advertises PV control gets to acknowledge before the agent is asked. */
+const PV_ACK_MS = 5000;
+import { handleHotplug } from "./manager-hotplug.js";
 
 export interface OpsContext {
   readonly manager: DomainManager;
@@ -133,6 +138,17 @@ export async function handle(ctx: OpsContext, req: Request, signal: AbortSignal)
         },
       };
     }
+    case "block-attach":
+    case "block-detach":
+    case "block-list":
+    case "network-attach":
+    case "network-detach":
+    case "network-list":
+    case "cd-insert":
+    case "cd-eject":
+    case "mem-set":
+    case "vcpu-set":
+      return result(await handleHotplug({ manager: m, agentTimeoutMs: ctx.agentTimeoutMs }, req, signal));
     default:
       return assertNever(req, "request");
   }
@@ -159,8 +175,9 @@ function triggerCommand(t: Trigger): string {
 /**
  * Asks the guest to power off every way it might listen: control/shutdown in xenstore (Xen's PV
  * protocol), the ACPI power button, and — for guests running vmstack's agent, whose busybox has no
- * acpid — the agent's poweroff. `wait` waits for the domain to end (or be preserved as shut down);
- * `forceAfterMs` destroys it when that takes longer.
+ * acpid — the agent's poweroff, unless the guest acknowledges control/shutdown (vmstack's agent
+ * does, through its xenstore channel: see pv-control.ts). `wait` waits for the domain to end (or
+ * be preserved as shut down); `forceAfterMs` destroys it when that takes longer.
  */
 async function shutdown(ctx: OpsContext, d: Domain, wait: boolean, forceAfterMs: number | null, signal: AbortSignal): Promise<void> {
   const m = ctx.manager;
@@ -169,8 +186,12 @@ async function shutdown(ctx: OpsContext, d: Domain, wait: boolean, forceAfterMs:
     await d.qmpExecute("system_powerdown");
   });
   if (d.record.agentSocket !== null) {
-    d.agent(ctx.agentTimeoutMs)
-      .then((a) => a.poweroff())
+    // Not the request's signal: without -w the request ends at once, and the fallback must still run.
+    pvAcknowledged(m.o.xs, d.domid, "poweroff", PV_ACK_MS)
+      .then(async (acked) => {
+        if (acked) m.o.log(`${d.name}: the guest acknowledged control/shutdown = poweroff`);
+        else await (await d.agent(ctx.agentTimeoutMs)).poweroff();
+      })
       .catch((e: unknown) => m.o.log(`${d.name}: agent poweroff: ${messageOf(e)}`));
   }
   if (!wait && forceAfterMs === null) return;
@@ -186,6 +207,10 @@ async function shutdown(ctx: OpsContext, d: Domain, wait: boolean, forceAfterMs:
 async function reboot(ctx: OpsContext, d: Domain): Promise<void> {
   const m = ctx.manager;
   await requestShutdown(m.o.xs, d.domid, "reboot");
+  if (await pvAcknowledged(m.o.xs, d.domid, "reboot", PV_ACK_MS)) {
+    m.o.log(`${d.name}: the guest acknowledged control/shutdown = reboot`);
+    return;
+  }
   if (d.record.agentSocket !== null) {
     const a = await d.agent(ctx.agentTimeoutMs);
     await a.reboot();

@@ -11,11 +11,15 @@ import { Domain, type DomainHooks, type ExitCause } from "./domain.js";
 import { type DomainRecord, qemuAlive, readRecords, removeRecord, writeRecord } from "./domain-record.js";
 import { domainIdsInStore, removeDomain, renameDomain, writeDom0, writeDomain } from "./domain-xenstore.js";
 import { killQuietly, launchDomain } from "./manager-launch.js";
+import { afterDump, coreDumpPath, dumpCore, incarnationName } from "./manager-crash.js";
+import { removeDeviceBackends, writeDevices } from "./device-xenstore.js";
 import type { DaemonPaths } from "./manager-paths.js";
 import type { DomainInfo } from "./api/protocol.js";
 import { VmstackError, messageOf } from "../lib/errors.js";
 import { retryUntil } from "../lib/retry.js";
 import { join } from "node:path";
+import type { Duplex } from "node:stream";
+import { GuestXenstoreChannels } from "./guest-xenstore-channel.js";
 
 export interface ManagerOptions {
   readonly paths: DaemonPaths;
@@ -28,6 +32,8 @@ export interface ManagerOptions {
   readonly log: (message: string) => void;
   /** Deadline for QEMU to start answering QMP (scaled for TCG by the caller). */
   readonly startTimeoutMs: number;
+  /** A xenstored connection bound to a domid, for guests' xenstore channels (in-process xenstored only). */
+  readonly guestXenstore?: ((domid: number) => Duplex) | undefined;
 }
 
 export function hostMemoryMiB(meminfo = readFileSync("/proc/meminfo", "utf8")): number {
@@ -40,8 +46,11 @@ export class DomainManager {
   /** Names being created, so two concurrent creates of one name cannot both pass the check. */
   readonly #reserved = new Set<string>();
   #nextDomid = 1;
+  readonly xenstoreChannels: GuestXenstoreChannels;
 
-  constructor(readonly o: ManagerOptions) {}
+  constructor(readonly o: ManagerOptions) {
+    this.xenstoreChannels = new GuestXenstoreChannels(o.guestXenstore, o.log);
+  }
 
   get domains(): readonly Domain[] {
     return [...this.#domains.values()].sort((a, b) => a.domid - b.domid);
@@ -79,6 +88,7 @@ export class DomainManager {
       try {
         await d.connect(join(this.o.paths.logDir, `${r.name}.console.log`), this.o.startTimeoutMs);
         this.o.log(`re-attached ${r.name} (domid ${r.domid}, pid ${r.qemuPid})`);
+        this.xenstoreChannels.attach(r.domid, r.runDir, r.name);
       } catch (e) {
         this.o.log(`${r.name}: cannot re-attach to QEMU ${r.qemuPid}: ${messageOf(e)}`);
       }
@@ -86,7 +96,7 @@ export class DomainManager {
   }
 
   #hooks(): DomainHooks {
-    return { onExit: (d, cause) => this.#onExit(d, cause), log: this.o.log };
+    return { onExit: (d, cause) => this.#onExit(d, cause), onPanic: (d) => this.#onPanic(d), log: this.o.log };
   }
 
   find(ref: string): Domain {
@@ -97,7 +107,8 @@ export class DomainManager {
   }
 
   committedMiB(): number {
-    return this.domains.reduce((sum, d) => sum + configOf(d.record).maxmem, 0);
+    // A domain kept after its QEMU ended (preserve, rename-restart) holds no memory.
+    return this.domains.reduce((sum, d) => sum + (d.record.qemuPid === null && d.record.preserved !== null ? 0 : configOf(d.record).maxmem), 0);
   }
 
   freeMiB(): number {
@@ -132,10 +143,13 @@ export class DomainManager {
       await writeDomain(this.o.xs, xsFacts(domid, uuid, config, Date.now()));
       written = true;
       const d = await this.#launch(domid, uuid, config, paused, Date.now(), signal);
+      // The devices as Xen lays them out (device/vbd, backend/vbd, …); hotplug keeps them current.
+      await writeDevices(this.o.xs, domid, config);
       this.o.log(`created ${name} (domid ${domid}, pid ${d.record.qemuPid})`);
       return this.info(d);
     } catch (e) {
       if (written) await removeDomain(this.o.xs, domid, uuid).catch((x: unknown) => this.o.log(`cleanup of ${name} in xenstore: ${messageOf(x)}`));
+      if (written) await removeDeviceBackends(this.o.xs, domid).catch((x: unknown) => this.o.log(`cleanup of ${name}'s backends in xenstore: ${messageOf(x)}`));
       removeRecord(this.o.paths.domainsDir, domid);
       this.o.log(`create ${name} failed: ${messageOf(e)}`);
       throw e;
@@ -147,16 +161,42 @@ export class DomainManager {
   async #launch(domid: number, uuid: string, config: DomainConfig, paused: boolean, createdAt: number, signal?: AbortSignal): Promise<Domain> {
     const d = await launchDomain({ paths: this.o.paths, domid, uuid, config, paused, accel: this.o.accel, createdAt, hooks: this.#hooks(), timeoutMs: this.o.startTimeoutMs, signal });
     this.#domains.set(domid, d);
+    this.xenstoreChannels.attach(domid, d.record.runDir, d.name);
     return d;
+  }
+
+  /**
+   * The guest panicked and QEMU paused it. on_crash preserve: it stays, listed as crashed.
+   * coredump-*: write its memory, then end QEMU; the exit applies the rest of the action.
+   */
+  #onPanic(d: Domain): void {
+    const c = configOf(d.record);
+    if (!c.onCrash.startsWith("coredump-")) return;
+    void d.enqueue(async () => {
+      const file = coreDumpPath(this.o.paths, d.name);
+      try {
+        await dumpCore(d, file);
+        this.o.log(`${d.name}: guest memory dumped to ${file}`);
+      } catch (e) {
+        this.o.log(`${d.name}: core dump failed: ${messageOf(e)}`);
+      }
+      await d.qmpExecute("quit").catch((e: unknown) => this.o.log(`${d.name}: quit after the core dump: ${messageOf(e)}`));
+    });
   }
 
   /** QEMU ended: apply the domain's action for why it ended (xl.cfg on_poweroff/on_reboot/on_crash). */
   #onExit(d: Domain, cause: ExitCause): void {
     const c = configOf(d.record);
-    const action = d.dying || cause === "host" ? "destroy" : cause === "guest-shutdown" ? c.onPoweroff : cause === "guest-reset" ? c.onReboot : c.onCrash;
-    this.o.log(`${d.name}: QEMU ended (${cause}); action ${action}`);
+    const chosen = d.dying || cause === "host" ? "destroy" : cause === "guest-shutdown" ? c.onPoweroff : cause === "guest-reset" ? c.onReboot : c.onCrash;
+    const action = afterDump(chosen);
+    // A QEMU that died (rather than a guest that panicked) left no memory to dump.
+    const note = chosen !== action && cause !== "guest-panic" ? ` (no core dump: QEMU ended by ${cause})` : "";
+    this.o.log(`${d.name}: QEMU ended (${cause}); action ${chosen}${note}`);
     void d.enqueue(async () => {
       switch (action) {
+        case "rename-restart":
+          await this.#renameRestart(d, cause);
+          return;
         case "restart":
           try {
             // xl gives the restarted domain a new domid; vmstack keeps it, so names and ids stay
@@ -180,11 +220,37 @@ export class DomainManager {
     });
   }
 
+  /**
+   * rename-restart: the old domain stays (as a preserved shut-down or crashed entry, without
+   * QEMU) under NAME--incarnation-N, and a new domain — new domid, new uuid — starts with the
+   * name and config. The preserved one goes with `vmstack destroy` as usual.
+   */
+  async #renameRestart(d: Domain, cause: ExitCause): Promise<void> {
+    const name = d.name;
+    const renamed = incarnationName(name, new Set([...this.domains.map((x) => x.name), ...this.#reserved]));
+    const c = configOf(d.record);
+    await renameDomain(this.o.xs, d.domid, d.record.uuid, renamed).catch((e: unknown) => this.o.log(`${name}: xenstore rename: ${messageOf(e)}`));
+    d.detach();
+    d.record = { ...d.record, name: renamed, config: { ...d.record.config, name: renamed }, qemuPid: null, preserved: cause === "guest-shutdown" ? "shutdown" : "crashed" };
+    writeRecord(this.o.paths.domainsDir, d.record);
+    this.o.log(`${name}: kept as ${renamed} (domid ${d.domid}); starting a new ${name}`);
+    // The uuid names /vm/<uuid>: the kept domain has it, so the new one gets its own.
+    const { uuid: _kept, ...spec } = c;
+    try {
+      const info = await this.create({ ...spec }, false, true);
+      this.o.log(`${name}: restarted as domid ${info.domid}`);
+    } catch (e) {
+      this.o.log(`${name}: rename-restart could not start a new domain: ${messageOf(e)}`);
+    }
+  }
+
   async #cleanup(d: Domain): Promise<void> {
     d.detach();
+    this.xenstoreChannels.detach(d.domid);
     for (const p of d.record.helperPids) killQuietly(p, "SIGTERM");
     this.#domains.delete(d.domid);
     await removeDomain(this.o.xs, d.domid, d.record.uuid).catch((e: unknown) => this.o.log(`${d.name}: xenstore cleanup: ${messageOf(e)}`));
+    await removeDeviceBackends(this.o.xs, d.domid).catch((e: unknown) => this.o.log(`${d.name}: xenstore backend cleanup: ${messageOf(e)}`));
     removeRecord(this.o.paths.domainsDir, d.domid);
     rmSync(d.record.runDir, { recursive: true, force: true });
     this.o.log(`${d.name} (domid ${d.domid}) destroyed`);
@@ -266,6 +332,7 @@ export class DomainManager {
   /** The daemon is stopping: let go of every domain, leaving them running. */
   detachAll(): void {
     for (const d of this.#domains.values()) d.detach();
+    this.xenstoreChannels.closeAll();
   }
 }
 

@@ -58,6 +58,11 @@ export interface MachineConfig {
   readonly nics?: readonly NicArgsConfig[];
   /** A virtio-rng device fed from the host's /dev/urandom. */
   readonly rng?: boolean;
+  /**
+   * q35 only: this many empty pcie-root-ports (`hotplugN`) for devices added at run time. q35's
+   * root bus pcie.0 is not hotpluggable (QEMU: "Bus 'pcie.0' does not support hotplugging").
+   */
+  readonly hotplugPorts?: number;
   /** A VGA device, a USB tablet and VNC on this Unix socket; absent means no display hardware. */
   readonly vncSocket?: string;
   /** What QEMU does on guest shutdown and panic (`-action`); a panic needs the pvpanic device. */
@@ -204,6 +209,7 @@ export function buildQemuArgs(c: MachineConfig): string[] {
   for (const nic of c.nics ?? []) args.push(...nicArgs(c.machine, nic));
   if (c.rng) args.push("-object", "rng-random,id=rng0,filename=/dev/urandom", "-device", `${virtioDevice(c.machine, "rng")},rng=rng0,id=rng0.dev`);
   if (c.balloon) args.push("-device", `${virtioDevice(c.machine, "balloon")},id=balloon0`);
+  args.push(...hotplugPortArgs(c.machine, c.hotplugPorts ?? 0));
   if (c.vncSocket !== undefined) {
     args.push("-device", "VGA,id=video0", "-device", "qemu-xhci,id=usb0", "-device", "usb-tablet,bus=usb0.0,id=tablet0", "-vnc", `unix:${opt(c.vncSocket)}`);
   }
@@ -304,6 +310,21 @@ function driveArgs(machine: MachineType, drives: readonly DriveConfig[]): string
   }
   return args;
 }
+
+/**
+ * Empty PCIe root ports for hotplug (the guest's pciehp / ACPI hotplug drives them). Chassis
+ * numbers must be unique per port; 1.. is fine since nothing else here sets one. io-reserve=0: a
+ * port otherwise reserves 4 KiB of the 64 KiB PCI I/O space, which virtio devices do not need.
+ */
+export function hotplugPortArgs(machine: MachineType, count: number): string[] {
+  if (machine !== "q35") return [];
+  const args: string[] = [];
+  for (let i = 0; i < count; i++) args.push("-device", `pcie-root-port,id=${HOTPLUG_PORT_PREFIX}${i},bus=pcie.0,chassis=${i + 1},io-reserve=0`);
+  return args;
+}
+
+/** qdev ids of the hotplug root ports: `hotplug0`, `hotplug1`, … */
+export const HOTPLUG_PORT_PREFIX = "hotplug";
 
 function nicArgs(machine: MachineType, n: NicArgsConfig): string[] {
   const netdev = `${n.id}.backend`;

@@ -22,8 +22,13 @@ import { XS_OPS, XENSTORE_PAYLOAD_MAX, isXsErrorName, type XsOp } from "./protoc
 import { FrameDecoder, encodeMessage, nulTerminated, splitNul, type XsMessage } from "./wire.js";
 import { XsError } from "./errors.js";
 import { defaultSocketPath } from "./paths-default.js";
-import { parsePermEntry, formatPerms, type PermEntry } from "./permissions.js";
-
+import { NodeOps, disconnected, isRetryable, stripNul, type RequestOptions } from "./client-node-ops.js";
+import { XenstoreTransaction } from "./client-transaction.js";
+import { XenstoreWatch, type WatchOptions } from "./client-watch.js";
+export { parsePermissions, formatPermissions, type RequestOptions, type XenstoreOps } from "./client-node-ops.js";
+export { XenstoreTransaction } from "./client-transaction.js";
+export { walkTree, type TreeEntry } from "./client-tree.js";
+export { XenstoreWatch, type WatchEvent, type WatchOptions } from "./client-watch.js";
 export type { PermEntry } from "./permissions.js";
 
 /** Opens a fresh connection; used at start and on reconnect. */
@@ -34,10 +39,6 @@ export interface ClientOptions {
   readonly reconnect?: XenstoreConnector | undefined;
   /** How long one reconnect may keep trying (default 10 s). */
   readonly reconnectTimeoutMs?: number;
-}
-
-export interface RequestOptions {
-  readonly signal?: AbortSignal | undefined;
 }
 
 /** One reply exactly as the daemon sent it: for conformance tests and tools that show errnos. */
@@ -54,21 +55,6 @@ interface Pending {
   readonly op: XsOp;
   resolve(reply: XsMessage): void;
   reject(e: unknown): void;
-}
-
-/** The reads and writes that work both outside and inside a transaction. */
-export interface XenstoreOps {
-  read(path: string, opts?: RequestOptions): Promise<string>;
-  readBytes(path: string, opts?: RequestOptions): Promise<Buffer>;
-  /** The value, or undefined when the node does not exist (ENOENT). */
-  tryRead(path: string, opts?: RequestOptions): Promise<string | undefined>;
-  write(path: string, value: string | Buffer, opts?: RequestOptions): Promise<void>;
-  mkdir(path: string, opts?: RequestOptions): Promise<void>;
-  rm(path: string, opts?: RequestOptions): Promise<void>;
-  directory(path: string, opts?: RequestOptions): Promise<string[]>;
-  exists(path: string, opts?: RequestOptions): Promise<boolean>;
-  getPerms(path: string, opts?: RequestOptions): Promise<PermEntry[]>;
-  setPerms(path: string, perms: readonly PermEntry[], opts?: RequestOptions): Promise<void>;
 }
 
 export interface TransactionOptions {
@@ -128,72 +114,6 @@ export async function connectXenstore(opts: { socket?: string; signal?: AbortSig
     ...(opts.reconnect === false ? {} : { reconnect: connector }),
     ...(opts.reconnectTimeoutMs === undefined ? {} : { reconnectTimeoutMs: opts.reconnectTimeoutMs }),
   });
-}
-
-function disconnected(op: string, path: string | undefined): VmstackError {
-  return new VmstackError("XS_DISCONNECTED", `xenstore ${op}${path === undefined ? "" : " " + path}: connection to xenstored lost`, {
-    facts: { op, ...(path === undefined ? {} : { path }) },
-  });
-}
-
-/**
- * The node operations, written once for both a client (tx_id 0) and a transaction (its tx_id):
- * a subclass says how one request is sent.
- */
-abstract class NodeOps implements XenstoreOps {
-  protected abstract nodeRequest(op: XsOp, payload: Buffer, path: string, signal: AbortSignal | undefined): Promise<Buffer>;
-
-  async read(path: string, opts: RequestOptions = {}): Promise<string> {
-    return (await this.nodeRequest("READ", nulTerminated(path), path, opts.signal)).toString("utf8");
-  }
-  readBytes(path: string, opts: RequestOptions = {}): Promise<Buffer> {
-    return this.nodeRequest("READ", nulTerminated(path), path, opts.signal);
-  }
-  async tryRead(path: string, opts: RequestOptions = {}): Promise<string | undefined> {
-    try {
-      return await this.read(path, opts);
-    } catch (e) {
-      if (e instanceof XsError && e.errno === "ENOENT") return undefined;
-      throw e;
-    }
-  }
-  async write(path: string, value: string | Buffer, opts: RequestOptions = {}): Promise<void> {
-    // The value is the rest of the payload, with no terminator (xenstore.txt WRITE).
-    const v = typeof value === "string" ? Buffer.from(value, "utf8") : value;
-    await this.nodeRequest("WRITE", Buffer.concat([nulTerminated(path), v]), path, opts.signal);
-  }
-  async mkdir(path: string, opts: RequestOptions = {}): Promise<void> {
-    await this.nodeRequest("MKDIR", nulTerminated(path), path, opts.signal);
-  }
-  async rm(path: string, opts: RequestOptions = {}): Promise<void> {
-    await this.nodeRequest("RM", nulTerminated(path), path, opts.signal);
-  }
-  async directory(path: string, opts: RequestOptions = {}): Promise<string[]> {
-    try {
-      return splitNul(await this.nodeRequest("DIRECTORY", nulTerminated(path), path, opts.signal));
-    } catch (e) {
-      // Over 4096 bytes of names: the C daemon says E2BIG and offers DIRECTORY_PART (XSA-72).
-      if (e instanceof XsError && e.errno === "E2BIG") return directoryInParts((op, payload) => this.nodeRequest(op, payload, path, opts.signal), path);
-      throw e;
-    }
-  }
-  async exists(path: string, opts: RequestOptions = {}): Promise<boolean> {
-    // xenstore-exists reads the node; any answer but ENOENT means it is there (EACCES included).
-    try {
-      await this.nodeRequest("READ", nulTerminated(path), path, opts.signal);
-      return true;
-    } catch (e) {
-      if (e instanceof XsError && e.errno === "ENOENT") return false;
-      if (e instanceof XsError && e.errno === "EACCES") return true;
-      throw e;
-    }
-  }
-  async getPerms(path: string, opts: RequestOptions = {}): Promise<PermEntry[]> {
-    return parsePermissions(splitNul(await this.nodeRequest("GET_PERMS", nulTerminated(path), path, opts.signal)));
-  }
-  async setPerms(path: string, perms: readonly PermEntry[], opts: RequestOptions = {}): Promise<void> {
-    await this.nodeRequest("SET_PERMS", nulTerminated(path, ...formatPerms(perms)), path, opts.signal);
-  }
 }
 
 export class XenstoreClient extends NodeOps {
@@ -569,245 +489,5 @@ export class XenstoreClient extends NodeOps {
   }
 }
 
-/** True for errors after which a whole transaction is worth running again. */
-function isRetryable(e: unknown): boolean {
-  return (e instanceof XsError && e.errno === "EAGAIN") || (e instanceof VmstackError && e.code === "XS_DISCONNECTED");
-}
-
-function stripNul(b: Buffer): string {
-  const end = b.length > 0 && b[b.length - 1] === 0 ? b.length - 1 : b.length;
-  return b.toString("utf8", 0, end);
-}
-
-/** Parse GET_PERMS entries like `n0`,`r5`. */
-export function parsePermissions(entries: readonly string[]): PermEntry[] {
-  return entries.map((s) => {
-    const e = parsePermEntry(s);
-    if (e === undefined) throw new VmstackError("XS_PROTOCOL", `bad xenstore permission '${s}' (want n|r|w|b followed by a domid)`, { facts: { entry: s } });
-    return e;
-  });
-}
-
-export { formatPerms as formatPermissions };
-
-/**
- * DIRECTORY_PART: `<path>\0<offset>\0` → `<gencnt>\0<name>\0…`, the last chunk ending in an
- * extra NUL. If the generation changes between chunks the directory changed: start over
- * (xs.c `xs_directory_part`).
- */
-async function directoryInParts(req: (op: XsOp, payload: Buffer) => Promise<Buffer>, path: string): Promise<string[]> {
-  for (let restart = 0; restart < 16; restart++) {
-    const chunks: Buffer[] = [];
-    let offset = 0;
-    let gen: string | undefined;
-    for (;;) {
-      const reply = await req("DIRECTORY_PART", nulTerminated(path, String(offset)));
-      const nul = reply.indexOf(0);
-      if (nul < 0) throw new VmstackError("XS_PROTOCOL", `xenstore DIRECTORY_PART ${path}: reply without a generation`, { facts: { path } });
-      const g = reply.toString("latin1", 0, nul);
-      if (gen === undefined) gen = g;
-      else if (g !== gen) break;
-      const rest = reply.subarray(nul + 1);
-      const last = rest.length === 0 || (rest.length >= 1 && rest[rest.length - 1] === 0 && (rest.length === 1 || rest[rest.length - 2] === 0));
-      if (last) {
-        chunks.push(rest.subarray(0, Math.max(0, rest.length - 1)));
-        return splitNul(Buffer.concat(chunks));
-      }
-      chunks.push(rest);
-      offset += rest.length;
-    }
-  }
-  throw new XsError("EAGAIN", `xenstore DIRECTORY_PART ${path}: directory kept changing while being read`, { path });
-}
-
-/** A transaction: the node operations with its tx_id, then commit or abort exactly once. */
-export class XenstoreTransaction extends NodeOps {
-  readonly id: number;
-  readonly #client: XenstoreClient;
-  readonly #epoch: number;
-  #ended = false;
-
-  constructor(client: XenstoreClient, id: number, epoch: number) {
-    super();
-    this.id = id;
-    this.#client = client;
-    this.#epoch = epoch;
-  }
-
-  protected nodeRequest(op: XsOp, payload: Buffer, path: string, signal: AbortSignal | undefined): Promise<Buffer> {
-    if (this.#ended) return Promise.reject(new VmstackError("XS_TX_ENDED", `xenstore transaction ${this.id} has already ended`, { facts: { txId: this.id } }));
-    // The id means nothing to a new connection (it could even name someone else's transaction).
-    if (this.#client.epoch !== this.#epoch) return Promise.reject(disconnected("TRANSACTION", undefined));
-    return this.#client.request(op, payload, this.id, path, signal);
-  }
-
-  /** Commit; throws XsError EAGAIN on a conflict (nothing was applied). */
-  async commit(opts: RequestOptions = {}): Promise<void> {
-    await this.#end(true, opts);
-  }
-
-  /** Abort: nothing is applied and no watch fires. */
-  async abort(opts: RequestOptions = {}): Promise<void> {
-    await this.#end(false, opts);
-  }
-
-  async #end(commit: boolean, opts: RequestOptions): Promise<void> {
-    if (this.#client.epoch !== this.#epoch) {
-      this.#ended = true;
-      throw disconnected("TRANSACTION_END", undefined);
-    }
-    if (this.#ended) throw new VmstackError("XS_TX_ENDED", `xenstore transaction ${this.id} has already ended`, { facts: { txId: this.id } });
-    this.#ended = true;
-    await this.#client.request("TRANSACTION_END", nulTerminated(commit ? "T" : "F"), this.id, undefined, opts.signal);
-  }
-}
-
-export interface TreeEntry {
-  readonly path: string;
-  /** Depth below the starting node (0 = the node itself). */
-  readonly depth: number;
-  readonly value: Buffer;
-  readonly perms?: PermEntry[];
-}
-
-/**
- * Every node at and below `path`, parents before children, children in the daemon's order
- * (like `xenstore-ls`). Iterative, with an explicit stack, so deep trees cannot exhaust the
- * call stack (XSA-418's lesson applies to clients too). Nodes removed while walking are skipped.
- */
-export async function* walkTree(ops: XenstoreOps, path: string, opts: RequestOptions & { perms?: boolean } = {}): AsyncGenerator<TreeEntry> {
-  const stack: { path: string; depth: number }[] = [{ path, depth: 0 }];
-  for (let next = stack.pop(); next !== undefined; next = stack.pop()) {
-    let value: Buffer;
-    let children: string[];
-    let perms: PermEntry[] | undefined;
-    try {
-      [value, children, perms] = await Promise.all([
-        ops.readBytes(next.path, opts),
-        ops.directory(next.path, opts),
-        opts.perms === true ? ops.getPerms(next.path, opts) : Promise.resolve(undefined),
-      ]);
-    } catch (e) {
-      if (e instanceof XsError && e.errno === "ENOENT" && next.depth > 0) continue;
-      throw e;
-    }
-    yield { path: next.path, depth: next.depth, value, ...(perms === undefined ? {} : { perms }) };
-    const base = next.path.endsWith("/") ? next.path : next.path + "/";
-    for (let i = children.length - 1; i >= 0; i--) stack.push({ path: base + (children[i] ?? ""), depth: next.depth + 1 });
-  }
-}
-
 /** Op numbers, re-exported for callers building raw requests. */
 export const XENSTORE_OPS = XS_OPS;
-
-export interface WatchEvent {
-  /** The node that changed (relative if the watch path was relative), or the watch path itself for the initial event. */
-  readonly path: string;
-  readonly token: string;
-}
-
-export interface WatchOptions {
-  /** The token sent to the daemon (default: unique per client). */
-  readonly token?: string;
-  /**
-   * Events kept while nobody reads them (default 4096). Beyond that the oldest are dropped and
-   * counted in `dropped`: an event only says "look again", so a reader that fell behind re-reads.
-   */
-  readonly maxQueued?: number;
-}
-
-/**
- * One registered watch as an async iterator of events. Events are queued from the moment the
- * WATCH request is sent, so the daemon may deliver them before or after its reply.
- */
-export class XenstoreWatch implements AsyncIterable<WatchEvent> {
-  readonly path: string;
-  readonly token: string;
-  /** Events discarded because the queue was full. */
-  dropped = 0;
-  /** @internal The daemon accepted it (a watch still being set up is not re-sent on reconnect). */
-  _registered = false;
-  readonly #queue: string[] = [];
-  readonly #max: number;
-  #waiter: { resolve(r: IteratorResult<WatchEvent>): void; reject(e: unknown): void } | undefined;
-  #done = false;
-  #error: unknown;
-  readonly #unwatch: (w: XenstoreWatch) => Promise<void>;
-  readonly #signal: AbortSignal | undefined;
-  readonly #onAbort = (): void => {
-    this._end(this.#signal?.reason);
-    void this.#unwatch(this);
-  };
-
-  constructor(path: string, token: string, opts: WatchOptions & RequestOptions, unwatch: (w: XenstoreWatch) => Promise<void>) {
-    this.path = path;
-    this.token = token;
-    this.#max = Math.max(1, opts.maxQueued ?? 4096);
-    this.#unwatch = unwatch;
-    this.#signal = opts.signal;
-    this.#signal?.addEventListener("abort", this.#onAbort, { once: true });
-  }
-
-  /** @internal The client delivers an event. */
-  _push(path: string): void {
-    if (this.#done) return;
-    const w = this.#waiter;
-    if (w !== undefined) {
-      this.#waiter = undefined;
-      w.resolve({ done: false, value: { path, token: this.token } });
-      return;
-    }
-    if (this.#queue.length >= this.#max) {
-      this.#queue.shift();
-      this.dropped++;
-    }
-    this.#queue.push(path);
-  }
-
-  /** @internal No more events: the watch was closed (error undefined) or the connection failed. */
-  _end(error: unknown): void {
-    if (this.#done) return;
-    this.#done = true;
-    this.#error = error;
-    this.#signal?.removeEventListener("abort", this.#onAbort);
-    const w = this.#waiter;
-    this.#waiter = undefined;
-    if (w === undefined) return;
-    if (error === undefined) w.resolve({ done: true, value: undefined });
-    else w.reject(error);
-  }
-
-  /** The next event; waits. Resolves done when the watch ended; rejects if it failed. */
-  next(): Promise<IteratorResult<WatchEvent>> {
-    const path = this.#queue.shift();
-    if (path !== undefined) return Promise.resolve({ done: false, value: { path, token: this.token } });
-    if (this.#done) {
-      return this.#error === undefined ? Promise.resolve({ done: true, value: undefined }) : Promise.reject(this.#error);
-    }
-    if (this.#waiter !== undefined) return Promise.reject(new VmstackError("XS_WATCH_BUSY", `xenstore watch ${this.path}: next() called while another next() waits`));
-    return new Promise((resolve, reject) => {
-      this.#waiter = { resolve, reject };
-    });
-  }
-
-  /** Events already received and not yet read (does not wait). */
-  drain(): WatchEvent[] {
-    return this.#queue.splice(0).map((path) => ({ path, token: this.token }));
-  }
-
-  /** Stop watching (UNWATCH) and end the iteration. */
-  async close(): Promise<void> {
-    this._end(undefined);
-    await this.#unwatch(this);
-  }
-
-  [Symbol.asyncIterator](): AsyncIterator<WatchEvent> {
-    return {
-      next: () => this.next(),
-      return: async () => {
-        await this.close();
-        return { done: true, value: undefined };
-      },
-    };
-  }
-}

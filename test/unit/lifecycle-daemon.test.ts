@@ -77,7 +77,7 @@ async function withDaemon(fn: (e: Env) => Promise<void>): Promise<void> {
   const fake = join(dir, "fake-qemu");
   writeFileSync(fake, FAKE_QEMU);
   chmodSync(fake, 0o755);
-  const env = { ...process.env, VMSTACK_STATE_DIR: join(dir, "s"), VMSTACK_RUN_DIR: join(dir, "r"), VMSTACK_QEMU: fake, VMSTACK_LOG: "" };
+  const env = { ...process.env, VMSTACK_STATE_DIR: join(dir, "s"), VMSTACK_RUN_DIR: join(dir, "r"), VMSTACK_QEMU: fake, VMSTACK_LOG: "", VMSTACK_ACCEL: "tcg" };
   const e: Env = {
     dir,
     env,

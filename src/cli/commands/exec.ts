@@ -23,8 +23,11 @@ async function streamed(domain: string, argv: readonly string[], timeoutMs: numb
     throw e;
   }
   const stdin = ctx.stdin as NodeJS.ReadStream;
-  const onInput = (c: Buffer): void => void s.write(encodeLine({ i: c.toString("base64") } satisfies ExecFrame));
-  const onEnd = (): void => void s.write(encodeLine({ eof: true } satisfies ExecFrame));
+  // Once vmstackd has ended the session (the command exited), input has nowhere to go: writing
+  // after its FIN would raise EPIPE on a socket nobody listens to for errors any more.
+  const open = (): boolean => s.readable && s.writable;
+  const onInput = (c: Buffer): void => void (open() && s.write(encodeLine({ i: c.toString("base64") } satisfies ExecFrame)));
+  const onEnd = (): void => void (open() && s.write(encodeLine({ eof: true } satisfies ExecFrame)));
   stdin.on("data", onInput);
   stdin.once("end", onEnd);
   try {

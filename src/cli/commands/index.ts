@@ -42,4 +42,15 @@ export const commands: readonly CommandEntry[] = [
   { name: "trigger", summary: "send an NMI, a reset or an ACPI power-button press to a domain", load: async () => (await import("./trigger.js")).triggerCommand },
   { name: "dmesg", summary: "print vmstackd's log", load: async () => (await import("./dmesg.js")).dmesgCommand },
   { name: "exec", summary: "run a command in a domain whose guest runs vmstack's agent", load: async () => (await import("./exec.js")).execCommand },
+  // Devices and resources of running domains (xl's hotplug verbs).
+  { name: "block-attach", summary: "attach a disk to a running domain (xl disk spec)", load: async () => (await import("./block.js")).blockAttachCommand },
+  { name: "block-detach", summary: "detach a disk from a running domain (the guest must release it)", load: async () => (await import("./block.js")).blockDetachCommand },
+  { name: "block-list", summary: "list a domain's disks (xl block-list)", load: async () => (await import("./block.js")).blockListCommand },
+  { name: "network-attach", summary: "attach a NIC to a running domain (xl vif spec)", load: async () => (await import("./network.js")).networkAttachCommand },
+  { name: "network-detach", summary: "detach a NIC from a running domain", load: async () => (await import("./network.js")).networkDetachCommand },
+  { name: "network-list", summary: "list a domain's NICs (xl network-list)", load: async () => (await import("./network.js")).networkListCommand },
+  { name: "cd-insert", summary: "insert a disc image into a domain's cdrom drive", load: async () => (await import("./cd.js")).cdInsertCommand },
+  { name: "cd-eject", summary: "eject the disc from a domain's cdrom drive", load: async () => (await import("./cd.js")).cdEjectCommand },
+  { name: "mem-set", summary: "set a domain's memory target (the balloon), up to its maxmem", load: async () => (await import("./resize.js")).memSetCommand },
+  { name: "vcpu-set", summary: "set how many vCPUs a domain has online, up to its maxvcpus", load: async () => (await import("./resize.js")).vcpuSetCommand },
 ];

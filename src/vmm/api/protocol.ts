@@ -7,6 +7,7 @@
  * serial console both ways) after the response line.
  */
 import { VmstackError } from "../../lib/errors.js";
+import { HOTPLUG_KEYS, HOTPLUG_OPS, type HotplugRequest, isHotplugOp, parseHotplugRequest } from "./protocol-hotplug.js";
 
 /** A domain as the user names it: its name, or its domid in decimal. */
 export type DomainRef = string;
@@ -32,13 +33,15 @@ export type Request =
   | { readonly op: "host-info" }
   /** The native front end (front/vmstack.c): run one quick CLI verb; output follows the response. */
   | { readonly op: "cli"; readonly argv: readonly string[] }
-  | { readonly op: "quit" };
+  | { readonly op: "quit" }
+  | HotplugRequest;
 
 export type Op = Request["op"];
 
 export const OPS = [
   "ping", "create", "list", "pause", "unpause", "destroy", "reboot", "shutdown", "rename", "domid", "domname",
   "sysrq", "trigger", "dmesg", "exec", "console", "host-info", "quit", "cli",
+  ...HOTPLUG_OPS,
 ] as const satisfies readonly Op[];
 
 /** xl's state letters, in xl's column order: r b p s c d. */
@@ -114,6 +117,7 @@ const KEYS: Readonly<Record<Op, readonly string[]>> = {
   "host-info": [],
   quit: [],
   cli: ["argv"],
+  ...HOTPLUG_KEYS,
 };
 
 /** One decoded line → a typed request; anything else is a BAD_REQUEST naming what was wrong. */
@@ -123,6 +127,7 @@ export function parseRequest(value: unknown): Request {
   if (typeof op !== "string" || !(OPS as readonly string[]).includes(op)) throw bad(`unknown op ${JSON.stringify(op)}`);
   const o = op as Op;
   for (const k of Object.keys(value)) if (k !== "op" && !KEYS[o].includes(k)) throw bad(`unknown key '${k}' for ${o}`);
+  if (isHotplugOp(o)) return parseHotplugRequest(o, value);
   switch (o) {
     case "ping":
     case "host-info":
