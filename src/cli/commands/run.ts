@@ -62,7 +62,8 @@ export const runCommand: Command = {
     "Boot snapshots: the first run of a given kernel, initrd, QEMU and machine saves the freshly",
     "booted guest (before any command) in the cache; later runs restore that state instead of",
     "booting, each getting a pristine VM with its own fresh randomness and the current time.",
-    "Runs with --share (virtiofs), disks (--scratch, --image) or --net always boot cold.",
+    "Runs with a virtiofs share, disks (--scratch, --image, a read-only share copied as an image)",
+    "or --net always boot cold; --verbose says which happened and why (docs/boot.md).",
   ].join("\n"),
   async run(argv, ctx) {
     try {
