@@ -98,7 +98,8 @@ export async function restoreVm(
     try {
       // Before any command: every VM restored from this state would otherwise draw the same
       // random bytes and live at the moment of the save.
-      await restored.agent.refresh({ seed: randomBytes(64), ...(vm.signal ? { signal: vm.signal } : {}) });
+      const deadline = AbortSignal.timeout(bootTimeoutMs);
+      await restored.agent.refresh({ seed: randomBytes(64), signal: vm.signal ? AbortSignal.any([vm.signal, deadline]) : deadline });
       log("debug", vm.name, `snapshot: fresh randomness and time taken after ${Math.round(performance.now() - t0)} ms`);
     } catch (e) {
       await restored.destroy();
