@@ -260,7 +260,7 @@ int main(int argc, char **argv) {
   int as_init = 0, xenstore = 1;
   const char *base = strrchr(argv[0], '/') ? strrchr(argv[0], '/') + 1 : argv[0];
   if (strncmp(base, "xenstore-", 9) == 0) return xs_tool_main(base + 9, argc - 1, argv + 1);
-  if (argc > 1 && strcmp(argv[1], "xenstore") == 0) return argc > 2 ? xs_tool_main(argv[2], argc - 3, argv + 3) : xs_tool_main("help", 0, NULL);
+  if (argc > 1 && strcmp(argv[1], "xenstore") == 0) return argc > 2 ? xs_tool_main(argv[2], argc - 3, argv + 3) : xs_tool_main("", 0, NULL);
   if (argc > 1 && strcmp(argv[1], "xenstore-relay") == 0) return xs_relay_main(argc - 2, argv + 2);
   for (int i = 1; i < argc; i++) {
     const char *a = argv[i];

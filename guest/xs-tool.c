@@ -129,8 +129,8 @@ static void ls(const char *path, int depth) {
   free(d);
 }
 
-static void usage(void) {
-  fprintf(stderr,
+static void usage_to(FILE *to, int code) {
+  fprintf(to,
           "usage: vmstack-agent xenstore VERB ARGS   (or xenstore-VERB ARGS)\n"
           "  read PATH...             print each value on its own line\n"
           "  write PATH VALUE...      write pairs\n"
@@ -141,12 +141,19 @@ static void usage(void) {
           "  exists PATH              exit 0 if PATH exists, 1 if not\n"
           "  watch [-n N] PATH        print the path of every change under PATH (stop after N)\n"
           "Relative paths are under /local/domain/<domid>. Socket: $XENSTORED_PATH or " XS_SOCKET ".\n");
-  exit(2);
+  exit(code);
 }
+
+static void usage(void) { usage_to(stderr, 2); }
 
 int xs_tool_main(const char *verb, int argc, char **argv) {
   verb_name = verb;
-  if (!strcmp(verb, "--help") || !strcmp(verb, "help")) usage();
+  if (!strcmp(verb, "--help") || !strcmp(verb, "help") || !strcmp(verb, "-h")) usage_to(stdout, 0);
+  if (argc > 0 && (!strcmp(argv[0], "--help") || !strcmp(argv[0], "-h"))) usage_to(stdout, 0);
+  static const char *const verbs[] = {"read", "write", "rm", "mkdir", "exists", "list", "ls", "watch"};
+  size_t known = 0;
+  while (known < sizeof verbs / sizeof *verbs && strcmp(verbs[known], verb)) known++;
+  if (known == sizeof verbs / sizeof *verbs) usage();
   const char *sock = getenv("XENSTORED_PATH");
   if (!sock || !*sock) sock = XS_SOCKET;
   struct sockaddr_un sa = {.sun_family = AF_UNIX};

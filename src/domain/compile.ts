@@ -7,6 +7,7 @@
  */
 import { createHash } from "node:crypto";
 import { AGENT_PORT_NAME, XENSTORE_PORT_NAME, XENSTORE_SOCKET_NAME } from "../guest/index.js";
+import { virtiofsdArgv } from "../vmm/virtiofsd-argv.js";
 import { type Accel, type BlockFormat, type DriveConfig, type MachineConfig, type NicArgsConfig, buildQemuArgs } from "../vmm/qemu-args.js";
 import type { DiskConfig, DiskFormat, DomainConfig, NicConfig } from "./spec.js";
 
@@ -119,11 +120,9 @@ export function compileDomain(c: DomainConfig, ctx: CompileContext): DomainPlan 
     notes.push(`onReboot preserve: QEMU pauses at reboot and at poweroff alike; at a poweroff (SHUTDOWN reason guest-shutdown) vmstackd applies onPoweroff=${c.onPoweroff}`);
   const helpers: Helper[] = c.shares.map((s, i) => {
     const socketPath = run(`virtiofs-${i}.sock`);
-    // The C virtiofsd of qemu-system-common; it exits when QEMU disconnects (one per share).
-    const argv = [ctx.virtiofsd ?? "/usr/lib/qemu/virtiofsd", `--socket-path=${socketPath}`, "-o", `source=${s.source}`, "-o", "cache=auto"];
-    return { name: `virtiofsd-${s.tag}`, argv, socketPath };
+    // One virtiofsd per share, the same command line as `vmstack run --share` (read-only enforced on the host).
+    return { name: `virtiofsd-${s.tag}`, argv: virtiofsdArgv({ source: s.source, readOnly: s.readOnly }, socketPath, ctx.virtiofsd), socketPath };
   });
-  if (c.shares.some((s) => s.readOnly)) notes.push("read-only shares are mounted read-only in the guest (virtiofsd here has no read-only mode)");
 
   const nics: NicArgsConfig[] = c.nics.map((n) => {
     const b = bootIndex.get(n.id);

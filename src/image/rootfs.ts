@@ -1,20 +1,30 @@
 /**
  * A Debian root file system as a disk image, built from Debian's packages for a release and a
  * package list, with vmstack's guest agent installed (/usr/local/sbin/vmstack-agent), cached by
- * recipe: the same release + packages + agent build once.
+ * recipe: the same release + packages + agent + image settings build once.
  *
- * The tree is made by mmdebstrap (apt's own resolver, through apt's configured sources and proxy
- * settings; faster than debootstrap) or, when it is missing, debootstrap. Both need root here
- * (mknod, chroot in the target); mmdebstrap's `unshare` mode would work without root given
- * subordinate uid ranges. The image itself is made without root: `mkfs.ext4 -d`.
+ * Two cache layers: the bootstrap result (debian-tree.ts: mmdebstrap or debootstrap, the slow
+ * step, keyed by release and packages only) and the image made from it (keyed by everything).
+ * A different label, file system, size or GRUB menu reuses the tree. Unpacking the tree needs
+ * root (it holds root-owned files and device nodes), as the bootstrap does; the image itself is
+ * made without mounting anything: `mkfs.ext{2,3,4} -d`.
+ *
+ * A bootable image (`grubMenu`) also gets /etc/fstab, a hostname, GRUB menus naming the kernel
+ * the package list installed (menu.lst for pv-grub, grub.cfg for pygrub and GRUB 2), and, when
+ * the tree has systemd, a unit that starts the agent on its virtio-serial port at boot.
  */
 import { existsSync } from "node:fs";
-import { chmod, copyFile, mkdir, mkdtemp, rm, writeFile } from "node:fs/promises";
+import { chmod, copyFile, mkdir, mkdtemp, readdir, rm, symlink, writeFile } from "node:fs/promises";
 import { join } from "node:path";
 import { VmstackError } from "../lib/errors.js";
-import { spawnManaged } from "../lib/process.js";
 import { sha256File, type BuildResult, type ContentStore } from "./cache.js";
-import { createDisk, imageSizeFor, treeSize, type DiskFormat } from "./disk.js";
+import { checkDebianSpec, debianTree, unpackTree, type ProgressOptions } from "./debian-tree.js";
+import { createDisk, imageSizeFor, treeSize, type DiskFormat, type FsType } from "./disk.js";
+import { grubCfgText, menuLstText } from "./grub-menu-writer.js";
+import { installGrubModules, writeGrubPcDisk } from "./grub-pc.js";
+import { runChild } from "../lib/run-child.js";
+
+export { bootstrapArgv, bootstrapTool, checkDebianSpec } from "./debian-tree.js";
 
 export interface DebianRootfsSpec {
   readonly release: string;
@@ -25,50 +35,44 @@ export interface DebianRootfsSpec {
   /** Free room to leave in an auto-sized image (default 256 MiB: builds write into it). */
   readonly extraBytes?: number;
   readonly label?: string;
+  /** File system (default ext4). pv-grub reads ext2/3 (the NixOS wiki uses ext3). */
+  readonly fs?: FsType;
+  /** File system UUID (default: mkfs picks one). */
+  readonly uuid?: string;
+  /** /etc/hostname (default: what the bootstrap left, the host's name). */
+  readonly hostname?: string;
+  /** Make it bootable from its own menu: fstab, GRUB menus naming the installed kernel. */
+  readonly grubMenu?: boolean;
+  /**
+   * "grub-pc": a partitioned disk with GRUB 2 for BIOS in its boot sector (grub-pc.ts), so
+   * firmware boots it (an HVM domain without a kernel). Implies grubMenu.
+   */
+  readonly bootloader?: "grub-pc";
 }
 
 export const ROOTFS_LABEL = "vmstack-root";
 /** Where the agent lives in a vmstack Debian image. */
 export const ROOTFS_AGENT_PATH = "/usr/local/sbin/vmstack-agent";
+/** The systemd unit that starts the agent in a booted image. */
+export const ROOTFS_AGENT_UNIT = "vmstack-agent.service";
 const ROOTFS_RECIPE_VERSION = 1;
-
-/** Debian release names and package names (Debian policy §5.6.1: lowercase, digits, + - .). */
-export function checkDebianSpec(spec: Pick<DebianRootfsSpec, "release" | "packages">): void {
-  if (!/^[a-z][a-z0-9-]*$/.test(spec.release)) throw new VmstackError("BAD_RECIPE", `'${spec.release}' is not a Debian release name (e.g. bookworm)`);
-  for (const p of spec.packages) {
-    if (!/^[a-z0-9][a-z0-9+.-]+$/.test(p)) throw new VmstackError("BAD_RECIPE", `'${p}' is not a Debian package name`);
-  }
-}
-
-export function bootstrapTool(): "mmdebstrap" | "debootstrap" | undefined {
-  for (const dir of ["/usr/bin", "/usr/sbin", "/bin", "/sbin"]) {
-    if (existsSync(join(dir, "mmdebstrap"))) return "mmdebstrap";
-  }
-  for (const dir of ["/usr/sbin", "/usr/bin", "/sbin", "/bin"]) {
-    if (existsSync(join(dir, "debootstrap"))) return "debootstrap";
-  }
-  return undefined;
-}
-
-export function bootstrapArgv(tool: "mmdebstrap" | "debootstrap", spec: DebianRootfsSpec, target: string): string[] {
-  const include = [...spec.packages].sort().join(",");
-  if (tool === "mmdebstrap") {
-    // --variant=apt: essential packages + apt (no init system: the agent is the guest's init).
-    return ["mmdebstrap", "--variant=apt", ...(include ? [`--include=${include}`] : []), spec.release, target];
-  }
-  return ["debootstrap", "--variant=minbase", ...(include ? [`--include=${include}`] : []), spec.release, target];
-}
 
 export async function debianRootfs(
   store: ContentStore,
   spec: DebianRootfsSpec,
   /** agentPath: the static vmstack-agent binary to install (guestArtifacts().agent). */
-  options: { agentPath: string; signal?: AbortSignal | undefined; onProgress?: (line: string) => void },
+  options: ProgressOptions & { agentPath: string },
 ): Promise<BuildResult & { tool: string }> {
   checkDebianSpec(spec);
-  const tool = bootstrapTool();
+  if ((spec.grubMenu === true || spec.bootloader !== undefined) && !spec.packages.some((p) => p.startsWith("linux-image-"))) {
+    // Checked before the bootstrap (a minute) rather than after it finds /boot empty.
+    throw new VmstackError("IMAGE_NO_KERNEL", "a GRUB menu needs a kernel in the image: add a kernel package, e.g. -p linux-image-cloud-amd64,systemd-sysv");
+  }
   const agent = options.agentPath;
   if (!existsSync(agent)) throw new VmstackError("GUEST_PIECE_MISSING", `the guest agent is missing at ${agent}: npm run build`);
+  const label = spec.label ?? ROOTFS_LABEL;
+  // Fields that are undefined drop out of the key (canonicalJson), so images made before the
+  // boot options existed keep their keys.
   const recipe = {
     kind: "debian-rootfs",
     v: ROOTFS_RECIPE_VERSION,
@@ -77,31 +81,51 @@ export async function debianRootfs(
     format: spec.format,
     sizeBytes: spec.sizeBytes,
     extraBytes: spec.extraBytes,
-    label: spec.label ?? ROOTFS_LABEL,
+    label,
+    fs: spec.fs === "ext4" ? undefined : spec.fs,
+    uuid: spec.uuid,
+    hostname: spec.hostname,
+    grubMenu: spec.grubMenu === true || spec.bootloader !== undefined ? true : undefined,
+    bootloader: spec.bootloader,
     agent: await sha256File(agent),
   };
+  let tool = "none";
   const result = await store.buildOnce(
     recipe,
     async (tmp) => {
-      if (!tool) {
-        throw new VmstackError("NO_BOOTSTRAP_TOOL", "building a Debian image needs mmdebstrap or debootstrap: apt-get install mmdebstrap (or ./setup)");
-      }
+      const tree = await debianTree(store, { release: spec.release, packages: spec.packages }, options);
+      tool = tree.cached ? "cached tree" : tree.tool;
       await mkdir(join(store.root, "work"), { recursive: true });
       const work = await mkdtemp(join(store.root, "work", "rootfs-"));
       try {
-        const tree = join(work, "root");
-        await runLogged(bootstrapArgv(tool, spec, tree), tool, options);
-        await installAgent(tree, agent, recipe);
-        const size = spec.sizeBytes ?? imageSizeFor(await treeSize(tree)) + (spec.extraBytes ?? 256 * 1024 * 1024);
-        options.onProgress?.(`making the ${spec.format} image (${Math.round(size / 1024 / 1024)} MiB)`);
-        await createDisk(tmp, { format: spec.format, sizeBytes: size, fs: { type: "ext4", label: recipe.label, from: tree } });
+        const root = join(work, "root");
+        await mkdir(root);
+        options.onProgress?.(`unpacking the Debian tree${tree.cached ? " (cached)" : ""}`);
+        await unpackTree(tree.path, root, options.signal);
+        await installAgent(root, agent, recipe);
+        if (spec.hostname !== undefined) await writeFile(join(root, "etc", "hostname"), `${spec.hostname}\n`);
+        if (recipe.grubMenu === true) await makeBootable(root, { label, fs: spec.fs ?? "ext4" });
+        if (spec.bootloader === "grub-pc") await installGrubModules(root);
+        const size = spec.sizeBytes ?? imageSizeFor(await treeSize(root)) + (spec.extraBytes ?? 256 * 1024 * 1024);
+        options.onProgress?.(`making the ${spec.format} image (${spec.fs ?? "ext4"}, label ${label}, ${Math.round(size / 1024 / 1024)} MiB${spec.bootloader ? `, ${spec.bootloader} in the boot sector` : ""})`);
+        const fs = { type: spec.fs ?? "ext4", label, ...(spec.uuid ? { uuid: spec.uuid } : {}), from: root } as const;
+        if (spec.bootloader === undefined) {
+          await createDisk(tmp, { format: spec.format, sizeBytes: size, fs });
+          return;
+        }
+        // The file system alone first, then the whole disk around it (the size is the partition's).
+        const fsImage = join(work, "fs.raw");
+        await createDisk(fsImage, { format: "raw", sizeBytes: size, fs });
+        const disk = spec.format === "raw" ? tmp : join(work, "disk.raw");
+        await writeGrubPcDisk(fsImage, disk, work, options.signal);
+        if (spec.format === "qcow2") await runChild(["qemu-img", "convert", "-q", "-f", "raw", "-O", "qcow2", disk, tmp], { signal: options.signal });
       } finally {
         await rm(work, { recursive: true, force: true });
       }
     },
     { ext: `.${spec.format}` },
   );
-  return { ...result, tool: tool ?? "none" };
+  return { ...result, tool: result.cached ? "none" : tool };
 }
 
 async function installAgent(tree: string, agent: string, recipe: unknown): Promise<void> {
@@ -113,25 +137,69 @@ async function installAgent(tree: string, agent: string, recipe: unknown): Promi
   await writeFile(join(tree, "etc", "vmstack-image.json"), JSON.stringify(recipe, null, 2) + "\n");
 }
 
-/** Runs the bootstrap tool, passing its output lines to onProgress; abortable. */
-async function runLogged(argv: string[], label: string, options: { signal?: AbortSignal | undefined; onProgress?: (line: string) => void }): Promise<void> {
-  const child = spawnManaged(argv, { label, stdio: ["ignore", "pipe", "pipe"] });
-  const forward = (c: Buffer): void => {
-    for (const line of c.toString().split("\n")) if (line.trim()) options.onProgress?.(line.trim());
-  };
-  child.process.stdout?.on("data", forward);
-  child.process.stderr?.on("data", forward);
-  const onAbort = (): void => void child.stop(2000);
-  options.signal?.addEventListener("abort", onAbort, { once: true });
-  try {
-    const exit = await child.exited;
-    options.signal?.throwIfAborted();
-    if (exit.code !== 0) {
-      throw new VmstackError("BOOTSTRAP_FAILED", `${label} failed (${exit.signal ?? `exit ${exit.code}`}): ${child.stderrTail.lines(5).join(" | ")}`, {
-        facts: { argv },
-      });
-    }
-  } finally {
-    options.signal?.removeEventListener("abort", onAbort);
+/** The newest kernel in /boot (Debian names them vmlinuz-<release>) and its initrd, if any. */
+export function pickKernel(bootFiles: readonly string[]): { release: string; initrd: boolean } | undefined {
+  const releases = bootFiles
+    .filter((f) => f.startsWith("vmlinuz-"))
+    .map((f) => f.slice("vmlinuz-".length))
+    .sort((a, b) => a.localeCompare(b, "en", { numeric: true }));
+  const release = releases[releases.length - 1];
+  return release === undefined ? undefined : { release, initrd: bootFiles.includes(`initrd.img-${release}`) };
+}
+
+/** The kernel command line a vmstack-made bootable image boots with (each word commented). */
+export function bootCmdline(rootSpec: string): string {
+  return [
+    `root=${rootSpec}`, // the root file system by label: the same wherever the disk is attached (vda, xvda)
+    "ro", // systemd remounts it read-write from fstab after fsck, as Debian's installer sets up
+    "console=ttyS0", // the domain's console is the first UART (`vmstack console`, `create -c`)
+  ].join(" ");
+}
+
+async function makeBootable(root: string, o: { label: string; fs: FsType }): Promise<void> {
+  const boot = join(root, "boot");
+  const kernel = pickKernel(existsSync(boot) ? await readdir(boot) : []);
+  if (!kernel) {
+    throw new VmstackError("IMAGE_NO_KERNEL", "a GRUB menu needs a kernel in the image's /boot: add a kernel package, e.g. -p linux-image-cloud-amd64,systemd-sysv", {
+      facts: { boot },
+    });
   }
+  const rootSpec = `LABEL=${o.label}`;
+  await writeFile(join(root, "etc", "fstab"), `# Written by vmstack image debian.\n${rootSpec} / ${o.fs} errors=remount-ro 0 1\n`);
+  const entry = {
+    title: "Debian GNU/Linux",
+    kernel: `/boot/vmlinuz-${kernel.release}`,
+    initrd: kernel.initrd ? `/boot/initrd.img-${kernel.release}` : undefined,
+    cmdline: bootCmdline(rootSpec),
+  };
+  await mkdir(join(boot, "grub"), { recursive: true });
+  await writeFile(join(boot, "grub", "menu.lst"), menuLstText(entry));
+  await writeFile(join(boot, "grub", "grub.cfg"), grubCfgText({ ...entry, label: o.label }));
+  if (existsSync(join(root, "lib", "systemd", "systemd"))) await installAgentUnit(root);
+}
+
+/**
+ * Starts the agent at boot. The port appears once udev has loaded virtio_console, which may be
+ * after the unit starts: the agent then exits and systemd starts it again a second later, without
+ * a start limit, so the agent is there whenever the port is.
+ */
+async function installAgentUnit(root: string): Promise<void> {
+  const unit = [
+    "[Unit]",
+    "Description=vmstack guest agent (virtio-serial port org.vmstack.agent)",
+    "StartLimitIntervalSec=0",
+    "",
+    "[Service]",
+    `ExecStart=${ROOTFS_AGENT_PATH}`,
+    "Restart=always",
+    "RestartSec=1",
+    "",
+    "[Install]",
+    "WantedBy=multi-user.target",
+    "",
+  ].join("\n");
+  const dir = join(root, "etc", "systemd", "system");
+  await mkdir(join(dir, "multi-user.target.wants"), { recursive: true });
+  await writeFile(join(dir, ROOTFS_AGENT_UNIT), unit);
+  await symlink(`/etc/systemd/system/${ROOTFS_AGENT_UNIT}`, join(dir, "multi-user.target.wants", ROOTFS_AGENT_UNIT));
 }

@@ -27,6 +27,8 @@ export interface DomainHooks {
   /** The guest panicked and QEMU paused it (on_crash preserve or coredump-*): QEMU still runs. */
   onPanic?(d: Domain): void;
   log(message: string): void;
+  /** The guest was reset (it rebooted inside the same QEMU). */
+  onReset?(d: Domain): void;
 }
 
 export class Domain {
@@ -106,6 +108,7 @@ export class Domain {
         // A reset guest has a fresh agent; the old session is dead.
         this.#agent?.close();
         this.#agent = undefined;
+        this.hooks.onReset?.(this);
         break;
       default:
         break;
@@ -142,7 +145,7 @@ export class Domain {
     const alive = this.record.qemuPid !== null && this.qmp?.connected === true;
     const crashed = this.record.preserved === "crashed" || this.status === "guest-panicked" || this.status === "internal-error";
     const shut = this.record.preserved === "shutdown" || this.status === "shutdown";
-    const paused = alive && !crashed && !shut && (this.status === "paused" || this.status === "prelaunch" || this.status === "suspended");
+    const paused = alive && !crashed && !shut && (this.status === "paused" || this.status === "prelaunch" || this.status === "suspended" || this.status === "postmigrate");
     const running = alive && this.status === "running" && this.record.qemuPid !== null && vcpuRunning(this.record.qemuPid);
     const blocked = alive && this.status === "running" && !running;
     return [running ? "r" : "-", blocked ? "b" : "-", paused ? "p" : "-", shut ? "s" : "-", crashed ? "c" : "-", this.dying ? "d" : "-"].join("");

@@ -31,6 +31,8 @@ export interface LaunchOptions {
   readonly hooks: DomainHooks;
   readonly timeoutMs: number;
   readonly signal?: AbortSignal | undefined;
+  /** A migration source for QEMU's `-incoming` (restore: manager-save.ts). */
+  readonly incoming?: string | undefined;
 }
 
 export function planFor(
@@ -101,7 +103,7 @@ export async function launchDomain(o: LaunchOptions): Promise<Domain> {
       await retryUntil(() => (existsSync(h.socketPath) ? true : undefined), { what: `${h.name} socket`, timeoutMs: o.timeoutMs, signal: o.signal });
     }
     const qemuLog = join(runDir, "qemu.log");
-    child = spawnDetached([qemuBinary(), ...plan.argv], qemuLog);
+    child = spawnDetached([qemuBinary(), ...plan.argv, ...(o.incoming === undefined ? [] : ["-incoming", o.incoming])], qemuLog);
     const pid = child.pid;
     if (pid === undefined) throw new VmstackError("SPAWN_FAILED", `cannot start QEMU (${qemuBinary()})`);
     const exited = new AbortController();

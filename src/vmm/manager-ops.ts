@@ -15,6 +15,7 @@ import { pvAcknowledged } from "./pv-control.js";
 /** How long a guest that advertises PV control gets to acknowledge before the agent is asked. */
 const PV_ACK_MS = 5000;
 import { handleHotplug } from "./manager-hotplug.js";
+import { restoreDomain, saveDomain } from "./manager-save.js";
 
 export interface OpsContext {
   readonly manager: DomainManager;
@@ -58,7 +59,11 @@ export async function handle(ctx: OpsContext, req: Request, signal: AbortSignal)
       await onDomain(m, req.domain, (d) => d.qmpExecute("stop"));
       return result(null);
     case "unpause":
-      await onDomain(m, req.domain, (d) => d.qmpExecute("cont"));
+      await onDomain(m, req.domain, async (d) => {
+        await d.qmpExecute("cont");
+        // A domain created paused gets its shares mounted once it runs.
+        m.mountSharesOnce(d);
+      });
       return result(null);
     case "destroy":
       await m.destroy(m.find(req.domain));
@@ -121,6 +126,10 @@ export async function handle(ctx: OpsContext, req: Request, signal: AbortSignal)
     case "quit":
       setImmediate(ctx.quit);
       return result(null);
+    case "save":
+      return result(await saveDomain(m, m.find(req.domain), req.file, { keepRunning: req.keepRunning, paused: req.paused, signal }));
+    case "restore":
+      return result(await restoreDomain(m, req.file, { paused: req.paused, force: req.force, signal }));
     case "cli": {
       if (ctx.cli === undefined) throw new VmstackError("BAD_REQUEST", "bad request: this vmstackd runs no CLI verbs");
       const inner = async (r: Request): Promise<unknown> => {

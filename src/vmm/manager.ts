@@ -20,6 +20,8 @@ import { retryUntil } from "../lib/retry.js";
 import { join } from "node:path";
 import type { Duplex } from "node:stream";
 import { GuestXenstoreChannels } from "./guest-xenstore-channel.js";
+import { forgetGuestReports } from "./pv-control.js";
+import { mountShares } from "./manager-mounts.js";
 
 export interface ManagerOptions {
   readonly paths: DaemonPaths;
@@ -96,7 +98,30 @@ export class DomainManager {
   }
 
   #hooks(): DomainHooks {
-    return { onExit: (d, cause) => this.#onExit(d, cause), onPanic: (d) => this.#onPanic(d), log: this.o.log };
+    return {
+      onExit: (d, cause) => this.#onExit(d, cause),
+      onPanic: (d) => this.#onPanic(d),
+      log: this.o.log,
+      onReset: (d) => {
+        void forgetGuestReports(this.o.xs, d.domid).catch((e: unknown) => this.o.log(`${d.name}: clearing the guest's reports: ${messageOf(e)}`));
+        // A reboot unmounted everything: mount the shares again once the agent is back.
+        this.#sharesMounted.delete(d);
+        this.mountSharesOnce(d);
+      },
+    };
+  }
+
+  /** Domains whose shares are mounted in the current boot (or being mounted). */
+  readonly #sharesMounted = new WeakSet<Domain>();
+
+  /** Mounts the domain's shares that have a target, once per boot (manager-mounts.ts). */
+  mountSharesOnce(d: Domain): void {
+    const c = configOf(d.record);
+    if (!c.agent || !c.shares.some((s) => s.target !== undefined) || this.#sharesMounted.has(d)) return;
+    this.#sharesMounted.add(d);
+    void mountShares(d, c.shares, this.o.log).then((ok) => {
+      if (!ok) this.#sharesMounted.delete(d);
+    });
   }
 
   find(ref: string): Domain {
@@ -162,6 +187,7 @@ export class DomainManager {
     const d = await launchDomain({ paths: this.o.paths, domid, uuid, config, paused, accel: this.o.accel, createdAt, hooks: this.#hooks(), timeoutMs: this.o.startTimeoutMs, signal });
     this.#domains.set(domid, d);
     this.xenstoreChannels.attach(domid, d.record.runDir, d.name);
+    if (!paused) this.mountSharesOnce(d);
     return d;
   }
 
@@ -327,6 +353,33 @@ export class DomainManager {
       d.record = { ...d.record, name: newName, config: { ...d.record.config, name: newName } };
       writeRecord(this.o.paths.domainsDir, d.record);
     });
+  }
+
+  // ---- for restore (manager-save.ts): create's checks and bookkeeping around a different start ----
+
+  /** Claims a name and a domid as create does (same checks, same messages); `release` frees the name. */
+  claim(name: string, maxmemMiB: number, force: boolean): { domid: number; release: () => void } {
+    if (this.#reserved.has(name) || this.domains.some((d) => d.name === name)) {
+      throw new VmstackError("DOMAIN_EXISTS", `a domain named '${name}' already exists`, { facts: { name } });
+    }
+    const free = this.freeMiB();
+    if (maxmemMiB > free && !force) {
+      throw new VmstackError("OUT_OF_MEMORY", `not enough memory for '${name}': it needs ${maxmemMiB} MiB, ${free} MiB is free; use --force to overcommit`, {
+        facts: { needMiB: maxmemMiB, freeMiB: free },
+      });
+    }
+    this.#reserved.add(name);
+    const domid = this.#nextDomid++;
+    writeFileSync(join(this.o.paths.stateDir, "next-domid"), `${this.#nextDomid}\n`);
+    return { domid, release: () => this.#reserved.delete(name) };
+  }
+
+  /** Starts QEMU (with `-incoming` for a restore) and registers the domain, as create does. */
+  async launchRestored(domid: number, uuid: string, config: DomainConfig, incoming: string, signal?: AbortSignal): Promise<Domain> {
+    await writeDomain(this.o.xs, xsFacts(domid, uuid, config, Date.now()));
+    const d = await launchDomain({ paths: this.o.paths, domid, uuid, config, paused: true, accel: this.o.accel, createdAt: Date.now(), hooks: this.#hooks(), timeoutMs: this.o.startTimeoutMs, signal, incoming });
+    this.#domains.set(domid, d);
+    return d;
   }
 
   /** The daemon is stopping: let go of every domain, leaving them running. */

@@ -13,6 +13,9 @@ import { isVmstackError } from "../lib/errors.js";
 import { retryUntil } from "../lib/retry.js";
 import { domainPath } from "./domain-xenstore.js";
 
+/** What a guest agent reports about one boot (xs-report.c); see forgetGuestReports. */
+const BOOT_REPORTS = ["data/booted", "data/os_uname", "attr/vif", "drivers/0"] as const;
+
 /**
  * True once the guest acknowledged the command in control/shutdown (or its home is gone, i.e.
  * it already shut down); false at once if it does not advertise `feature-<kind>`, or when
@@ -30,4 +33,27 @@ export async function pvAcknowledged(xs: XenstoreClient, domid: number, kind: "p
     if (isVmstackError(e, "TIMEOUT")) return false;
     throw e;
   }
+}
+
+/**
+ * The guest was reset (a reboot inside the same QEMU): what its agent reported belongs to the old
+ * boot. Xen gets this for free, as a rebooted domain is a new domain with a fresh home; vmstack
+ * keeps the domid, so it clears the reports: `data/booted` is absent until the new boot's agent
+ * writes it, and `control/feature-*` go back to "" so that a shutdown during the boot does not
+ * wait for an acknowledgement no one will send yet.
+ */
+export async function forgetGuestReports(xs: XenstoreClient, domid: number): Promise<void> {
+  const home = domainPath(domid);
+  await xs.transaction(async (tx) => {
+    for (const p of BOOT_REPORTS) {
+      try {
+        await tx.rm(`${home}/${p}`);
+      } catch (e) {
+        if (!isVmstackError(e, "XS_ENOENT")) throw e;
+      }
+    }
+    for (const f of ["poweroff", "reboot"]) {
+      if ((await tx.tryRead(`${home}/control/feature-${f}`)) !== undefined) await tx.write(`${home}/control/feature-${f}`, "");
+    }
+  });
 }

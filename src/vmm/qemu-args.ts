@@ -140,6 +140,31 @@ export function virtioDevice(machine: MachineType, kind: "serial" | "blk" | "net
   return machine === "microvm" ? `${base}-device` : `${base}-pci`;
 }
 
+/** Guest RAM as a shared memfd, which vhost-user back ends (virtiofsd) can map. */
+export function sharedMemoryArgs(memoryMiB: number): string[] {
+  return ["-object", `memory-backend-memfd,id=mem,size=${memoryMiB}M,share=on`];
+}
+
+/**
+ * virtiofs shares as QEMU devices, for every machine type: the chardev to virtiofsd's socket and
+ * a vhost-user-fs device, `-pci` on pc/q35 and the bare virtio-mmio `-device` on microvm. vhost-user
+ * devices need VIRTIO 1.0 (VIRTIO_F_VERSION_1), and microvm's virtio-mmio is legacy by default, so
+ * there it is switched to modern mode (affecting every virtio-mmio device, which all support it).
+ */
+export function virtiofsDeviceArgs(machine: MachineType, filesystems: readonly VirtiofsConfig[]): string[] {
+  if (filesystems.length === 0) return [];
+  const args = machine === "microvm" ? ["-global", "virtio-mmio.force-legacy=false"] : [];
+  for (const fs of filesystems) {
+    args.push(
+      "-chardev",
+      `socket,id=${fs.id}.sock,path=${opt(fs.socketPath)}`,
+      "-device",
+      `${machine === "microvm" ? "vhost-user-fs-device" : "vhost-user-fs-pci"},queue-size=1024,chardev=${fs.id}.sock,tag=${opt(fs.tag)},id=${fs.id}`,
+    );
+  }
+  return args;
+}
+
 export function buildQemuArgs(c: MachineConfig): string[] {
   const args: string[] = [
     // Nothing implicit: no default NIC/VGA/floppy/CD, no /etc/qemu config, no option ROMs by
@@ -165,7 +190,7 @@ export function buildQemuArgs(c: MachineConfig): string[] {
     // vhost-user-fs needs guest RAM that virtiofsd can map: a shared memfd backend (qemu-notes §3).
     const i = args.indexOf("-machine") + 1;
     args[i] = `${args[i] ?? ""},memory-backend=mem`;
-    args.push("-object", `memory-backend-memfd,id=mem,size=${c.memoryMiB}M,share=on`);
+    args.push(...sharedMemoryArgs(c.memoryMiB));
   }
   if (c.name !== undefined) args.push("-name", `guest=${opt(c.name)}`);
   if (c.uuid !== undefined) args.push("-uuid", c.uuid);
@@ -198,14 +223,7 @@ export function buildQemuArgs(c: MachineConfig): string[] {
     });
   }
   args.push(...driveArgs(c.machine, c.drives ?? []));
-  (c.filesystems ?? []).forEach((fs) => {
-    args.push(
-      "-chardev",
-      `socket,id=${fs.id}.sock,path=${opt(fs.socketPath)}`,
-      "-device",
-      `vhost-user-fs-pci,queue-size=1024,chardev=${fs.id}.sock,tag=${opt(fs.tag)},id=${fs.id}`,
-    );
-  });
+  args.push(...virtiofsDeviceArgs(c.machine, c.filesystems ?? []));
   for (const nic of c.nics ?? []) args.push(...nicArgs(c.machine, nic));
   if (c.rng) args.push("-object", "rng-random,id=rng0,filename=/dev/urandom", "-device", `${virtioDevice(c.machine, "rng")},rng=rng0,id=rng0.dev`);
   if (c.balloon) args.push("-device", `${virtioDevice(c.machine, "balloon")},id=balloon0`);

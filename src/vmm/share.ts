@@ -17,7 +17,8 @@ import { isAbsolute, resolve } from "node:path";
 import { VmstackError } from "../lib/errors.js";
 import { spawnManaged, type ManagedChild } from "../lib/process.js";
 import { retryUntil } from "../lib/retry.js";
-import { opt } from "./qemu-args.js";
+import { sharedMemoryArgs, virtiofsDeviceArgs } from "./qemu-args.js";
+import { DEFAULT_VIRTIOFSD, virtiofsdArgv } from "./virtiofsd-argv.js";
 import type { Env } from "../image/index.js";
 
 export interface ShareSpec {
@@ -28,8 +29,7 @@ export interface ShareSpec {
 
 export type ShareMode = "virtiofs" | "copy";
 
-/** The C virtiofsd shipped in Debian's qemu-system-common (there is no separate package). */
-export const DEFAULT_VIRTIOFSD = "/usr/lib/qemu/virtiofsd";
+export { DEFAULT_VIRTIOFSD };
 
 /** Parses `HOST:GUEST[:ro|:rw]`; HOST must be an existing directory, GUEST an absolute path. */
 export function parseShareSpec(text: string, cwd = process.cwd()): ShareSpec {
@@ -81,50 +81,28 @@ export function virtiofsdPath(env: Env): string {
   return env["VMSTACK_VIRTIOFSD"] ?? DEFAULT_VIRTIOFSD;
 }
 
-/**
- * virtiofsd's argv. The C virtiofsd has no read-only option, so a read-only share runs it in a
- * private mount namespace where the source is bind-mounted read-only onto itself: the guest's
- * writes then fail with EROFS on the host side, whatever the guest does. The script is constant;
- * paths arrive as positional parameters, never spliced into it.
- */
-export function virtiofsdArgv(share: ShareSpec, socketPath: string, bin: string): string[] {
-  const daemon = [bin, `--socket-path=${socketPath}`, "-o", `source=${share.hostPath}`, "-o", "cache=auto", "-o", "log_level=err"];
-  if (!share.readOnly) return daemon;
-  return [
-    "unshare",
-    "--mount",
-    "--propagation",
-    "private",
-    "--",
-    "/bin/sh",
-    "-c",
-    'mount --bind "$1" "$1" && mount -o remount,bind,ro "$1" && shift && exec "$@"',
-    "vmstack-ro-share",
-    share.hostPath,
-    ...daemon,
-  ];
+/** virtiofsd for a `--share` (the same builder as domains' shares use). */
+export function shareVirtiofsdArgv(share: ShareSpec, socketPath: string, bin: string): string[] {
+  return virtiofsdArgv({ source: share.hostPath, readOnly: share.readOnly }, socketPath, bin);
 }
 
 /**
- * QEMU arguments for virtiofs shares on a microvm (virtio-mmio: `vhost-user-fs-device`, not the
- * `-pci` variant) plus the shared memfd guest RAM that vhost-user needs. `-machine` options merge,
- * so `memory-backend=mem` joins the machine type given earlier on the command line.
+ * QEMU arguments for virtiofs shares on a throwaway microvm: the devices from qemu-args'
+ * virtiofsDeviceArgs (the one builder, shared with domains) plus the shared memfd guest RAM that
+ * vhost-user needs. `-machine` options merge, so `memory-backend=mem` joins the machine type given
+ * earlier on the command line.
  */
 export function virtiofsQemuArgs(shares: readonly { tag: string; socketPath: string }[], memoryMiB: number): string[] {
   if (shares.length === 0) return [];
-  const args = [
-    "-object",
-    `memory-backend-memfd,id=mem,size=${memoryMiB}M,share=on`,
+  return [
+    ...sharedMemoryArgs(memoryMiB),
     "-machine",
     "memory-backend=mem",
-    // vhost-user devices need VIRTIO 1.0 (VIRTIO_F_VERSION_1); microvm's virtio-mmio is legacy by default.
-    "-global",
-    "virtio-mmio.force-legacy=false",
+    ...virtiofsDeviceArgs(
+      "microvm",
+      shares.map((s, i) => ({ id: `fs${i}`, tag: s.tag, socketPath: s.socketPath })),
+    ),
   ];
-  shares.forEach((s, i) => {
-    args.push("-chardev", `socket,id=vfs${i},path=${opt(s.socketPath)}`, "-device", `vhost-user-fs-device,queue-size=1024,chardev=vfs${i},tag=${opt(s.tag)}`);
-  });
-  return args;
 }
 
 export interface RunningShare {
@@ -137,7 +115,7 @@ export interface RunningShare {
 /** Starts virtiofsd for a share and waits until its socket exists (QEMU must find it listening). */
 export async function startVirtiofsd(spec: ShareSpec, tag: string, socketPath: string, env: Env, signal?: AbortSignal): Promise<RunningShare> {
   checkHostDir(spec.hostPath, "--share");
-  const daemon = spawnManaged(virtiofsdArgv(spec, socketPath, virtiofsdPath(env)), { label: "virtiofsd", stdio: ["ignore", "ignore", "pipe"] });
+  const daemon = spawnManaged(shareVirtiofsdArgv(spec, socketPath, virtiofsdPath(env)), { label: "virtiofsd", stdio: ["ignore", "ignore", "pipe"] });
   const early = new AbortController();
   void daemon.exited.then(
     (exit) =>
@@ -165,7 +143,7 @@ export async function startVirtiofsd(spec: ShareSpec, tag: string, socketPath: s
 /**
  * The guest-side script that mounts virtiofs shares and block-device filesystems before the
  * command. Constant text; every path and tag is a positional parameter, in groups of three:
- * KIND SOURCE TARGET (KIND: virtiofs | fs (SOURCE is the type) | blk-ro | blk-rw; for blk the source is the virtio serial
+ * KIND SOURCE TARGET (KIND: virtiofs | virtiofs-ro | fs (SOURCE is the type) | blk-ro | blk-rw; for blk the source is the virtio serial
  * number, found through /sys/block/vd*\/serial because virtio-mmio probe order is not the
  * command-line order).
  */
@@ -176,6 +154,7 @@ export const GUEST_MOUNT_SCRIPT = [
   '  mkdir -p "$dst"',
   '  case "$kind" in',
   '  virtiofs) mount -t virtiofs "$src" "$dst" ;;',
+  '  virtiofs-ro) mount -t virtiofs -o ro "$src" "$dst" ;;',
   '  fs) mount -t "$src" "$src" "$dst" ;;',
   "  blk-*)",
   "    dev=",

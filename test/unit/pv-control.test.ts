@@ -4,7 +4,7 @@ import assert from "node:assert/strict";
 import { createXenstored } from "../../src/xenstore/index.js";
 import { XenstoreClient } from "../../src/xenstore/client.js";
 import { requestShutdown, writeDomain } from "../../src/vmm/domain-xenstore.js";
-import { pvAcknowledged } from "../../src/vmm/pv-control.js";
+import { forgetGuestReports, pvAcknowledged } from "../../src/vmm/pv-control.js";
 
 async function setup(): Promise<{ dom0: XenstoreClient; guest: XenstoreClient; close: () => void }> {
   const xsd = createXenstored();
@@ -39,6 +39,25 @@ void test("a guest that advertises and writes \"\" back has acknowledged; one th
     // feature-reboot is separate: not advertised, not waited for.
     await requestShutdown(dom0, 7, "reboot");
     assert.equal(await pvAcknowledged(dom0, 7, "reboot", 5000), false);
+  } finally {
+    close();
+  }
+});
+
+void test("after a guest reset its boot reports are gone and its PV features are back to \"\"", async () => {
+  const { dom0, guest, close } = await setup();
+  try {
+    for (const [p, v] of [["data/booted", "1"], ["data/os_uname", "6.1"], ["attr/vif/0/ipv4/0", "10.0.2.15"], ["drivers/0", "vmstack-agent"], ["control/feature-poweroff", "1"], ["data/mine", "kept"]]) {
+      await guest.write(p as string, v as string);
+    }
+    await forgetGuestReports(dom0, 7);
+    for (const p of ["data/booted", "data/os_uname", "attr/vif", "drivers/0"]) assert.equal(await dom0.tryRead(`/local/domain/7/${p}`), undefined, p);
+    assert.equal(await dom0.read("/local/domain/7/control/feature-poweroff"), "");
+    assert.equal(await dom0.read("/local/domain/7/data/mine"), "kept");
+    // The guest can write them again on its next boot.
+    await guest.write("data/booted", "1");
+    await guest.write("control/feature-poweroff", "1");
+    await forgetGuestReports(dom0, 7); // and a second reset is fine with what is missing
   } finally {
     close();
   }

@@ -3,7 +3,8 @@ import { test } from "node:test";
 import assert from "node:assert/strict";
 import { parseLockFile, parseRecipe } from "../../src/image/recipe.js";
 import { mkfsArgv, parseSize } from "../../src/image/disk.js";
-import { parseShareSpec, virtiofsdArgv, virtiofsQemuArgs } from "../../src/vmm/share.js";
+import { parseShareSpec, shareVirtiofsdArgv as virtiofsdArgv, virtiofsQemuArgs } from "../../src/vmm/share.js";
+import { compileDomain, loadDomainText } from "../../src/domain/index.js";
 import { isVmstackError } from "../../src/lib/errors.js";
 
 const SHA = "a".repeat(64);
@@ -83,7 +84,15 @@ test("virtiofs on microvm uses the mmio device, shared memfd RAM and modern virt
   const args = virtiofsQemuArgs([{ tag: "share0", socketPath: "/r/v,0.sock" }], 256);
   assert.ok(args.includes("memory-backend-memfd,id=mem,size=256M,share=on"));
   assert.ok(args.includes("virtio-mmio.force-legacy=false"));
-  assert.ok(args.includes("socket,id=vfs0,path=/r/v,,0.sock"));
+  assert.ok(args.includes("socket,id=fs0.sock,path=/r/v,,0.sock"));
   assert.ok(args.some((a) => a.startsWith("vhost-user-fs-device,")));
   assert.deepEqual(virtiofsQemuArgs([], 256), []);
+});
+
+test("a domain's read-only share gets the same virtiofsd as vmstack run --share: read-only on the host", () => {
+  const { config } = loadDomainText(JSON.stringify({ name: "g", machine: "q35", boot: { kernel: "/k" }, shares: [{ source: "/srv/ro", tag: "ro", readOnly: true }] }), "g.json");
+  const plan = compileDomain(config, { runDir: "/r" });
+  const argv = plan.helpers[0]?.argv ?? [];
+  assert.deepEqual(argv, virtiofsdArgv({ hostPath: "/srv/ro", guestPath: "/x", readOnly: true }, "/r/virtiofs-0.sock", "/usr/lib/qemu/virtiofsd"));
+  assert.equal(argv[0], "unshare");
 });

@@ -4,37 +4,27 @@
  * bound to its domid by vmstackd. Inside the guests: the xenstore tools read the domain's own
  * nodes, write under data/, watch, and get EACCES for another domain's and dom0's nodes; the
  * agent's reports appear in the store; the channel comes back after kill -9 of vmstackd; and
- * control/shutdown powers a guest off, acknowledged by the agent. Two boots.
+ * control/shutdown powers a guest off or reboots it, acknowledged by the agent. Two boots and a reboot.
  */
 import { test } from "node:test";
 import assert from "node:assert/strict";
-import { mkdtempSync, readFileSync, rmSync } from "node:fs";
-import { tmpdir } from "node:os";
+import { readFileSync } from "node:fs";
 import { join } from "node:path";
 import { setTimeout as sleep } from "node:timers/promises";
-import { cli, vmUnavailable, type CliResult } from "../support/cli.js";
+import { vmUnavailable, type CliResult } from "../support/cli.js";
+import { domainHarness } from "../support/domains.js";
 
 test("guest xenstore: tools in the guest, EACCES across domains, reports, vmstackd restart, control/shutdown", { timeout: 300_000 }, async (t) => {
   const skip = await vmUnavailable();
   if (skip) return t.skip(skip);
-  const dir = mkdtempSync(join(tmpdir(), "vmstack-xsg-"));
-  const env = { VMSTACK_STATE_DIR: join(dir, "s"), VMSTACK_RUN_DIR: join(dir, "r") };
-  const v = (...args: string[]): Promise<CliResult> => cli(args, { env });
-  const ok = async (...args: string[]): Promise<string> => {
-    const r = await v(...args);
-    assert.equal(r.code, 0, `vmstack ${args.join(" ")}: ${r.stderr}`);
-    return r.stdout;
-  };
-  const until = async (what: string, check: () => Promise<boolean>): Promise<void> => {
-    for (let i = 0; i < 300; i++) {
-      if (await check()) return;
-      await sleep(200);
-    }
-    assert.fail(`timed out waiting for ${what}`);
-  };
+  const h = domainHarness("xsg");
+  const { dir, v, ok } = h;
+  const until = (what: string, check: () => Promise<boolean>): Promise<void> => h.until(what, check);
   const inGuest = (d: string, ...argv: string[]): Promise<CliResult> => v("exec", d, "--", ...argv);
   try {
-    await Promise.all([ok("create", "name=xa", "memory=128"), ok("create", "name=xb", "memory=128", "machine=pc")]);
+    // Both settle before anything is asserted, so a failed create never races the clean-up.
+    const created = await Promise.allSettled([ok("create", "name=xa", "memory=128"), ok("create", "name=xb", "memory=128", "machine=pc")]);
+    for (const c of created) if (c.status === "rejected") throw c.reason;
     const ida = (await ok("domid", "xa")).trim();
     const idb = (await ok("domid", "xb")).trim();
     // The agent reports once its relay is connected: data/booted is written last.
@@ -84,6 +74,19 @@ test("guest xenstore: tools in the guest, EACCES across domains, reports, vmstac
       assert.deepEqual(out.trim().split("\n"), ["data/ping", "data/ping"]);
     });
 
+    await t.test("vmstack reboot goes through control/shutdown; the rebooted guest reports again on the same channel", async () => {
+      const boots = (): number => (readFileSync(join(dir, "s", "log", "xa.console.log"), "utf8").match(/vmstack-agent: ready/g) ?? []).length;
+      const before = boots();
+      await ok("reboot", "xa");
+      assert.match(await ok("dmesg"), /xa: the guest acknowledged control\/shutdown = reboot/);
+      // `reboot` returns once the guest acknowledged; the reset (which clears the old boot's
+      // reports) and the new boot follow.
+      await until("xa to boot again", async () => boots() === before + 1);
+      await until("xa's new boot to report", async () => (await v("xenstore", "read", `/local/domain/${ida}/data/booted`)).stdout.trim() === "1");
+      assert.equal((await ok("exec", "xa", "--", "xenstore-read", "name")).trim(), "xa");
+      assert.equal((await ok("domid", "xa")).trim(), ida);
+    });
+
     await t.test("after kill -9 of vmstackd the guest's xenstore channel works again", async () => {
       const pid = Number(readFileSync(join(dir, "r", "vmstackd.pid"), "utf8"));
       process.kill(pid, "SIGKILL");
@@ -106,10 +109,6 @@ test("guest xenstore: tools in the guest, EACCES across domains, reports, vmstac
       assert.match(await ok("dmesg"), /xa: the guest acknowledged control\/shutdown = poweroff/);
     });
   } finally {
-    await v("destroy", "xa");
-    await v("destroy", "xb");
-    const pid = Number(readFileSync(join(dir, "r", "vmstackd.pid"), { encoding: "utf8", flag: "a+" }) || 0);
-    if (pid > 0) process.kill(pid, "SIGTERM");
-    rmSync(dir, { recursive: true, force: true });
+    await h.close();
   }
 });

@@ -7,37 +7,19 @@
 import { test } from "node:test";
 import assert from "node:assert/strict";
 import { spawn } from "node:child_process";
-import { existsSync, mkdtempSync, readdirSync, readFileSync, rmSync } from "node:fs";
-import { tmpdir } from "node:os";
+import { existsSync, readdirSync, readFileSync } from "node:fs";
 import { join } from "node:path";
 import { setTimeout as sleep } from "node:timers/promises";
-import { VMSTACK_BIN, cli, vmUnavailable, type CliResult } from "../support/cli.js";
-
-interface Row { name: string; domid: number; state: string; pid: number | null }
+import { VMSTACK_BIN, cli, vmUnavailable } from "../support/cli.js";
+import { domainHarness, type DomainRow as Row } from "../support/domains.js";
 
 test("domains: create, list, console, pause, rename, kill -9 vmstackd, on_crash, reboot, panic, shutdown, destroy, failed creates", { timeout: 240_000 }, async (t) => {
   const skip = await vmUnavailable();
   if (skip) return t.skip(skip);
-  const dir = mkdtempSync(join(tmpdir(), "vmstack-lc-"));
-  const env = { VMSTACK_STATE_DIR: join(dir, "s"), VMSTACK_RUN_DIR: join(dir, "r") };
-  const v = async (...args: string[]): Promise<CliResult> => cli(args, { env });
-  const t0 = Date.now();
-  const ok = async (...args: string[]): Promise<string> => {
-    const r = await v(...args);
-    if (r.ms > 2000) t.diagnostic(`+${((Date.now() - t0) / 1000).toFixed(1)} s: vmstack ${args.join(" ")} took ${r.ms} ms`);
-    assert.equal(r.code, 0, `vmstack ${args.join(" ")}: ${r.stderr}`);
-    return r.stdout;
-  };
-  const list = async (): Promise<Row[]> => JSON.parse(await ok("list", "--json")) as Row[];
+  const h = domainHarness("lc", { slow: (m) => t.diagnostic(m) });
+  const { dir, env, v, ok, list, daemonPid } = h;
   const row = async (name: string): Promise<Row | undefined> => (await list()).find((d) => d.name === name);
-  const until = async (what: string, check: () => Promise<boolean>): Promise<void> => {
-    for (let i = 0; i < 300; i++) {
-      if (await check()) return;
-      await sleep(200);
-    }
-    assert.fail(`timed out waiting for ${what}`);
-  };
-  const daemonPid = (): number => Number(readFileSync(join(dir, "r", "vmstackd.pid"), "utf8"));
+  const until = (what: string, check: () => Promise<boolean>): Promise<void> => h.until(what, check);
   try {
     await ok("create", "name=a", "memory=128", "machine=pc", "onCrash=preserve");
     await ok("create", "name=b", "memory=128", "machine=pc", "onCrash=restart");
@@ -147,10 +129,6 @@ test("domains: create, list, console, pause, rename, kill -9 vmstackd, on_crash,
       assert.equal(ps.code, 0);
     });
   } finally {
-    const r = await v("list", "--json");
-    if (r.code === 0) for (const d of JSON.parse(r.stdout) as Row[]) if (d.domid !== 0) await v("destroy", String(d.domid));
-    if (existsSync(join(dir, "r", "vmstackd.pid"))) process.kill(daemonPid(), "SIGTERM");
-    await sleep(300);
-    rmSync(dir, { recursive: true, force: true });
+    await h.close();
   }
 });

@@ -53,4 +53,7 @@ export const commands: readonly CommandEntry[] = [
   { name: "cd-eject", summary: "eject the disc from a domain's cdrom drive", load: async () => (await import("./cd.js")).cdEjectCommand },
   { name: "mem-set", summary: "set a domain's memory target (the balloon), up to its maxmem", load: async () => (await import("./resize.js")).memSetCommand },
   { name: "vcpu-set", summary: "set how many vCPUs a domain has online, up to its maxvcpus", load: async () => (await import("./resize.js")).vcpuSetCommand },
+  { name: "save", summary: "save a domain's memory, device state and config to a file (destroys it unless -c or -p)", load: async () => (await import("./save.js")).saveCommand },
+  { name: "restore", summary: "bring a domain back from a file written by vmstack save", load: async () => (await import("./restore.js")).restoreCommand },
+  { name: "domains", summary: "start or stop every domain as xendomains does: restore saved ones, create autostart ones; save or shut down all", load: async () => (await import("./domains.js")).domainsCommand },
 ];

@@ -74,8 +74,15 @@ export function exchange(s: Socket, req: Request, signal?: AbortSignal): Promise
       const nl = buf.indexOf("\n");
       if (nl < 0) return;
       cleanup();
+      // Removing our 'data' listener does not pause a flowing socket: bytes that came with the
+      // response (a fast command's exec frames, say) would be emitted to no one before the caller,
+      // resuming after `await`, attaches its own listener. Hold them until then.
+      s.pause();
       const rest = buf.subarray(nl + 1);
       if (rest.length > 0) s.unshift(rest);
+      setImmediate(() => {
+        if (!s.destroyed) s.resume();
+      });
       try {
         const r = parseResponse(JSON.parse(buf.subarray(0, nl).toString("utf8")));
         if (r.ok) resolve(r.result);

@@ -33,6 +33,9 @@ export type Request =
   | { readonly op: "host-info" }
   /** The native front end (front/vmstack.c): run one quick CLI verb; output follows the response. */
   | { readonly op: "cli"; readonly argv: readonly string[] }
+  /** xl save: `keepRunning` is -c, `paused` is -p; `file` is an absolute path on vmstackd's host. */
+  | { readonly op: "save"; readonly domain: DomainRef; readonly file: string; readonly keepRunning: boolean; readonly paused: boolean }
+  | { readonly op: "restore"; readonly file: string; readonly paused: boolean; readonly force: boolean }
   | { readonly op: "quit" }
   | HotplugRequest;
 
@@ -41,6 +44,7 @@ export type Op = Request["op"];
 export const OPS = [
   "ping", "create", "list", "pause", "unpause", "destroy", "reboot", "shutdown", "rename", "domid", "domname",
   "sysrq", "trigger", "dmesg", "exec", "console", "host-info", "quit", "cli",
+  "save", "restore",
   ...HOTPLUG_OPS,
 ] as const satisfies readonly Op[];
 
@@ -95,6 +99,7 @@ const isString = (v: unknown): v is string => typeof v === "string" && v.length 
 const isBool = (v: unknown): v is boolean => typeof v === "boolean";
 const isObject = (v: unknown): v is Record<string, unknown> => typeof v === "object" && v !== null && !Array.isArray(v);
 const isStrings = (v: unknown): v is string[] => Array.isArray(v) && v.every((s) => typeof s === "string");
+const isAbsPath = (v: unknown): v is string => isString(v) && v.startsWith("/") && !v.includes("\0");
 const isNatOrNull = (v: unknown): v is number | null => v === null || (typeof v === "number" && Number.isInteger(v) && v >= 0);
 
 const KEYS: Readonly<Record<Op, readonly string[]>> = {
@@ -117,6 +122,8 @@ const KEYS: Readonly<Record<Op, readonly string[]>> = {
   "host-info": [],
   quit: [],
   cli: ["argv"],
+  save: ["domain", "file", "keepRunning", "paused"],
+  restore: ["file", "paused", "force"],
   ...HOTPLUG_KEYS,
 };
 
@@ -172,6 +179,16 @@ export function parseRequest(value: unknown): Request {
         timeoutMs: field(value, "timeoutMs", isNatOrNull, "a number of ms or null"),
         stream: value["stream"] === undefined ? false : field(value, "stream", isBool, "a boolean"),
       };
+    case "save":
+      return {
+        op: o,
+        domain: field(value, "domain", isString, "a domain"),
+        file: field(value, "file", isAbsPath, "an absolute path"),
+        keepRunning: field(value, "keepRunning", isBool, "a boolean"),
+        paused: field(value, "paused", isBool, "a boolean"),
+      };
+    case "restore":
+      return { op: o, file: field(value, "file", isAbsPath, "an absolute path"), paused: field(value, "paused", isBool, "a boolean"), force: field(value, "force", isBool, "a boolean") };
   }
 }
 
