@@ -16,19 +16,27 @@ export function summarize(samples: readonly number[]): Summary {
   return { n: s.length, median: r(median), min: r(s[0] ?? NaN), max: r(s[s.length - 1] ?? NaN) };
 }
 
-/** Wall time in seconds of one process run; rejects on a non-zero exit. */
-export function timeProcess(argv: readonly string[], env: NodeJS.ProcessEnv = process.env): Promise<{ seconds: number; stderr: string }> {
+/**
+ * Wall time in seconds of one process run; rejects on a non-zero exit. With `timeoutMs` the
+ * process is killed at the deadline and the promise rejects with a TimeoutError.
+ */
+export function timeProcess(argv: readonly string[], env: NodeJS.ProcessEnv = process.env, timeoutMs?: number): Promise<{ seconds: number; stderr: string }> {
   const [file, ...args] = argv;
   return new Promise((resolve, reject) => {
     const t0 = performance.now();
-    const child = spawn(file!, args, { env, stdio: ["ignore", "ignore", "pipe"] });
+    const child = spawn(file!, args, { env, stdio: ["ignore", "ignore", "pipe"], ...(timeoutMs !== undefined ? { timeout: timeoutMs, killSignal: "SIGKILL" as const } : {}) });
     let stderr = "";
     child.stderr.on("data", (c: Buffer) => (stderr += c.toString()));
     child.once("error", reject);
     child.once("close", (code) => {
       const seconds = (performance.now() - t0) / 1000;
-      if (code === 0) resolve({ seconds, stderr });
+      if (timeoutMs !== undefined && seconds * 1000 >= timeoutMs && code !== 0) reject(new TimeoutError(`${argv[0] ?? ""} did not finish within ${timeoutMs} ms`));
+      else if (code === 0) resolve({ seconds, stderr });
       else reject(new Error(`${argv.join(" ")} exited ${code}: ${stderr.slice(-500)}`));
     });
   });
+}
+
+export class TimeoutError extends Error {
+  override readonly name = "TimeoutError";
 }

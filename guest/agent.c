@@ -102,6 +102,7 @@ static void dispatch(int type, uint32_t id, const uint8_t *p, size_t n) {
   case T_FILE_DATA: if (n) do_file_data(id, p, n); else do_file_end(id); break;
   case T_READ_FILE: do_read_file(id, &r); break;
   case T_POWER: do_power(id, &r); break;
+  case T_REFRESH: do_refresh(id, &r, power_allowed); break;
   case T_ERROR: break; /* the host's complaint about us: nothing to answer (no error ping-pong) */
   default: send_error(id, E_UNKNOWN_TYPE, "unknown frame type 0x%02x", type); break;
   }

@@ -43,6 +43,7 @@
 enum {
   T_HELLO = 0x01, T_PING = 0x02, T_EXEC = 0x03, T_STDIN = 0x04, T_SIGNAL = 0x05,
   T_WRITE_FILE = 0x06, T_FILE_DATA = 0x07, T_READ_FILE = 0x08, T_POWER = 0x09,
+  T_REFRESH = 0x0A,
   T_HELLO_REPLY = 0x41, T_PONG = 0x42, T_STARTED = 0x43, T_STDOUT = 0x44, T_STDERR = 0x45,
   T_EXIT = 0x46, T_STDIN_ACK = 0x47, T_FILE_INFO = 0x48, T_OK = 0x49, T_READY = 0x4A,
   T_ERROR = 0x7F,
@@ -107,6 +108,9 @@ void do_file_end(uint32_t id);
 void do_read_file(uint32_t id, struct rd *r);
 void pump_reads(void);
 void abort_transfers(void);
+
+/* refresh.c: fresh randomness and clock after a snapshot restore (allowed: in a guest) */
+void do_refresh(uint32_t id, struct rd *r, int allowed);
 
 /* agent.c */
 int id_in_use(uint32_t id);

@@ -15,7 +15,7 @@ import { log } from "../lib/log.js";
 import { parseExecRequest, type ExecRequest } from "./exec-request.js";
 import { startExec, type ExecHandle, type ExecResult, type FrameChannel, type RouteHandler } from "./exec-session.js";
 import type { DecodeEvent, Message, PowerAction } from "./protocol.js";
-import { CHUNK_SIZE, ERROR_CODES, FrameDecoder, PROTOCOL_VERSION, encodeMessage } from "./protocol.js";
+import { CHUNK_SIZE, ERROR_CODES, FrameDecoder, PROTOCOL_VERSION, REFRESH_SEED_BYTES, encodeMessage } from "./protocol.js";
 
 export interface AgentInfo {
   readonly protocolVersion: number;
@@ -176,6 +176,25 @@ export class AgentClient {
     } finally {
       failed = true;
     }
+  }
+
+  /**
+   * After a restore from a snapshot: gives the guest's CRNG a fresh seed (mixed in and reseeded
+   * at once) and sets its wall clock to `nowMs` (the host's, by default). Every guest restored
+   * from the same state would otherwise produce the same "random" bytes and live in the past.
+   * An agent that predates REFRESH answers ERROR 1002 (GUEST_PROTOCOL, facts.guestCode 1002).
+   */
+  async refresh(options: FileOptions & { readonly seed: Uint8Array; readonly nowMs?: number }): Promise<void> {
+    if (options.seed.length < REFRESH_SEED_BYTES.min || options.seed.length > REFRESH_SEED_BYTES.max) {
+      throw new VmstackError("GUEST_BAD_REFRESH", `refresh: a seed of ${REFRESH_SEED_BYTES.min}..${REFRESH_SEED_BYTES.max} bytes is needed, got ${options.seed.length}`);
+    }
+    // Read the clock as late as possible: the guest sets exactly this instant.
+    const now = options.nowMs ?? Date.now();
+    const seconds = Math.floor(now / 1000);
+    const nanoseconds = Math.round((now - seconds * 1000) * 1e6);
+    await this.#request({ type: "refresh", id: 0, seconds, nanoseconds, seed: options.seed }, "refresh", options.signal, (m, done) => {
+      if (m.type === "ok") done(undefined);
+    });
   }
 
   /** Asks the guest to power off; resolves once acknowledged (or once the channel closes). */

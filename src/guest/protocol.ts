@@ -37,6 +37,7 @@ export const FRAME_TYPES = {
   fileData: 0x07, // both directions: host→guest for WRITE_FILE, guest→host for READ_FILE
   readFile: 0x08,
   power: 0x09,
+  refresh: 0x0a,
   helloReply: 0x41,
   pong: 0x42,
   started: 0x43,
@@ -68,6 +69,8 @@ export const ERROR_CODES = {
 export const EXEC_FLAGS = { shell: 1, stdin: 2, clearEnv: 4 } as const;
 export const EXIT_FLAGS = { timedOut: 1, outputHeldOpen: 2 } as const;
 export const POWER_ACTIONS = { poweroff: 0, reboot: 1 } as const;
+/** REFRESH seed length bounds (guest/refresh.c checks the same). */
+export const REFRESH_SEED_BYTES = { min: 16, max: 512 } as const;
 export type PowerAction = keyof typeof POWER_ACTIONS;
 
 export interface ExecFrameFields {
@@ -91,6 +94,8 @@ export type Message =
   | { readonly type: "writeFile"; readonly id: number; readonly mode: number; readonly mkdirs: boolean; readonly path: string }
   | { readonly type: "readFile"; readonly id: number; readonly path: string }
   | { readonly type: "power"; readonly id: number; readonly action: PowerAction }
+  /** After a snapshot restore: the host's wall-clock time and a seed for the guest's CRNG. */
+  | { readonly type: "refresh"; readonly id: number; readonly seconds: number; readonly nanoseconds: number; readonly seed: Uint8Array }
   | {
       readonly type: "helloReply";
       readonly id: number;
@@ -194,6 +199,9 @@ export function encodeMessage(m: Exclude<Message, { type: "invalid" }>): Buffer 
       break;
     case "power":
       w.u32(POWER_ACTIONS[m.action]);
+      break;
+    case "refresh":
+      w.u32(Math.floor(m.seconds / 2 ** 32)).u32(m.seconds % 2 ** 32).u32(m.nanoseconds).bytes(m.seed);
       break;
     case "helloReply":
       w.u32(m.version).u32(m.maxPayload).str(m.agentVersion).str(m.kernel);
@@ -319,6 +327,15 @@ function decodeKnown(type: FrameTypeName, id: number, r: PayloadReader): Message
       const action = n === 0 ? "poweroff" : n === 1 ? "reboot" : undefined;
       if (action === undefined) throw new PayloadError(`unknown power action ${n}`);
       return { type, id, action };
+    }
+    case "refresh": {
+      const hi = r.u32();
+      const seconds = hi * 2 ** 32 + r.u32();
+      const nanoseconds = r.u32();
+      const seed = r.rest();
+      if (nanoseconds >= 1e9) throw new PayloadError(`nanoseconds ${nanoseconds} >= 1e9`);
+      if (seed.length < REFRESH_SEED_BYTES.min || seed.length > REFRESH_SEED_BYTES.max) throw new PayloadError(`seed of ${seed.length} bytes`);
+      return { type, id, seconds, nanoseconds, seed };
     }
     case "helloReply":
       return { type, id, version: r.u32(), maxPayload: r.u32(), agentVersion: r.str(), kernel: r.str() };

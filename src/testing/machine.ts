@@ -12,6 +12,7 @@
  *   event-driven, not polled.
  * - A machine that dies unexpectedly is a CRASH with the console tail, never a hang.
  */
+import { randomBytes } from "node:crypto";
 import { mkdirSync, readFileSync, writeFileSync } from "node:fs";
 import { basename, join } from "node:path";
 import { GuestVm } from "../vmm/guest-vm.js";
@@ -356,6 +357,9 @@ export class Machine {
     }
     void vm.exited.then((exit) => this.#onExit(vm, exit));
     this.#state = "up";
+    // Every machine restored from one state would otherwise share its CRNG state and its clock
+    // (docs/agent-protocol.md, REFRESH).
+    if (saved) await this.#guard(vm, vm.agent.refresh({ seed: randomBytes(64), signal: this.scope.signal }));
     // Addresses and the hostname are part of the snapshot key, so a restored machine already has
     // them: right after a restore TCG's translation cache is cold and every fork+exec is slow.
     if (!saved) {

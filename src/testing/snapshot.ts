@@ -15,9 +15,6 @@
  */
 import { createHash } from "node:crypto";
 import { join } from "node:path";
-import type { QmpClient } from "../vmm/qmp/index.js";
-import { VmstackError } from "../lib/errors.js";
-import { retryUntil } from "../lib/retry.js";
 
 export interface SnapshotShape {
   readonly name: string;
@@ -56,37 +53,6 @@ export class SnapshotStore {
   }
 }
 
-function shellQuote(s: string): string {
-  return `'${s.replaceAll("'", `'\\''`)}'`;
-}
-
-/** Stops the VM and writes its state to `path`. The VM is left stopped: `cont` resumes it. */
-export async function saveState(qmp: QmpClient, path: string, o: { timeoutMs: number; signal?: AbortSignal | undefined }): Promise<void> {
-  await qmp.execute("stop", undefined, o);
-  await qmp.execute("migrate", { uri: `exec:cat > ${shellQuote(path)}` }, o);
-  await retryUntil(
-    async () => {
-      const r = await qmp.execute<{ status?: string; "error-desc"?: string }>("query-migrate", undefined, o);
-      if (r.status === "failed" || r.status === "cancelled") {
-        throw new VmstackError("SNAPSHOT_FAILED", `saving the VM state failed: ${r["error-desc"] ?? r.status}`);
-      }
-      return r.status === "completed" ? true : undefined;
-    },
-    { what: "the VM state to be saved", timeoutMs: o.timeoutMs, signal: o.signal, initialDelayMs: 10, maxDelayMs: 50 },
-  );
-}
-
-/** For a VM started with `-incoming`: waits until the state is loaded, then resumes it. */
-export async function resumeRestored(qmp: QmpClient, o: { timeoutMs: number; signal?: AbortSignal | undefined }): Promise<void> {
-  await retryUntil(
-    async () => {
-      const r = await qmp.execute<{ status: string }>("query-status", undefined, o);
-      if (r.status === "inmigrate") return undefined;
-      if (r.status === "running") return true;
-      if (r.status === "paused" || r.status === "postmigrate" || r.status === "prelaunch") return true;
-      throw new VmstackError("SNAPSHOT_FAILED", `restoring the VM state ended in state ${r.status}`);
-    },
-    { what: "the saved VM state to load", timeoutMs: o.timeoutMs, signal: o.signal, initialDelayMs: 5, maxDelayMs: 25 },
-  );
-  await qmp.execute("cont", undefined, o);
-}
+// The QMP mechanics of a save and a restore live in the vmm layer (`vmstack run` boot snapshots
+// use them too).
+export { saveState, resumeRestored } from "../vmm/vm-state.js";

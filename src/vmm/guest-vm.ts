@@ -51,6 +51,13 @@ export interface GuestVmOptions {
    * E.g. connect QMP, or resume a VM restored with `incoming` (its agent answers only once running).
    */
   readonly afterSpawn?: (signal: AbortSignal) => Promise<void>;
+  /**
+   * Called once the agent socket is connected, before the handshake. A restored VM is resumed
+   * here rather than in afterSpawn: with the host already connected when its vCPUs run again, the
+   * guest's port never looks hung up, and the agent answers the first HELLO instead of noticing
+   * a returning host on its next 50 ms check.
+   */
+  readonly afterConnect?: (signal: AbortSignal) => Promise<void>;
 }
 
 /**
@@ -97,6 +104,11 @@ export class GuestVm {
     /** This attempt's share of the boot deadline. */
     private readonly attemptTimeoutMs: number = options.bootTimeoutMs,
   ) {
+    this.argv = GuestVm.argvFor(options);
+  }
+
+  /** The QEMU command line these options give (pure but for host facts: QEMU binary, TSC). */
+  static argvFor(options: GuestVmOptions): string[] {
     const machine = options.machine ?? defaultMachine(options.accel);
     const config: MachineConfig = {
       machine,
@@ -116,7 +128,7 @@ export class GuestVm {
         ? { extraArgs: [...(options.extraArgs ?? []), ...(options.incoming !== undefined ? ["-incoming", options.incoming] : [])] }
         : {}),
     };
-    this.argv = [qemuBinary(), ...buildQemuArgs(config)];
+    return [qemuBinary(), ...buildQemuArgs(config)];
   }
 
   /** Starts QEMU and waits for the agent; on any failure QEMU is stopped before this throws. */
@@ -195,6 +207,7 @@ export class GuestVm {
         initialDelayMs: 5,
         maxDelayMs: 50,
       });
+      if (o.afterConnect) await o.afterConnect(signal);
       this.#agent = await AgentClient.connect(this.#socket, { timeoutMs: this.attemptTimeoutMs, signal, clientName: "vmstack" });
       log("debug", o.name, `agent ready after ${Math.round(performance.now() - started)} ms: ${this.#agent.info.kernel}`);
     } catch (e) {

@@ -11,6 +11,7 @@ import { decideAccel } from "./guest-accel.js";
 import { qemuBinary, qemuVersion, kvmDeviceUsable } from "./host.js";
 import type { AccelChoice } from "./accel.js";
 import { cacheRoot, type Env } from "../image/index.js";
+import { BootSnapshotStore, type BootSnapshotEntry } from "./boot-snapshot-store.js";
 
 export interface HostInfo {
   readonly qemu: { readonly binary: string; readonly version: string };
@@ -19,6 +20,8 @@ export interface HostInfo {
   readonly kvmDevice: boolean;
   readonly host: { readonly cpus: number; readonly memoryMiB: number; readonly freeMemoryMiB: number };
   readonly cache: string;
+  /** Saved boot snapshots of `vmstack run` (docs/boot.md), most recently used first. */
+  readonly bootSnapshots: { readonly dir: string; readonly count: number; readonly bytes: number; readonly entries: readonly BootSnapshotEntry[] };
 }
 
 export async function hostInfo(o: { env: Env; kernelPath?: string | undefined; accel: AccelChoice; signal?: AbortSignal }): Promise<HostInfo> {
@@ -47,5 +50,12 @@ export async function hostInfo(o: { env: Env; kernelPath?: string | undefined; a
     kvmDevice: kvmDeviceUsable(),
     host: { cpus: cpus().length, memoryMiB: Math.round(totalmem() / 2 ** 20), freeMemoryMiB: Math.round(freemem() / 2 ** 20) },
     cache: cacheRoot(o.env),
+    bootSnapshots: await bootSnapshotsInfo(o.env),
   };
+}
+
+async function bootSnapshotsInfo(env: Env): Promise<HostInfo["bootSnapshots"]> {
+  const store = BootSnapshotStore.forEnv(env);
+  const entries = await store.list();
+  return { dir: store.root, count: entries.length, bytes: entries.reduce((n, e) => n + e.bytes, 0), entries };
 }

@@ -15,11 +15,9 @@ import { XENSTORE_TOOL_NAMES, guestArtifacts } from "../guest/index.js";
 import { runCommand } from "../lib/process.js";
 import { VmstackError } from "../lib/errors.js";
 
-export const DEFAULT_GUEST_PLACEHOLDER = "/vmstack-default-guest";
+import { usesDefaultGuest } from "./default-guest.js";
 
-export function usesDefaultGuest(c: DomainConfig): boolean {
-  return c.boot.kernel === DEFAULT_GUEST_PLACEHOLDER;
-}
+export { DEFAULT_GUEST_PLACEHOLDER, usesDefaultGuest } from "./default-guest.js";
 
 export async function withDefaultGuest(c: DomainConfig, env: NodeJS.ProcessEnv, signal?: AbortSignal): Promise<DomainConfig> {
   if (!usesDefaultGuest(c)) return c;

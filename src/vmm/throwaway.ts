@@ -17,6 +17,11 @@ import { log } from "../lib/log.js";
 import { isVmstackError } from "../lib/errors.js";
 import { within } from "../lib/abort.js";
 import { SYSROOT, TransferSession, type FilesOptions, type TransferReport } from "./transfer-session.js";
+import { bootSnapshotEligibility, COLD_BOOT_ENV } from "./boot-snapshot-plan.js";
+import { BootSnapshotStore } from "./boot-snapshot-store.js";
+import { qmpSocketIn, startWithBootSnapshot, type SnapshotReport } from "./throwaway-snapshot.js";
+import type { GuestVmOptions } from "./guest-vm.js";
+import { QmpClient } from "./qmp/index.js";
 
 export interface ThrowawayOptions extends FilesOptions {
   readonly command: { readonly argv: readonly string[] } | { readonly shell: string };
@@ -35,6 +40,8 @@ export interface ThrowawayOptions extends FilesOptions {
   readonly onConsole?: (chunk: Buffer) => void;
   readonly hostEnv: Env;
   readonly signal?: AbortSignal | undefined;
+  /** Boot the kernel even when a boot snapshot could be used (`--cold-boot`; also $VMSTACK_COLD_BOOT). */
+  readonly coldBoot?: boolean;
 }
 
 export interface ThrowawayResult extends ExecResult {
@@ -42,7 +49,16 @@ export interface ThrowawayResult extends ExecResult {
   readonly initrdCached: boolean;
   /** Shares, `--in`/`--out` copies: mechanism and throughput. */
   readonly files: TransferReport;
-  readonly timings: { readonly prepareMs: number; readonly bootMs: number; readonly commandMs: number; readonly totalMs: number };
+  /** Whether the VM was restored from a boot snapshot, saved one, or booted cold, and why. */
+  readonly snapshot: SnapshotReport;
+  /** bootMs: until the VM was ready (boot or restore); snapshotSaveMs: saving a new boot snapshot. */
+  readonly timings: {
+    readonly prepareMs: number;
+    readonly bootMs: number;
+    readonly snapshotSaveMs?: number;
+    readonly commandMs: number;
+    readonly totalMs: number;
+  };
 }
 
 /** Boot deadlines scale with the accelerator: TCG is 10–50× slower than KVM, and shared hosts stall. */
@@ -76,22 +92,44 @@ async function runIn(o: ThrowawayOptions, runDir: string, files: TransferSession
   await files.makeDisks();
   log("debug", "run", `kernel ${image.kernel.release} (${image.kernel.source}): ${image.kernel.kernelPath}`);
   log("debug", "run", `initrd ${image.initrd.cached ? "cache hit" : "built"}: ${image.initrd.path}`);
+  const eligibility = bootSnapshotEligibility({
+    coldBootFlag: o.coldBoot ?? false,
+    coldBootEnv: o.hostEnv[COLD_BOOT_ENV],
+    virtiofsShares: files.features.includes("share") ? 1 : 0,
+    drives: files.drives.length,
+    nics: files.nics.length,
+  });
+  // Only a run that may save or restore a snapshot gets a QMP monitor: nothing else uses one.
+  const qmpSocket = eligibility.eligible ? qmpSocketIn(runDir) : undefined;
+  let qmp: QmpClient | undefined;
+  const vmOptions = (accel: "kvm" | "tcg", shareArgs: readonly string[], signal?: AbortSignal): GuestVmOptions => ({
+    name: accel === "kvm" && o.accel === "auto" ? "kvm-probe" : "run",
+    kernelPath: image.kernel.kernelPath,
+    initrdPath: image.initrd.path,
+    accel,
+    memoryMiB: o.memoryMiB,
+    cpus: o.cpus,
+    runDir,
+    bootTimeoutMs: bootTimeoutMs(accel, o.hostEnv),
+    signal,
+    ...(o.onConsole ? { onConsole: o.onConsole } : {}),
+    ...(files.drives.length ? { drives: files.drives } : {}),
+    ...(files.nics.length ? { nics: files.nics } : {}),
+    ...(shareArgs.length ? { extraArgs: shareArgs } : {}),
+    ...(qmpSocket !== undefined ? { qmpSocket } : {}),
+  });
   const boot = async (accel: "kvm" | "tcg", signal?: AbortSignal): Promise<GuestVm> => {
     const shareArgs = await files.startDaemons(o.memoryMiB, signal);
+    const options = vmOptions(accel, shareArgs, signal);
     return GuestVm.boot({
-      name: accel === "kvm" && o.accel === "auto" ? "kvm-probe" : "run",
-      kernelPath: image.kernel.kernelPath,
-      initrdPath: image.initrd.path,
-      accel,
-      memoryMiB: o.memoryMiB,
-      cpus: o.cpus,
-      runDir,
-      bootTimeoutMs: bootTimeoutMs(accel, o.hostEnv),
-      signal,
-      ...(o.onConsole ? { onConsole: o.onConsole } : {}),
-      ...(files.drives.length ? { drives: files.drives } : {}),
-      ...(files.nics.length ? { nics: files.nics } : {}),
-      ...(shareArgs.length ? { extraArgs: shareArgs } : {}),
+      ...options,
+      ...(qmpSocket !== undefined
+        ? {
+            afterSpawn: async (s: AbortSignal) => {
+              qmp = await QmpClient.connect(qmpSocket, { timeoutMs: options.bootTimeoutMs, signal: s, label: options.name });
+            },
+          }
+        : {}),
     });
   };
   let vm: GuestVm | undefined;
@@ -106,7 +144,27 @@ async function runIn(o: ThrowawayOptions, runDir: string, files: TransferSession
     });
     log("debug", "run", `accelerator: ${accel.accel} (${accel.reason})`);
     const tBoot = performance.now();
-    vm = probeVm ?? (await boot(accel.accel, o.signal));
+    let snapshot: SnapshotReport = { mode: "cold", reason: eligibility.eligible ? "" : eligibility.reason };
+    let snapshotSaveMs: number | undefined;
+    if (eligibility.eligible && qmpSocket !== undefined) {
+      const started = await startWithBootSnapshot({
+        store: BootSnapshotStore.forEnv(o.hostEnv),
+        vm: { ...vmOptions(accel.accel, [], o.signal), qmpSocket },
+        initrdKey: image.initrd.key,
+        probeVm,
+        coldBoot: () => boot(accel.accel, o.signal),
+        qmpOf: () => qmp,
+        saveTimeoutMs: bootTimeoutMs(accel.accel, o.hostEnv),
+        signal: o.signal,
+      });
+      vm = started.vm;
+      qmp = started.qmp;
+      snapshot = started.report;
+      snapshotSaveMs = started.report.saveMs;
+    } else {
+      log("debug", "run", `cold boot: ${snapshot.reason}`);
+    }
+    vm ??= probeVm ?? (await boot(accel.accel, o.signal));
     await files.intoGuest(vm.agent, o.signal);
     const tCmd = performance.now();
     const result = await runCommandIn(vm, o);
@@ -118,14 +176,17 @@ async function runIn(o: ThrowawayOptions, runDir: string, files: TransferSession
       accel,
       initrdCached: image.initrd.cached,
       files: files.report(),
+      snapshot,
       timings: {
         prepareMs: Math.round(tBoot - t0),
-        bootMs: Math.round(tCmd - tBoot),
+        bootMs: Math.round(tCmd - tBoot - (snapshotSaveMs ?? 0)),
+        ...(snapshotSaveMs !== undefined ? { snapshotSaveMs } : {}),
         commandMs: Math.round(tEnd - tCmd),
         totalMs: Math.round(tEnd - t0),
       },
     };
   } finally {
+    qmp?.close();
     await vm?.destroy();
   }
 }

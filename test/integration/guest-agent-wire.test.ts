@@ -148,6 +148,21 @@ describe("guest agent wire handling", () => {
     raw.socket.destroy();
   });
 
+  test("REFRESH is checked, and outside a guest refused with EPERM without touching the host", async (t) => {
+    if (missing) return t.skip(missing);
+    const raw = await Raw.open(sock, t);
+    raw.write(encodeFrame(FRAME_TYPES.refresh, 11, Buffer.alloc(12 + 8)));
+    await raw.error(11, ERROR_CODES.badPayload);
+    const before = Date.now();
+    // A time far in the past: had the agent applied it, the host's clock would now be in 2001.
+    raw.write(encodeMessage({ type: "refresh", id: 12, seconds: 1_000_000_000, nanoseconds: 0, seed: Buffer.alloc(32, 1) }));
+    const m = await raw.take((x) => x.id === 12, "the REFRESH answer");
+    assert.equal(m.type === "error" ? m.code : m.type, 1); // EPERM
+    assert.ok(Date.now() >= before);
+    await raw.pingPong(13);
+    raw.socket.destroy();
+  });
+
   test("a second command with an id still in use is refused", async (t) => {
     if (missing) return t.skip(missing);
     const raw = await Raw.open(sock, t);

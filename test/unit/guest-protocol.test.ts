@@ -34,6 +34,7 @@ const samples: Encodable[] = [
   { type: "fileData", id: 5, data: bytes("chunk") },
   { type: "readFile", id: 6, path: "/etc/hostname" },
   { type: "power", id: 7, action: "reboot" },
+  { type: "refresh", id: 10, seconds: 2 ** 33 + 5, nanoseconds: 999_999_999, seed: new Uint8Array(32).fill(0xa5) },
   { type: "helloReply", id: 1, version: 1, maxPayload: MAX_PAYLOAD, agentVersion: "0.1.0", kernel: "Linux 6.1 x86_64" },
   { type: "started", id: 3, pid: 4242 },
   { type: "exit", id: 3, exitCode: 3, signal: null, timedOut: false, outputHeldOpen: true, durationMs: 12 },
@@ -132,6 +133,9 @@ describe("agent protocol codec", () => {
       [FRAME_TYPES.readFile, Buffer.from([0, 0, 0, 9, 0x41])],
       [FRAME_TYPES.ok, Buffer.from([1])],
       [FRAME_TYPES.power, Buffer.from([0, 0, 0, 7])],
+      // REFRESH: nanoseconds out of range, then a seed too short
+      [FRAME_TYPES.refresh, Buffer.concat([Buffer.from([0, 0, 0, 0, 0, 0, 0, 1, 0x3b, 0x9a, 0xca, 0x00]), Buffer.alloc(16)])],
+      [FRAME_TYPES.refresh, Buffer.concat([Buffer.alloc(12), Buffer.alloc(15)])],
       [FRAME_TYPES.exec, Buffer.from([0, 0, 0, 0x10, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0])],
       [FRAME_TYPES.exec, Buffer.from([0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0x7f, 0xff, 0xff, 0xff])],
       [FRAME_TYPES.readFile, Buffer.from([0, 0, 0, 3, 0x61, 0, 0x62])],

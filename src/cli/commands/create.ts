@@ -10,7 +10,7 @@ import { boolOpt, parseCommandArgs, stringOpt, usageError } from "../args.js";
 import { readFile } from "node:fs/promises";
 import { DomainConfigError, compileDomain, errorsOf, formatProblem, loadDomainFile, loadDomainText, type LoadedDomain } from "../../domain/index.js";
 import { detectFormat } from "../../domain/load.js";
-import { DEFAULT_GUEST_PLACEHOLDER, withDefaultGuest } from "../../vmm/manager-guest.js";
+import { DEFAULT_GUEST_PLACEHOLDER, usesDefaultGuest } from "../../vmm/default-guest.js";
 import { request } from "./domain-verb.js";
 import { attachConsole, parseEscape } from "./console.js";
 import type { DomainInfo } from "../../vmm/api/protocol.js";
@@ -66,7 +66,8 @@ export const createCommand: Command = {
     }
     if (!boolOpt(p, "dry-run")) {
       for (const w of loaded.warnings) ctx.stderr.write(formatProblem(w) + "\n");
-      const config = await withDefaultGuest(loaded.config, process.env, ctx.signal);
+      // The image code loads only when needed: it is most of this command's start-up otherwise.
+      const config = usesDefaultGuest(loaded.config) ? await (await import("../../vmm/manager-guest.js")).withDefaultGuest(loaded.config, process.env, ctx.signal) : loaded.config;
       const info = (await request({ op: "create", config: config as unknown as Record<string, unknown>, paused: boolOpt(p, "paused"), force: boolOpt(p, "force") }, ctx)) as DomainInfo;
       if (boolOpt(p, "json")) ctx.stdout.write(JSON.stringify(info) + "\n");
       if (boolOpt(p, "console")) await attachConsole(info.name, parseEscape("^]"), ctx);

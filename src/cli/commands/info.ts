@@ -33,6 +33,11 @@ export const infoCommand: Command = {
       ["/dev/kvm", info.kvmDevice ? "present (used only if a probe boot works)" : "absent"],
       ["host", `${info.host.cpus} CPUs, ${info.host.memoryMiB} MiB memory (${info.host.freeMemoryMiB} MiB free)`],
       ["cache", info.cache],
+      [
+        "boot snapshots",
+        `${info.bootSnapshots.count} (${(info.bootSnapshots.bytes / 1e6).toFixed(1)} MB) in ${info.bootSnapshots.dir}` +
+          (info.bootSnapshots.count ? "; remove the directory to drop them, the next run saves a new one" : ""),
+      ],
     ];
     const w = Math.max(...rows.map(([k]) => k.length));
     ctx.stdout.write(rows.map(([k, v]) => `${k.padEnd(w)}  ${v}`).join("\n") + "\n");

@@ -8,7 +8,7 @@ import type { Readable, Writable } from "node:stream";
 import type { Command } from "../command.js";
 import { boolOpt, intOpt, parseCommandArgs, stringOpt, usageError } from "../args.js";
 import { runThrowaway } from "../../vmm/index.js";
-import type { AccelChoice } from "../../vmm/index.js";
+import type { AccelChoice, ThrowawayResult } from "../../vmm/index.js";
 import { VmstackError } from "../../lib/errors.js";
 import { parseSize } from "../../image/disk.js";
 import { checkGuestPath, parseShareSpec } from "../../vmm/share.js";
@@ -35,6 +35,7 @@ const options = {
   image: { type: "string", arg: "PATH", help: "run the command inside this root file system image (vmstack image debian); it stays unchanged" },
   net: { type: "boolean", help: "give the guest a user-mode NAT network card (default: no network at all)" },
   scratch: { type: "string", arg: "SIZE[:GUEST]", multiple: true, help: "an empty ext4 disk of SIZE (e.g. 2G) mounted at GUEST (default /scratch)" },
+  "cold-boot": { type: "boolean", help: "boot the kernel even if a boot snapshot could be restored (also $VMSTACK_COLD_BOOT=1)" },
 } as const;
 
 export const runCommand: Command = {
@@ -57,6 +58,12 @@ export const runCommand: Command = {
     "",
     "--out is all or nothing: the guest's files appear in DIR only when the command exits 0; an",
     "existing DIR is replaced as a whole. A failed or interrupted run leaves DIR untouched.",
+    "",
+    "Boot snapshots: the first run of a given kernel, initrd, QEMU and machine saves the freshly",
+    "booted guest (before any command) in the cache; later runs restore that state instead of",
+    "booting, each getting a pristine VM with its own fresh randomness and the current time.",
+    "Runs with a virtiofs share, disks (--scratch, --image, a read-only share copied as an image)",
+    "or --net always boot cold; --verbose says which happened and why (docs/boot.md).",
   ].join("\n"),
   async run(argv, ctx) {
     try {
@@ -74,6 +81,19 @@ export const runCommand: Command = {
     }
   },
 };
+
+function describeSnapshot(s: ThrowawayResult["snapshot"]): string {
+  const key = s.key ? ` ${s.key.slice(0, 12)}` : "";
+  const mb = s.bytes !== undefined ? `${(s.bytes / 1e6).toFixed(1)} MB` : "";
+  switch (s.mode) {
+    case "restored":
+      return `restored from boot snapshot${key} (${mb}) in ${s.restoreMs ?? 0} ms`;
+    case "saved":
+      return `cold boot: ${s.reason}; saved boot snapshot${key} (${mb}) in ${s.saveMs ?? 0} ms`;
+    case "cold":
+      return `cold boot: ${s.reason}`;
+  }
+}
 
 /** Ctrl-C / SIGTERM: the VM is already stopped and its files removed by the time we get here. */
 function interrupted(ctx: Parameters<Command["run"]>[1]): number {
@@ -133,6 +153,7 @@ async function execute(argv: readonly string[], ctx: Parameters<Command["run"]>[
     ...(boolOpt(p, "console") ? { onConsole: (c: Buffer) => ctx.stderr.write(c) } : {}),
     hostEnv: process.env,
     signal: ctx.signal,
+    ...(boolOpt(p, "cold-boot") ? { coldBoot: true } : {}),
   });
   if (ctx.verbose) {
     const t = result.timings;
@@ -140,6 +161,7 @@ async function execute(argv: readonly string[], ctx: Parameters<Command["run"]>[
       `vmstack: [run] accelerator ${result.accel.accel} (${result.accel.reason}); initrd ${result.initrdCached ? "cached" : "built"}; ` +
         `prepare ${t.prepareMs} ms, boot ${t.bootMs} ms, command ${t.commandMs} ms, total ${t.totalMs} ms\n`,
     );
+    ctx.stderr.write(`vmstack: [run] ${describeSnapshot(result.snapshot)}\n`);
     const f = result.files;
     if (f.shareMode) ctx.stderr.write(`vmstack: [run] shares: ${f.shareMode.mode} (${f.shareMode.reason})\n`);
     for (const [dir, list] of [["in", f.copiedIn], ["out", f.copiedOut]] as const) {
