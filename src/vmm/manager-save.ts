@@ -27,6 +27,7 @@ import { bootFileFacts, bootFileProblem, checkSaveFile, sendPayload, writePayloa
 import type { DomainInfo } from "./api/protocol.js";
 import { retryUntil } from "../lib/retry.js";
 import { VmstackError, isVmstackError, messageOf } from "../lib/errors.js";
+import { log } from "../lib/log.js";
 
 export interface SaveResult {
   readonly file: string;
@@ -136,6 +137,8 @@ async function saveLocked(m: DomainManager, d: Domain, file: string, o: { keepRu
     });
     noConnection.catch(() => undefined);
     const [conn] = await Promise.race([accepted, noConnection]);
+    // As for restore: a reset after the payload pipeline is done must not end vmstackd.
+    conn.on("error", (e) => log("debug", "save", `migration socket: ${messageOf(e)}`));
     const written = writePayload(conn, fh, SAVE_PREFIX_BYTES + headerBytes.length, hash, compression, o.signal);
     written.catch(() => undefined);
     await Promise.all([done, written]);
@@ -186,6 +189,10 @@ async function connectIncoming(path: string, signal?: AbortSignal): Promise<Sock
   return retryUntil(
     async () => {
       const s = connect(path);
+      // Errors while the payload flows reach the pipeline; one after it (QEMU resetting the
+      // connection when it rejects the state) must not be an unhandled 'error' event, which would
+      // end vmstackd. The state check that follows reports the failure.
+      s.on("error", (e) => log("debug", "restore", `incoming migration socket: ${messageOf(e)}`));
       try {
         await once(s, "connect");
         return s;
