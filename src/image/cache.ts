@@ -154,8 +154,8 @@ async function exists(path: string): Promise<boolean> {
   }
 }
 
-/** Marks a cache entry as used now (its mtime is its last use, for pruneUnused). */
-async function touch(path: string): Promise<void> {
+/** Marks a cache entry as used now (its mtime is its last use, for pruning the least recently used). */
+export async function touch(path: string): Promise<void> {
   const now = new Date();
   try {
     await utimes(path, now, now);

@@ -2,7 +2,7 @@
  * The image layer's public surface: guest kernel (find, provision), kernel modules, the cpio
  * writer, initrd builder and vmstack's cache. The rest of vmstack imports only this file.
  */
-export { cacheRoot, ContentStore, openCache, recipeKey, sha256, sha256File, sweepStaleTemps, tempPathFor, writeFileAtomic } from "./cache.js";
+export { cacheRoot, ContentStore, openCache, recipeKey, sha256, sha256File, sweepStaleTemps, tempPathFor, touch, writeFileAtomic } from "./cache.js";
 export type { BuildResult, Env } from "./cache.js";
 export { writeCpio, normalizeArchivePath } from "./cpio.js";
 export type { CpioEntry } from "./cpio.js";

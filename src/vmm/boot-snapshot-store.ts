@@ -12,10 +12,10 @@
  */
 import { createHash } from "node:crypto";
 import { createReadStream } from "node:fs";
-import { mkdir, readdir, readFile, rename, rm, stat, utimes, writeFile } from "node:fs/promises";
+import { mkdir, readdir, readFile, rename, rm, stat, writeFile } from "node:fs/promises";
 import { join } from "node:path";
 import { pipeline } from "node:stream/promises";
-import { cacheRoot, sweepStaleTemps, tempPathFor, type Env } from "../image/index.js";
+import { cacheRoot, sweepStaleTemps, tempPathFor, touch, type Env } from "../image/index.js";
 import { VmstackError, messageOf } from "../lib/errors.js";
 import { BOOT_SNAPSHOT_FORMAT, type BootSnapshotIdentity } from "./boot-snapshot-plan.js";
 
@@ -207,14 +207,3 @@ async function existsDir(path: string): Promise<boolean> {
   }
 }
 
-/** A use refreshes the directory's mtime: pruning keeps the most recently used snapshots. */
-async function touch(path: string): Promise<void> {
-  const now = new Date();
-  try {
-    await utimes(path, now, now);
-  } catch (e) {
-    // A read-only cache still serves snapshots; only pruning loses precision.
-    const code = (e as NodeJS.ErrnoException).code;
-    if (code !== "EROFS" && code !== "EACCES" && code !== "EPERM") throw e;
-  }
-}
