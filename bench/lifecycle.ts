@@ -23,6 +23,7 @@ import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { fileURLToPath } from "node:url";
 import { setTimeout as sleep } from "node:timers/promises";
+import { ensureLibvirt, haveVirsh, stopLibvirt } from "./libvirt.js";
 import { summarize, timeProcess, type Summary } from "./stats.js";
 import { writeCpio } from "../src/image/cpio.js";
 import { resolveKernel } from "../src/image/index.js";
@@ -38,7 +39,6 @@ const front = fileURLToPath(new URL("../front/vmstack", import.meta.url));
 const vmstackCli = existsSync(front) ? [front] : [process.execPath, bin];
 const vmstack = (...args: string[]): Promise<{ seconds: number }> => timeProcess([...vmstackCli, ...args], env);
 const virsh = (...args: string[]): Promise<{ seconds: number }> => timeProcess(["virsh", "-q", ...args]);
-const haveVirsh = spawnSync("virsh", ["--version"]).status === 0;
 
 const resolved = await resolveKernel({ env: process.env });
 if (!resolved.bzImagePath) throw new Error("bench/lifecycle needs the kernel's bzImage (vmstack kernel fetch)");
@@ -130,12 +130,7 @@ async function libvirtRound(i: number): Promise<void> {
 const ratio = (a: Summary, b: Summary): number => Math.round((a.median / b.median) * 100) / 100;
 
 try {
-  if (haveVirsh && spawnSync("virsh", ["-q", "list"]).status !== 0) {
-    spawnSync("virtlogd", ["-d"]);
-    spawnSync("libvirtd", ["-d"]);
-    startedLibvirt = true;
-    for (let i = 0; i < 100 && spawnSync("virsh", ["-q", "list"]).status !== 0; i++) await sleep(100);
-  }
+  startedLibvirt = await ensureLibvirt();
   await vmstack("list"); // starts vmstackd
   const rss0 = await rssMiB();
   for (let i = 0; i < runs; i++) {
@@ -187,11 +182,7 @@ try {
   if (haveVirsh) {
     for (const n of [...Array(runs).keys()].map((i) => `lvbench${i}`).concat([...Array(10).keys()].map((i) => `lvidle${i}`))) spawnSync("virsh", ["-q", "destroy", n], { stdio: "ignore" });
   }
-  if (startedLibvirt) {
-    for (const f of ["/run/libvirtd.pid", "/run/virtlogd.pid"]) {
-      if (existsSync(f)) process.kill(Number(readFileSync(f, "utf8")), "SIGTERM");
-    }
-  }
+  stopLibvirt(startedLibvirt);
   await sleep(300);
   rmSync(work, { recursive: true, force: true });
 }

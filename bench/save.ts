@@ -20,6 +20,7 @@ import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { fileURLToPath } from "node:url";
 import { setTimeout as sleep } from "node:timers/promises";
+import { ensureLibvirt, haveVirsh, stopLibvirt } from "./libvirt.js";
 import { summarize, timeProcess, type Summary } from "./stats.js";
 import { writeCpio } from "../src/image/cpio.js";
 import { resolveKernel } from "../src/image/index.js";
@@ -31,7 +32,6 @@ const work = mkdtempSync(join(tmpdir(), "vmstack-bench-save-"));
 const env = { ...process.env, VMSTACK_STATE_DIR: join(work, "s"), VMSTACK_RUN_DIR: join(work, "r") };
 const vmstack = (...args: string[]): Promise<{ seconds: number }> => timeProcess([process.execPath, bin, ...args], env);
 const virsh = (...args: string[]): Promise<{ seconds: number }> => timeProcess(["virsh", "-q", ...args]);
-const haveVirsh = spawnSync("virsh", ["--version"]).status === 0;
 
 const resolved = await resolveKernel({ env: process.env });
 if (!resolved.bzImagePath) throw new Error("bench/save needs the kernel's bzImage (vmstack kernel fetch)");
@@ -142,12 +142,7 @@ async function round(side: Side, log: string, file: string, ops: { create(): Pro
 const ratio = (a: Summary, b: Summary): number => Math.round((a.median / b.median) * 100) / 100;
 
 try {
-  if (haveVirsh && spawnSync("virsh", ["-q", "list"]).status !== 0) {
-    spawnSync("virtlogd", ["-d"]);
-    spawnSync("libvirtd", ["-d"]);
-    startedLibvirt = true;
-    for (let i = 0; i < 100 && spawnSync("virsh", ["-q", "list"]).status !== 0; i++) await sleep(100);
-  }
+  startedLibvirt = await ensureLibvirt();
   await vmstack("list"); // starts vmstackd
   for (let i = 0; i < runs; i++) {
     const name = `vssave${i}`;
@@ -208,11 +203,7 @@ try {
   const pid = existsSync(join(work, "r", "vmstackd.pid")) ? Number(readFileSync(join(work, "r", "vmstackd.pid"), "utf8")) : 0;
   if (pid > 0) process.kill(pid, "SIGTERM");
   if (haveVirsh) for (let i = 0; i < runs; i++) spawnSync("virsh", ["-q", "destroy", `lvsave${i}`], { stdio: "ignore" });
-  if (startedLibvirt) {
-    for (const f of ["/run/libvirtd.pid", "/run/virtlogd.pid"]) {
-      if (existsSync(f)) process.kill(Number(readFileSync(f, "utf8")), "SIGTERM");
-    }
-  }
+  stopLibvirt(startedLibvirt);
   await sleep(300);
   rmSync(work, { recursive: true, force: true });
 }

@@ -7,11 +7,11 @@
  */
 import { test } from "node:test";
 import assert from "node:assert/strict";
-import { existsSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from "node:fs";
-import { tmpdir } from "node:os";
+import { existsSync, readFileSync, writeFileSync } from "node:fs";
 import { join } from "node:path";
 import { setTimeout as sleep } from "node:timers/promises";
-import { cli, vmUnavailable, type CliResult } from "../support/cli.js";
+import { vmUnavailable } from "../support/cli.js";
+import { domainHarness } from "../support/domains.js";
 
 function missing(): string | undefined {
   if (!existsSync("/usr/lib/grub/i386-pc/boot.img")) return "GRUB for BIOS is not installed (grub-pc-bin; ./setup installs it)";
@@ -23,14 +23,8 @@ function missing(): string | undefined {
 test("an HVM domain boots a Debian disk through SeaBIOS and the GRUB in its boot sector", { timeout: 900_000 }, async (t) => {
   const skip = (await vmUnavailable()) ?? missing();
   if (skip) return t.skip(skip);
-  const dir = mkdtempSync(join(tmpdir(), "vmstack-grubpc-"));
-  const env = { VMSTACK_STATE_DIR: join(dir, "s"), VMSTACK_RUN_DIR: join(dir, "r") };
-  const v = (...args: string[]): Promise<CliResult> => cli(args, { env });
-  const ok = async (...args: string[]): Promise<string> => {
-    const r = await v(...args);
-    assert.equal(r.code, 0, `vmstack ${args.join(" ")}: ${r.stderr}`);
-    return r.stdout;
-  };
+  const h = domainHarness("grubpc");
+  const { dir, ok } = h;
   try {
     const image = join(dir, "hvm.img"); // raw: xl's `file:` disks are raw unless a format is named
     await ok("image", "debian", "-p", "linux-image-cloud-amd64,systemd-sysv,dbus", "--bootloader", "grub-pc", "--format", "raw", "-L", "hvmroot", "--hostname", "hvm", "-o", image);
@@ -53,11 +47,6 @@ test("an HVM domain boots a Debian disk through SeaBIOS and the GRUB in its boot
     assert.match(text, /EXT4-fs \(vda1\): mounted filesystem/, `the root file system on the disk's first partition is mounted\n${text.slice(-1500)}`);
     await ok("destroy", "hvm");
   } finally {
-    const r = await v("list", "--json");
-    if (r.code === 0) for (const d of JSON.parse(r.stdout) as { domid: number }[]) if (d.domid !== 0) await v("destroy", String(d.domid));
-    const pidFile = join(dir, "r", "vmstackd.pid");
-    if (existsSync(pidFile)) process.kill(Number(readFileSync(pidFile, "utf8")), "SIGTERM");
-    await sleep(300);
-    rmSync(dir, { recursive: true, force: true });
+    await h.close();
   }
 });

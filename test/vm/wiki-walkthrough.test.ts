@@ -12,11 +12,11 @@
 import { test } from "node:test";
 import assert from "node:assert/strict";
 import { execFileSync, spawn } from "node:child_process";
-import { existsSync, mkdtempSync, readFileSync, rmSync, statSync, writeFileSync } from "node:fs";
-import { tmpdir } from "node:os";
+import { existsSync, readFileSync, statSync, writeFileSync } from "node:fs";
 import { join } from "node:path";
 import { setTimeout as sleep } from "node:timers/promises";
-import { VMSTACK_BIN, cli, vmUnavailable, type CliResult } from "../support/cli.js";
+import { VMSTACK_BIN, vmUnavailable } from "../support/cli.js";
+import { domainHarness } from "../support/domains.js";
 
 /** What the walkthrough installs: a kernel, an init that shows a login prompt, and logind for the power button. */
 const WALKTHROUGH_PACKAGES = "linux-image-cloud-amd64,systemd-sysv,dbus";
@@ -37,15 +37,8 @@ function missingTool(): string | undefined {
 test("the wiki walkthrough: sparse image, ext3 labelled nixos, Debian with a GRUB menu, mrkitty's config, create -c to a login prompt, detach, agent, shutdown", { timeout: 900_000 }, async (t) => {
   const skip = (await vmUnavailable()) ?? missingTool();
   if (skip) return t.skip(skip);
-  const dir = mkdtempSync(join(tmpdir(), "vmstack-wiki-"));
-  const env = { VMSTACK_STATE_DIR: join(dir, "s"), VMSTACK_RUN_DIR: join(dir, "r") };
-  const v = (...args: string[]): Promise<CliResult> => cli(args, { env });
-  const ok = async (...args: string[]): Promise<string> => {
-    const r = await v(...args);
-    assert.equal(r.code, 0, `vmstack ${args.join(" ")}: ${r.stderr}`);
-    if (r.ms > 5000) t.diagnostic(`vmstack ${args[0]} ${args[1] ?? ""} took ${(r.ms / 1000).toFixed(1)} s`);
-    return r.stdout;
-  };
+  const h = domainHarness("wiki", { slow: (m) => t.diagnostic(m) });
+  const { dir, env, v, ok } = h;
   const image = join(dir, "mrkitty-root.img");
   try {
     // dd if=/dev/zero of=mrkitty-root.img bs=1M seek=4096 count=0; mkfs.ext3 -F -L nixos mrkitty-root.img
@@ -120,11 +113,6 @@ test("the wiki walkthrough: sparse image, ext3 labelled nixos, Debian with a GRU
     assert.doesNotMatch(await ok("list"), /^mrkitty\s/m);
     assert.match(readFileSync(join(dir, "s", "log", "mrkitty.console.log"), "utf8"), /reboot: Power down/);
   } finally {
-    const r = await v("list", "--json");
-    if (r.code === 0) for (const d of JSON.parse(r.stdout) as { domid: number }[]) if (d.domid !== 0) await v("destroy", String(d.domid));
-    const pidFile = join(dir, "r", "vmstackd.pid");
-    if (existsSync(pidFile)) process.kill(Number(readFileSync(pidFile, "utf8")), "SIGTERM");
-    await sleep(300);
-    rmSync(dir, { recursive: true, force: true });
+    await h.close();
   }
 });
