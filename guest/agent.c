@@ -164,28 +164,8 @@ static void host_found(void) {
 
 static char *find_port(const char *name) {
   static char path[300];
-  for (int tries = 0; tries < 1000; tries++) { /* ports appear asynchronously after insmod: ~10 s */
-    DIR *d = opendir("/sys/class/virtio-ports");
-    struct dirent *e;
-    while (d && (e = readdir(d))) {
-      char f[300], got[256] = "";
-      if (e->d_name[0] == '.') continue;
-      snprintf(f, sizeof f, "/sys/class/virtio-ports/%s/name", e->d_name);
-      FILE *fp = fopen(f, "re");
-      if (!fp) continue;
-      if (fgets(got, sizeof got, fp)) got[strcspn(got, "\n")] = 0;
-      fclose(fp);
-      if (strcmp(got, name) == 0) {
-        snprintf(path, sizeof path, "/dev/%s", e->d_name);
-        if (access(path, F_OK) == 0) { closedir(d); return path; }
-      }
-    }
-    if (d) closedir(d);
-    struct timespec ts = {0, 10 * 1000000};
-    nanosleep(&ts, NULL);
-  }
-  errno = ENOENT;
-  return NULL;
+  /* Ports appear asynchronously after insmod: up to ~10 s. */
+  return find_virtio_port(name, path, sizeof path, 10000, 10) == 0 ? path : NULL;
 }
 
 static int unix_socket(const char *path, struct sockaddr_un *sa) {

@@ -73,6 +73,7 @@ struct xfer { int used, reading; uint32_t id; int fd; char *path, *tmp; };
 /* wire.c: buffers, frames, payload reading */
 void die(const char *what);
 int64_t now_ms(void);
+int find_virtio_port(const char *name, char *out, size_t outlen, int wait_ms, int poll_ms);
 void put32(uint8_t *p, uint32_t v);
 uint32_t get32(const uint8_t *p);
 size_t put_str(uint8_t *p, const char *s);

@@ -15,6 +15,37 @@ int64_t now_ms(void) {
   return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
 }
 
+/*
+ * The /dev path of the virtio-serial port called `name` (QEMU's virtserialport name=), polling
+ * every `poll_ms` for up to `wait_ms`: ports appear asynchronously after their driver loads.
+ * 0 and `out` filled, or -1 with errno ENOENT.
+ */
+int find_virtio_port(const char *name, char *out, size_t outlen, int wait_ms, int poll_ms) {
+  int64_t end = now_ms() + wait_ms;
+  do {
+    DIR *d = opendir("/sys/class/virtio-ports");
+    struct dirent *e;
+    while (d && (e = readdir(d))) {
+      char f[300], got[256] = "";
+      if (e->d_name[0] == '.') continue;
+      snprintf(f, sizeof f, "/sys/class/virtio-ports/%s/name", e->d_name);
+      FILE *fp = fopen(f, "re");
+      if (!fp) continue;
+      if (fgets(got, sizeof got, fp)) got[strcspn(got, "\n")] = 0;
+      fclose(fp);
+      if (strcmp(got, name) == 0) {
+        snprintf(out, outlen, "/dev/%s", e->d_name);
+        if (access(out, F_OK) == 0) { closedir(d); return 0; }
+      }
+    }
+    if (d) closedir(d);
+    struct timespec ts = {0, (long)poll_ms * 1000000};
+    nanosleep(&ts, NULL);
+  } while (now_ms() < end);
+  errno = ENOENT;
+  return -1;
+}
+
 void put32(uint8_t *p, uint32_t v) { p[0] = v >> 24; p[1] = v >> 16; p[2] = v >> 8; p[3] = v; }
 uint32_t get32(const uint8_t *p) {
   return (uint32_t)p[0] << 24 | (uint32_t)p[1] << 16 | (uint32_t)p[2] << 8 | p[3];

@@ -326,31 +326,6 @@ static void check_stuck(void) {
   buf_append(&upout, ff, sizeof ff);
 }
 
-static int find_port(const char *name, char *out, size_t outlen, int wait_ms) {
-  int64_t end = now_ms() + wait_ms;
-  do {
-    DIR *d = opendir("/sys/class/virtio-ports");
-    struct dirent *e;
-    while (d && (e = readdir(d))) {
-      char f[300], got[256] = "";
-      if (e->d_name[0] == '.') continue;
-      snprintf(f, sizeof f, "/sys/class/virtio-ports/%s/name", e->d_name);
-      FILE *fp = fopen(f, "re");
-      if (!fp) continue;
-      if (fgets(got, sizeof got, fp)) got[strcspn(got, "\n")] = 0;
-      fclose(fp);
-      if (strcmp(got, name) == 0) {
-        snprintf(out, outlen, "/dev/%s", e->d_name);
-        if (access(out, F_OK) == 0) { closedir(d); return 0; }
-      }
-    }
-    if (d) closedir(d);
-    struct timespec ts = {0, 50 * 1000000};
-    nanosleep(&ts, NULL);
-  } while (now_ms() < end);
-  return -1;
-}
-
 static void upstream_try(void) {
   if (up_device) { /* a port reports POLLHUP while no host is connected to it */
     struct pollfd p = {up_fd, POLLIN, 0};
@@ -423,7 +398,7 @@ int xs_relay_main(int argc, char **argv) {
   }
   static char dev[300];
   if (port) {
-    if (find_port(port, dev, sizeof dev, wait_ms) < 0) {
+    if (find_virtio_port(port, dev, sizeof dev, wait_ms, 50) < 0) {
       /* a VM without vmstackd (vmstack run) has no xenstore: not an error */
       if (!quiet_missing) fprintf(stderr, "vmstack-agent: no virtio-serial port %s: no xenstore in this guest\n", port);
       return quiet_missing ? 0 : 1;
