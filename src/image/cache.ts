@@ -13,10 +13,11 @@
  */
 import { createHash, randomBytes } from "node:crypto";
 import { createReadStream } from "node:fs";
-import { copyFile, mkdir, readdir, rename, rm, stat, utimes, writeFile } from "node:fs/promises";
+import { copyFile, mkdir, rename, rm, stat, utimes, writeFile } from "node:fs/promises";
 import { homedir } from "node:os";
 import { dirname, join } from "node:path";
 import { pipeline } from "node:stream/promises";
+import { readdirOrEmpty } from "../lib/fs.js";
 
 export type Env = Readonly<Record<string, string | undefined>>;
 
@@ -83,13 +84,7 @@ function processExists(pid: number): boolean {
  * theirs and stay. Returns the names removed.
  */
 export async function sweepStaleTemps(dir: string): Promise<string[]> {
-  let names: string[];
-  try {
-    names = await readdir(dir);
-  } catch (e) {
-    if ((e as NodeJS.ErrnoException).code === "ENOENT") return [];
-    throw e;
-  }
+  const names = await readdirOrEmpty(dir);
   const stale = names.filter((n) => {
     const m = TEMP_NAME.exec(n);
     return m?.[1] !== undefined && Number(m[1]) !== process.pid && !processExists(Number(m[1]));
@@ -107,13 +102,7 @@ export const BUILD_MAX_UNUSED_MS = 14 * 24 * 3600 * 1000;
  * leave another few-MB initrd behind forever. Returns the names removed.
  */
 export async function pruneUnused(dir: string, maxUnusedMs: number, now = Date.now()): Promise<string[]> {
-  let names: string[];
-  try {
-    names = await readdir(dir);
-  } catch (e) {
-    if ((e as NodeJS.ErrnoException).code === "ENOENT") return [];
-    throw e;
-  }
+  const names = await readdirOrEmpty(dir);
   const removed: string[] = [];
   for (const name of names) {
     if (TEMP_NAME.test(name)) continue;

@@ -12,12 +12,13 @@
  */
 import { createHash } from "node:crypto";
 import { createReadStream } from "node:fs";
-import { mkdir, readdir, readFile, rename, rm, stat, writeFile } from "node:fs/promises";
+import { mkdir, readFile, rename, rm, stat, writeFile } from "node:fs/promises";
 import { join } from "node:path";
 import { pipeline } from "node:stream/promises";
 import { cacheRoot, sweepStaleTemps, tempPathFor, touch, type Env } from "../image/index.js";
 import { VmstackError, messageOf } from "../lib/errors.js";
 import { BOOT_SNAPSHOT_FORMAT, type BootSnapshotIdentity } from "./boot-snapshot-plan.js";
+import { readdirOrEmpty } from "../lib/fs.js";
 
 /** Snapshots beyond this many (least recently used first) are removed when a new one is saved. */
 export const BOOT_SNAPSHOTS_KEPT = 4;
@@ -154,13 +155,7 @@ export class BootSnapshotStore {
 
   /** Every snapshot directory, most recently used first. */
   async list(): Promise<BootSnapshotEntry[]> {
-    let names: string[];
-    try {
-      names = await readdir(this.root);
-    } catch (e) {
-      if ((e as NodeJS.ErrnoException).code === "ENOENT") return [];
-      throw e;
-    }
+    const names = await readdirOrEmpty(this.root);
     const entries: BootSnapshotEntry[] = [];
     for (const key of names.filter((n) => /^[0-9a-f]{64}$/.test(n))) {
       try {

@@ -7,6 +7,7 @@
 import { readFileSync, readdirSync, renameSync, rmSync, writeFileSync } from "node:fs";
 import { join } from "node:path";
 import { VmstackError, messageOf } from "../lib/errors.js";
+import { readdirOrEmptySync } from "../lib/fs.js";
 
 export interface DomainRecord {
   readonly version: 1;
@@ -57,13 +58,7 @@ export function parseRecord(value: unknown, where: string): DomainRecord {
 
 /** Every readable record; unreadable ones are reported, not fatal (one bad file must not hide the rest). */
 export function readRecords(dir: string, report: (m: string) => void): DomainRecord[] {
-  let names: string[];
-  try {
-    names = readdirSync(dir);
-  } catch (e) {
-    if ((e as NodeJS.ErrnoException).code === "ENOENT") return [];
-    throw e;
-  }
+  const names = readdirOrEmptySync(dir);
   const out: DomainRecord[] = [];
   for (const n of names) {
     if (!/^\d+\.json$/.test(n)) continue;

@@ -15,13 +15,18 @@ import { decideAccel } from "./guest-accel.js";
 import { prepareGuestImage } from "./guest-image.js";
 import { messageOf } from "../lib/errors.js";
 
-export async function daemonAccel(env: NodeJS.ProcessEnv, log: (message: string) => void, signal?: AbortSignal): Promise<"kvm" | "tcg"> {
+export async function daemonAccel(
+  env: NodeJS.ProcessEnv,
+  log: (message: string) => void,
+  o: { readonly signal?: AbortSignal | undefined; readonly kvmUsable?: () => boolean } = {},
+): Promise<"kvm" | "tcg"> {
+  const signal = o.signal;
   const forced = env["VMSTACK_ACCEL"];
   if (forced === "kvm" || forced === "tcg") {
     log(`accelerator ${forced} (VMSTACK_ACCEL)`);
     return forced;
   }
-  if (!kvmDeviceUsable()) {
+  if (!(o.kvmUsable ?? kvmDeviceUsable)()) {
     log("accelerator tcg (/dev/kvm cannot be opened)");
     return "tcg";
   }

@@ -117,7 +117,7 @@ export async function runVmstackd(o: VmstackdOptions): Promise<number> {
       ring.add(`xenstored in-process, socket ${paths.xenstoreSocket}`);
     }
     const envDom0 = Number(o.env["VMSTACK_DOM0_MEM"]);
-    const accel = await daemonAccel(o.env, (m) => ring.add(m), o.signal);
+    const accel = await daemonAccel(o.env, (m) => ring.add(m), { signal: o.signal });
     manager = new DomainManager({
       paths,
       xs,

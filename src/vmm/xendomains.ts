@@ -12,13 +12,14 @@
  * This is a client of vmstackd, like the CLI: every step is one control request. It reports one
  * progress entry per domain as it goes.
  */
-import { mkdir, readdir, readFile, rm, stat } from "node:fs/promises";
+import { mkdir, readFile, rm, stat } from "node:fs/promises";
 import { join } from "node:path";
 import { DomainConfigError, errorsOf, loadDomainFile, type DomainConfig } from "../domain/index.js";
 import { detectFormat } from "../domain/load.js";
 import { DEFAULT_GUEST_PLACEHOLDER, withDefaultGuest } from "./manager-guest.js";
 import type { DomainInfo, Request } from "./api/protocol.js";
 import { VmstackError, isVmstackError, messageOf } from "../lib/errors.js";
+import { readdirOrEmpty } from "../lib/fs.js";
 
 export const STOP_MODES = ["save", "shutdown"] as const;
 export type StopMode = (typeof STOP_MODES)[number];
@@ -69,13 +70,7 @@ export interface DomainsContext {
 
 /** Regular files of a directory (symlinks followed), sorted, without hidden ones (partial saves are hidden). A missing directory is empty. */
 async function filesIn(dir: string): Promise<string[]> {
-  let names: string[];
-  try {
-    names = await readdir(dir);
-  } catch (e) {
-    if ((e as NodeJS.ErrnoException).code === "ENOENT") return [];
-    throw e;
-  }
+  const names = await readdirOrEmpty(dir);
   const out: string[] = [];
   for (const n of names.sort()) {
     if (n.startsWith(".")) continue;

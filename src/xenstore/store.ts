@@ -123,8 +123,8 @@ export function kidDelete(t: Kids | undefined, key: string): Kids | undefined {
   return del(t);
 }
 
-/** Children in name order, iteratively. */
-export function* kidEntries(t: Kids | undefined): Generator<[string, XsNode]> {
+/** The tree's entries in name order, iteratively (deep trees must not exhaust the stack). */
+function* inOrder(t: Kids | undefined): Generator<Kids> {
   const stack: Kids[] = [];
   let cur = t;
   while (cur !== undefined || stack.length > 0) {
@@ -133,25 +133,19 @@ export function* kidEntries(t: Kids | undefined): Generator<[string, XsNode]> {
       cur = cur.left;
     }
     const n = stack.pop()!;
-    yield [n.key, n.node];
+    yield n;
     cur = n.right;
   }
 }
 
+/** Children in name order. */
+export function* kidEntries(t: Kids | undefined): Generator<[string, XsNode]> {
+  for (const n of inOrder(t)) yield [n.key, n.node];
+}
+
 /** Children in creation order (DIRECTORY order). */
 export function orderedKids(t: Kids | undefined): Kids[] {
-  const out: Kids[] = [];
-  const stack: Kids[] = [];
-  let cur = t;
-  while (cur !== undefined || stack.length > 0) {
-    while (cur !== undefined) {
-      stack.push(cur);
-      cur = cur.left;
-    }
-    const n = stack.pop()!;
-    out.push(n);
-    cur = n.right;
-  }
+  const out = [...inOrder(t)];
   return out.sort((a, b) => a.seq - b.seq);
 }
 
