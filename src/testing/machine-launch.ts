@@ -11,7 +11,7 @@ import type { NicArgsConfig } from "../vmm/qemu-args.js";
 import type { MachineHost } from "./machine-host.js";
 import type { MachineOptions, MachineScope } from "./machine-types.js";
 import { hostsFile, natNicArgs, vlanNicArgs } from "./network.js";
-import { saveState, snapshotKey } from "./snapshot.js";
+import { saveState, shellQuote, snapshotKey } from "./snapshot.js";
 
 export interface LaunchPlan {
   /** GuestVm options without the callbacks (console sink, afterSpawn), which belong to the Machine. */
@@ -67,7 +67,7 @@ export async function planLaunch(
       qmpSocket,
       nics,
       consoleInput: true,
-      ...(saved ? { incoming: `exec:cat ${saved}` } : {}),
+      ...(saved ? { incoming: `exec:cat ${shellQuote(saved)}` } : {}),
     },
     qmpSocket,
     hosts,

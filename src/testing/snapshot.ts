@@ -55,4 +55,4 @@ export class SnapshotStore {
 
 // The QMP mechanics of a save and a restore live in the vmm layer (`vmstack run` boot snapshots
 // use them too).
-export { saveState, resumeRestored } from "../vmm/vm-state.js";
+export { saveState, resumeRestored, shellQuote } from "../vmm/vm-state.js";

@@ -28,6 +28,7 @@ import type { DomainInfo } from "./api/protocol.js";
 import { retryUntil } from "../lib/retry.js";
 import { VmstackError, isVmstackError, messageOf } from "../lib/errors.js";
 import { log } from "../lib/log.js";
+import { migrationCompleted, waitLoaded } from "./vm-state.js";
 
 export interface SaveResult {
   readonly file: string;
@@ -64,15 +65,8 @@ function unsaveable(c: DomainConfig): string | undefined {
   return undefined;
 }
 
-async function migrationDone(d: Domain, signal?: AbortSignal): Promise<void> {
-  await retryUntil(
-    async () => {
-      const r = await d.qmpExecute<{ status?: string; "error-desc"?: string }>("query-migrate");
-      if (r.status === "failed" || r.status === "cancelled") throw new VmstackError("SAVE_FAILED", `QEMU could not save ${d.name}: ${r["error-desc"] ?? r.status}`);
-      return r.status === "completed" ? true : undefined;
-    },
-    { what: `the state of ${d.name} to be saved`, timeoutMs: 600_000, signal, initialDelayMs: 5, maxDelayMs: 50 },
-  );
+function migrationDone(d: Domain, signal?: AbortSignal): Promise<void> {
+  return migrationCompleted((c) => d.qmpExecute(c), d.name, "SAVE_FAILED", { timeoutMs: 600_000, signal });
 }
 
 export async function saveDomain(m: DomainManager, d: Domain, file: string, o: { keepRunning: boolean; paused: boolean; signal?: AbortSignal }): Promise<SaveResult> {
@@ -244,13 +238,7 @@ export async function restoreDomain(m: DomainManager, file: string, o: { paused:
       try {
         const s = await connectIncoming(incoming, o.signal);
         await sendPayload(file, saved.payloadOffset, saved.payloadLength, h.compression, s, o.signal);
-        await retryUntil(
-          async () => {
-            const r = await dom.qmpExecute<{ status: string }>("query-status");
-            return r.status === "inmigrate" ? undefined : r.status;
-          },
-          { what: `the state of ${config.name} to load`, timeoutMs: 120_000, signal: o.signal, initialDelayMs: 5, maxDelayMs: 50 },
-        );
+        await waitLoaded((c) => dom.qmpExecute(c), { timeoutMs: 120_000, signal: o.signal });
       } catch (e) {
         throw new VmstackError("RESTORE_FAILED", `QEMU could not load the state of ${config.name} from ${file}: ${messageOf(e)}; QEMU said: ${qemuLogTail(dom.record.runDir)}`, { cause: e });
       }

@@ -15,20 +15,29 @@ export function shellQuote(s: string): string {
   return `'${s.replaceAll("'", `'\\''`)}'`;
 }
 
+/** One QMP command: a QmpClient's, or a domain's (which checks that its QEMU still runs). */
+export type QmpExecute = <T>(command: string) => Promise<T>;
+
+/**
+ * Until the migration started with `migrate` has completed; a failed or cancelled one throws
+ * `code` with QEMU's reason (`what` names the VM in messages).
+ */
+export async function migrationCompleted(execute: QmpExecute, what: string, code: string, o: { timeoutMs: number; signal?: AbortSignal | undefined }): Promise<void> {
+  await retryUntil(
+    async () => {
+      const r = await execute<{ status?: string; "error-desc"?: string }>("query-migrate");
+      if (r.status === "failed" || r.status === "cancelled") throw new VmstackError(code, `saving ${what} failed: ${r["error-desc"] ?? r.status}`);
+      return r.status === "completed" ? true : undefined;
+    },
+    { what: `${what} to be saved`, timeoutMs: o.timeoutMs, signal: o.signal, initialDelayMs: 5, maxDelayMs: 50 },
+  );
+}
+
 /** Stops the VM and writes its state to `path`. The VM is left stopped: `cont` resumes it. */
 export async function saveState(qmp: QmpClient, path: string, o: { timeoutMs: number; signal?: AbortSignal | undefined }): Promise<void> {
   await qmp.execute("stop", undefined, o);
   await qmp.execute("migrate", { uri: `exec:cat > ${shellQuote(path)}` }, o);
-  await retryUntil(
-    async () => {
-      const r = await qmp.execute<{ status?: string; "error-desc"?: string }>("query-migrate", undefined, o);
-      if (r.status === "failed" || r.status === "cancelled") {
-        throw new VmstackError("SNAPSHOT_FAILED", `saving the VM state failed: ${r["error-desc"] ?? r.status}`);
-      }
-      return r.status === "completed" ? true : undefined;
-    },
-    { what: "the VM state to be saved", timeoutMs: o.timeoutMs, signal: o.signal, initialDelayMs: 10, maxDelayMs: 50 },
-  );
+  await migrationCompleted((c) => qmp.execute(c, undefined, o), "the VM state", "SNAPSHOT_FAILED", o);
 }
 
 /** For a VM started with `-incoming`: waits until the state is loaded, then resumes it. */
@@ -38,10 +47,11 @@ export async function resumeRestored(qmp: QmpClient, o: { timeoutMs: number; sig
 }
 
 /** For a VM started with `-incoming`: waits until the state is loaded; the VM stays paused. */
-export async function waitLoaded(qmp: QmpClient, o: { timeoutMs: number; signal?: AbortSignal | undefined }): Promise<void> {
+export async function waitLoaded(qmp: QmpClient | QmpExecute, o: { timeoutMs: number; signal?: AbortSignal | undefined }): Promise<void> {
+  const execute: QmpExecute = typeof qmp === "function" ? qmp : (c) => qmp.execute(c, undefined, o);
   await retryUntil(
     async () => {
-      const r = await qmp.execute<{ status: string }>("query-status", undefined, o);
+      const r = await execute<{ status: string }>("query-status");
       if (r.status === "inmigrate") return undefined;
       if (r.status === "running") return true;
       if (r.status === "paused" || r.status === "postmigrate" || r.status === "prelaunch") return true;
