@@ -4,7 +4,7 @@
  */
 import { join } from "node:path";
 import { chooseAccel, DEFAULT_PROBE_DEADLINE_MS, type AccelChoice, type AccelDecision } from "./accel.js";
-import { qemuIdentity } from "./host.js";
+import { qemuBinary, qemuIdentity } from "./host.js";
 import type { GuestImage } from "./guest-image.js";
 import { GuestVm } from "./guest-vm.js";
 import { cacheRoot, type Env } from "../image/index.js";
@@ -21,7 +21,7 @@ export async function accelForGuest(o: {
   const decision = await chooseAccel({
     choice: o.choice,
     // Keyed on QEMU and the kernel, not the initrd: a new initrd (other modules) needs no new probe.
-    bootIdentity: `${qemuIdentity()}|${o.image.kernel.release}|${o.image.kernel.kernelPath}`,
+    bootIdentity: `${qemuIdentity(qemuBinary(o.env), o.env["PATH"] ?? "")}|${o.image.kernel.release}|${o.image.kernel.kernelPath}`,
     cacheFile: join(cacheRoot(o.env), "accel-probe.json"),
     signal: o.signal,
     probeBoot: async (signal) => {
@@ -49,6 +49,8 @@ export async function decideAccel(o: {
     bootKvm: (signal) =>
       GuestVm.boot({
         name: "kvm-probe",
+        // The QEMU of the caller's environment (vmstackd's), not necessarily this process's.
+        qemu: qemuBinary(o.env),
         kernelPath: o.image.kernel.kernelPath,
         initrdPath: o.image.initrd.path,
         accel: "kvm",

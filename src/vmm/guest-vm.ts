@@ -36,6 +36,8 @@ export interface GuestVmOptions {
   /** Fresh boots that stall are retried within the deadline, up to this many attempts (default 3). */
   readonly bootAttempts?: number;
   readonly signal?: AbortSignal | undefined;
+  /** The QEMU to run (default: qemuBinary(), i.e. $VMSTACK_QEMU or qemu-system-x86_64). */
+  readonly qemu?: string;
   /** A QMP monitor on this Unix socket (the test framework drives QEMU through it). */
   readonly qmpSocket?: string;
   /** Network cards (test VLANs, user-mode NAT). */
@@ -128,7 +130,7 @@ export class GuestVm {
         ? { extraArgs: [...(options.extraArgs ?? []), ...(options.incoming !== undefined ? ["-incoming", options.incoming] : [])] }
         : {}),
     };
-    return [qemuBinary(), ...buildQemuArgs(config)];
+    return [options.qemu ?? qemuBinary(), ...buildQemuArgs(config)];
   }
 
   /** Starts QEMU and waits for the agent; on any failure QEMU is stopped before this throws. */
