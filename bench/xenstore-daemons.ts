@@ -4,7 +4,7 @@
  * 4.17's C and OCaml daemons via `../shared/peers/xenstored-peer`.
  */
 import { execFile, spawn, type ChildProcess } from "node:child_process";
-import { existsSync, mkdtempSync, readFileSync, rmSync } from "node:fs";
+import { existsSync, mkdtempSync, readdirSync, readFileSync, rmSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { dirname, join, resolve } from "node:path";
 import { fileURLToPath } from "node:url";
@@ -15,7 +15,7 @@ const run = promisify(execFile);
 const ROOT = resolve(dirname(fileURLToPath(import.meta.url)), "../..");
 
 export interface BenchDaemon {
-  readonly name: "vmstack" | "vmstack-fsync" | "vmstack-memory" | "c" | "ocaml";
+  readonly name: "vmstack" | "vmstack-nopoll" | "vmstack-fsync" | "vmstack-memory" | "c" | "ocaml";
   readonly socket: string;
   /** The daemon's pid (for RSS). */
   pid(): number;
@@ -59,7 +59,7 @@ function stopChild(child: ChildProcess, signal: "SIGTERM" | "SIGKILL" = "SIGTERM
  * vmstack's daemon with a state directory (replies wait for the journal write, "write", or for its
  * fdatasync, "fsync"), or in memory only.
  */
-export async function startVmstack(opts: { mode: "write" | "fsync" | "memory" } = { mode: "write" }): Promise<VmstackDaemon> {
+export async function startVmstack(opts: { mode: "write" | "fsync" | "memory"; busyPollUs?: number } = { mode: "write" }): Promise<VmstackDaemon> {
   const dir = mkdtempSync(join(tmpdir(), "vmstack-bench-xs-"));
   const socket = join(dir, "socket");
   const stateDir = join(dir, "state");
@@ -67,12 +67,13 @@ export async function startVmstack(opts: { mode: "write" | "fsync" | "memory" } 
   let child: ChildProcess;
   const launch = async (): Promise<void> => {
     const storage = opts.mode === "memory" ? ["--no-persist"] : ["--state-dir", stateDir, "--durability", opts.mode];
-    child = spawn(process.execPath, [bin, "--socket", socket, ...storage], { stdio: ["ignore", "pipe", "pipe"] });
+    const poll = opts.busyPollUs === undefined ? [] : ["--busy-poll-us", String(opts.busyPollUs)];
+    child = spawn(process.execPath, [bin, "--socket", socket, ...storage, ...poll], { stdio: ["ignore", "pipe", "pipe"] });
     await waitForLine(child, "vmstack xenstored");
   };
   await launch();
   return {
-    name: opts.mode === "memory" ? "vmstack-memory" : opts.mode === "fsync" ? "vmstack-fsync" : "vmstack",
+    name: opts.mode === "memory" ? "vmstack-memory" : opts.mode === "fsync" ? "vmstack-fsync" : opts.busyPollUs === 0 ? "vmstack-nopoll" : "vmstack",
     socket,
     stateDir,
     pid: () => child.pid ?? 0,
@@ -105,6 +106,19 @@ export async function startXen(kind: "c" | "ocaml"): Promise<BenchDaemon | strin
       rmSync(dir, { recursive: true, force: true });
     },
   };
+}
+
+/** CPU time a process has used so far, all threads, in nanoseconds (/proc/PID/task/*\/schedstat). */
+export function cpuNs(pid: number): number {
+  let ns = 0;
+  for (const tid of readdirSync(`/proc/${pid}/task`)) {
+    try {
+      ns += Number(readFileSync(`/proc/${pid}/task/${tid}/schedstat`, "utf8").split(" ")[0]);
+    } catch {
+      // the thread ended meanwhile
+    }
+  }
+  return ns;
 }
 
 /** Resident set size of a process in MiB (/proc/PID/status VmRSS). */

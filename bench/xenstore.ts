@@ -3,31 +3,37 @@
  * vmstack's xenstored and Xen 4.17's C and OCaml daemons, all in one run, then vmstack's memory
  * with 100,000 nodes and its restart-from-disk time. Prints one JSON document.
  *
- *   npm run build && node dist/bench/xenstore.js [--repeat N] [--only vmstack,vmstack-fsync,vmstack-memory,c,ocaml]
+ *   npm run build && node dist/bench/xenstore.js [--repeat N] [--only vmstack,vmstack-nopoll,vmstack-fsync,vmstack-memory,c,ocaml]
  *
  * "vmstack" keeps a state directory (every reply waits for its journal record, the product's
- * default durability: written before the reply, fdatasync'd within 1 s); "vmstack-fsync" waits for
- * the fdatasync (--durability fsync); "vmstack-memory" (--no-persist) keeps nothing.
+ * default durability: written before the reply, fdatasync'd within 1 s) and busy-polls after each
+ * request (the default, --busy-poll-us 200); "vmstack-nopoll" is the same without busy-polling;
+ * "vmstack-fsync" waits for the fdatasync (--durability fsync); "vmstack-memory" (--no-persist)
+ * keeps nothing.
+ *
+ * Besides ops/s, `cpu_us_per_op_w1` / `_w64` give the daemon's own CPU time per request in the
+ * read/write phases (all its threads, /proc schedstat): what busy-polling costs, side by side with
+ * what it buys.
  *
  * Workloads (issue 3 item 8): writes then reads of 1,000 small nodes with 1 and with 64 requests
  * in flight; a read-modify-write transaction loop; watch fan-out (100 watchers on their own
  * connections, 10,000 writes; events/s counts deliveries). Each figure is the median of
- * `--repeat` runs (default 3; fan-out runs once). Client and daemons share the machine's CPUs, so figures are noisy:
+ * `--repeat` runs (default 5; fan-out runs once). Client and daemons share the machine's CPUs, so figures are noisy:
  * compare the ratios, which come from the same run.
  */
 import { performance } from "node:perf_hooks";
 import { cpus, loadavg } from "node:os";
 import { spawn } from "node:child_process";
 import { connectXenstore, type XenstoreClient } from "../src/xenstore/client.js";
-import { rssMiB, startVmstack, startXen, type BenchDaemon, type VmstackDaemon } from "./xenstore-daemons.js";
+import { cpuNs, rssMiB, startVmstack, startXen, type BenchDaemon, type VmstackDaemon } from "./xenstore-daemons.js";
 
 const args = process.argv.slice(2);
 const argValue = (name: string): string | undefined => {
   const i = args.indexOf(name);
   return i >= 0 ? args[i + 1] : undefined;
 };
-const REPEAT = Number(argValue("--repeat") ?? 3);
-const ONLY = (argValue("--only") ?? "vmstack,vmstack-fsync,vmstack-memory,c,ocaml").split(",");
+const REPEAT = Number(argValue("--repeat") ?? 5);
+const ONLY = (argValue("--only") ?? "vmstack,vmstack-nopoll,vmstack-fsync,vmstack-memory,c,ocaml").split(",");
 const NODES = 1000;
 const TX_LOOPS = 500;
 const WATCHERS = 100;
@@ -58,12 +64,14 @@ function median(xs: readonly number[]): number {
 const round = (x: number): number => Math.round(x);
 const value16 = "0123456789abcdef";
 
-async function readWrite(c: XenstoreClient, window: number, run: number): Promise<{ write: number; read: number }> {
+async function readWrite(c: XenstoreClient, pid: number, window: number, run: number): Promise<{ write: number; read: number; cpuUsPerOp: number }> {
   const base = `/bench/rw${window}-${run}`;
+  const cpu0 = cpuNs(pid);
   const w = await timed(() => windowed(NODES, window, (i) => c.write(`${base}/k${i}`, value16)));
   const r = await timed(() => windowed(NODES, window, (i) => c.read(`${base}/k${i}`)));
+  const cpuUsPerOp = (cpuNs(pid) - cpu0) / 1000 / (2 * NODES);
   await c.rm(base);
-  return { write: NODES / w, read: NODES / r };
+  return { write: NODES / w, read: NODES / r, cpuUsPerOp };
 }
 
 async function rmwTransactions(c: XenstoreClient, run: number): Promise<number> {
@@ -111,24 +119,27 @@ async function fanout(socket: string, writer: XenstoreClient, run: number): Prom
 type Figures = Record<string, number>;
 
 /** One round of every workload on an open client (fan-out only in round 0: it is the longest). */
-async function measureOnce(c: XenstoreClient, socket: string, run: number): Promise<Figures> {
-  const w1 = await readWrite(c, 1, run);
-  const w64 = await readWrite(c, 64, run);
+async function measureOnce(c: XenstoreClient, d: BenchDaemon, run: number): Promise<Figures> {
+  const w1 = await readWrite(c, d.pid(), 1, run);
+  const w64 = await readWrite(c, d.pid(), 64, run);
   const tx = await rmwTransactions(c, run);
-  const fan = run === 0 ? await fanout(socket, c, run) : undefined;
+  const fan = run === 0 ? await fanout(d.socket, c, run) : undefined;
   return {
     write_w1_ops: w1.write,
     read_w1_ops: w1.read,
     write_w64_ops: w64.write,
     read_w64_ops: w64.read,
     rmw_tx_per_s: tx,
+    cpu_us_per_op_w1: w1.cpuUsPerOp,
+    cpu_us_per_op_w64: w64.cpuUsPerOp,
     ...(fan === undefined ? {} : { fanout_writes_per_s: fan.writes, fanout_events_per_s: fan.events, fanout_events_lost: fan.lost }),
   };
 }
 
 function medians(runs: readonly Figures[]): Figures {
   const keys = Object.keys(runs[0] ?? {});
-  return Object.fromEntries(keys.map((k) => [k, round(median(runs.flatMap((r) => (r[k] === undefined ? [] : [r[k]]))))]));
+  const precision = (k: string): number => (k.startsWith("cpu_") ? 10 : 1);
+  return Object.fromEntries(keys.map((k) => [k, Math.round(median(runs.flatMap((r) => (r[k] === undefined ? [] : [r[k]]))) * precision(k)) / precision(k)]));
 }
 
 /** Fill a daemon with 100,000 64-byte nodes (64 in flight) and read its RSS. */
@@ -164,12 +175,12 @@ const out: {
   vmstack_store: {},
 };
 
-const MODES = { vmstack: "write", "vmstack-fsync": "fsync", "vmstack-memory": "memory" } as const;
+const MODES = { vmstack: "write", "vmstack-nopoll": "write", "vmstack-fsync": "fsync", "vmstack-memory": "memory" } as const;
 const started: { name: string; d: BenchDaemon; vm: VmstackDaemon | undefined }[] = [];
 try {
-  for (const name of ["vmstack", "vmstack-fsync", "vmstack-memory", "c", "ocaml"] as const) {
+  for (const name of ["vmstack", "vmstack-nopoll", "vmstack-fsync", "vmstack-memory", "c", "ocaml"] as const) {
     if (!ONLY.includes(name)) continue;
-    const vm = name === "c" || name === "ocaml" ? undefined : await startVmstack({ mode: MODES[name] });
+    const vm = name === "c" || name === "ocaml" ? undefined : await startVmstack({ mode: MODES[name], ...(name === "vmstack-nopoll" ? { busyPollUs: 0 } : {}) });
     const d = vm ?? (await startXen(name === "c" ? "c" : "ocaml"));
     if (typeof d === "string") out.daemons[name] = { skipped: d };
     else started.push({ name, d, vm });
@@ -181,7 +192,7 @@ try {
   for (let run = 0; run < REPEAT; run++) {
     for (let k = 0; k < started.length; k++) {
       const i = (run + k) % started.length;
-      rounds[i]!.push(await measureOnce(clients[i]!, started[i]!.d.socket, run));
+      rounds[i]!.push(await measureOnce(clients[i]!, started[i]!.d, run));
     }
   }
   await Promise.all(clients.map((c) => c.close()));
@@ -222,14 +233,14 @@ try {
   await Promise.all(started.map(({ d }) => d.stop().catch(() => undefined)));
 }
 
-for (const mine of ["vmstack", "vmstack-fsync", "vmstack-memory"]) {
+for (const mine of ["vmstack", "vmstack-nopoll", "vmstack-fsync", "vmstack-memory"]) {
   const ours = out.daemons[mine];
   for (const other of ["c", "ocaml"]) {
     const theirs = out.daemons[other];
     if (ours === undefined || theirs === undefined || "skipped" in ours || "skipped" in theirs) continue;
     out.ratios[`${mine}/${other}`] = Object.fromEntries(
       Object.keys(ours)
-        .filter((k) => !k.startsWith("rss") && !k.endsWith("_lost") && typeof theirs[k] === "number")
+        .filter((k) => !k.startsWith("rss") && !k.startsWith("cpu_") && !k.endsWith("_lost") && typeof theirs[k] === "number")
         .map((k) => [k, Math.round(((ours[k] ?? NaN) / (theirs[k] ?? NaN)) * 100) / 100]),
     );
   }

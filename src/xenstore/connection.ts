@@ -203,9 +203,11 @@ export class Connection implements Watcher {
     const frames = this.#held;
     this.#held = [];
     this.#heldBytes = 0;
-    this.#transport.cork();
+    // One frame (a lone request's reply) goes straight out; corking would take the writev path.
+    const cork = frames.length > 1;
+    if (cork) this.#transport.cork();
     for (const f of frames) this.#write(f);
-    this.#transport.uncork();
+    if (cork) this.#transport.uncork();
     this.#maybeFinish();
   }
 

@@ -8,9 +8,15 @@ import * as net from "node:net";
 import * as path from "node:path";
 import { VmstackError } from "../lib/errors.js";
 import type { Xenstored } from "./daemon.js";
+import { BusyPoll } from "../lib/busy-poll.js";
+
+/** Default maximum busy-poll window after a request (lib/busy-poll.ts; 0 turns polling off). */
+export const DEFAULT_BUSY_POLL_US = 200;
 
 export interface SocketServer {
   readonly path: string;
+  /** The socket's busy-polling (its hits and misses say whether it pays). */
+  readonly poll: BusyPoll;
   close(): Promise<void>;
 }
 
@@ -36,16 +42,21 @@ async function clearStale(socketPath: string): Promise<void> {
   fs.unlinkSync(socketPath);
 }
 
-/** Listen on `socketPath` (mode 0600 unless `mode` says otherwise). */
-export async function listenUnix(daemon: Xenstored, socketPath: string, opts: { mode?: number } = {}): Promise<SocketServer> {
+/**
+ * Listen on `socketPath` (mode 0600 unless `mode` says otherwise). After each request the event
+ * loop is busy-polled for up to `busyPollUs` (adaptive; see lib/busy-poll.ts) so that a client
+ * with one request in flight does not wait for this process to wake up.
+ */
+export async function listenUnix(daemon: Xenstored, socketPath: string, opts: { mode?: number; busyPollUs?: number } = {}): Promise<SocketServer> {
   if (Buffer.byteLength(socketPath) >= 108) {
     throw new VmstackError("XENSTORED_SOCKET_PATH", `socket path is too long for a Unix socket (${socketPath.length} bytes, max 107)`, { facts: { path: socketPath } });
   }
   fs.mkdirSync(path.dirname(socketPath), { recursive: true, mode: 0o755 });
   await clearStale(socketPath);
+  const poll = new BusyPoll(opts.busyPollUs ?? DEFAULT_BUSY_POLL_US);
   // allowHalfOpen: a client may send requests and shut down its write side; it still gets replies.
   const server = net.createServer({ allowHalfOpen: true }, (sock) => {
-    sock.setNoDelay?.(true);
+    sock.on("data", () => poll.kick());
     try {
       daemon.attach(sock, 0, "socket");
     } catch {
@@ -69,6 +80,7 @@ export async function listenUnix(daemon: Xenstored, socketPath: string, opts: { 
   fs.chmodSync(socketPath, mode);
   return {
     path: socketPath,
+    poll,
     close: () =>
       new Promise<void>((resolve) => {
         server.close(() => resolve());

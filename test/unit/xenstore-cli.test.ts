@@ -28,7 +28,7 @@ void test("vmstack xenstored serves its socket until the signal aborts, then exi
   const printed = new Promise<void>((r) => (ready = r));
   const out = capture((t) => t.includes("\n") && ready());
   const err = capture();
-  const code = main(["xenstored", "--socket", socket, "--no-persist", "--quota", "nodes=7"], {
+  const code = main(["xenstored", "--socket", socket, "--no-persist", "--quota", "nodes=7", "--busy-poll-us", "50"], {
     stdout: out.stream,
     stderr: err.stream,
     stdin: Readable.from([]),
@@ -47,7 +47,7 @@ void test("vmstack xenstored serves its socket until the signal aborts, then exi
 });
 
 void test("vmstack xenstored rejects a bad quota and conflicting options as usage errors", async () => {
-  for (const argv of [["--quota", "bogus=1"], ["--no-persist", "--state-dir", "/tmp/x"], ["--socket-mode", "999"], ["extra"]]) {
+  for (const argv of [["--quota", "bogus=1"], ["--no-persist", "--state-dir", "/tmp/x"], ["--socket-mode", "999"], ["--busy-poll-us", "-5"], ["--busy-poll-us", "fast"], ["extra"]]) {
     const err = capture();
     const code = await main(["xenstored", ...argv], { stdout: capture().stream, stderr: err.stream, stdin: Readable.from([]), signal: new AbortController().signal });
     assert.equal(code, 2, argv.join(" "));

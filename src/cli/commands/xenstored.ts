@@ -1,7 +1,7 @@
 /** `vmstack xenstored`: run the Xen-compatible xenstore daemon on a Unix socket. */
 import type { Command } from "../command.js";
 import { boolOpt, intOpt, parseCommandArgs, stringOpt, usageError } from "../args.js";
-import { DURABILITIES, createXenstored, defaultSocketPath, defaultStateDir, listenUnix, parseQuotaOverrides, warmUp } from "../../xenstore/index.js";
+import { DURABILITIES, createXenstored, defaultSocketPath, defaultStateDir, listenUnix, parseQuotaOverrides, warmUp, DEFAULT_BUSY_POLL_US } from "../../xenstore/index.js";
 import { isVmstackError } from "../../lib/errors.js";
 
 export const xenstoredCommand: Command = {
@@ -17,6 +17,7 @@ export const xenstoredCommand: Command = {
     "socket-mode": { type: "string", arg: "OCTAL", help: "socket file mode (default 0600)" },
     "event-queue": { type: "string", arg: "BYTES", help: "unread output per connection before watch events are dropped (default 1048576)" },
     "write-rate": { type: "string", arg: "N[/BURST]", help: "modifying requests per second per unprivileged domain, 0 = unlimited (default 1000/200)" },
+    "busy-poll-us": { type: "string", arg: "N", help: `after a request, keep polling for the next one for up to N µs instead of sleeping (adaptive; trades CPU for latency with one request in flight; 0 = off; default ${DEFAULT_BUSY_POLL_US})` },
   },
   details: [
     "Prints the socket path on stdout once it accepts connections; SIGTERM or SIGINT stops it cleanly",
@@ -42,6 +43,7 @@ export const xenstoredCommand: Command = {
       throw usageError("xenstored", isVmstackError(e) ? e.message : String(e));
     }
     const eventQueue = intOpt("xenstored", p, "event-queue", 4096);
+    const busyPollUs = intOpt("xenstored", p, "busy-poll-us", 0);
     const rateS = stringOpt(p, "write-rate");
     const rateM = rateS === undefined ? undefined : /^(\d+)(?:\/(\d+))?$/.exec(rateS);
     if (rateS !== undefined && !rateM) throw usageError("xenstored", `--write-rate expects N or N/BURST, got '${rateS}'`);
@@ -59,7 +61,10 @@ export const xenstoredCommand: Command = {
     for (const line of daemon.loadReport) ctx.stderr.write(`vmstack xenstored: ${line}\n`);
     let server;
     try {
-      server = await listenUnix(daemon, socketPath, modeS === undefined ? {} : { mode: parseInt(modeS, 8) });
+      server = await listenUnix(daemon, socketPath, {
+        ...(modeS === undefined ? {} : { mode: parseInt(modeS, 8) }),
+        ...(busyPollUs === undefined ? {} : { busyPollUs }),
+      });
     } catch (e) {
       daemon.close();
       throw e;

@@ -1,0 +1,103 @@
+import { test } from "node:test";
+import assert from "node:assert/strict";
+import { mkdtempSync, rmSync } from "node:fs";
+import { tmpdir } from "node:os";
+import { join } from "node:path";
+import { BusyPoll, type BusyPollClock } from "../../src/lib/busy-poll.js";
+import { connectXenstore } from "../../src/xenstore/client.js";
+import { createXenstored, listenUnix } from "../../src/xenstore/index.js";
+
+/** A clock whose time moves only when told, and whose deferred calls run only when told. */
+function fakeClock(): BusyPollClock & { t: number; pending: (() => void)[]; advance(ms: number): void } {
+  const c = {
+    t: 0,
+    pending: [] as (() => void)[],
+    now: () => c.t,
+    defer: (fn: () => void) => c.pending.push(fn),
+    /** Move time forward in 1 µs poll iterations, running deferred polls as the event loop would. */
+    advance(ms: number): void {
+      const end = c.t + ms;
+      while (c.t < end) {
+        c.t = Math.min(end, c.t + 0.001);
+        for (const fn of c.pending.splice(0)) fn();
+      }
+    },
+  };
+  return c;
+}
+
+void test("busy-poll: a request starts polling, which stops once the window has passed", () => {
+  const clock = fakeClock();
+  const p = new BusyPoll(200, clock);
+  p.kick();
+  assert.ok(p.polling);
+  clock.advance(0.15);
+  assert.ok(p.polling, "still polling 150 µs after the request");
+  clock.advance(0.06);
+  assert.ok(!p.polling, "stopped 210 µs after it");
+});
+
+void test("busy-poll: requests that arrive while polling are hits and keep the window at its maximum", () => {
+  const clock = fakeClock();
+  const p = new BusyPoll(200, clock);
+  for (let i = 0; i < 50; i++) {
+    p.kick();
+    clock.advance(0.03); // a client that answers in 30 µs
+  }
+  assert.equal(p.hits, 49);
+  assert.equal(p.misses, 0);
+  assert.equal(p.windowUs, 200);
+});
+
+void test("busy-poll: long quiet spells shrink the window to nothing, and close requests grow it back", () => {
+  const clock = fakeClock();
+  const p = new BusyPoll(200, clock);
+  for (let i = 0; i < 6; i++) {
+    p.kick();
+    clock.advance(5); // one request every 5 ms: polling never catches one
+  }
+  assert.equal(p.windowUs, 0, "a mostly idle server stops polling");
+  assert.ok(p.misses >= 5);
+  p.kick();
+  assert.ok(!p.polling, "no polling after an isolated request");
+  // A burst of requests 20 µs apart: the window grows again and polling resumes.
+  for (let i = 0; i < 10; i++) {
+    clock.advance(0.02);
+    p.kick();
+  }
+  assert.ok(p.polling);
+  assert.equal(p.windowUs, 200);
+});
+
+void test("busy-poll: a maximum of 0 never polls", () => {
+  const clock = fakeClock();
+  const p = new BusyPoll(0, clock);
+  p.kick();
+  p.kick();
+  assert.ok(!p.polling);
+  assert.equal(clock.pending.length, 0);
+});
+
+void test("xenstored's socket busy-polls after requests, so a client with one request in flight is caught polling; --busy-poll-us 0 never is", async (t) => {
+  const dir = mkdtempSync(join(tmpdir(), "vmstack-poll-"));
+  t.after(() => rmSync(dir, { recursive: true, force: true }));
+  for (const busyPollUs of [200, 0]) {
+    const daemon = createXenstored({});
+    const server = await listenUnix(daemon, join(dir, `socket-${busyPollUs}`), { busyPollUs });
+    const c = await connectXenstore({ socket: server.path, reconnect: false });
+    try {
+      for (let i = 0; i < 300; i++) await c.write(`/poll/k${i % 10}`, String(i));
+      if (busyPollUs === 0) {
+        assert.equal(server.poll.hits, 0);
+        assert.equal(server.poll.polling, false);
+      } else {
+        // The client's next request comes tens of µs after each reply: most arrive while polling.
+        assert.ok(server.poll.hits > 0, `hits ${server.poll.hits}, misses ${server.poll.misses}`);
+      }
+    } finally {
+      await c.close();
+      daemon.close();
+      await server.close();
+    }
+  }
+});
