@@ -36,6 +36,11 @@ export interface ConnectionHost {
   handle(conn: Connection, msg: XsMessage): void;
   /** True while journal records are waiting for fsync: replies and events must wait too. */
   outputHeld(): boolean;
+  /**
+   * Make the journal current now if that is cheap (durability "write": one write(2)); true if
+   * output is no longer held. A lone request's reply then goes out without being held.
+   */
+  flushNow(): boolean;
   /** `conn` has frames waiting for the journal; call `conn.releaseHeld()` after the fsync. */
   noteHeld(conn: Connection): void;
   /** Called once, after `conn` is closed. */
@@ -172,10 +177,17 @@ export class Connection implements Watcher {
     this.#transport.end(() => this.close("client closed"));
   }
 
-  /** Queue a frame (reply or event); it waits while the journal is being made durable. */
-  send(frame: Buffer): void {
+  /**
+   * Queue a frame (reply or event); it waits while the journal is being made durable. The reply to
+   * the last request of a batch (nothing more queued) flushes the journal itself when that is
+   * cheap, rather than waiting for the end of the batch: the commonest client has one request in
+   * flight. Events and earlier replies of a batch wait, so a batch still costs one journal write.
+   */
+  send(frame: Buffer, isReply = false): void {
     if (this.#closed) return;
-    if (this.#held.length > 0 || this.#host.outputHeld()) {
+    const held = this.#held.length > 0 || (this.#host.outputHeld() && !(isReply && this.#inbox.length === 0 && this.#host.flushNow()));
+    if (this.#closed) return; // a journal failure closes every connection
+    if (held) {
       this.#held.push(frame);
       this.#heldBytes += frame.length;
       this.#host.noteHeld(this);
@@ -212,7 +224,7 @@ export class Connection implements Watcher {
   }
 
   reply(msg: XsMessage, type: number, payload: Buffer): void {
-    this.send(encodeMessage({ type, reqId: msg.reqId, txId: msg.txId, payload }));
+    this.send(encodeMessage({ type, reqId: msg.reqId, txId: msg.txId, payload }), true);
   }
 
   deliverEvent(path: string, token: string): void {

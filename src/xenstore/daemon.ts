@@ -303,12 +303,29 @@ export class Xenstored implements ConnectionHost {
     return this.#journal?.dirty ?? false;
   }
 
+  flushNow(): boolean {
+    if (this.#durability !== "write") return !this.outputHeld();
+    this.flushJournal(false);
+    return !this.outputHeld();
+  }
+
   noteHeld(conn: Connection): void {
     this.#held.add(conn);
-    this.batchDone();
+    this.#scheduleFlush();
   }
 
   batchDone(): void {
+    // "write": a write(2) is cheap, so the end of a connection's batch flushes at once and its
+    // replies go out in the same turn (a microtask hop here measurably slows a client with one
+    // request in flight). "fsync" waits for the rest of the poll phase (group commit).
+    if (this.#durability === "write" && (this.#journal?.dirty ?? false)) {
+      this.flushJournal(false);
+      return;
+    }
+    this.#scheduleFlush();
+  }
+
+  #scheduleFlush(): void {
     if (this.#flushScheduled || !(this.#journal?.dirty ?? false)) {
       if (!this.#flushScheduled && this.#held.size > 0) this.#release();
       return;
@@ -319,9 +336,8 @@ export class Xenstored implements ConnectionHost {
       this.flushJournal(this.#durability === "fsync");
     };
     // "fsync": setImmediate, so every connection whose data arrived in this poll phase is handled
-    // first and one fsync covers all of them (group commit). "write": a write(2) is cheap, so the
-    // end of this connection's batch (the microtask after its data handler) is soon enough and
-    // saves a lone request a trip round the event loop.
+    // first and one fsync covers all of them (group commit). "write": frames held outside a
+    // connection's batch (events for watchers of an in-process write) go out in a microtask.
     if (this.#durability === "fsync") setImmediate(run);
     else queueMicrotask(run);
   }

@@ -56,12 +56,14 @@ export async function listenUnix(daemon: Xenstored, socketPath: string, opts: { 
   const poll = new BusyPoll(opts.busyPollUs ?? DEFAULT_BUSY_POLL_US);
   // allowHalfOpen: a client may send requests and shut down its write side; it still gets replies.
   const server = net.createServer({ allowHalfOpen: true }, (sock) => {
-    sock.on("data", () => poll.kick());
     try {
       daemon.attach(sock, 0, "socket");
     } catch {
       sock.destroy();
+      return;
     }
+    // After the connection's own listener: the request is answered first, then polling starts.
+    sock.on("data", () => poll.kick());
   });
   const mode = opts.mode ?? 0o600;
   // umask around listen() so the socket never exists with wider permissions, even briefly.
