@@ -15,12 +15,19 @@ import { XENSTORE_TOOL_NAMES, guestArtifacts } from "../guest/index.js";
 import { runCommand } from "../lib/process.js";
 import { VmstackError } from "../lib/errors.js";
 
-import { usesDefaultGuest } from "./default-guest.js";
+import { DEFAULT_GUEST_MIN_MEMORY_MIB, usesDefaultGuest } from "./default-guest.js";
 
 export { DEFAULT_GUEST_PLACEHOLDER, usesDefaultGuest } from "./default-guest.js";
 
 export async function withDefaultGuest(c: DomainConfig, env: NodeJS.ProcessEnv, signal?: AbortSignal): Promise<DomainConfig> {
   if (!usesDefaultGuest(c)) return c;
+  if (c.memory < DEFAULT_GUEST_MIN_MEMORY_MIB) {
+    throw new VmstackError(
+      "DEFAULT_GUEST_MEMORY",
+      `${c.name}: memory = ${c.memory} MiB is too little for vmstack's default guest (its kernel runs out of memory while booting); give it at least ${DEFAULT_GUEST_MIN_MEMORY_MIB}`,
+      { facts: { name: c.name, memory: c.memory, min: DEFAULT_GUEST_MIN_MEMORY_MIB } },
+    );
+  }
   const features: GuestFeature[] = [];
   if (c.nics.length > 0) features.push("network");
   if (c.shares.length > 0) features.push("share");

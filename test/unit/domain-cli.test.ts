@@ -116,3 +116,24 @@ test("config check validates and summarises; an unknown subcommand is a usage er
   assert.match(ok.out, /ok \(xm, domain 'web01'/);
   assert.equal((await cli("config", "frob", "x")).code, 2);
 });
+
+test("the default guest is refused below the memory its kernel boots in, before vmstackd is asked; run --mem likewise", async () => {
+  const saved = { auto: process.env["VMSTACK_NO_AUTOSTART"], run: process.env["VMSTACK_RUN_DIR"] };
+  const dir = mkdtempSync(join(tmpdir(), "vmstack-create-"));
+  // Were vmstackd asked, this would fail with "vmstackd is not running" instead.
+  Object.assign(process.env, { VMSTACK_NO_AUTOSTART: "1", VMSTACK_RUN_DIR: join(dir, "run") });
+  try {
+    const r = await cli("create", "name=tiny", "memory=64");
+    assert.equal(r.code, 1);
+    assert.match(r.err, /tiny: memory = 64 MiB is too little for vmstack's default guest .* at least 80/);
+    const run = await cli("run", "--mem", "64", "--", "true");
+    assert.equal(run.code, 125);
+    assert.match(run.err, /--mem expects an integer >= 80, got '64'/);
+  } finally {
+    for (const [k, v] of [["VMSTACK_NO_AUTOSTART", saved.auto], ["VMSTACK_RUN_DIR", saved.run]] as const) {
+      if (v === undefined) delete process.env[k];
+      else process.env[k] = v;
+    }
+    rmSync(dir, { recursive: true, force: true });
+  }
+});

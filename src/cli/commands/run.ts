@@ -12,13 +12,14 @@ import type { AccelChoice, ThrowawayResult } from "../../vmm/index.js";
 import { VmstackError } from "../../lib/errors.js";
 import { parseSize } from "../../image/disk.js";
 import { checkGuestPath, parseShareSpec } from "../../vmm/share.js";
+import { DEFAULT_GUEST_MIN_MEMORY_MIB } from "../../vmm/default-guest.js";
 import type { DirMapping, ScratchSpec } from "../../vmm/transfer-session.js";
 
 /** vmstack's own failures in `run` (the command's status is passed through otherwise). */
 export const RUN_EXIT = { vmstackFailure: 125, timedOut: 124 } as const;
 
 const options = {
-  mem: { type: "string", arg: "MiB", default: "256", help: "guest memory" },
+  mem: { type: "string", arg: "MiB", default: "256", help: `guest memory (at least ${DEFAULT_GUEST_MIN_MEMORY_MIB} with vmstack's kernel)` },
   cpus: { type: "string", arg: "N", default: "2", help: "virtual CPUs (2 boots fastest under TCG: MTTCG)" },
   accel: { type: "string", arg: "auto|kvm|tcg", default: "auto", help: "accelerator; auto uses KVM only after a probe boot proved it works" },
   kernel: { type: "string", arg: "PATH", help: "guest kernel (bzImage or vmlinux); also $VMSTACK_KERNEL" },
@@ -143,7 +144,8 @@ async function execute(argv: readonly string[], ctx: Parameters<Command["run"]>[
     ...(Object.keys(env).length ? { env } : {}),
     ...(workdir ? { cwd: workdir } : {}),
     ...(timeoutS ? { timeoutMs: timeoutS * 1000 } : {}),
-    memoryMiB: intOpt("run", p, "mem", 64) ?? 256,
+    // vmstack's kernel panics below its floor; a kernel of the user's own may need less.
+    memoryMiB: intOpt("run", p, "mem", stringOpt(p, "kernel") === undefined && process.env["VMSTACK_KERNEL"] === undefined ? DEFAULT_GUEST_MIN_MEMORY_MIB : 16) ?? 256,
     cpus: intOpt("run", p, "cpus", 1) ?? 2,
     accel: accel as AccelChoice,
     kernelPath: stringOpt(p, "kernel"),
