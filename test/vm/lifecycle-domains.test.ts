@@ -113,7 +113,7 @@ test("domains: create, list, console, pause, rename, kill -9 vmstackd, on_crash,
       const bad = await v("create", "name=x", "memory=nope");
       assert.equal(bad.code, 1);
       assert.match(bad.stderr, /memory/);
-      const qemuFails = await v("create", "name=y", "memory=64", "machine=pc", 'extraArgs=["-no-such-option"]');
+      const qemuFails = await v("create", "name=y", "memory=96", "machine=pc", 'extraArgs=["-no-such-option"]');
       assert.equal(qemuFails.code, 1);
       assert.match(qemuFails.stderr, /QEMU exited at start.*no-such-option/);
       const tooBig = await v("create", "name=z", "memory=99999999", "machine=pc");
