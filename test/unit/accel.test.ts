@@ -1,11 +1,13 @@
-import { test } from "node:test";
+import { after, test } from "node:test";
 import assert from "node:assert/strict";
-import { mkdtempSync, readFileSync, writeFileSync } from "node:fs";
+import { mkdtempSync, readFileSync, rmSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { chooseAccel } from "../../src/vmm/accel.js";
 
-const tmp = (): string => join(mkdtempSync(join(tmpdir(), "vmstack-accel-")), "probe.json");
+const root = mkdtempSync(join(tmpdir(), "vmstack-accel-"));
+after(() => rmSync(root, { recursive: true, force: true }));
+const tmp = (): string => join(mkdtempSync(join(root, "t-")), "probe.json");
 
 test("without /dev/kvm TCG is chosen and nothing is probed", async () => {
   let probed = false;

@@ -3,7 +3,7 @@
  * payload path through zstd and back, and the xendomains logic (domains start|stop) against a
  * scripted vmstackd.
  */
-import { test } from "node:test";
+import { after, test } from "node:test";
 import assert from "node:assert/strict";
 import { createHash, randomBytes } from "node:crypto";
 import { existsSync, mkdirSync, mkdtempSync, readFileSync, rmSync, utimesSync, writeFileSync } from "node:fs";
@@ -18,6 +18,7 @@ import { parseRequest, type DomainInfo, type Request } from "../../src/vmm/api/p
 import { VmstackError, isVmstackError } from "../../src/lib/errors.js";
 
 const dir = mkdtempSync(join(tmpdir(), "vmstack-savefile-"));
+after(() => rmSync(dir, { recursive: true, force: true }));
 
 const header: SaveHeader = {
   name: "demo",
