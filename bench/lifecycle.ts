@@ -23,7 +23,7 @@ import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { fileURLToPath } from "node:url";
 import { setTimeout as sleep } from "node:timers/promises";
-import { ensureLibvirt, haveVirsh, stopLibvirt } from "./libvirt.js";
+import { ensureLibvirt, haveVirsh, stopLibvirt, vmstackSettings, writeLibvirtXml, type PeerGuest } from "./libvirt.js";
 import { summarize, timeProcess, type Summary } from "./stats.js";
 import { writeCpio } from "../src/image/cpio.js";
 import { resolveKernel } from "../src/image/index.js";
@@ -63,23 +63,9 @@ writeFileSync(
   ]),
 );
 const cmdline = "console=ttyS0 panic=-1";
-const vmstackSpec = (name: string): string[] => [
-  `name=${name}`, "memory=128", "machine=pc", `boot.kernel=${kernel.bzImagePath}`, `boot.initrd=${initrd}`, `boot.cmdline=${cmdline}`, "agent=false", "nics=[]", "rng=false", "accel=tcg",
-];
-function libvirtXml(name: string, consoleLog: string): string {
-  const file = join(work, `${name}.xml`);
-  writeFileSync(
-    file,
-    `<domain type='qemu'><name>${name}</name><memory unit='MiB'>128</memory><vcpu>1</vcpu>
- <os><type arch='x86_64' machine='pc'>hvm</type><kernel>${kernel.bzImagePath}</kernel><initrd>${initrd}</initrd><cmdline>${cmdline}</cmdline></os>
- <features><acpi/></features>
- <on_poweroff>destroy</on_poweroff><on_reboot>restart</on_reboot><on_crash>destroy</on_crash>
- <devices><emulator>/usr/bin/qemu-system-x86_64</emulator>
-  <serial type='file'><source path='${consoleLog}' append='on'/><target port='0'/></serial>
-  <controller type='usb' model='none'/><memballoon model='none'/></devices></domain>\n`,
-  );
-  return file;
-}
+const guest: PeerGuest = { memoryMiB: 128, kernel: kernel.bzImagePath, initrd, cmdline };
+const vmstackSpec = (name: string): string[] => vmstackSettings(name, guest);
+const libvirtXml = (name: string, consoleLog: string): string => writeLibvirtXml(work, name, guest, consoleLog);
 
 async function firstTick(log: string, t0: number, timeoutMs = 120_000): Promise<number> {
   while (performance.now() - t0 < timeoutMs) {

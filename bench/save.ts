@@ -20,7 +20,7 @@ import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { fileURLToPath } from "node:url";
 import { setTimeout as sleep } from "node:timers/promises";
-import { ensureLibvirt, haveVirsh, stopLibvirt } from "./libvirt.js";
+import { ensureLibvirt, haveVirsh, stopLibvirt, vmstackSettings, writeLibvirtXml, type PeerGuest } from "./libvirt.js";
 import { summarize, timeProcess, type Summary } from "./stats.js";
 import { writeCpio } from "../src/image/cpio.js";
 import { resolveKernel } from "../src/image/index.js";
@@ -67,23 +67,9 @@ writeFileSync(
 // measures without it. Both sides boot the same command line.
 const initOnFree = !process.argv.includes("--no-init-on-free");
 const cmdline = `console=ttyS0 panic=-1${initOnFree ? " init_on_free=1" : ""}`;
-const vmstackSpec = (name: string): string[] => [
-  `name=${name}`, `memory=${MEMORY_MIB}`, "machine=pc", `boot.kernel=${kernel}`, `boot.initrd=${initrd}`, `boot.cmdline=${cmdline}`, "agent=false", "nics=[]", "rng=false", "accel=tcg",
-];
-function libvirtXml(name: string, consoleLog: string): string {
-  const file = join(work, `${name}.xml`);
-  writeFileSync(
-    file,
-    `<domain type='qemu'><name>${name}</name><memory unit='MiB'>${MEMORY_MIB}</memory><vcpu>1</vcpu>
- <os><type arch='x86_64' machine='pc'>hvm</type><kernel>${kernel}</kernel><initrd>${initrd}</initrd><cmdline>${cmdline}</cmdline></os>
- <features><acpi/></features>
- <on_poweroff>destroy</on_poweroff><on_reboot>restart</on_reboot><on_crash>destroy</on_crash>
- <devices><emulator>/usr/bin/qemu-system-x86_64</emulator>
-  <serial type='file'><source path='${consoleLog}' append='on'/><target port='0'/></serial>
-  <controller type='usb' model='none'/><memballoon model='none'/></devices></domain>\n`,
-  );
-  return file;
-}
+const guest: PeerGuest = { memoryMiB: MEMORY_MIB, kernel: kernel, initrd, cmdline };
+const vmstackSpec = (name: string): string[] => vmstackSettings(name, guest);
+const libvirtXml = (name: string, consoleLog: string): string => writeLibvirtXml(work, name, guest, consoleLog);
 
 interface Tick { n: number; totalKiB: number; freeKiB: number; availableKiB: number }
 
