@@ -5,12 +5,12 @@
  * goes back to QEMU. A restarted vmstackd reconnects; bytes the guest wrote while no one was
  * connected are lost (QEMU drops them with wait=off rather than stall the guest).
  */
-import { connect, type Socket } from "node:net";
-import { once } from "node:events";
+import type { Socket } from "node:net";
 import { closeSync, existsSync, fstatSync, openSync, renameSync, rmSync, writeSync } from "node:fs";
 import { retryUntil } from "../lib/retry.js";
 import { log } from "../lib/log.js";
 import { messageOf } from "../lib/errors.js";
+import { connectWhenListening } from "../lib/unix-socket.js";
 
 export interface ConsoleLogOptions {
   readonly path: string;
@@ -67,7 +67,7 @@ export class ConsoleHub {
   static async open(socketPath: string, logOptions: ConsoleLogOptions, label: string, opts: { timeoutMs: number; signal?: AbortSignal }): Promise<ConsoleHub> {
     const hub = new ConsoleHub(socketPath, logOptions, label);
     try {
-      const s = await retryUntil(() => tryConnect(socketPath), { what: `${label}: console socket`, timeoutMs: opts.timeoutMs, signal: opts.signal, initialDelayMs: 5, maxDelayMs: 100 });
+      const s = await retryUntil(() => connectWhenListening(socketPath), { what: `${label}: console socket`, timeoutMs: opts.timeoutMs, signal: opts.signal, initialDelayMs: 5, maxDelayMs: 100 });
       hub.#attach(s);
       return hub;
     } catch (e) {
@@ -125,15 +125,3 @@ export class ConsoleHub {
   }
 }
 
-async function tryConnect(path: string): Promise<Socket | undefined> {
-  if (!existsSync(path)) return undefined;
-  const s = connect(path);
-  try {
-    await once(s, "connect");
-    return s;
-  } catch (e) {
-    s.destroy();
-    log("debug", "console", `not ready: ${messageOf(e)}`);
-    return undefined;
-  }
-}

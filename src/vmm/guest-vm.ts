@@ -3,10 +3,9 @@
  * kept (tail + optional sink), and an AgentClient connected over the virtio-serial channel.
  * Throwaway runs (`vmstack run`), the accelerator probe and the test framework all boot through here.
  */
-import { connect, type Socket } from "node:net";
+import type { Socket } from "node:net";
 import { join } from "node:path";
 import { existsSync, rmSync } from "node:fs";
-import { once } from "node:events";
 import { buildQemuArgs, type Accel, type DriveConfig, type MachineConfig, type MachineType, type NicArgsConfig } from "./qemu-args.js";
 import { qemuBinary, tscKhz } from "./host.js";
 import { AgentClient, AGENT_PORT_NAME } from "../guest/index.js";
@@ -14,6 +13,7 @@ import { spawnManaged, TailBuffer, type Exit, type ManagedChild } from "../lib/p
 import { retryUntil } from "../lib/retry.js";
 import { VmstackError, isVmstackError, messageOf } from "../lib/errors.js";
 import { log, logEnabled } from "../lib/log.js";
+import { connectWhenListening } from "../lib/unix-socket.js";
 
 export interface GuestVmOptions {
   /** For messages: "run", a machine name. */
@@ -202,7 +202,7 @@ export class GuestVm {
     try {
       if (o.afterSpawn) await o.afterSpawn(signal);
       const sockPath = join(o.runDir, "agent.sock");
-      this.#socket = await retryUntil(() => (existsSync(sockPath) ? tryConnect(sockPath) : undefined), {
+      this.#socket = await retryUntil(() => (existsSync(sockPath) ? connectWhenListening(sockPath) : undefined), {
         what: "QEMU's agent socket",
         timeoutMs: this.attemptTimeoutMs,
         signal,
@@ -261,15 +261,3 @@ function describeExit(exit: Exit): string {
   return exit.signal ? `killed by ${exit.signal}` : `exit status ${exit.code}`;
 }
 
-async function tryConnect(path: string): Promise<Socket | undefined> {
-  const socket = connect(path);
-  try {
-    await once(socket, "connect");
-    return socket;
-  } catch (e) {
-    // QEMU created the path but is not listening yet (or just went away): try again.
-    socket.destroy();
-    log("debug", "vm", `agent socket not ready: ${messageOf(e)}`);
-    return undefined;
-  }
-}

@@ -3,8 +3,7 @@
  * demand when nothing listens (detached, in its own session, its output to the daemon log), sends
  * one request and returns its result; a `console` request returns the connection for raw bytes.
  */
-import { connect, type Socket } from "node:net";
-import { once } from "node:events";
+import type { Socket } from "node:net";
 import { spawn } from "node:child_process";
 import { closeSync, mkdirSync, openSync } from "node:fs";
 import { fileURLToPath } from "node:url";
@@ -13,6 +12,7 @@ import { encodeLine, parseResponse, type Request } from "./protocol.js";
 import { daemonPaths, type DaemonPaths } from "../manager-paths.js";
 import { VmstackError, messageOf } from "../../lib/errors.js";
 import { retryUntil } from "../../lib/retry.js";
+import { connectWhenListening } from "../../lib/unix-socket.js";
 
 export interface ClientOptions {
   readonly env?: NodeJS.ProcessEnv;
@@ -21,15 +21,11 @@ export interface ClientOptions {
   readonly signal?: AbortSignal | undefined;
 }
 
-async function tryConnect(path: string): Promise<Socket | undefined> {
-  const s = connect(path);
+/** vmstackd's socket, or undefined when it is not listening (yet). */
+async function reachDaemon(path: string): Promise<Socket | undefined> {
   try {
-    await once(s, "connect");
-    return s;
+    return await connectWhenListening(path);
   } catch (e) {
-    s.destroy();
-    const code = (e as NodeJS.ErrnoException).code;
-    if (code === "ENOENT" || code === "ECONNREFUSED") return undefined;
     throw new VmstackError("DAEMON_UNREACHABLE", `cannot connect to vmstackd at ${path}: ${messageOf(e)}`, { cause: e });
   }
 }
@@ -46,13 +42,13 @@ export async function startDaemon(paths: DaemonPaths, env: NodeJS.ProcessEnv, si
   } finally {
     closeSync(fd);
   }
-  return retryUntil(() => tryConnect(paths.socket), { what: `vmstackd to listen on ${paths.socket} (its log: ${paths.daemonLog})`, timeoutMs: 20_000, signal, initialDelayMs: 10, maxDelayMs: 100 });
+  return retryUntil(() => reachDaemon(paths.socket), { what: `vmstackd to listen on ${paths.socket} (its log: ${paths.daemonLog})`, timeoutMs: 20_000, signal, initialDelayMs: 10, maxDelayMs: 100 });
 }
 
 export async function openDaemon(o: ClientOptions = {}): Promise<Socket> {
   const env = o.env ?? process.env;
   const paths = daemonPaths(env);
-  const s = await tryConnect(paths.socket);
+  const s = await reachDaemon(paths.socket);
   if (s) return s;
   if (o.autostart === false || env["VMSTACK_NO_AUTOSTART"] === "1") {
     throw new VmstackError("DAEMON_NOT_RUNNING", `vmstackd is not running (no socket at ${paths.socket}); start it with 'vmstack vmstackd'`);

@@ -3,11 +3,11 @@
  * replies by id, asynchronous events to listeners and to `waitForEvent`. Every wait takes a
  * deadline and an AbortSignal (house rule 7).
  */
-import { connect, type Socket } from "node:net";
-import { once } from "node:events";
+import type { Socket } from "node:net";
 import { VmstackError, messageOf } from "../../lib/errors.js";
 import { retryUntil } from "../../lib/retry.js";
 import { LineSplitter, decodeQmpLine, encodeQmpCommand, type QmpEvent, type QmpGreeting } from "./protocol.js";
+import { connectWhenListening } from "../../lib/unix-socket.js";
 
 export interface QmpConnectOptions {
   /** Deadline for the socket to appear and the greeting + qmp_capabilities to complete. */
@@ -53,7 +53,7 @@ export class QmpClient {
   /** Connects (retrying until QEMU listens), reads the greeting and leaves negotiation mode. */
   static async connect(path: string, options: QmpConnectOptions): Promise<QmpClient> {
     const label = options.label ?? "qemu";
-    const socket = await retryUntil(() => tryConnect(path), {
+    const socket = await retryUntil(() => connectWhenListening(path), {
       what: `${label}: QMP socket ${path}`,
       timeoutMs: options.timeoutMs,
       signal: options.signal,
@@ -204,14 +204,3 @@ function watchDeadline(options: QmpCallOptions, what: string, fail: (e: unknown)
   }
 }
 
-async function tryConnect(path: string): Promise<Socket | undefined> {
-  const socket = connect(path);
-  try {
-    await once(socket, "connect");
-    return socket;
-  } catch {
-    // Not there yet (ENOENT) or not listening yet (ECONNREFUSED): QEMU is still starting.
-    socket.destroy();
-    return undefined;
-  }
-}
