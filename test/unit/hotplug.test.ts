@@ -19,6 +19,7 @@ import { parseRequest, type DomainInfo, type Request } from "../../src/vmm/api/p
 import type { BlockInfo, NicInfo } from "../../src/vmm/api/protocol-hotplug.js";
 import { connectXenstore } from "../../src/xenstore/client.js";
 import { isVmstackError } from "../../src/lib/errors.js";
+import { writeFakeQemu, type FakeQemuParts } from "../support/fake-qemu.js";
 
 const config = (extra: Record<string, unknown> = {}): ReturnType<typeof parseDomainSpec>["config"] =>
   parseDomainSpec({ name: "g", boot: { kernel: "/k" }, nics: [], ...extra }).config;
@@ -138,61 +139,38 @@ test("hotplug requests are parsed strictly", () => {
 
 // ---- vmstackd against a fake QEMU ----
 
-const FAKE_QEMU = `#!/usr/bin/env node
-const net = require("node:net");
-const fs = require("node:fs");
-const args = process.argv.slice(2);
-const sockets = args.filter((a) => a.startsWith("socket,")).map((a) => Object.fromEntries(a.split(",").slice(1).map((kv) => kv.split("="))));
+const FAKE_QEMU: FakeQemuParts = {
+  logCommands: true,
+  prelude: `
 const smp = (args[args.indexOf("-smp") + 1] || "1").match(/(?:cpus=)?(\\d+)(?:,maxcpus=(\\d+))?/);
 const cpus = Number(smp[1]), maxcpus = Number(smp[2] || smp[1]);
 const plugged = new Set(Array.from({ length: cpus }, (_, i) => i));
 const buses = new Map();
-let balloon = args.some((a) => a.startsWith("virtio-balloon"));
-for (const s of sockets) {
-  net.createServer((c) => {
-    if (s.id !== "qmp") { c.on("error", () => {}); return; }
-    const log = s.path + ".log";
-    const event = (name, data) => c.write(JSON.stringify({ event: name, data, timestamp: { seconds: 1, microseconds: 0 } }) + "\\n");
-    c.write(JSON.stringify({ QMP: { version: { qemu: { major: 7, minor: 2, micro: 0 }, package: "fake" }, capabilities: [] } }) + "\\n");
-    let buf = "";
-    c.on("data", (d) => {
-      buf += d;
-      let i;
-      while ((i = buf.indexOf("\\n")) >= 0) {
-        const m = JSON.parse(buf.slice(0, i)); buf = buf.slice(i + 1);
-        if (!["qmp_capabilities", "query-status"].includes(m.execute)) fs.appendFileSync(log, JSON.stringify({ execute: m.execute, arguments: m.arguments }) + "\\n");
-        const reply = (r) => c.write(JSON.stringify({ return: r, id: m.id }) + "\\n");
-        const fail = (cls, desc) => c.write(JSON.stringify({ error: { class: cls, desc }, id: m.id }) + "\\n");
-        const a = m.arguments || {};
-        switch (m.execute) {
-          case "query-status": reply({ status: "running", running: true }); break;
-          case "quit": reply({}); setTimeout(() => process.exit(0), 5); break;
-          case "device_add":
-            if (a.driver === "virtio-balloon-pci") balloon = true;
-            if (String(a.driver).endsWith("-cpu")) plugged.add(a["core-id"]);
-            buses.set(a.id, a.bus ? "/machine/peripheral/" + a.bus + "/" + a.bus : "/machine/i440fx/pci.0");
-            reply({}); break;
-          case "device_del": reply({}); buses.delete(a.id); setTimeout(() => event("DEVICE_DELETED", { device: a.id, path: "/machine/peripheral/" + a.id }), 20); break;
-          case "qom-get": {
-            const id = a.path.split("/").pop();
-            if (buses.has(id)) reply(buses.get(id)); else fail("DeviceNotFound", "Device '" + a.path + "' not found");
-            break;
-          }
-          case "query-pci": reply([{ bus: 0, devices: [0, 1, 2, 3, 4].map((slot) => ({ slot })) }]); break;
-          case "query-balloon": if (balloon) reply({ actual: 1 }); else fail("DeviceNotActive", "No balloon device has been activated"); break;
-          case "query-hotpluggable-cpus":
-            reply(Array.from({ length: maxcpus }, (_, k) => maxcpus - 1 - k).map((k) => ({ type: "qemu64-x86_64-cpu", "vcpus-count": 1, props: { "socket-id": 0, "core-id": k, "thread-id": 0 }, ...(plugged.has(k) ? { "qom-path": "/machine/cpu" + k } : {}) })));
-            break;
-          case "blockdev-add": if (String(a.filename).includes("missing")) fail("GenericError", "Could not open '" + a.filename + "': No such file or directory"); else reply({}); break;
-          default: reply({});
-        }
-      }
-    });
-    c.on("error", () => {});
-  }).listen(s.path);
-}
-setInterval(() => {}, 1000);
-`;
+let balloon = args.some((a) => a.startsWith("virtio-balloon"));`,
+  qmp: `
+switch (m.execute) {
+  case "query-status": reply({ status: "running", running: true }); break;
+  case "quit": reply({}); setTimeout(() => process.exit(0), 5); break;
+  case "device_add":
+    if (a.driver === "virtio-balloon-pci") balloon = true;
+    if (String(a.driver).endsWith("-cpu")) plugged.add(a["core-id"]);
+    buses.set(a.id, a.bus ? "/machine/peripheral/" + a.bus + "/" + a.bus : "/machine/i440fx/pci.0");
+    reply({}); break;
+  case "device_del": reply({}); buses.delete(a.id); setTimeout(() => event("DEVICE_DELETED", { device: a.id, path: "/machine/peripheral/" + a.id }), 20); break;
+  case "qom-get": {
+    const id = a.path.split("/").pop();
+    if (buses.has(id)) reply(buses.get(id)); else fail("DeviceNotFound", "Device '" + a.path + "' not found");
+    break;
+  }
+  case "query-pci": reply([{ bus: 0, devices: [0, 1, 2, 3, 4].map((slot) => ({ slot })) }]); break;
+  case "query-balloon": if (balloon) reply({ actual: 1 }); else fail("DeviceNotActive", "No balloon device has been activated"); break;
+  case "query-hotpluggable-cpus":
+    reply(Array.from({ length: maxcpus }, (_, k) => maxcpus - 1 - k).map((k) => ({ type: "qemu64-x86_64-cpu", "vcpus-count": 1, props: { "socket-id": 0, "core-id": k, "thread-id": 0 }, ...(plugged.has(k) ? { "qom-path": "/machine/cpu" + k } : {}) })));
+    break;
+  case "blockdev-add": if (String(a.filename).includes("missing")) fail("GenericError", "Could not open '" + a.filename + "': No such file or directory"); else reply({}); break;
+  default: reply({});
+}`,
+};
 
 const VMSTACKD_ENV = (dir: string, fake: string): NodeJS.ProcessEnv => ({ ...process.env, VMSTACK_STATE_DIR: join(dir, "s"), VMSTACK_RUN_DIR: join(dir, "r"), VMSTACK_QEMU: fake, VMSTACK_LOG: "" });
 
@@ -205,9 +183,7 @@ interface Env {
 
 async function withDaemon(fn: (e: Env) => Promise<void>): Promise<void> {
   const dir = mkdtempSync(join(tmpdir(), "vmstack-hp-"));
-  const fake = join(dir, "fake-qemu");
-  writeFileSync(fake, FAKE_QEMU);
-  chmodSync(fake, 0o755);
+  const fake = writeFakeQemu(dir, FAKE_QEMU);
   const env = VMSTACKD_ENV(dir, fake);
   const seen = new Map<number, number>();
   const e: Env = {

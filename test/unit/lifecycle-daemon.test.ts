@@ -15,52 +15,30 @@ import { vmstackdRequest } from "../../src/vmm/api/client.js";
 import type { DomainInfo, Request } from "../../src/vmm/api/protocol.js";
 import { isVmstackError } from "../../src/lib/errors.js";
 import { connectXenstore } from "../../src/xenstore/client.js";
+import { writeFakeQemu, type FakeQemuParts } from "../support/fake-qemu.js";
 
-const FAKE_QEMU = `#!/usr/bin/env node
-const net = require("node:net");
-const args = process.argv.slice(2);
+const FAKE_QEMU: FakeQemuParts = {
+  prelude: `
 if (args.includes("-fail-at-start")) { process.stderr.write("fake-qemu: -fail-at-start: invalid option\\n"); process.exit(1); }
-const sockets = args.filter((a) => a.startsWith("socket,")).map((a) => Object.fromEntries(a.split(",").slice(1).map((kv) => kv.split("="))));
-let status = args.includes("-S") ? "prelaunch" : "running";
-const qmpClients = new Set();
-const event = (name, data) => { for (const c of qmpClients) c.write(JSON.stringify({ event: name, data, timestamp: { seconds: 1, microseconds: 0 } }) + "\\n"); };
-for (const s of sockets) {
-  net.createServer((c) => {
-    if (s.id === "qmp") {
-      qmpClients.add(c);
-      c.on("close", () => qmpClients.delete(c));
-      c.write(JSON.stringify({ QMP: { version: { qemu: { major: 7, minor: 2, micro: 0 }, package: "fake" }, capabilities: [] } }) + "\\n");
-      let buf = "";
-      c.on("data", (d) => {
-        buf += d;
-        let i;
-        while ((i = buf.indexOf("\\n")) >= 0) {
-          const m = JSON.parse(buf.slice(0, i)); buf = buf.slice(i + 1);
-          const reply = (r) => c.write(JSON.stringify({ return: r, id: m.id }) + "\\n");
-          switch (m.execute) {
-            case "query-status": reply({ status, running: status === "running" }); break;
-            case "stop": status = "paused"; reply({}); event("STOP", {}); break;
-            case "cont": status = "running"; reply({}); event("RESUME", {}); break;
-            case "quit": reply({}); event("SHUTDOWN", { guest: false, reason: "host-qmp-quit" }); setTimeout(() => process.exit(0), 5); break;
-            case "system_powerdown":
-              reply({}); event("SHUTDOWN", { guest: true, reason: "guest-shutdown" });
-              // -action shutdown=pause (on_poweroff=preserve): QEMU stays, stopped.
-              if (args.some((a) => a.includes("shutdown=pause"))) status = "shutdown"; else setTimeout(() => process.exit(0), 5);
-              break;
-            default: reply({});
-          }
-        }
-      });
-    } else if (s.id === "con0") {
-      c.write("fake console line\\n");
-      // Echo what viewers type, so a test can see input reach the guest and output reach every viewer.
-      c.on("data", (d) => c.write("echo:" + d));
-      c.on("error", () => {});
-    } else c.on("error", () => {});
-  }).listen(s.path);
-}
-setInterval(() => {}, 1000);
-`;
+let status = args.includes("-S") ? "prelaunch" : "running";`,
+  qmp: `
+switch (m.execute) {
+  case "query-status": reply({ status, running: status === "running" }); break;
+  case "stop": status = "paused"; reply({}); event("STOP", {}); break;
+  case "cont": status = "running"; reply({}); event("RESUME", {}); break;
+  case "quit": reply({}); event("SHUTDOWN", { guest: false, reason: "host-qmp-quit" }); setTimeout(() => process.exit(0), 5); break;
+  case "system_powerdown":
+    reply({}); event("SHUTDOWN", { guest: true, reason: "guest-shutdown" });
+    // -action shutdown=pause (on_poweroff=preserve): QEMU stays, stopped.
+    if (args.some((a) => a.includes("shutdown=pause"))) status = "shutdown"; else setTimeout(() => process.exit(0), 5);
+    break;
+  default: reply({});
+}`,
+  // Echo what viewers type, so a test can see input reach the guest and output reach every viewer.
+  console: `
+c.write("fake console line\\n");
+c.on("data", (d) => c.write("echo:" + d));`,
+};
 
 interface Env {
   readonly dir: string;
@@ -74,9 +52,7 @@ const VMSTACKD = fileURLToPath(new URL("../../src/bin/vmstackd.js", import.meta.
 
 async function withDaemon(fn: (e: Env) => Promise<void>): Promise<void> {
   const dir = mkdtempSync(join(tmpdir(), "vmstack-lcd-"));
-  const fake = join(dir, "fake-qemu");
-  writeFileSync(fake, FAKE_QEMU);
-  chmodSync(fake, 0o755);
+  const fake = writeFakeQemu(dir, FAKE_QEMU);
   const env = { ...process.env, VMSTACK_STATE_DIR: join(dir, "s"), VMSTACK_RUN_DIR: join(dir, "r"), VMSTACK_QEMU: fake, VMSTACK_LOG: "", VMSTACK_ACCEL: "tcg" };
   const e: Env = {
     dir,
