@@ -59,6 +59,8 @@ export interface ConnectionOptions {
   readonly outstanding: number;
   readonly eventQueueBytes: number;
   readonly label: string;
+  /** Called after each chunk of input was handled (the socket's busy-polling, server.ts). */
+  readonly afterInput?: (() => void) | undefined;
 }
 
 export class Connection implements Watcher {
@@ -125,6 +127,7 @@ export class Connection implements Watcher {
       this.#inbox.push(r.message);
     }
     this.#pump();
+    this.#opts.afterInput?.();
   }
 
   #blocked(): boolean {

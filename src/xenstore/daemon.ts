@@ -227,7 +227,7 @@ export class Xenstored implements ConnectionHost {
   }
 
   /** Attach a transport (socket or stream) as a connection of `domid`. */
-  attach(transport: Duplex, domid: number, label: string): Connection {
+  attach(transport: Duplex, domid: number, label: string, afterInput?: () => void): Connection {
     if (this.#closed) {
       transport.destroy();
       throw xsError("EIO", "xenstored is closed");
@@ -242,6 +242,7 @@ export class Xenstored implements ConnectionHost {
       outstanding: q.outstanding,
       eventQueueBytes: this.#eventQueueBytes,
       label: `${label} #${this.#connCounter}`,
+      afterInput,
     });
     conn.target = this.#domains.get(domid)?.target;
     this.connections.add(conn);

@@ -57,13 +57,11 @@ export async function listenUnix(daemon: Xenstored, socketPath: string, opts: { 
   // allowHalfOpen: a client may send requests and shut down its write side; it still gets replies.
   const server = net.createServer({ allowHalfOpen: true }, (sock) => {
     try {
-      daemon.attach(sock, 0, "socket");
+      // After each chunk's requests are answered, polling starts.
+      daemon.attach(sock, 0, "socket", () => poll.kick());
     } catch {
       sock.destroy();
-      return;
     }
-    // After the connection's own listener: the request is answered first, then polling starts.
-    sock.on("data", () => poll.kick());
   });
   const mode = opts.mode ?? 0o600;
   // umask around listen() so the socket never exists with wider permissions, even briefly.
