@@ -24,7 +24,7 @@ import { join } from "node:path";
 import { fileURLToPath } from "node:url";
 import { setTimeout as sleep } from "node:timers/promises";
 import { ensureLibvirt, haveVirsh, stopLibvirt, vmstackSettings, writeLibvirtXml, type PeerGuest } from "./libvirt.js";
-import { summarize, timeProcess, type Summary } from "./stats.js";
+import { summarize, timeProcess, vmstackCommand, type Summary } from "./stats.js";
 import { writeCpio } from "../src/image/cpio.js";
 import { resolveKernel } from "../src/image/index.js";
 import { vmstackdRequest } from "../src/vmm/api/client.js";
@@ -35,8 +35,7 @@ const bin = fileURLToPath(new URL("../src/bin/vmstack.js", import.meta.url));
 const work = mkdtempSync(join(tmpdir(), "vmstack-bench-lc-"));
 const env = { ...process.env, VMSTACK_STATE_DIR: join(work, "s"), VMSTACK_RUN_DIR: join(work, "r") };
 /** What `vmstack` on PATH is after ./setup: the native front end (front/vmstack.c), when built. */
-const front = fileURLToPath(new URL("../front/vmstack", import.meta.url));
-const vmstackCli = existsSync(front) ? [front] : [process.execPath, bin];
+const vmstackCli = vmstackCommand();
 const vmstack = (...args: string[]): Promise<{ seconds: number }> => timeProcess([...vmstackCli, ...args], env);
 const virsh = (...args: string[]): Promise<{ seconds: number }> => timeProcess(["virsh", "-q", ...args]);
 

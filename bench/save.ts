@@ -21,7 +21,7 @@ import { join } from "node:path";
 import { fileURLToPath } from "node:url";
 import { setTimeout as sleep } from "node:timers/promises";
 import { ensureLibvirt, haveVirsh, stopLibvirt, vmstackSettings, writeLibvirtXml, type PeerGuest } from "./libvirt.js";
-import { summarize, timeProcess, type Summary } from "./stats.js";
+import { summarize, timeProcess, vmstackCommand, type Summary } from "./stats.js";
 import { writeCpio } from "../src/image/cpio.js";
 import { resolveKernel } from "../src/image/index.js";
 
@@ -30,7 +30,9 @@ const MEMORY_MIB = 256;
 const bin = fileURLToPath(new URL("../src/bin/vmstack.js", import.meta.url));
 const work = mkdtempSync(join(tmpdir(), "vmstack-bench-save-"));
 const env = { ...process.env, VMSTACK_STATE_DIR: join(work, "s"), VMSTACK_RUN_DIR: join(work, "r") };
-const vmstack = (...args: string[]): Promise<{ seconds: number }> => timeProcess([process.execPath, bin, ...args], env);
+/** As users run it (the native front end: save and restore are among its quick verbs). */
+const vmstackCli = vmstackCommand();
+const vmstack = (...args: string[]): Promise<{ seconds: number }> => timeProcess([...vmstackCli, ...args], env);
 const virsh = (...args: string[]): Promise<{ seconds: number }> => timeProcess(["virsh", "-q", ...args]);
 
 const resolved = await resolveKernel({ env: process.env });
@@ -167,6 +169,7 @@ try {
       {
         bench: "save",
         runs,
+        vmstackCli: vmstackCli.length === 1 ? "native front end" : "node",
         guest: { memoryMiB: MEMORY_MIB, machine: "pc", accel: "tcg", cmdline, used: "MemTotal - MemAvailable from the guest's /proc/meminfo at the last tick before the save" },
         host: { cpus: Number(spawnSync("nproc").stdout.toString().trim()), loadavg: readFileSync("/proc/loadavg", "utf8").split(" ").slice(0, 3).join(" ") },
         vmstack: { ...vsS, compression: process.env["VMSTACK_SAVE_COMPRESSION"] === "none" ? "none" : "zstd -1" },

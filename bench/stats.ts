@@ -1,5 +1,7 @@
 /** Small statistics and timing helpers shared by the benchmarks. */
 import { spawn } from "node:child_process";
+import { existsSync } from "node:fs";
+import { fileURLToPath } from "node:url";
 
 export interface Summary {
   readonly n: number;
@@ -39,4 +41,13 @@ export function timeProcess(argv: readonly string[], env: NodeJS.ProcessEnv = pr
 
 export class TimeoutError extends Error {
   override readonly name = "TimeoutError";
+}
+
+/**
+ * The command line of `vmstack` as users run it: the native front end (dist/front/vmstack, what
+ * ./setup puts on PATH) when built, else the Node.js CLI.
+ */
+export function vmstackCommand(): string[] {
+  const front = fileURLToPath(new URL("../front/vmstack", import.meta.url));
+  return existsSync(front) ? [front] : [process.execPath, fileURLToPath(new URL("../src/bin/vmstack.js", import.meta.url))];
 }

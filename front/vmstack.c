@@ -6,7 +6,7 @@
  * sends back its exit status, stdout and stderr. Everything else, and every case where vmstackd
  * is not there or declines, is an exec of the Node.js CLI, so behaviour never differs.
  *
- * Wire: one JSON line `{"op":"cli","argv":[...]}`; the answer is one JSON line
+ * Wire: one JSON line `{"op":"cli","argv":[...],"cwd":"/..."}`; the answer is one JSON line
  * `{"ok":true,"result":{"code":C,"stdout":N,"stderr":M}}` followed by N bytes of stdout and M bytes
  * of stderr. Any other answer (an older vmstackd, an error) falls back to the Node.js CLI, which is
  * safe because nothing has been printed yet and a declined request ran nothing.
@@ -27,6 +27,8 @@ static const char *const fast_verbs[] = {
 	"domid", "domname", "uptime", "sysrq", "trigger", "dmesg",
 	/* Hotplug verbs that name no host file (attach and cd-insert take paths: Node.js CLI). */
 	"block-list", "block-detach", "network-list", "network-detach", "cd-eject", "mem-set", "vcpu-set",
+	/* Their FILE is resolved against the cwd this program sends. */
+	"save", "restore",
 	NULL,
 };
 
@@ -208,7 +210,12 @@ static int via_daemon(int argc, char **argv)
 	int bad = put(&req, "{\"op\":\"cli\",\"argv\":[", 20);
 	for (int i = 1; i < argc && !bad; i++)
 		bad = (i > 1 && put(&req, ",", 1)) || put_json_string(&req, argv[i]);
-	bad = bad || put(&req, "]}\n", 3);
+	bad = bad || put(&req, "]", 1);
+	/* Path arguments are relative to this directory, not vmstackd's. Without one: the Node.js CLI. */
+	char cwd[PATH_MAX];
+	if (!getcwd(cwd, sizeof cwd))
+		bad = 1;
+	bad = bad || put(&req, ",\"cwd\":", 7) || put_json_string(&req, cwd) || put(&req, "}\n", 2);
 	if (bad || write_all(fd, req.p, req.len)) {
 		close(fd);
 		return -1;

@@ -33,7 +33,7 @@ export interface OpsContext {
   readonly cli?: CliRunner | undefined;
 }
 
-export type CliRunner = (argv: readonly string[], request: (req: Request) => Promise<unknown>, signal: AbortSignal) => Promise<{ code: number; stdout: Buffer; stderr: Buffer }>;
+export type CliRunner = (argv: readonly string[], request: (req: Request) => Promise<unknown>, signal: AbortSignal, cwd?: string) => Promise<{ code: number; stdout: Buffer; stderr: Buffer }>;
 
 /**
  * A request's result, or a session (console, streamed exec, a CLI verb's output) to hand the
@@ -137,7 +137,7 @@ export async function handle(ctx: OpsContext, req: Request, signal: AbortSignal)
         const o = await handle(ctx, r, signal);
         return o.kind === "result" ? o.value : null;
       };
-      const r = await ctx.cli(req.argv, inner, signal);
+      const r = await ctx.cli(req.argv, inner, signal, req.cwd);
       return {
         kind: "handover",
         value: { code: r.code, stdout: r.stdout.length, stderr: r.stderr.length },

@@ -6,7 +6,7 @@
 import { test } from "node:test";
 import assert from "node:assert/strict";
 import { spawn } from "node:child_process";
-import { existsSync, mkdtempSync, rmSync } from "node:fs";
+import { existsSync, mkdirSync, mkdtempSync, rmSync } from "node:fs";
 import { connect } from "node:net";
 import { once } from "node:events";
 import { tmpdir } from "node:os";
@@ -66,6 +66,19 @@ void test("the quick verbs through vmstackd print exactly what the Node.js CLI p
     assert.equal(norm(viaFront.stdout), norm(viaNode.stdout), `stdout of ${JSON.stringify(args)}`);
     assert.equal(viaFront.stderr, viaNode.stderr, `stderr of ${JSON.stringify(args)}`);
   }
+  // save and restore name a file relative to the caller's directory, not vmstackd's: the error
+  // names the same absolute path either way.
+  const elsewhere = join(dir, "elsewhere");
+  mkdirSync(elsewhere);
+  for (const args of [["restore", "saves/nosuch.save"], ["save", "nosuch", "saves/x.save"]]) {
+    const viaNode = await cli(args, { env, cwd: elsewhere });
+    const viaFront = await cli(args, { env, cwd: elsewhere, front: true });
+    assert.equal(viaFront.code, viaNode.code, `exit status of ${JSON.stringify(args)}`);
+    assert.equal(viaFront.stderr, viaNode.stderr, `stderr of ${JSON.stringify(args)}`);
+  }
+  const restore = await cli(["restore", "saves/nosuch.save"], { env: { ...env, VMSTACK_NODE: join(dir, "no-such-node") }, cwd: elsewhere, front: true });
+  assert.equal(restore.code, 1, "restore ran inside vmstackd (there is no Node.js CLI to fall back to)");
+  assert.ok(restore.stderr.includes(join(elsewhere, "saves/nosuch.save")), restore.stderr);
   // Proof that the quick path went through vmstackd and not the Node.js CLI: with no Node.js to
   // exec it still works, while a verb that needs the CLI cannot start.
   const noNode = { ...env, VMSTACK_NODE: join(dir, "no-such-node") };

@@ -22,6 +22,8 @@ export interface CliOptions {
   readonly stdin?: string;
   /** Run the native front end instead of the Node.js CLI. */
   readonly front?: boolean;
+  /** Working directory (default: this process's). */
+  readonly cwd?: string;
 }
 
 export function startCli(args: readonly string[], options: CliOptions = {}): {
@@ -32,6 +34,7 @@ export function startCli(args: readonly string[], options: CliOptions = {}): {
   const [bin, argv] = options.front ? [FRONT_BIN, args] : [process.execPath, [VMSTACK_BIN, ...args]];
   const child = spawn(bin, argv, {
     env: { ...process.env, ...options.env },
+    ...(options.cwd === undefined ? {} : { cwd: options.cwd }),
     stdio: [options.stdin === undefined ? "ignore" : "pipe", "pipe", "pipe"],
   });
   if (options.stdin !== undefined) child.stdin?.end(options.stdin);

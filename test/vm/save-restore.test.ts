@@ -8,7 +8,7 @@
 import { test } from "node:test";
 import assert from "node:assert/strict";
 import { randomUUID } from "node:crypto";
-import { mkdirSync, readFileSync, readdirSync, rmSync, writeFileSync } from "node:fs";
+import { existsSync, mkdirSync, readFileSync, readdirSync, rmSync, writeFileSync } from "node:fs";
 import { join } from "node:path";
 import { setTimeout as sleep } from "node:timers/promises";
 import { spawnSync } from "node:child_process";
@@ -75,9 +75,12 @@ test("save and restore: save -c/-p, a disk-full save, damaged files, save + vmst
       await counting("a", await count("a"));
     });
 
-    await t.test("save -p leaves the domain paused", async () => {
+    await t.test("save -p leaves the domain paused (through the native front end, FILE relative to the caller's directory)", async () => {
       const paused = join(dir, "a-paused.save");
-      assert.match(await ok("save", "-p", "a", paused), /domain paused/);
+      const r = await cli(["save", "-p", "a", "a-paused.save"], { env, cwd: dir, front: true });
+      assert.equal(r.code, 0, r.stderr);
+      assert.match(r.stdout, /domain paused/);
+      assert.ok(existsSync(paused), "the file is where the caller named it");
       assert.equal((await list())[0]?.state, "--p---");
       await ok("unpause", "a");
       await counting("a", await count("a"));

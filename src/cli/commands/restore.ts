@@ -1,6 +1,5 @@
 /** `vmstack restore [-p] [--force] [--json] FILE`: xl restore. */
-import { resolve } from "node:path";
-import type { Command } from "../command.js";
+import { callerPath, type Command } from "../command.js";
 import { boolOpt, parseCommandArgs, usageError } from "../args.js";
 import { request } from "./domain-verb.js";
 import type { DomainInfo } from "../../vmm/api/protocol.js";
@@ -25,7 +24,7 @@ export const restoreCommand: Command = {
     const [file, extra] = p.positionals;
     if (file === undefined) throw usageError("restore", "missing FILE");
     if (extra !== undefined) throw usageError("restore", `unexpected argument '${extra}' (vmstack restore takes the config from the file)`);
-    const info = (await request({ op: "restore", file: resolve(file), paused: boolOpt(p, "paused"), force: boolOpt(p, "force") }, ctx)) as DomainInfo;
+    const info = (await request({ op: "restore", file: callerPath(ctx, file), paused: boolOpt(p, "paused"), force: boolOpt(p, "force") }, ctx)) as DomainInfo;
     if (boolOpt(p, "json")) ctx.stdout.write(JSON.stringify(info) + "\n");
     else ctx.stdout.write(`restored ${info.name} (domid ${info.domid})\n`);
     return 0;

@@ -1,6 +1,5 @@
 /** `vmstack save [-c] [-p] [--json] DOMAIN FILE`: xl save. vmstackd writes the file (save-file.ts). */
-import { resolve } from "node:path";
-import type { Command } from "../command.js";
+import { callerPath, type Command } from "../command.js";
 import { boolOpt, parseCommandArgs, usageError } from "../args.js";
 import { request } from "./domain-verb.js";
 import type { SaveResult } from "../../vmm/manager-save.js";
@@ -25,7 +24,7 @@ export const saveCommand: Command = {
     const [domain, file, extra] = p.positionals;
     if (domain === undefined || file === undefined) throw usageError("save", "expected DOMAIN FILE");
     if (extra !== undefined) throw usageError("save", `unexpected argument '${extra}'`);
-    const r = (await request({ op: "save", domain, file: resolve(file), keepRunning: boolOpt(p, "checkpoint"), paused: boolOpt(p, "paused") }, ctx)) as SaveResult;
+    const r = (await request({ op: "save", domain, file: callerPath(ctx, file), keepRunning: boolOpt(p, "checkpoint"), paused: boolOpt(p, "paused") }, ctx)) as SaveResult;
     if (boolOpt(p, "json")) ctx.stdout.write(JSON.stringify(r) + "\n");
     else ctx.stdout.write(`saved ${domain} to ${r.file} (${(r.bytes / 1048576).toFixed(1)} MiB); domain ${r.domain}\n`);
     return 0;

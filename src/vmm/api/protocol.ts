@@ -32,7 +32,7 @@ export type Request =
   | { readonly op: "console"; readonly domain: DomainRef }
   | { readonly op: "host-info" }
   /** The native front end (front/vmstack.c): run one quick CLI verb; output follows the response. */
-  | { readonly op: "cli"; readonly argv: readonly string[] }
+  | { readonly op: "cli"; readonly argv: readonly string[]; readonly cwd?: string }
   /** xl save: `keepRunning` is -c, `paused` is -p; `file` is an absolute path on vmstackd's host. */
   | { readonly op: "save"; readonly domain: DomainRef; readonly file: string; readonly keepRunning: boolean; readonly paused: boolean }
   | { readonly op: "restore"; readonly file: string; readonly paused: boolean; readonly force: boolean }
@@ -121,7 +121,7 @@ const KEYS: Readonly<Record<Op, readonly string[]>> = {
   console: ["domain"],
   "host-info": [],
   quit: [],
-  cli: ["argv"],
+  cli: ["argv", "cwd"],
   save: ["domain", "file", "keepRunning", "paused"],
   restore: ["file", "paused", "force"],
   ...HOTPLUG_KEYS,
@@ -169,8 +169,11 @@ export function parseRequest(value: unknown): Request {
       return { op: o, domain: field(value, "domain", isString, "a domain"), trigger: field(value, "trigger", (v): v is Trigger => (TRIGGERS as readonly unknown[]).includes(v), TRIGGERS.join("|")) };
     case "dmesg":
       return { op: o, clear: field(value, "clear", isBool, "a boolean") };
-    case "cli":
-      return { op: o, argv: field(value, "argv", (v): v is string[] => isStrings(v) && v.length > 0 && v.length <= 256, "a non-empty list of strings") };
+    case "cli": {
+      const argv = field(value, "argv", (v): v is string[] => isStrings(v) && v.length > 0 && v.length <= 256, "a non-empty list of strings");
+      if (value["cwd"] === undefined) return { op: o, argv };
+      return { op: o, argv, cwd: field(value, "cwd", (v): v is string => isString(v) && v.startsWith("/"), "an absolute path") };
+    }
     case "exec":
       return {
         op: o,
