@@ -15,7 +15,17 @@
  * an idle server does not poll at all, and a busy one polls at most `maxUs` after each request.
  *
  * The price is CPU for latency: up to `maxUs` of a core per quiet spell. `maxUs = 0` turns it off.
+ * A server keeps one BusyPoll per client connection, so that it polls for a client that waits on
+ * its own replies, and not for traffic that merely arrives often because many independent clients
+ * (guests) each send now and then: each of those sees long quiet spells and stops polling.
  */
+export interface BusyPollStats {
+  /** Requests that arrived while polling: each one a wake-up saved. */
+  hits: number;
+  /** Quiet spells longer than the maximum window, each of which shrank it. */
+  misses: number;
+}
+
 export interface BusyPollClock {
   /** Milliseconds, monotonic (performance.now()). */
   now(): number;
@@ -35,15 +45,22 @@ export class BusyPoll {
   #armed = false;
   /** When polling last stopped, or the last request while not polling (ms); NaN before any. */
   #idleSince = NaN;
-  /** Requests that arrived while polling: each one a wake-up saved. */
-  hits = 0;
-  /** Quiet spells longer than the maximum window, each of which shrank it. */
-  misses = 0;
+  readonly #stats: BusyPollStats;
 
-  constructor(maxUs: number, clock: BusyPollClock = REAL_CLOCK) {
+  /** `stats` may be shared by several pollers (a server's connections) to count them together. */
+  constructor(maxUs: number, clock: BusyPollClock = REAL_CLOCK, stats: BusyPollStats = { hits: 0, misses: 0 }) {
     this.#maxMs = Math.max(0, maxUs) / 1000;
     this.#clock = clock;
     this.#windowMs = this.#maxMs;
+    this.#stats = stats;
+  }
+
+  get hits(): number {
+    return this.#stats.hits;
+  }
+
+  get misses(): number {
+    return this.#stats.misses;
   }
 
   /** The current window in µs (0 = not polling after requests). */
@@ -60,14 +77,14 @@ export class BusyPoll {
     if (this.#maxMs === 0) return;
     const now = this.#clock.now();
     if (this.#armed) {
-      this.hits++;
+      this.#stats.hits++;
       this.#windowMs = Math.min(this.#maxMs, this.#windowMs * 2);
     } else if (Number.isNaN(this.#idleSince) || now - this.#idleSince <= this.#maxMs) {
       // Shortly after polling stopped, a longer window would have caught this one (and the very
       // first request starts with the full window).
       this.#windowMs = Math.min(this.#maxMs, Math.max(MIN_WINDOW_MS, this.#windowMs * 2));
     } else {
-      this.misses++;
+      this.#stats.misses++;
       this.#windowMs = this.#windowMs / 2 < MIN_WINDOW_MS ? 0 : this.#windowMs / 2;
     }
     if (this.#windowMs === 0) {

@@ -8,15 +8,15 @@ import * as net from "node:net";
 import * as path from "node:path";
 import { VmstackError } from "../lib/errors.js";
 import type { Xenstored } from "./daemon.js";
-import { BusyPoll } from "../lib/busy-poll.js";
+import { BusyPoll, type BusyPollStats } from "../lib/busy-poll.js";
 
 /** Default maximum busy-poll window after a request (lib/busy-poll.ts; 0 turns polling off). */
 export const DEFAULT_BUSY_POLL_US = 200;
 
 export interface SocketServer {
   readonly path: string;
-  /** The socket's busy-polling (its hits and misses say whether it pays). */
-  readonly poll: BusyPoll;
+  /** Busy-polling of all its connections so far (hits and misses say whether it pays). */
+  readonly poll: Readonly<BusyPollStats>;
   close(): Promise<void>;
 }
 
@@ -53,12 +53,14 @@ export async function listenUnix(daemon: Xenstored, socketPath: string, opts: { 
   }
   fs.mkdirSync(path.dirname(socketPath), { recursive: true, mode: 0o755 });
   await clearStale(socketPath);
-  const poll = new BusyPoll(opts.busyPollUs ?? DEFAULT_BUSY_POLL_US);
+  const pollUs = opts.busyPollUs ?? DEFAULT_BUSY_POLL_US;
+  const poll: BusyPollStats = { hits: 0, misses: 0 };
   // allowHalfOpen: a client may send requests and shut down its write side; it still gets replies.
   const server = net.createServer({ allowHalfOpen: true }, (sock) => {
     try {
-      // After each chunk's requests are answered, polling starts.
-      daemon.attach(sock, 0, "socket", () => poll.kick());
+      // After each chunk's requests are answered, polling for this client's next one starts.
+      const poller = new BusyPoll(pollUs, undefined, poll);
+      daemon.attach(sock, 0, "socket", () => poller.kick());
     } catch {
       sock.destroy();
     }
