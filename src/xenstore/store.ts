@@ -82,7 +82,7 @@ function merge(a: Kids | undefined, b: Kids | undefined): Kids | undefined {
 }
 
 /** Replace the node of an existing key, iteratively (the hot path of a WRITE); undefined if absent. */
-function kidReplace(t: Kids | undefined, key: string, node: XsNode): Kids | undefined {
+export function kidReplace(t: Kids | undefined, key: string, node: XsNode): Kids | undefined {
   const path: Kids[] = [];
   let cur = t;
   while (cur !== undefined && cur.key !== key) {
@@ -100,8 +100,11 @@ function kidReplace(t: Kids | undefined, key: string, node: XsNode): Kids | unde
 
 /** Insert (with creation order `seq`) or replace (keeping the child's seq). */
 export function kidSet(t: Kids | undefined, key: string, node: XsNode, seq: number): Kids {
-  const replaced = kidReplace(t, key, node);
-  if (replaced !== undefined) return replaced;
+  return kidReplace(t, key, node) ?? kidInsert(t, key, node, seq);
+}
+
+/** Insert a key that is not there (with creation order `seq`). */
+function kidInsert(t: Kids | undefined, key: string, node: XsNode, seq: number): Kids {
   const prio = prioOf(key);
   const ins = (t: Kids | undefined): Kids => {
     if (t === undefined) return mk(key, node, prio, seq, undefined, undefined);
@@ -202,8 +205,13 @@ export function rebuild(chain: readonly XsNode[], segs: readonly string[], leaf:
       kids = kidDelete(parent.kids, key);
       g = gen;
     } else {
-      if (i === depth - 1 && kidGet(parent.kids, key) === undefined) g = gen;
-      kids = kidSet(parent.kids, key, child, gen);
+      // One walk down the parent's children: replace, or else insert (a new child: the parent's
+      // child set changed, so it gets this gen).
+      kids = kidReplace(parent.kids, key, child);
+      if (kids === undefined) {
+        kids = kidInsert(parent.kids, key, child, gen);
+        g = gen;
+      }
     }
     child = { value: parent.value, perms: parent.perms, kids, gen: g };
   }
