@@ -9,9 +9,10 @@ export const DEFAULT_GUEST_PLACEHOLDER = "/vmstack-default-guest";
 
 /**
  * The least memory the default guest boots in (Debian's cloud kernel with vmstack's initrd,
- * measured on pc and microvm, 1 and 2 vCPUs: 72 MiB panics with "System is deadlocked on memory"
- * while the kernel initialises, 80 MiB boots with 45 MiB left to userspace). Below it a domain
- * would panic before pvpanic's driver loads, reboot, and loop; so it is refused up front.
+ * measured: on pc with 1 vCPU 72 MiB panics with "System is deadlocked on memory" while the kernel
+ * initialises, on microvm with 2 vCPUs 64 MiB does; both boot in 80 MiB, with 45 MiB left to
+ * userspace). Below it a domain would panic before pvpanic's driver loads, reboot, and loop; so it
+ * is refused up front.
  */
 export const DEFAULT_GUEST_MIN_MEMORY_MIB = 80;
 
