@@ -6,6 +6,7 @@
 import type { Socket } from "node:net";
 import { join } from "node:path";
 import { existsSync, rmSync } from "node:fs";
+import { setTimeout as sleep } from "node:timers/promises";
 import { buildQemuArgs, type Accel, type DriveConfig, type MachineConfig, type MachineType, type NicArgsConfig } from "./qemu-args.js";
 import { qemuBinary, tscKhz } from "./host.js";
 import { AgentClient, AGENT_PORT_NAME } from "../guest/index.js";
@@ -213,9 +214,14 @@ export class GuestVm {
       this.#agent = await AgentClient.connect(this.#socket, { timeoutMs: this.attemptTimeoutMs, signal, clientName: "vmstack" });
       log("debug", o.name, `agent ready after ${Math.round(performance.now() - started)} ms: ${this.#agent.info.kernel}`);
     } catch (e) {
+      // A connection that broke (EPIPE on QMP, the agent socket closed) is usually QEMU failing,
+      // e.g. refusing a broken snapshot: give it up to 0.5 s to exit or at least to say why on
+      // stderr (the failure below quotes it), so that the reason is QEMU's, not "write EPIPE".
+      const timedOut = deadline.aborted || isVmstackError(e, "TIMEOUT");
+      if (!early.signal.aborted && !timedOut && !o.signal?.aborted) await Promise.race([qemu.exited.catch(() => undefined), sleep(500)]);
       if (early.signal.aborted) throw early.signal.reason;
       o.signal?.throwIfAborted();
-      if (deadline.aborted || isVmstackError(e, "TIMEOUT")) {
+      if (timedOut) {
         throw this.#bootFailure(`the guest agent did not answer within ${this.attemptTimeoutMs} ms`, undefined, { stalled: true });
       }
       throw this.#bootFailure(`could not reach the guest agent: ${messageOf(e)}`, e);
