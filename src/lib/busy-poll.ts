@@ -22,7 +22,7 @@
 export interface BusyPollStats {
   /** Requests that arrived while polling: each one a wake-up saved. */
   hits: number;
-  /** Quiet spells longer than the maximum window, each of which shrank it. */
+  /** Requests after a quiet spell longer than the maximum window (each halves the window, if any). */
   misses: number;
 }
 
@@ -76,10 +76,13 @@ export class BusyPoll {
   kick(): void {
     if (this.#maxMs === 0) return;
     const now = this.#clock.now();
-    if (this.#armed) {
+    // Still armed past its window: the event loop was busy elsewhere and the poll's last check has
+    // not run yet. That is not a hit; the poll ended at #until.
+    const idleSince = this.#armed ? this.#until : this.#idleSince;
+    if (this.#armed && now <= this.#until) {
       this.#stats.hits++;
       this.#windowMs = Math.min(this.#maxMs, this.#windowMs * 2);
-    } else if (Number.isNaN(this.#idleSince) || now - this.#idleSince <= this.#maxMs) {
+    } else if (Number.isNaN(idleSince) || now - idleSince <= this.#maxMs) {
       // Shortly after polling stopped, a longer window would have caught this one (and the very
       // first request starts with the full window).
       this.#windowMs = Math.min(this.#maxMs, Math.max(MIN_WINDOW_MS, this.#windowMs * 2));

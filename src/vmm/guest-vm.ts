@@ -218,7 +218,12 @@ export class GuestVm {
       // e.g. refusing a broken snapshot: give it up to 0.5 s to exit or at least to say why on
       // stderr (the failure below quotes it), so that the reason is QEMU's, not "write EPIPE".
       const timedOut = deadline.aborted || isVmstackError(e, "TIMEOUT");
-      if (!early.signal.aborted && !timedOut && !o.signal?.aborted) await Promise.race([qemu.exited.catch(() => undefined), sleep(500)]);
+      if (!early.signal.aborted && !timedOut && !o.signal?.aborted) {
+        const done = new AbortController();
+        const wait = sleep(500, undefined, { signal: AbortSignal.any([done.signal, ...(o.signal ? [o.signal] : [])]) }).catch(() => undefined);
+        await Promise.race([qemu.exited.catch(() => undefined), wait]);
+        done.abort(); // QEMU exited first: no timer left to keep the process alive
+      }
       if (early.signal.aborted) throw early.signal.reason;
       o.signal?.throwIfAborted();
       if (timedOut) {

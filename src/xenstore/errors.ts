@@ -17,7 +17,8 @@ export class XsError extends VmstackError {
 
 /**
  * The daemon's way to raise an errno. These are answers, not bugs: dispatch turns them into an
- * XS_ERROR reply and nothing ever reads their stack, so none is captured. Capturing one cost
+ * XS_ERROR reply (and the few raised to vmstackd's own calls carry their subject in the message),
+ * so no stack is captured. Capturing one cost
  * ≈ 25 µs per error (V8 walks the frames), which made a READ of a missing node — the commonest
  * error, `xenstore-exists` and every toolstack probe — 2–3× as slow as a successful one.
  */

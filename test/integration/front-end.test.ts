@@ -67,8 +67,8 @@ void test("the quick verbs through vmstackd print exactly what the Node.js CLI p
     assert.equal(norm(viaFront.stdout), norm(viaNode.stdout), `stdout of ${JSON.stringify(args)}`);
     assert.equal(viaFront.stderr, viaNode.stderr, `stderr of ${JSON.stringify(args)}`);
   }
-  // save and restore name a file relative to the caller's directory, not vmstackd's: the error
-  // names the same absolute path either way.
+  // save and restore behave the same through vmstackd from another directory (save's error here is
+  // the missing domain; the save-restore VM test saves to a relative FILE through the front end)...
   const elsewhere = join(dir, "elsewhere");
   mkdirSync(elsewhere);
   for (const args of [["restore", "saves/nosuch.save"], ["save", "nosuch", "saves/x.save"]]) {
@@ -77,6 +77,7 @@ void test("the quick verbs through vmstackd print exactly what the Node.js CLI p
     assert.equal(viaFront.code, viaNode.code, `exit status of ${JSON.stringify(args)}`);
     assert.equal(viaFront.stderr, viaNode.stderr, `stderr of ${JSON.stringify(args)}`);
   }
+  // ...and restore resolves FILE against the caller's directory, not vmstackd's.
   const restore = await cli(["restore", "saves/nosuch.save"], { env: { ...env, VMSTACK_NODE: join(dir, "no-such-node") }, cwd: elsewhere, front: true });
   assert.equal(restore.code, 1, "restore ran inside vmstackd (there is no Node.js CLI to fall back to)");
   assert.ok(restore.stderr.includes(join(elsewhere, "saves/nosuch.save")), restore.stderr);

@@ -118,10 +118,12 @@ test("config check validates and summarises; an unknown subcommand is a usage er
 });
 
 test("the default guest is refused below the memory its kernel boots in, before vmstackd is asked; run --mem likewise", async () => {
-  const saved = { auto: process.env["VMSTACK_NO_AUTOSTART"], run: process.env["VMSTACK_RUN_DIR"] };
+  const saved = { auto: process.env["VMSTACK_NO_AUTOSTART"], run: process.env["VMSTACK_RUN_DIR"], kernel: process.env["VMSTACK_KERNEL"] };
   const dir = mkdtempSync(join(tmpdir(), "vmstack-create-"));
-  // Were vmstackd asked, this would fail with "vmstackd is not running" instead.
+  // Were vmstackd asked, this would fail with "vmstackd is not running" instead. The floor is for
+  // vmstack's own kernel, so no VMSTACK_KERNEL.
   Object.assign(process.env, { VMSTACK_NO_AUTOSTART: "1", VMSTACK_RUN_DIR: join(dir, "run") });
+  delete process.env["VMSTACK_KERNEL"];
   try {
     const r = await cli("create", "name=tiny", "memory=64");
     assert.equal(r.code, 1);
@@ -130,7 +132,7 @@ test("the default guest is refused below the memory its kernel boots in, before 
     assert.equal(run.code, 125);
     assert.match(run.err, /--mem expects an integer >= 80, got '64'/);
   } finally {
-    for (const [k, v] of [["VMSTACK_NO_AUTOSTART", saved.auto], ["VMSTACK_RUN_DIR", saved.run]] as const) {
+    for (const [k, v] of [["VMSTACK_NO_AUTOSTART", saved.auto], ["VMSTACK_RUN_DIR", saved.run], ["VMSTACK_KERNEL", saved.kernel]] as const) {
       if (v === undefined) delete process.env[k];
       else process.env[k] = v;
     }

@@ -47,7 +47,7 @@ void test("vmstack xenstored serves its socket until the signal aborts, then exi
 });
 
 void test("vmstack xenstored rejects a bad quota and conflicting options as usage errors", async () => {
-  for (const argv of [["--quota", "bogus=1"], ["--no-persist", "--state-dir", "/tmp/x"], ["--socket-mode", "999"], ["--busy-poll-us", "-5"], ["--busy-poll-us", "fast"], ["extra"]]) {
+  for (const argv of [["--quota", "bogus=1"], ["--no-persist", "--state-dir", "/tmp/x"], ["--socket-mode", "999"], ["--busy-poll-us", "-5"], ["--busy-poll-us", "fast"], ["--busy-poll-us", "20000"], ["extra"]]) {
     const err = capture();
     const code = await main(["xenstored", ...argv], { stdout: capture().stream, stderr: err.stream, stdin: Readable.from([]), signal: new AbortController().signal });
     assert.equal(code, 2, argv.join(" "));

@@ -145,7 +145,7 @@ async function execute(argv: readonly string[], ctx: Parameters<Command["run"]>[
     ...(workdir ? { cwd: workdir } : {}),
     ...(timeoutS ? { timeoutMs: timeoutS * 1000 } : {}),
     // vmstack's kernel panics below its floor; a kernel of the user's own may need less.
-    memoryMiB: intOpt("run", p, "mem", stringOpt(p, "kernel") === undefined && process.env["VMSTACK_KERNEL"] === undefined ? DEFAULT_GUEST_MIN_MEMORY_MIB : 16) ?? 256,
+    memoryMiB: intOpt("run", p, "mem", stringOpt(p, "kernel") || process.env["VMSTACK_KERNEL"] ? 16 : DEFAULT_GUEST_MIN_MEMORY_MIB) ?? 256,
     cpus: intOpt("run", p, "cpus", 1) ?? 2,
     accel: accel as AccelChoice,
     kernelPath: stringOpt(p, "kernel"),

@@ -17,7 +17,7 @@ export const xenstoredCommand: Command = {
     "socket-mode": { type: "string", arg: "OCTAL", help: "socket file mode (default 0600)" },
     "event-queue": { type: "string", arg: "BYTES", help: "unread output per connection before watch events are dropped (default 1048576)" },
     "write-rate": { type: "string", arg: "N[/BURST]", help: "modifying requests per second per unprivileged domain, 0 = unlimited (default 1000/200)" },
-    "busy-poll-us": { type: "string", arg: "N", help: `after a request, keep polling for the next one for up to N µs instead of sleeping (adaptive; trades CPU for latency with one request in flight; 0 = off; default ${DEFAULT_BUSY_POLL_US})` },
+    "busy-poll-us": { type: "string", arg: "N", help: `after a request, keep polling for the next one for up to N µs instead of sleeping (adaptive; trades CPU for latency with one request in flight; 0 = off, at most 10000; default ${DEFAULT_BUSY_POLL_US})` },
   },
   details: [
     "Prints the socket path on stdout once it accepts connections; SIGTERM or SIGINT stops it cleanly",
@@ -44,6 +44,8 @@ export const xenstoredCommand: Command = {
     }
     const eventQueue = intOpt("xenstored", p, "event-queue", 4096);
     const busyPollUs = intOpt("xenstored", p, "busy-poll-us", 0);
+    // Beyond 10 ms polling stops being a wake-up saved and becomes a core spent.
+    if (busyPollUs !== undefined && busyPollUs > 10_000) throw usageError("xenstored", `--busy-poll-us is at most 10000, got ${busyPollUs}`);
     const rateS = stringOpt(p, "write-rate");
     const rateM = rateS === undefined ? undefined : /^(\d+)(?:\/(\d+))?$/.exec(rateS);
     if (rateS !== undefined && !rateM) throw usageError("xenstored", `--write-rate expects N or N/BURST, got '${rateS}'`);

@@ -5,12 +5,12 @@
  */
 import type { Socket } from "node:net";
 import { spawn } from "node:child_process";
-import { closeSync, mkdirSync, openSync } from "node:fs";
+import { closeSync, existsSync, mkdirSync, openSync } from "node:fs";
 import { fileURLToPath } from "node:url";
 import { dirname } from "node:path";
 import { encodeLine, parseResponse, type Request } from "./protocol.js";
 import { daemonPaths, type DaemonPaths } from "../manager-paths.js";
-import { VmstackError, messageOf } from "../../lib/errors.js";
+import { VmstackError, isVmstackError, messageOf } from "../../lib/errors.js";
 import { retryUntil } from "../../lib/retry.js";
 import { connectWhenListening } from "../../lib/unix-socket.js";
 
@@ -50,6 +50,15 @@ export async function openDaemon(o: ClientOptions = {}): Promise<Socket> {
   const paths = daemonPaths(env);
   const s = await reachDaemon(paths.socket);
   if (s) return s;
+  // A socket file that refuses for a moment (a full accept backlog: EAGAIN) is a busy vmstackd,
+  // not a missing one; a stale file left by a crash keeps refusing, and only costs this wait.
+  if (existsSync(paths.socket)) {
+    const busy = await retryUntil(() => reachDaemon(paths.socket), { what: "vmstackd", timeoutMs: 300, signal: o.signal, initialDelayMs: 10, maxDelayMs: 50 }).catch((e: unknown) => {
+      if (isVmstackError(e, "TIMEOUT")) return undefined;
+      throw e;
+    });
+    if (busy) return busy;
+  }
   if (o.autostart === false || env["VMSTACK_NO_AUTOSTART"] === "1") {
     throw new VmstackError("DAEMON_NOT_RUNNING", `vmstackd is not running (no socket at ${paths.socket}); start it with 'vmstack vmstackd'`);
   }
