@@ -120,6 +120,7 @@ export class XenstoreClient extends NodeOps {
   #duplex: Duplex | undefined;
   #decoder = new FrameDecoder();
   #pending = new Map<number, Pending>();
+  #outbox: Buffer[] = [];
   #nextReqId = 1;
   #closed = false;
   /** Bumped on every new connection: transactions from an older epoch are dead. */
@@ -304,7 +305,23 @@ export class XenstoreClient extends NodeOps {
         },
       });
       signal?.addEventListener("abort", onAbort, { once: true });
-      duplex.write(frame);
+      this.#queue(duplex, frame);
+    });
+  }
+
+  /**
+   * Requests made in the same tick (many callers, or a caller with several in flight) leave in
+   * one write(2): one system call instead of one per request, and the daemon reads them together.
+   * The flush is a microtask, so a lone request is not delayed by an event-loop turn.
+   */
+  #queue(duplex: Duplex, frame: Buffer): void {
+    this.#outbox.push(frame);
+    if (this.#outbox.length > 1) return;
+    queueMicrotask(() => {
+      const frames = this.#outbox;
+      this.#outbox = [];
+      // A connection lost meanwhile has rejected these requests already.
+      if (duplex === this.#duplex) duplex.write(frames.length === 1 ? frames[0]! : Buffer.concat(frames));
     });
   }
 

@@ -29,6 +29,16 @@ import type { Watch, Watcher } from "./watch.js";
 const MODIFYING: ReadonlySet<string> = new Set(["WRITE", "MKDIR", "RM", "SET_PERMS", "TRANSACTION_END"]);
 
 /** Bytes the transport may hold for a client before we stop reading that client's requests. */
+/**
+ * A chunk of pipelined requests is answered in slices of this many: after each slice the journal
+ * is written and the replies so far go out, so a client with many requests in flight starts on
+ * its replies while the daemon goes on with the rest, both sides working at once. Answering a
+ * 64-request chunk in one piece made them take turns instead (measured with vmstack's client,
+ * which sends requests made in one tick together: 64 in flight, 1.4–1.9× the writes/s of one
+ * piece). A slice costs one journal write(2) and one socket write.
+ */
+const REPLY_SLICE = 16;
+
 export const OUTPUT_HIGH_WATER = 256 * 1024;
 
 export interface ConnectionHost {
@@ -141,6 +151,7 @@ export class Connection implements Watcher {
     if (this.#pumping || this.#closed) return;
     this.#pumping = true;
     const corked = this.#inbox.length > 1;
+    let handled = 0;
     if (corked) this.#transport.cork();
     try {
       while (this.#inbox.length > 0 && !this.#closed && !this.#blocked() && this.#rateTimer === undefined) {
@@ -157,6 +168,13 @@ export class Connection implements Watcher {
         }
         this.#inbox.shift();
         this.#host.handle(this, msg);
+        if (++handled % REPLY_SLICE === 0 && this.#inbox.length > 0) {
+          this.#host.batchDone();
+          if (corked) {
+            this.#transport.uncork();
+            this.#transport.cork();
+          }
+        }
       }
     } finally {
       this.#pumping = false;

@@ -19,36 +19,11 @@ const KIND_DEL = 2;
 const KIND_END = 3;
 const MAX_BODY = 16 * 1024 * 1024;
 
+/** One record as its own buffer (tests and tools; the journal and snapshots use RecordWriter). */
 export function encodeRecord(op: JournalOp | { op: "end"; count: number }): Buffer {
-  const p = op.op === "end" ? "" : op.path;
-  const pathLen = Buffer.byteLength(p, "latin1");
-  let bodyLen = 1 + 2 + pathLen;
-  let perms = "";
-  if (op.op === "put") {
-    perms = permsText(op.perms);
-    bodyLen += 2 + perms.length + 4 + op.value.length;
-  } else if (op.op === "end") bodyLen += 4;
-  const b = Buffer.allocUnsafe(HEADER + bodyLen);
-  let o = HEADER;
-  b[o++] = op.op === "put" ? KIND_PUT : op.op === "del" ? KIND_DEL : KIND_END;
-  b.writeUInt16LE(pathLen, o);
-  o += 2;
-  o += b.write(p, o, "latin1");
-  if (op.op === "put") {
-    b.writeUInt16LE(perms.length, o);
-    o += 2;
-    o += b.write(perms, o, "latin1");
-    b.writeUInt32LE(op.value.length, o);
-    o += 4;
-    o += b.write(op.value, o, "latin1");
-  } else if (op.op === "end") {
-    b.writeUInt32LE(op.count, o);
-    o += 4;
-  }
-  b.writeUInt32LE(MAGIC, 0);
-  b.writeUInt32LE(bodyLen, 4);
-  b.writeUInt32LE(crc32(b.subarray(HEADER)), 8);
-  return b;
+  const w = new RecordWriter(64);
+  w.record(op);
+  return Buffer.from(w.take());
 }
 
 export type LoadedRecord = JournalOp | { readonly op: "end"; readonly count: number };
@@ -135,57 +110,98 @@ export function scanRecords(buf: Buffer, file: string, onRecord: (r: LoadedRecor
 
 // ---- the tree while loading: mutable, converted once into the immutable store ----
 
-/** Writes records straight into a large buffer (no per-record allocation); `out` gets full chunks. */
-class RecordWriter {
-  #buf = Buffer.allocUnsafe(1 << 20);
+/**
+ * Encodes records straight into one reusable buffer: no allocation per record, and a batch of
+ * records leaves in one write(2). With `spill`, a full buffer is handed to it (a snapshot streams
+ * out in chunks); without, the buffer grows until `take()` (a journal batch is written whole).
+ */
+export class RecordWriter {
+  readonly #initial: number;
+  #buf: Buffer;
   #off = 0;
 
-  constructor(private readonly out: (b: Buffer) => void) {}
+  constructor(
+    initialBytes: number,
+    private readonly spill?: (b: Buffer) => void,
+  ) {
+    this.#initial = initialBytes;
+    this.#buf = Buffer.allocUnsafe(initialBytes);
+  }
+
+  /** Bytes encoded and not yet taken. */
+  get length(): number {
+    return this.#off;
+  }
 
   #room(n: number): void {
     if (this.#off + n <= this.#buf.length) return;
-    this.flush();
-    if (n > this.#buf.length) this.#buf = Buffer.allocUnsafe(n);
+    if (this.spill !== undefined) {
+      this.spill(this.take());
+      if (n <= this.#buf.length) return;
+    }
+    const grown = Buffer.allocUnsafe(Math.max(n + this.#off, 2 * this.#buf.length));
+    this.#buf.copy(grown, 0, 0, this.#off);
+    this.#buf = grown;
+  }
+
+  /** Room for a record of `bodyLen`, its kind and path written; returns where the rest goes. */
+  #begin(kind: number, bodyLen: number, p: string): number {
+    this.#room(HEADER + bodyLen);
+    const b = this.#buf;
+    let o = this.#off + HEADER;
+    b[o++] = kind;
+    b.writeUInt16LE(p.length, o);
+    o += 2;
+    return o + b.write(p, o, "latin1");
+  }
+
+  /** Header (magic, length, CRC of the body ending at `end`) for the record begun last. */
+  #finish(bodyLen: number, end: number): void {
+    const b = this.#buf;
+    const start = this.#off;
+    b.writeUInt32LE(MAGIC, start);
+    b.writeUInt32LE(bodyLen, start + 4);
+    b.writeUInt32LE(crc32(b.subarray(start + HEADER, end)), start + 8);
+    this.#off = end;
   }
 
   put(p: string, value: string, perms: string): void {
     const bodyLen = 1 + 2 + p.length + 2 + perms.length + 4 + value.length;
-    this.#room(HEADER + bodyLen);
-    const b = this.#buf;
-    const start = this.#off;
-    let o = start + HEADER;
-    b[o++] = KIND_PUT;
-    b.writeUInt16LE(p.length, o);
+    let o = this.#begin(KIND_PUT, bodyLen, p);
+    const buf = this.#buf; // after #begin: it may have grown
+    buf.writeUInt16LE(perms.length, o);
     o += 2;
-    o += b.write(p, o, "latin1");
-    b.writeUInt16LE(perms.length, o);
-    o += 2;
-    o += b.write(perms, o, "latin1");
-    b.writeUInt32LE(value.length, o);
+    o += buf.write(perms, o, "latin1");
+    buf.writeUInt32LE(value.length, o);
     o += 4;
-    o += b.write(value, o, "latin1");
-    b.writeUInt32LE(MAGIC, start);
-    b.writeUInt32LE(bodyLen, start + 4);
-    b.writeUInt32LE(crc32(b.subarray(start + HEADER, o)), start + 8);
-    this.#off = o;
+    o += buf.write(value, o, "latin1");
+    this.#finish(bodyLen, o);
   }
 
-  raw(rec: Buffer): void {
-    this.#room(rec.length);
-    rec.copy(this.#buf, this.#off);
-    this.#off += rec.length;
+  record(op: JournalOp | { op: "end"; count: number }): void {
+    if (op.op === "put") this.put(op.path, op.value, permsText(op.perms));
+    else if (op.op === "del") this.#finish(1 + 2 + op.path.length, this.#begin(KIND_DEL, 1 + 2 + op.path.length, op.path));
+    else {
+      const o = this.#begin(KIND_END, 1 + 2 + 4, "");
+      this.#finish(1 + 2 + 4, this.#buf.writeUInt32LE(op.count, o));
+    }
   }
 
-  flush(): void {
-    if (this.#off === 0) return;
-    this.out(Buffer.from(this.#buf.subarray(0, this.#off)));
+  /**
+   * The bytes encoded so far, and start afresh. The view is valid until the next record is
+   * encoded: write it out (synchronously) first. A buffer that grew for a large batch is let go.
+   */
+  take(): Buffer {
+    const out = this.#buf.subarray(0, this.#off);
     this.#off = 0;
+    if (this.#buf.length > 4 * this.#initial) this.#buf = Buffer.allocUnsafe(this.#initial);
+    return out;
   }
 }
 
 /** Serialise a tree as snapshot records (pre-order, children by name, iteratively). */
 export function snapshotRecords(root: XsNode, emit: (b: Buffer) => void): number {
-  const w = new RecordWriter(emit);
+  const w = new RecordWriter(1 << 20, emit);
   let count = 0;
   const stack: [string, XsNode][] = [["/", root]];
   while (stack.length > 0) {
@@ -199,7 +215,7 @@ export function snapshotRecords(root: XsNode, emit: (b: Buffer) => void): number
       for (let i = kids.length - 1; i >= 0; i--) stack.push([prefix + kids[i]!.key, kids[i]!.node]);
     }
   }
-  w.raw(encodeRecord({ op: "end", count }));
-  w.flush();
+  w.record({ op: "end", count });
+  if (w.length > 0) emit(w.take());
   return count;
 }

@@ -27,7 +27,7 @@ import * as path from "node:path";
 import { DEFAULT_PERMS, type Perms } from "./permissions.js";
 import { makeNode, type Kids, type XsNode } from "./store.js";
 import type { JournalOp } from "./operations.js";
-import { encodeRecord, scanRecords, snapshotRecords, type Dropped } from "./persist-records.js";
+import { RecordWriter, scanRecords, snapshotRecords, type Dropped } from "./persist-records.js";
 
 export { encodeRecord, parseRecords, scanRecords, snapshotRecords, type Dropped, type LoadedRecord } from "./persist-records.js";
 
@@ -268,8 +268,8 @@ function fsyncDir(dir: string): void {
  */
 export class Journal {
   #fd: number;
-  #pending: Buffer[] = [];
-  #bytes = 0;
+  /** Records appended and not yet written (a batch is typically a few KiB). */
+  readonly #pending = new RecordWriter(64 * 1024);
   #epoch: number;
   #sinceCompact = 0;
   #lastSnapshotBytes = 0;
@@ -314,11 +314,7 @@ export class Journal {
   }
 
   append(ops: readonly JournalOp[]): void {
-    for (const op of ops) {
-      const r = encodeRecord(op);
-      this.#pending.push(r);
-      this.#bytes += r.length;
-    }
+    for (const op of ops) this.#pending.record(op);
   }
 
   #unsynced = false;
@@ -334,14 +330,10 @@ export class Journal {
       if (sync) this.sync();
       return;
     }
-    const bufs = this.#pending;
-    this.#pending = [];
-    const total = this.#bytes;
-    this.#bytes = 0;
+    const all = this.#pending.take();
     let written = 0;
-    const all = bufs.length === 1 ? bufs[0]! : Buffer.concat(bufs, total);
     while (written < all.length) written += fs.writeSync(this.#fd, all, written);
-    this.#sinceCompact += total;
+    this.#sinceCompact += all.length;
     this.#unsynced = true;
     if (sync) this.sync();
   }

@@ -297,3 +297,20 @@ await test("the default socket is $XENSTORED_PATH, then $XENSTORED_RUNDIR/socket
   assert.equal(defaultXenstoreSocket({ XENSTORED_RUNDIR: "/b" }), "/b/socket");
   assert.equal(defaultXenstoreSocket({ VMSTACK_RUN_DIR: "/run/x" }), "/run/x/xenstored/socket");
 });
+
+await test("requests made in the same tick leave in one write; a lone request is not held back", async () => {
+  const writes: number[] = [];
+  const { client, server } = fakeDaemon((m, send) => send(ok(m)));
+  const frameCount = (chunk: Buffer): number => new FrameDecoder().push(chunk).length;
+  server.on("data", (chunk: Buffer) => writes.push(frameCount(chunk)));
+  try {
+    await Promise.all(Array.from({ length: 10 }, (_, i) => client.write(`/batch/n${i}`, "v")));
+    assert.deepEqual(writes, [10], "ten requests in one tick: one write carrying all ten frames");
+    writes.length = 0;
+    await client.write("/batch/lone", "v");
+    await client.write("/batch/next", "v");
+    assert.deepEqual(writes, [1, 1], "sequential requests: each leaves on its own, before its reply is awaited");
+  } finally {
+    await client.close();
+  }
+});

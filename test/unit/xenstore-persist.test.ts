@@ -5,7 +5,8 @@ import * as fs from "node:fs";
 import fsDefault from "node:fs";
 import * as os from "node:os";
 import * as path from "node:path";
-import { createXenstored, RawConnection, SYNC_INTERVAL_MS } from "../../src/xenstore/index.js";
+import { Duplex } from "node:stream";
+import { createXenstored, encodeMessage, RawConnection, SYNC_INTERVAL_MS } from "../../src/xenstore/index.js";
 import { encodeRecord, parseRecords, loadState } from "../../src/xenstore/persist.js";
 import { parsePerms } from "../../src/xenstore/permissions.js";
 
@@ -211,4 +212,43 @@ void test("durability write (the default): the record is in the journal at the r
   });
   d.close();
   fs.rmSync(dir, { recursive: true });
+});
+
+void test("pipelined requests are answered in slices, each reply only after its journal record is written", async () => {
+  const dir = tmpdir();
+  const d = createXenstored({ stateDir: dir });
+  const journalPuts = (): number => {
+    const file = fs.readdirSync(dir).find((f) => f.startsWith("journal-"))!;
+    return parseRecords(fs.readFileSync(path.join(dir, file)), file).records.filter((r) => r.op === "put" && r.path.startsWith("/s/n")).length;
+  };
+  // Each piece the daemon writes: how many replies it carries, and how many of the batch's
+  // records were on disk at that moment.
+  const pieces: { replies: number; recorded: number }[] = [];
+  const transport = new Duplex({
+    read() {},
+    writev(chunks, cb) {
+      pieces.push({ replies: chunks.length, recorded: journalPuts() });
+      cb();
+    },
+    write(_chunk, _enc, cb) {
+      pieces.push({ replies: 1, recorded: journalPuts() });
+      cb();
+    },
+  });
+  d.attach(transport, 0, "slices");
+  const frames = Array.from({ length: 40 }, (_, i) => encodeMessage({ type: "WRITE", reqId: i + 1, txId: 0, payload: `/s/n${i}\0v` }));
+  transport.push(Buffer.concat(frames));
+  await new Promise((r) => setImmediate(r));
+  assert.deepEqual(
+    pieces.map((p) => p.replies),
+    [16, 16, 8],
+    "40 requests in one chunk: replies leave in slices of 16, so a pipelining client can start on them",
+  );
+  let answered = 0;
+  for (const p of pieces) {
+    answered += p.replies;
+    assert.ok(p.recorded >= answered, `a piece with replies up to #${answered} left when only ${p.recorded} records were written`);
+  }
+  d.close();
+  fs.rmSync(dir, { recursive: true, force: true });
 });
