@@ -34,7 +34,7 @@ const MODIFYING: ReadonlySet<string> = new Set(["WRITE", "MKDIR", "RM", "SET_PER
  * is written and the replies so far go out, so a client with many requests in flight starts on
  * its replies while the daemon goes on with the rest, both sides working at once. Answering a
  * 64-request chunk in one piece made them take turns instead (measured with vmstack's client,
- * which sends requests made in one tick together: 64 in flight, 1.4–1.9× the writes/s of one
+ * which sends requests made in one tick together: 64 in flight, 1.2–1.9× the writes/s of one
  * piece). A slice costs one journal write(2) and one socket write.
  */
 const REPLY_SLICE = 16;
