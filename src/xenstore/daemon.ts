@@ -57,6 +57,8 @@ interface DomainState {
   target: number | undefined;
   features: number;
   quotas: Partial<Quotas>;
+  /** The global quotas with `quotas` over them (every request asks; made once per change). */
+  effective: Quotas | undefined;
 }
 
 export interface Applied {
@@ -70,7 +72,7 @@ export type SpecialName = "@introduceDomain" | "@releaseDomain";
 
 export class Xenstored implements ConnectionHost {
   root: XsNode;
-  quotas: Quotas;
+  #quotas: Quotas;
   readonly watches = new WatchRegistry();
   readonly connections = new Set<Connection>();
   readonly specialPerms = new Map<SpecialName, Perms>([
@@ -98,7 +100,7 @@ export class Xenstored implements ConnectionHost {
   #closed = false;
 
   constructor(opts: XenstoredOptions = {}) {
-    this.quotas = { ...DEFAULT_QUOTAS, ...opts.quotas };
+    this.#quotas = { ...DEFAULT_QUOTAS, ...opts.quotas };
     this.#eventQueueBytes = opts.eventQueueBytes ?? 1024 * 1024;
     this.#writeRate = opts.writeRate ?? DEFAULT_WRITE_RATE;
     this.#now = opts.now ?? (() => performance.now());
@@ -137,14 +139,27 @@ export class Xenstored implements ConnectionHost {
     return domid === 0 || this.#domains.has(domid);
   }
 
+  /** The quotas of domains without overrides of their own. */
+  get quotas(): Quotas {
+    return this.#quotas;
+  }
+
+  set quotas(q: Quotas) {
+    this.#quotas = q;
+    for (const d of this.#domains.values()) d.effective = undefined;
+  }
+
   quotasFor(domid: number): Quotas {
     const d = this.#domains.get(domid);
-    return d === undefined ? this.quotas : { ...this.quotas, ...d.quotas };
+    if (d === undefined) return this.#quotas;
+    d.effective ??= { ...this.#quotas, ...d.quotas };
+    return d.effective;
   }
 
   setDomainQuota(domid: number, name: keyof Quotas, value: number): void {
     const d = this.#domain(domid);
     d.quotas = { ...d.quotas, [name]: value };
+    d.effective = undefined;
   }
 
   domainFeatures(domid: number): number {
@@ -165,7 +180,7 @@ export class Xenstored implements ConnectionHost {
   introduce(domid: number): void {
     if (domid < 0 || domid > DOMID_MAX) throw xsError("EINVAL", `bad domid ${domid}`, { domid });
     if (domid === 0 || this.#domains.has(domid)) return;
-    this.#domains.set(domid, { bucket: new TokenBucket(this.#writeRate, this.#now()), target: undefined, features: 0, quotas: {} });
+    this.#domains.set(domid, { bucket: new TokenBucket(this.#writeRate, this.#now()), target: undefined, features: 0, quotas: {}, effective: undefined });
     this.watches.fireSpecial("@introduceDomain", domid, this.specialPerms.get("@introduceDomain")!);
   }
 

@@ -299,6 +299,23 @@ void test("quotas can be read and set by dom0", async () => {
   d.close();
 });
 
+void test("a domain's quotas follow later global changes, and its own overrides win", async () => {
+  const { d, c, open } = setup();
+  const dom = open(5);
+  await dom.request("WRITE", "data/x|1");
+  assert.equal((await c.request("GET_QUOTA", "5|nodes|")).text, "1000|");
+  assert.equal((await c.request("SET_QUOTA", "nodes|50|")).text, "OK|");
+  assert.equal((await c.request("GET_QUOTA", "5|nodes|")).text, "50|", "a global change reaches a domain already served");
+  assert.equal((await c.request("SET_QUOTA", "5|nodes|7|")).text, "OK|");
+  assert.equal((await c.request("SET_QUOTA", "nodes|60|")).text, "OK|");
+  assert.equal((await c.request("SET_QUOTA", "watches|3|")).text, "OK|");
+  assert.equal((await c.request("GET_QUOTA", "5|nodes|")).text, "7|", "the domain's own override wins");
+  assert.equal((await c.request("GET_QUOTA", "5|watches|")).text, "3|");
+  for (let i = 0; i < 3; i++) assert.equal((await dom.request("WATCH", `data/w${i}|t|`)).text, "OK|");
+  assert.equal((await dom.request("WATCH", "data/w3|t|")).error, "ENOSPC", "the changed global watch quota is enforced");
+  d.close();
+});
+
 void test("pipelined requests are answered in order with their req_ids and tx_ids echoed", async () => {
   const { d, c } = setup();
   const frames = [11, 22, 33].map((reqId) => encodeMessage({ type: "WRITE", reqId, payload: `/pp/${reqId}\0v` }));
