@@ -12,7 +12,7 @@
 import { xsError } from "./errors.js";
 import { segmentsOf, joinPath, parentOf } from "./path.js";
 import { canRead, canWrite, isOwner, inheritPerms, type Accessor, type Perms } from "./permissions.js";
-import { ancestry, childNames, countByOwner, kidSet, lookup, makeNode, rebuild, walk, type XsNode } from "./store.js";
+import { ancestry, childNames, countByOwner, kidSet, lookup, makeNode, nodeAt, rebuild, walk, type XsNode } from "./store.js";
 import { overQuota, type Quotas } from "./quota.js";
 
 /** A change that watches see (notes §1.7). `removed` is the deleted subtree of an RM. */
@@ -69,11 +69,11 @@ export class TreeView {
   /** The node, or ENOENT/EACCES like C `get_node()` + `errno_from_parents()`: a missing node under
    * an unreadable ancestor is EACCES, so existence does not leak. */
   #get(path: string, need: "read" | "write" | "owner"): XsNode {
-    const segs = segmentsOf(path);
-    const chain = ancestry(this.root, segs);
-    const node = chain.length === segs.length + 1 ? chain[chain.length - 1] : undefined;
+    const node = nodeAt(this.root, path);
     this.#note(path, node);
     if (node === undefined) {
+      const segs = segmentsOf(path);
+      const chain = ancestry(this.root, segs);
       // C `errno_from_parents()` reads the missing parents up to the nearest existing node to
       // choose ENOENT or EACCES; a transaction records those reads too.
       let p = parentOf(path);

@@ -170,6 +170,19 @@ export function lookup(root: XsNode, segs: readonly string[]): XsNode | undefine
   return n;
 }
 
+/** The node at canonical absolute path `abs` ("/" or "/a/b"), or undefined; walks the string
+ * itself rather than splitting it (the hot path of every READ). */
+export function nodeAt(root: XsNode, abs: string): XsNode | undefined {
+  let n: XsNode | undefined = root;
+  for (let i = 1; i < abs.length && n !== undefined; ) {
+    let j = abs.indexOf("/", i);
+    if (j < 0) j = abs.length;
+    n = kidGet(n.kids, abs.slice(i, j));
+    i = j + 1;
+  }
+  return n;
+}
+
 /** The chain of existing nodes along `segs`: chain[0] is the root; chain.length-1 is the depth reached. */
 export function ancestry(root: XsNode, segs: readonly string[]): XsNode[] {
   const chain: XsNode[] = [root];

@@ -2,7 +2,8 @@ import { test } from "node:test";
 import assert from "node:assert/strict";
 import { canonicalize, isAtOrBelow, relativeTo, isValidNodePath } from "../../src/xenstore/path.js";
 import { accessFor, parsePerms, formatPerms, inheritPerms, withoutDomid, PERM_READ, PERM_WRITE, PERM_OWNER, DEFAULT_PERMS } from "../../src/xenstore/permissions.js";
-import { childNames, kidDelete, kidEntries, kidGet, kidSet, lookup, makeNode, type Kids } from "../../src/xenstore/store.js";
+import { childNames, kidDelete, kidEntries, kidGet, kidSet, lookup, makeNode, nodeAt, type Kids } from "../../src/xenstore/store.js";
+import { segmentsOf } from "../../src/xenstore/path.js";
 import { TreeView, type OpEnv } from "../../src/xenstore/operations.js";
 import { Transaction } from "../../src/xenstore/transaction.js";
 import { DEFAULT_QUOTAS } from "../../src/xenstore/quota.js";
@@ -81,6 +82,16 @@ void test("a write returns a new root and leaves the old one intact (immutable s
   assert.deepEqual(v.journal.map((j) => `${j.op} ${j.path}`), ["put /a", "put /a/b", "put /a/c"]);
   v.write("/a/a", "3");
   assert.deepEqual(childNames(lookup(v.root, ["a"])!), ["b", "c", "a"], "creation order, as the C daemon");
+});
+
+void test("nodeAt finds by path string exactly what lookup finds by segments", () => {
+  const v = new TreeView(makeNode("", DEFAULT_PERMS, 0), dom0, DEFAULT_QUOTAS, env());
+  for (const p of ["/a/b/c", "/a/bb", "/a/b/c/d-e_f", "/x", "/local/domain/0/name"]) v.write(p, p);
+  const probes = ["/", "/a", "/a/b", "/a/b/c", "/a/bb", "/a/b/c/d-e_f", "/x", "/local/domain/0/name", "/a/b/cc", "/ab", "/a/b/c/d", "/nope/deeper", "/local/domain/1"];
+  for (const p of probes) assert.equal(nodeAt(v.root, p), lookup(v.root, segmentsOf(p)), p);
+  assert.equal(nodeAt(v.root, "/"), v.root);
+  assert.equal(nodeAt(v.root, "/a/b/c")?.value, "/a/b/c");
+  assert.equal(nodeAt(v.root, "/a/b/cc"), undefined);
 });
 
 void test("creating or deleting a child restamps the parent's generation, a value change does not", () => {
