@@ -38,6 +38,23 @@ export async function withDefaultGuest(c: DomainConfig, env: NodeJS.ProcessEnv, 
 }
 
 /**
+ * Drivers for the domain's SCSI and IDE drives (each module costs boot time, so only when there
+ * are such drives): virtio-scsi or pc's PIIX IDE controller, then sd for disks and sr for cdroms
+ * (the cloud kernel builds all of them as modules). q35's IDE drives sit on its AHCI controller,
+ * whose driver the cloud kernel lacks: the guest does not see them.
+ */
+function driveModules(c: DomainConfig): string[] {
+  const seen = c.disks.filter((d) => d.interface === "scsi" || (d.interface === "ide" && c.machine === "pc"));
+  if (seen.length === 0) return [];
+  return [
+    ...(seen.some((d) => d.interface === "scsi") ? ["virtio_scsi"] : []),
+    ...(seen.some((d) => d.interface === "ide") ? ["ata_piix"] : []),
+    ...(seen.some((d) => d.media === "disk") ? ["sd_mod"] : []),
+    ...(seen.some((d) => d.media === "cdrom") ? ["sr_mod"] : []),
+  ];
+}
+
+/**
  * The same guest for pc and q35, whose virtio devices sit on PCI: prepareGuestImage packs only
  * microvm's virtio-mmio driver, so this adds virtio_pci, the drivers of devices hotplug may add, and pvpanic_mmio — the driver of the ISA
  * pvpanic device (ACPI-enumerated) through which a panicking guest tells QEMU, so that on_crash
@@ -61,6 +78,7 @@ async function pciGuestImage(c: DomainConfig, env: NodeJS.ProcessEnv, signal?: A
     ...guestModulesFor({ transport: "pci", block: true, net: true, virtiofs: c.shares.length > 0 }),
     "virtio_balloon",
     "pvpanic_mmio",
+    ...driveModules(c),
   ];
   const initrd = await buildInitrd({
     kernel,

@@ -1,7 +1,8 @@
 /**
  * Hotplug on a real guest under TCG, through the CLI as a user runs it: one q35 domain booted once
- * (the default guest, whose initrd carries virtio_blk, virtio_net and virtio_balloon for this),
- * then block-attach of a raw image the guest reads back, mem-set through a balloon added on the
+ * (the default guest, whose initrd carries virtio_blk, virtio_net and virtio_balloon for this, and
+ * the SCSI cdrom drivers for its empty cdrom drive), then cd-insert and cd-eject of a disc the
+ * guest reads, block-attach of a raw image the guest reads back, mem-set through a balloon added on the
  * fly, network-attach, vcpu-set, a save and restore that must find every hot-plugged device where
  * the guest saw it, block-detach, and a vmstackd restart that still sees the current devices.
  */
@@ -12,7 +13,7 @@ import { join } from "node:path";
 import { cli, vmUnavailable, type CliResult } from "../support/cli.js";
 import { domainHarness } from "../support/domains.js";
 
-test("hotplug: a disk the guest reads, balloon, a NIC, vCPUs, save/restore with them, detach, and the device set after a vmstackd restart", { timeout: 300_000 }, async (t) => {
+test("hotplug: a disc and a disk the guest reads, balloon, a NIC, vCPUs, save/restore with them, detach, and the device set after a vmstackd restart", { timeout: 300_000 }, async (t) => {
   const skip = await vmUnavailable();
   if (skip) return t.skip(skip);
   const h = domainHarness("hp", { slow: (m) => t.diagnostic(m) });
@@ -33,11 +34,30 @@ test("hotplug: a disk the guest reads, balloon, a NIC, vCPUs, save/restore with 
   const image = join(dir, "data.raw");
   writeFileSync(image, "hotplug-content-42\n");
   truncateSync(image, 4 * 1024 * 1024);
+  const disc = join(dir, "disc.raw");
+  writeFileSync(disc, "cd-content-77\n");
+  truncateSync(disc, 1024 * 1024);
   try {
     const t0 = Date.now();
-    await ok("create", "name=hp", "memory=160", "maxvcpus=2");
+    // An empty SCSI cdrom drive, and the default guest asked for by name (with a drive, create
+    // would otherwise boot it through the firmware).
+    await ok("create", "name=hp", "memory=160", "maxvcpus=2", "boot.kernel=/vmstack-default-guest", 'disks=[{"media":"cdrom","interface":"scsi"}]');
     await ok("exec", "hp", "--", "true");
     t.diagnostic(`booted in ${Date.now() - t0} ms`);
+
+    await t.test("cd-insert and cd-eject: the guest reads the disc, then finds no medium", async () => {
+      assert.match(await ok("block-list", "hp"), /xvda\s+cdrom\s+\(empty\)$/m);
+      await ok("cd-insert", "hp", "xvda", disc);
+      assert.equal(await ok("exec", "hp", "--", "head", "-c", "14", "/dev/sr0"), "cd-content-77\n");
+      assert.match(await ok("block-list", "hp"), /xvda\s+cdrom\s+.*disc\.raw$/m);
+      await ok("cd-eject", "hp", "xvda");
+      const empty = await v("exec", "hp", "--", "head", "-c", "14", "/dev/sr0");
+      assert.notEqual(empty.code, 0);
+      assert.match(empty.stderr, /No medium found/);
+      assert.match(await ok("block-list", "hp"), /xvda\s+cdrom\s+\(empty\)$/m);
+      // In again: the save and restore below must bring the disc back.
+      await ok("cd-insert", "hp", "xvda", disc);
+    });
 
     await t.test("block-attach: the guest sees a new virtio disk with the image's content; xenstore has it as Xen lays it out", async () => {
       assert.doesNotMatch(await ok("exec", "hp", "--", "cat", "/proc/partitions"), /\bvda\b/);
@@ -75,12 +95,13 @@ test("hotplug: a disk the guest reads, balloon, a NIC, vCPUs, save/restore with 
       await guestUntil("two CPUs online", ["cat", "/sys/devices/system/cpu/online"], (out) => out.trim() === "0-1");
     });
 
-    await t.test("save and restore bring back the hot-plugged disk, NIC and balloon where the guest had them", async () => {
+    await t.test("save and restore bring back the inserted disc and the hot-plugged disk, NIC and balloon where the guest had them", async () => {
       const file = join(dir, "hp.save");
       const memBefore = await memTotalKiB();
       await ok("save", "hp", file);
       await ok("restore", file);
       assert.equal(await ok("exec", "hp", "--", "head", "-c", "19", "/dev/vda"), "hotplug-content-42\n");
+      assert.equal(await ok("exec", "hp", "--", "head", "-c", "14", "/dev/sr0"), "cd-content-77\n");
       assert.match(await ok("exec", "hp", "--", "ls", "/sys/class/net"), /\beth1\b/);
       assert.equal(await memTotalKiB(), memBefore);
       assert.match(await ok("block-list", "hp"), /xvdb/);
@@ -99,7 +120,7 @@ test("hotplug: a disk the guest reads, balloon, a NIC, vCPUs, save/restore with 
       process.kill(h.daemonPid(), "SIGKILL");
       const [row] = JSON.parse(await ok("list", "-l", "hp")) as Array<{ memoryMiB: number; vcpus: number; config: { disks: unknown[]; nics: Array<{ mac: string }> } }>;
       assert.ok(row);
-      assert.deepEqual([row.memoryMiB, row.vcpus, row.config.disks.length], [112, 2, 0]);
+      assert.deepEqual([row.memoryMiB, row.vcpus, row.config.disks.length], [112, 2, 1], "the cdrom drive stays; the detached disk is gone");
       assert.deepEqual(row.config.nics.map((n) => n.mac).slice(1), ["00:16:3e:00:00:02"]);
       await ok("network-detach", "hp", "00:16:3e:00:00:02");
       await guestUntil("eth1 to go", ["ls", "/sys/class/net"], (out) => !/\beth1\b/.test(out));
