@@ -320,8 +320,8 @@ export class XenstoreClient extends NodeOps {
     queueMicrotask(() => {
       const frames = this.#outbox;
       this.#outbox = [];
-      // A connection lost meanwhile has rejected these requests already.
-      if (duplex === this.#duplex) duplex.write(frames.length === 1 ? frames[0]! : Buffer.concat(frames));
+      // A connection lost or closed meanwhile rejects these requests (or already has).
+      if (duplex === this.#duplex && !duplex.destroyed) duplex.write(frames.length === 1 ? frames[0]! : Buffer.concat(frames));
     });
   }
 

@@ -314,3 +314,11 @@ await test("requests made in the same tick leave in one write; a lone request is
     await client.close();
   }
 });
+
+await test("a request made in the same tick as close() is rejected, not left hanging", async () => {
+  const { client, close } = daemonClient();
+  const pending = client.write("/late", "1");
+  await client.close();
+  await assert.rejects(pending, (e: unknown) => isVmstackError(e));
+  await close();
+});
