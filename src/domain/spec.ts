@@ -101,7 +101,7 @@ export const bootSchema = obj({
   firmware: withDefault(oneOf(["bios", "uefi"]), "bios", "Firmware: SeaBIOS, or UEFI (OVMF) with a persistent variables file."),
   kernel: optional(
     str(PATH),
-    "Direct kernel boot: a bzImage, or an uncompressed vmlinux (boots through its PVH note, fastest under TCG). `/vmstack-default-guest` boots vmstack's default guest (what `vmstack create` picks by itself when nothing else boots), e.g. beside a cdrom drive.",
+    "Direct kernel boot: a bzImage, or an uncompressed vmlinux (boots through its PVH note, fastest under TCG). With `vmstack create` or `vmstack domains start`, `/vmstack-default-guest` boots vmstack's default guest (what they pick by themselves when nothing else boots), e.g. beside a cdrom drive.",
   ),
   initrd: optional(str(PATH), "Initial ramdisk for direct kernel boot."),
   cmdline: optional(str(), "Kernel command line for direct kernel boot."),

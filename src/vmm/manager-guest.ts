@@ -43,7 +43,7 @@ export async function withDefaultGuest(c: DomainConfig, env: NodeJS.ProcessEnv, 
  * (the cloud kernel builds all of them as modules). q35's IDE drives sit on its AHCI controller,
  * whose driver the cloud kernel lacks: the guest does not see them.
  */
-function driveModules(c: DomainConfig): string[] {
+export function driveModules(c: Pick<DomainConfig, "machine" | "disks">): string[] {
   const seen = c.disks.filter((d) => d.interface === "scsi" || (d.interface === "ide" && c.machine === "pc"));
   if (seen.length === 0) return [];
   return [
@@ -52,6 +52,14 @@ function driveModules(c: DomainConfig): string[] {
     ...(seen.some((d) => d.media === "disk") ? ["sd_mod"] : []),
     ...(seen.some((d) => d.media === "cdrom") ? ["sr_mod"] : []),
   ];
+}
+
+/** Drives the default guest cannot see (IDE on q35: no AHCI driver), as warnings for the user. */
+export function unseenDrives(c: Pick<DomainConfig, "machine" | "disks">): string[] {
+  if (c.machine !== "q35") return [];
+  return c.disks
+    .filter((d) => d.interface === "ide")
+    .map((d) => `${d.vdev ?? d.id}: vmstack's default guest has no driver for q35's IDE (AHCI) controller, so it will not see this ${d.media}; use interface "scsi" (xl: an sd* vdev) or machine "pc"`);
 }
 
 /**

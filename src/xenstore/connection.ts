@@ -28,17 +28,18 @@ import type { Watch, Watcher } from "./watch.js";
 
 const MODIFYING: ReadonlySet<string> = new Set(["WRITE", "MKDIR", "RM", "SET_PERMS", "TRANSACTION_END"]);
 
-/** Bytes the transport may hold for a client before we stop reading that client's requests. */
 /**
- * A chunk of pipelined requests is answered in slices of this many: after each slice the journal
- * is written and the replies so far go out, so a client with many requests in flight starts on
- * its replies while the daemon goes on with the rest, both sides working at once. Answering a
- * 64-request chunk in one piece made them take turns instead (measured with vmstack's client,
- * which sends requests made in one tick together: 64 in flight, 1.2–1.9× the writes/s of one
- * piece). A slice costs one journal write(2) and one socket write.
+ * A chunk of pipelined requests is answered in slices of this many: after each slice the host's
+ * batchDone() runs, and with durability "write" (or none) the journal is written and the replies
+ * so far go out, so a client with many requests in flight starts on its replies while the daemon
+ * goes on with the rest, both sides working at once. Answering a 64-request chunk in one piece
+ * made them take turns instead (measured with vmstack's client, which sends requests made in one
+ * tick together: 64 in flight, 1.2–1.9× the writes/s of one piece). A slice costs one journal
+ * write(2) and one socket write. With "fsync" the replies still wait for the group's fdatasync.
  */
 const REPLY_SLICE = 16;
 
+/** Bytes the transport may hold for a client before we stop reading that client's requests. */
 export const OUTPUT_HIGH_WATER = 256 * 1024;
 
 export interface ConnectionHost {
@@ -55,7 +56,7 @@ export interface ConnectionHost {
   noteHeld(conn: Connection): void;
   /** Called once, after `conn` is closed. */
   closed(conn: Connection): void;
-  /** Called after a batch of requests was handled (the journal flush point). */
+  /** Called after a batch of requests, or a slice of a long one, was handled (the journal flush point). */
   batchDone(): void;
   /** Milliseconds this connection must wait before its next modifying request (XSA-206), or 0. */
   writeDelay(conn: Connection): number;
@@ -202,7 +203,8 @@ export class Connection implements Watcher {
    * Queue a frame (reply or event); it waits while the journal is being made durable. The reply to
    * the last request of a batch (nothing more queued) flushes the journal itself when that is
    * cheap, rather than waiting for the end of the batch: the commonest client has one request in
-   * flight. Events and earlier replies of a batch wait, so a batch still costs one journal write.
+   * flight. Events and earlier replies of a batch wait, so a batch (or a slice of REPLY_SLICE
+   * requests) still costs one journal write.
    */
   send(frame: Buffer, isReply = false): void {
     if (this.#closed) return;

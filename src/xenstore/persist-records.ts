@@ -135,7 +135,7 @@ export class RecordWriter {
 
   #room(n: number): void {
     if (this.#off + n <= this.#buf.length) return;
-    if (this.spill !== undefined) {
+    if (this.spill !== undefined && this.#off > 0) {
       this.spill(this.take());
       if (n <= this.#buf.length) return;
     }
@@ -199,7 +199,10 @@ export class RecordWriter {
   }
 }
 
-/** Serialise a tree as snapshot records (pre-order, children by name, iteratively). */
+/**
+ * Serialise a tree as snapshot records (pre-order, children by name, iteratively). `emit` gets
+ * views into one reused buffer: it must consume (write out or copy) each before returning.
+ */
 export function snapshotRecords(root: XsNode, emit: (b: Buffer) => void): number {
   const w = new RecordWriter(1 << 20, emit);
   let count = 0;

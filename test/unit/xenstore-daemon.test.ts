@@ -307,12 +307,17 @@ void test("a domain's quotas follow later global changes, and its own overrides 
   assert.equal((await c.request("SET_QUOTA", "nodes|50|")).text, "OK|");
   assert.equal((await c.request("GET_QUOTA", "5|nodes|")).text, "50|", "a global change reaches a domain already served");
   assert.equal((await c.request("SET_QUOTA", "5|nodes|7|")).text, "OK|");
+  assert.equal((await c.request("GET_QUOTA", "5|nodes|")).text, "7|", "the domain's own override applies at once");
   assert.equal((await c.request("SET_QUOTA", "nodes|60|")).text, "OK|");
   assert.equal((await c.request("SET_QUOTA", "watches|3|")).text, "OK|");
   assert.equal((await c.request("GET_QUOTA", "5|nodes|")).text, "7|", "the domain's own override wins");
   assert.equal((await c.request("GET_QUOTA", "5|watches|")).text, "3|");
   for (let i = 0; i < 3; i++) assert.equal((await dom.request("WATCH", `data/w${i}|t|`)).text, "OK|");
   assert.equal((await dom.request("WATCH", "data/w3|t|")).error, "ENOSPC", "the changed global watch quota is enforced");
+  // Released and introduced again, the domain starts from the global quotas.
+  assert.equal((await c.request("RELEASE", "5|")).text, "OK|");
+  open(5);
+  assert.equal((await c.request("GET_QUOTA", "5|nodes|")).text, "60|");
   d.close();
 });
 

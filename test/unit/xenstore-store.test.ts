@@ -1,9 +1,8 @@
 import { test } from "node:test";
 import assert from "node:assert/strict";
-import { canonicalize, isAtOrBelow, relativeTo, isValidNodePath } from "../../src/xenstore/path.js";
+import { canonicalize, isAtOrBelow, relativeTo, isValidNodePath, segmentsOf } from "../../src/xenstore/path.js";
 import { accessFor, parsePerms, formatPerms, inheritPerms, withoutDomid, PERM_READ, PERM_WRITE, PERM_OWNER, DEFAULT_PERMS } from "../../src/xenstore/permissions.js";
 import { childNames, kidDelete, kidEntries, kidGet, kidSet, lookup, makeNode, nodeAt, type Kids } from "../../src/xenstore/store.js";
-import { segmentsOf } from "../../src/xenstore/path.js";
 import { TreeView, type OpEnv } from "../../src/xenstore/operations.js";
 import { Transaction } from "../../src/xenstore/transaction.js";
 import { DEFAULT_QUOTAS } from "../../src/xenstore/quota.js";

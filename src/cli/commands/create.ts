@@ -67,7 +67,12 @@ export const createCommand: Command = {
     if (!boolOpt(p, "dry-run")) {
       for (const w of loaded.warnings) ctx.stderr.write(formatProblem(w) + "\n");
       // The image code loads only when needed: it is most of this command's start-up otherwise.
-      const config = usesDefaultGuest(loaded.config) ? await (await import("../../vmm/manager-guest.js")).withDefaultGuest(loaded.config, process.env, ctx.signal) : loaded.config;
+      let config = loaded.config;
+      if (usesDefaultGuest(config)) {
+        const guest = await import("../../vmm/manager-guest.js");
+        for (const w of guest.unseenDrives(config)) ctx.stderr.write(`vmstack create: warning: ${w}\n`);
+        config = await guest.withDefaultGuest(config, process.env, ctx.signal);
+      }
       const info = (await request({ op: "create", config: config as unknown as Record<string, unknown>, paused: boolOpt(p, "paused"), force: boolOpt(p, "force") }, ctx)) as DomainInfo;
       if (boolOpt(p, "json")) ctx.stdout.write(JSON.stringify(info) + "\n");
       if (boolOpt(p, "console")) await attachConsole(info.name, parseEscape("^]"), ctx);
