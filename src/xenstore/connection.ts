@@ -96,6 +96,7 @@ export class Connection implements Watcher {
   #closed = false;
   #pumping = false;
   #dropLogged = false;
+  #eventsCorked = false;
   #ending = false;
   #rateTimer: NodeJS.Timeout | undefined;
 
@@ -263,7 +264,22 @@ export class Connection implements Watcher {
       return;
     }
     this.#dropLogged = false;
+    this.#corkForEvents();
     this.send(encodeMessage({ type: XS_OPS.WATCH_EVENT, payload }));
+  }
+
+  /**
+   * The events of one tick leave together: a writer's burst fans out as one write per watcher,
+   * not one per event. (With the journal on, events wait for it and leave together anyway.)
+   */
+  #corkForEvents(): void {
+    if (this.#eventsCorked) return;
+    this.#eventsCorked = true;
+    this.#transport.cork();
+    queueMicrotask(() => {
+      this.#eventsCorked = false;
+      if (!this.#closed) this.#transport.uncork();
+    });
   }
 
   #dropEvent(why: string): void {

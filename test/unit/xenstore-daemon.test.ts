@@ -1,5 +1,6 @@
 import { test } from "node:test";
 import assert from "node:assert/strict";
+import { Duplex } from "node:stream";
 import { createXenstored, RawConnection, encodeMessage } from "../../src/xenstore/index.js";
 
 function setup(): { d: ReturnType<typeof createXenstored>; c: RawConnection; open: (domid: number) => RawConnection } {
@@ -383,5 +384,33 @@ void test("a node read in a transaction keeps its value for the transaction afte
   await other.request("WRITE", "/rr/a|b");
   assert.equal((await c.request("READ", "/rr/a|", id)).text, "a");
   assert.equal((await c.request("TRANSACTION_END", "T|", id)).error, "EAGAIN");
+  d.close();
+});
+
+void test("the watch events of one tick leave a watcher's connection in one write", async () => {
+  const d = createXenstored();
+  // The watcher's transport records each piece the daemon writes: how many frames it carries.
+  const pieces: number[] = [];
+  const watcher = new Duplex({
+    read() {},
+    writev(chunks, cb) {
+      pieces.push(chunks.length);
+      cb();
+    },
+    write(_chunk, _enc, cb) {
+      pieces.push(1);
+      cb();
+    },
+  });
+  d.attach(watcher, 0, "watcher");
+  watcher.push(encodeMessage({ type: "WATCH", reqId: 1, payload: "/ev\0tok\0" }));
+  await new Promise((r) => setImmediate(r));
+  assert.equal(pieces.reduce((a, b) => a + b, 0), 2, "the WATCH reply and its initial event");
+  pieces.length = 0;
+  const writer = new RawConnection(d.openConnection({ domid: 0 }));
+  writer.sendBytes(Buffer.concat(Array.from({ length: 10 }, (_, i) => encodeMessage({ type: "WRITE", reqId: i + 1, payload: `/ev/n${i}\0v` }))));
+  await writer.waitFrames(10);
+  await new Promise((r) => setImmediate(r));
+  assert.deepEqual(pieces, [10], "ten writes in one chunk: ten events in one write, not ten");
   d.close();
 });
