@@ -12,7 +12,7 @@
 import { xsError } from "./errors.js";
 import { segmentsOf, joinPath, parentOf } from "./path.js";
 import { canRead, canWrite, isOwner, inheritPerms, type Accessor, type Perms } from "./permissions.js";
-import { ancestry, childNames, countByOwner, kidSet, lookup, makeNode, nodeAt, rebuild, walk, type XsNode } from "./store.js";
+import { ancestry, childNames, countByOwner, kidSet, lookup, makeNode, rebuild, walk, type XsNode } from "./store.js";
 import { overQuota, type Quotas } from "./quota.js";
 
 /** A change that watches see (notes §1.7). `removed` is the deleted subtree of an RM. */
@@ -69,7 +69,7 @@ export class TreeView {
   /** The node, or ENOENT/EACCES like C `get_node()` + `errno_from_parents()`: a missing node under
    * an unreadable ancestor is EACCES, so existence does not leak. */
   #get(path: string, need: "read" | "write" | "owner"): XsNode {
-    const node = nodeAt(this.root, path);
+    const node = lookup(this.root, path);
     this.#note(path, node);
     if (node === undefined) {
       const segs = segmentsOf(path);
@@ -238,5 +238,5 @@ export class TreeView {
 
 /** True if the node exists (no permission check; for the daemon's own bookkeeping). */
 export function exists(root: XsNode, path: string): boolean {
-  return lookup(root, segmentsOf(path)) !== undefined;
+  return lookup(root, path) !== undefined;
 }

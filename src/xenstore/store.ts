@@ -160,19 +160,9 @@ export function hasChildren(node: XsNode): boolean {
   return node.kids !== undefined;
 }
 
-/** The node at `segs`, or undefined. */
-export function lookup(root: XsNode, segs: readonly string[]): XsNode | undefined {
-  let n: XsNode | undefined = root;
-  for (const s of segs) {
-    n = kidGet(n.kids, s);
-    if (n === undefined) return undefined;
-  }
-  return n;
-}
-
-/** The node at canonical absolute path `abs` ("/" or "/a/b"), or undefined; walks the string
- * itself rather than splitting it (the hot path of every READ). */
-export function nodeAt(root: XsNode, abs: string): XsNode | undefined {
+/** The node at canonical absolute path `abs` ("/" or "/a/b"), or undefined. Walks the string
+ * itself rather than splitting it: this is the hot path of every READ. */
+export function lookup(root: XsNode, abs: string): XsNode | undefined {
   let n: XsNode | undefined = root;
   for (let i = 1; i < abs.length && n !== undefined; ) {
     let j = abs.indexOf("/", i);

@@ -53,7 +53,6 @@
  * `transactions`).
  */
 import { XsError, xsError } from "./errors.js";
-import { segmentsOf } from "./path.js";
 import type { Accessor, Perms } from "./permissions.js";
 import { lookup, type XsNode } from "./store.js";
 import { NO_GEN, TreeView, type AccessTracker, type Change, type JournalOp, type OpEnv } from "./operations.js";
@@ -135,7 +134,7 @@ export class Transaction implements AccessTracker {
   /** True if every node this transaction touched still has the generation it recorded. */
   #unchangedIn(current: XsNode): boolean {
     for (const [path, gen] of this.recorded) {
-      if ((lookup(current, segmentsOf(path))?.gen ?? NO_GEN) !== gen) return false;
+      if ((lookup(current, path)?.gen ?? NO_GEN) !== gen) return false;
     }
     return true;
   }

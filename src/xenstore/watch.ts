@@ -17,7 +17,7 @@
  *   identical pending events (XSA-326). A connection's events for one change follow the order in
  *   which it registered the watches.
  */
-import { segmentsOf, relativeTo } from "./path.js";
+import { relativeTo } from "./path.js";
 import { canRead, type Accessor, type Perms } from "./permissions.js";
 import { lookup } from "./store.js";
 import type { Change } from "./operations.js";
@@ -86,7 +86,7 @@ export class WatchRegistry {
       const prefix = p === "/" ? "/" : p + "/";
       for (const [wpath, set] of this.#byPath) {
         if (!wpath.startsWith(prefix)) continue;
-        const node = lookup(removed, segmentsOf(wpath.slice(p.length)));
+        const node = lookup(removed, wpath.slice(p.length));
         if (node === undefined) continue;
         for (const w of set) if (canRead(w.owner.accessor, node.perms)) hits.push([w, wpath]);
       }

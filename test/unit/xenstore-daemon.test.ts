@@ -1,6 +1,6 @@
 import { test } from "node:test";
 import assert from "node:assert/strict";
-import { Duplex } from "node:stream";
+import { recordingTransport } from "../support/recording-transport.js";
 import { createXenstored, RawConnection, encodeMessage } from "../../src/xenstore/index.js";
 
 function setup(): { d: ReturnType<typeof createXenstored>; c: RawConnection; open: (domid: number) => RawConnection } {
@@ -391,17 +391,7 @@ void test("the watch events of one tick leave a watcher's connection in one writ
   const d = createXenstored();
   // The watcher's transport records each piece the daemon writes: how many frames it carries.
   const pieces: number[] = [];
-  const watcher = new Duplex({
-    read() {},
-    writev(chunks, cb) {
-      pieces.push(chunks.length);
-      cb();
-    },
-    write(_chunk, _enc, cb) {
-      pieces.push(1);
-      cb();
-    },
-  });
+  const watcher = recordingTransport((frames) => pieces.push(frames));
   d.attach(watcher, 0, "watcher");
   watcher.push(encodeMessage({ type: "WATCH", reqId: 1, payload: "/ev\0tok\0" }));
   await new Promise((r) => setImmediate(r));

@@ -5,7 +5,7 @@ import * as fs from "node:fs";
 import fsDefault from "node:fs";
 import * as os from "node:os";
 import * as path from "node:path";
-import { Duplex } from "node:stream";
+import { recordingTransport } from "../support/recording-transport.js";
 import { createXenstored, encodeMessage, RawConnection, SYNC_INTERVAL_MS } from "../../src/xenstore/index.js";
 import { encodeRecord, parseRecords, loadState } from "../../src/xenstore/persist.js";
 import { parsePerms } from "../../src/xenstore/permissions.js";
@@ -224,17 +224,7 @@ void test("pipelined requests are answered in slices, each reply only after its 
   // Each piece the daemon writes: how many replies it carries, and how many of the batch's
   // records were on disk at that moment.
   const pieces: { replies: number; recorded: number }[] = [];
-  const transport = new Duplex({
-    read() {},
-    writev(chunks, cb) {
-      pieces.push({ replies: chunks.length, recorded: journalPuts() });
-      cb();
-    },
-    write(_chunk, _enc, cb) {
-      pieces.push({ replies: 1, recorded: journalPuts() });
-      cb();
-    },
-  });
+  const transport = recordingTransport((replies) => pieces.push({ replies, recorded: journalPuts() }));
   d.attach(transport, 0, "slices");
   const frames = Array.from({ length: 40 }, (_, i) => encodeMessage({ type: "WRITE", reqId: i + 1, txId: 0, payload: `/s/n${i}\0v` }));
   transport.push(Buffer.concat(frames));

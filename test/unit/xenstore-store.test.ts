@@ -1,8 +1,8 @@
 import { test } from "node:test";
 import assert from "node:assert/strict";
-import { canonicalize, isAtOrBelow, relativeTo, isValidNodePath, segmentsOf } from "../../src/xenstore/path.js";
+import { canonicalize, isAtOrBelow, relativeTo, isValidNodePath } from "../../src/xenstore/path.js";
 import { accessFor, parsePerms, formatPerms, inheritPerms, withoutDomid, PERM_READ, PERM_WRITE, PERM_OWNER, DEFAULT_PERMS } from "../../src/xenstore/permissions.js";
-import { childNames, kidDelete, kidEntries, kidGet, kidSet, lookup, makeNode, nodeAt, type Kids } from "../../src/xenstore/store.js";
+import { childNames, kidDelete, kidEntries, kidGet, kidSet, lookup, makeNode, type Kids } from "../../src/xenstore/store.js";
 import { TreeView, type OpEnv } from "../../src/xenstore/operations.js";
 import { Transaction } from "../../src/xenstore/transaction.js";
 import { DEFAULT_QUOTAS } from "../../src/xenstore/quota.js";
@@ -74,37 +74,36 @@ void test("a write returns a new root and leaves the old one intact (immutable s
   const r1 = v.root;
   v.write("/a/c", "2");
   assert.notEqual(v.root, r1);
-  assert.equal(lookup(r1, ["a", "c"]), undefined);
-  assert.equal(lookup(v.root, ["a", "b"]), lookup(r1, ["a", "b"]), "untouched nodes are shared");
-  assert.deepEqual(childNames(lookup(v.root, ["a"])!), ["b", "c"]);
+  assert.equal(lookup(r1, "/a/c"), undefined);
+  assert.equal(lookup(v.root, "/a/b"), lookup(r1, "/a/b"), "untouched nodes are shared");
+  assert.deepEqual(childNames(lookup(v.root, "/a")!), ["b", "c"]);
   assert.equal(v.changes.length, 2);
   assert.deepEqual(v.journal.map((j) => `${j.op} ${j.path}`), ["put /a", "put /a/b", "put /a/c"]);
   v.write("/a/a", "3");
-  assert.deepEqual(childNames(lookup(v.root, ["a"])!), ["b", "c", "a"], "creation order, as the C daemon");
+  assert.deepEqual(childNames(lookup(v.root, "/a")!), ["b", "c", "a"], "creation order, as the C daemon");
 });
 
-void test("nodeAt finds by path string exactly what lookup finds by segments", () => {
+void test("lookup walks a path string: the root, deep nodes, and look-alikes that do not exist", () => {
   const v = new TreeView(makeNode("", DEFAULT_PERMS, 0), dom0, DEFAULT_QUOTAS, env());
   for (const p of ["/a/b/c", "/a/bb", "/a/b/c/d-e_f", "/x", "/local/domain/0/name"]) v.write(p, p);
-  const probes = ["/", "/a", "/a/b", "/a/b/c", "/a/bb", "/a/b/c/d-e_f", "/x", "/local/domain/0/name", "/a/b/cc", "/ab", "/a/b/c/d", "/nope/deeper", "/local/domain/1"];
-  for (const p of probes) assert.equal(nodeAt(v.root, p), lookup(v.root, segmentsOf(p)), p);
-  assert.equal(nodeAt(v.root, "/"), v.root);
-  assert.equal(nodeAt(v.root, "/a/b/c")?.value, "/a/b/c");
-  assert.equal(nodeAt(v.root, "/a/b/cc"), undefined);
+  assert.equal(lookup(v.root, "/"), v.root);
+  for (const p of ["/a/b/c", "/a/bb", "/a/b/c/d-e_f", "/x", "/local/domain/0/name"]) assert.equal(lookup(v.root, p)?.value, p, p);
+  for (const p of ["/a", "/a/b", "/local/domain/0"]) assert.equal(lookup(v.root, p)?.value, "", `${p} (an implicit parent)`);
+  for (const p of ["/a/b/cc", "/ab", "/a/b/c/d", "/nope/deeper", "/local/domain/1", "/a/b/c/d-e_f/g"]) assert.equal(lookup(v.root, p), undefined, p);
 });
 
 void test("creating or deleting a child restamps the parent's generation, a value change does not", () => {
   const e = env();
   const v = new TreeView(makeNode("", DEFAULT_PERMS, 0), dom0, DEFAULT_QUOTAS, e);
   v.write("/p/x", "1");
-  const g1 = lookup(v.root, ["p"])!.gen;
+  const g1 = lookup(v.root, "/p")!.gen;
   v.write("/p/x", "2");
-  assert.equal(lookup(v.root, ["p"])!.gen, g1);
+  assert.equal(lookup(v.root, "/p")!.gen, g1);
   v.write("/p/y", "1");
-  const g2 = lookup(v.root, ["p"])!.gen;
+  const g2 = lookup(v.root, "/p")!.gen;
   assert.ok(g2 > g1);
   v.rm("/p/x");
-  assert.ok(lookup(v.root, ["p"])!.gen > g2);
+  assert.ok(lookup(v.root, "/p")!.gen > g2);
 });
 
 function base(): { root: ReturnType<typeof makeNode>; e: OpEnv } {
@@ -129,8 +128,8 @@ void test("worked example a: writing an existing node commits despite an unrelat
   tx.apply({ kind: "write", path: "/e/x", value: "2" });
   const now = outside(root, e, (v) => v.write("/f/x", "1"));
   const r = tx.commit(now, e);
-  assert.equal(lookup(r.root, ["e", "x"])!.value, "2");
-  assert.ok(lookup(r.root, ["f", "x"]) !== undefined, "the replay keeps the other writer's node");
+  assert.equal(lookup(r.root, "/e/x")!.value, "2");
+  assert.ok(lookup(r.root, "/f/x") !== undefined, "the replay keeps the other writer's node");
 });
 
 void test("worked example b: two transactions creating siblings conflict", () => {
