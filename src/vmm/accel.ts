@@ -33,6 +33,8 @@ export interface ProbeOptions {
   readonly deadlineMs?: number;
   readonly signal?: AbortSignal | undefined;
   readonly kvmDevice?: () => boolean;
+  /** Told before a probe boot starts (it may take the whole deadline): a CLI says so to its user. */
+  readonly onProbe?: ((deadlineMs: number) => void) | undefined;
 }
 
 interface CacheEntry {
@@ -59,6 +61,7 @@ export async function chooseAccel(o: ProbeOptions): Promise<AccelDecision> {
   if (hit) return { accel: hit.accel, reason: `${hit.reason} (probe cached ${hit.at})`, probed: false, cached: true };
 
   const deadlineMs = o.deadlineMs ?? DEFAULT_PROBE_DEADLINE_MS;
+  o.onProbe?.(deadlineMs);
   const limit = deadline(deadlineMs, o.signal);
   let ok = false;
   let detail = "";

@@ -16,6 +16,7 @@ export async function accelForGuest(o: {
   readonly signal?: AbortSignal | undefined;
   /** Boots the image under KVM; must honour the signal (the probe's deadline). */
   readonly bootKvm: (signal: AbortSignal) => Promise<GuestVm>;
+  readonly onProbe?: ((deadlineMs: number) => void) | undefined;
 }): Promise<{ decision: AccelDecision; probeVm: GuestVm | undefined }> {
   let probeVm: GuestVm | undefined;
   const decision = await chooseAccel({
@@ -24,6 +25,7 @@ export async function accelForGuest(o: {
     bootIdentity: `${qemuIdentity(qemuBinary(o.env), o.env["PATH"] ?? "")}|${o.image.kernel.release}|${o.image.kernel.kernelPath}`,
     cacheFile: join(cacheRoot(o.env), "accel-probe.json"),
     signal: o.signal,
+    onProbe: o.onProbe,
     probeBoot: async (signal) => {
       probeVm = await o.bootKvm(signal);
       return true;

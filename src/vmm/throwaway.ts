@@ -42,6 +42,8 @@ export interface ThrowawayOptions extends FilesOptions {
   readonly signal?: AbortSignal | undefined;
   /** Boot the kernel even when a boot snapshot could be used (`--cold-boot`; also $VMSTACK_COLD_BOOT). */
   readonly coldBoot?: boolean;
+  /** Told before the one-time KVM probe boot, which can take its whole deadline. */
+  readonly onAccelProbe?: ((deadlineMs: number) => void) | undefined;
 }
 
 export interface ThrowawayResult extends ExecResult {
@@ -140,6 +142,7 @@ async function runIn(o: ThrowawayOptions, runDir: string, files: TransferSession
       image,
       env: o.hostEnv,
       signal: o.signal,
+      onProbe: o.onAccelProbe,
       bootKvm: (signal) => boot("kvm", signal),
     });
     log("debug", "run", `accelerator: ${accel.accel} (${accel.reason})`);

@@ -63,3 +63,15 @@ test("--accel kvm without a usable /dev/kvm is a clear error", async () => {
     /\/dev\/kvm cannot be opened/,
   );
 });
+
+test("the caller is told before a probe boot, with its deadline, and not when the verdict needs no probe", async () => {
+  const told: number[] = [];
+  const onProbe = (ms: number): void => void told.push(ms);
+  const file = tmp();
+  const probeBoot = async (): Promise<boolean> => (assert.deepEqual(told, [250], "told before the probe boot starts"), true);
+  await chooseAccel({ choice: "auto", bootIdentity: "k", cacheFile: file, kvmDevice: () => true, deadlineMs: 250, probeBoot, onProbe });
+  await chooseAccel({ choice: "auto", bootIdentity: "k", cacheFile: file, kvmDevice: () => true, deadlineMs: 250, probeBoot, onProbe });
+  await chooseAccel({ choice: "auto", bootIdentity: "k", cacheFile: tmp(), kvmDevice: () => false, probeBoot, onProbe });
+  await chooseAccel({ choice: "tcg", bootIdentity: "k", cacheFile: tmp(), kvmDevice: () => true, probeBoot, onProbe });
+  assert.deepEqual(told, [250], "cached, no /dev/kvm and --accel tcg probe nothing and say nothing");
+});

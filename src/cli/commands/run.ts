@@ -156,6 +156,13 @@ async function execute(argv: readonly string[], ctx: Parameters<Command["run"]>[
     hostEnv: process.env,
     signal: ctx.signal,
     ...(boolOpt(p, "cold-boot") ? { coldBoot: true } : {}),
+    // A first run can sit silent for the probe's whole deadline: say why, to a person (a
+    // terminal, or --verbose), not in a script's captured stderr.
+    onAccelProbe: (ms: number) => {
+      if (ctx.verbose || (ctx.stderr as { isTTY?: boolean }).isTTY === true) {
+        ctx.stderr.write(`vmstack: checking whether KVM works on this host (a probe boot, once per host, QEMU and kernel; up to ${ms / 1000} s)\n`);
+      }
+    },
   });
   if (ctx.verbose) {
     const t = result.timings;
