@@ -15,7 +15,7 @@ const run = promisify(execFile);
 const ROOT = resolve(dirname(fileURLToPath(import.meta.url)), "../..");
 
 export interface BenchDaemon {
-  readonly name: "vmstack" | "vmstack-nopoll" | "vmstack-fsync" | "vmstack-memory" | "c" | "ocaml";
+  readonly name: string;
   readonly socket: string;
   /** The daemon's pid (for RSS). */
   pid(): number;
@@ -59,7 +59,7 @@ function stopChild(child: ChildProcess, signal: "SIGTERM" | "SIGKILL" = "SIGTERM
  * vmstack's daemon with a state directory (replies wait for the journal write, "write", or for its
  * fdatasync, "fsync"), or in memory only.
  */
-export async function startVmstack(opts: { mode: "write" | "fsync" | "memory"; busyPollUs?: number } = { mode: "write" }): Promise<VmstackDaemon> {
+export async function startVmstack(opts: { name: string; mode: "write" | "fsync" | "memory"; busyPollUs?: number; fastPath?: boolean } = { name: "vmstack", mode: "write" }): Promise<VmstackDaemon> {
   const dir = mkdtempSync(join(tmpdir(), "vmstack-bench-xs-"));
   const socket = join(dir, "socket");
   const stateDir = join(dir, "state");
@@ -68,12 +68,13 @@ export async function startVmstack(opts: { mode: "write" | "fsync" | "memory"; b
   const launch = async (): Promise<void> => {
     const storage = opts.mode === "memory" ? ["--no-persist"] : ["--state-dir", stateDir, "--durability", opts.mode];
     const poll = opts.busyPollUs === undefined ? [] : ["--busy-poll-us", String(opts.busyPollUs)];
-    child = spawn(process.execPath, [bin, "--socket", socket, ...storage, ...poll], { stdio: ["ignore", "pipe", "pipe"] });
+    const fast = opts.fastPath === false ? ["--no-fast-path"] : [];
+    child = spawn(process.execPath, [bin, "--socket", socket, ...storage, ...poll, ...fast], { stdio: ["ignore", "pipe", "pipe"] });
     await waitForLine(child, "vmstack xenstored");
   };
   await launch();
   return {
-    name: opts.mode === "memory" ? "vmstack-memory" : opts.mode === "fsync" ? "vmstack-fsync" : opts.busyPollUs === 0 ? "vmstack-nopoll" : "vmstack",
+    name: opts.name,
     socket,
     stateDir,
     pid: () => child.pid ?? 0,

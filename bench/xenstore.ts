@@ -3,11 +3,12 @@
  * vmstack's xenstored and Xen 4.17's C and OCaml daemons, all in one run, then vmstack's memory
  * with 100,000 nodes and its restart-from-disk time. Prints one JSON document.
  *
- *   npm run build && node dist/bench/xenstore.js [--repeat N] [--only vmstack,vmstack-nopoll,vmstack-fsync,vmstack-memory,c,ocaml]
+ *   npm run build && node dist/bench/xenstore.js [--repeat N] [--only vmstack,vmstack-streams,vmstack-nopoll,vmstack-fsync,vmstack-memory,c,ocaml]
  *
  * "vmstack" keeps a state directory (every reply waits for its journal record, the product's
  * default durability: written before the reply, fdatasync'd within 1 s) and busy-polls after each
- * request (the default, --busy-poll-us 200); "vmstack-nopoll" is the same without busy-polling;
+ * request (the default, --busy-poll-us 200) through its native socket fast path; "vmstack-streams"
+ * is the same through Node.js's streams only (--no-fast-path); "vmstack-nopoll" without busy-polling;
  * "vmstack-fsync" waits for the fdatasync (--durability fsync); "vmstack-memory" (--no-persist)
  * keeps nothing.
  *
@@ -33,7 +34,17 @@ const argValue = (name: string): string | undefined => {
   return i >= 0 ? args[i + 1] : undefined;
 };
 const REPEAT = Number(argValue("--repeat") ?? 5);
-const ONLY = (argValue("--only") ?? "vmstack,vmstack-nopoll,vmstack-fsync,vmstack-memory,c,ocaml").split(",");
+const VMSTACKS = {
+  vmstack: { mode: "write" },
+  "vmstack-streams": { mode: "write", fastPath: false },
+  "vmstack-nopoll": { mode: "write", busyPollUs: 0 },
+  "vmstack-fsync": { mode: "fsync" },
+  "vmstack-memory": { mode: "memory" },
+} as const;
+const NAMES = [...Object.keys(VMSTACKS), "c", "ocaml"];
+const ONLY = (argValue("--only") ?? NAMES.join(",")).split(",");
+const unknown = ONLY.filter((n) => !NAMES.includes(n));
+if (unknown.length > 0) throw new Error(`--only: unknown daemon ${unknown.join(", ")} (known: ${NAMES.join(", ")})`);
 const NODES = 1000;
 const TX_LOOPS = 500;
 const WATCHERS = 100;
@@ -175,12 +186,11 @@ const out: {
   vmstack_store: {},
 };
 
-const MODES = { vmstack: "write", "vmstack-nopoll": "write", "vmstack-fsync": "fsync", "vmstack-memory": "memory" } as const;
 const started: { name: string; d: BenchDaemon; vm: VmstackDaemon | undefined }[] = [];
 try {
-  for (const name of ["vmstack", "vmstack-nopoll", "vmstack-fsync", "vmstack-memory", "c", "ocaml"] as const) {
+  for (const name of NAMES) {
     if (!ONLY.includes(name)) continue;
-    const vm = name === "c" || name === "ocaml" ? undefined : await startVmstack({ mode: MODES[name], ...(name === "vmstack-nopoll" ? { busyPollUs: 0 } : {}) });
+    const vm = name === "c" || name === "ocaml" ? undefined : await startVmstack({ name, ...VMSTACKS[name as keyof typeof VMSTACKS] });
     const d = vm ?? (await startXen(name === "c" ? "c" : "ocaml"));
     if (typeof d === "string") out.daemons[name] = { skipped: d };
     else started.push({ name, d, vm });
@@ -233,7 +243,7 @@ try {
   await Promise.all(started.map(({ d }) => d.stop().catch(() => undefined)));
 }
 
-for (const mine of ["vmstack", "vmstack-nopoll", "vmstack-fsync", "vmstack-memory"]) {
+for (const mine of Object.keys(VMSTACKS)) {
   const ours = out.daemons[mine];
   for (const other of ["c", "ocaml"]) {
     const theirs = out.daemons[other];

@@ -29,8 +29,11 @@ export interface BusyPollStats {
 export interface BusyPollClock {
   /** Milliseconds, monotonic (performance.now()). */
   now(): number;
-  /** Run `fn` after the current poll phase (setImmediate). */
-  defer(fn: () => void): void;
+  /**
+   * Run `fn` after the current poll phase (setImmediate). `untilMs` is when the poll's window
+   * ends: a clock that waits for input itself (xenstore/socket-io.ts) waits no longer than that.
+   */
+  defer(fn: () => void, untilMs?: number): void;
 }
 
 const REAL_CLOCK: BusyPollClock = { now: () => performance.now(), defer: (fn) => setImmediate(fn) };
@@ -97,14 +100,14 @@ export class BusyPoll {
     this.#until = now + this.#windowMs;
     if (!this.#armed) {
       this.#armed = true;
-      this.#clock.defer(this.#spin);
+      this.#clock.defer(this.#spin, this.#until);
     }
   }
 
   readonly #spin = (): void => {
     const now = this.#clock.now();
     if (now < this.#until) {
-      this.#clock.defer(this.#spin);
+      this.#clock.defer(this.#spin, this.#until);
       return;
     }
     this.#armed = false;

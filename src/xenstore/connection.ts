@@ -72,6 +72,8 @@ export interface ConnectionOptions {
   readonly label: string;
   /** Called after each chunk of input was handled (the socket's busy-polling, server.ts). */
   readonly afterInput?: (() => void) | undefined;
+  /** Writes a frame to the transport in place of `transport.write` (the socket fast path, socket-io.ts). */
+  readonly write?: ((frame: Buffer) => void) | undefined;
 }
 
 export class Connection implements Watcher {
@@ -108,7 +110,7 @@ export class Connection implements Watcher {
     this.domid = opts.domid;
     this.privileged = opts.privileged;
     this.label = opts.label;
-    transport.on("data", (chunk: Buffer) => this.#onData(chunk));
+    transport.on("data", (chunk: Buffer) => this.input(chunk));
     transport.on("drain", () => this.#pump());
     // A client may send its last requests and half-close: answer them, then close.
     transport.on("end", () => {
@@ -127,7 +129,8 @@ export class Connection implements Watcher {
     return this.#closed;
   }
 
-  #onData(chunk: Buffer): void {
+  /** Bytes from the client: the transport's 'data', or the socket fast path (socket-io.ts). */
+  input(chunk: Buffer): void {
     if (this.#closed) return;
     for (const r of this.#decoder.push(chunk)) {
       if (r.kind === "oversized") {
@@ -223,7 +226,8 @@ export class Connection implements Watcher {
   #write(frame: Buffer): void {
     if (this.privileged || this.#opts.outstanding <= 0) {
       // No outstanding-request quota to track: skip the per-write callback (hot path for dom0).
-      this.#transport.write(frame);
+      if (this.#opts.write !== undefined) this.#opts.write(frame);
+      else this.#transport.write(frame);
       return;
     }
     this.#inFlight++;

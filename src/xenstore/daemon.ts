@@ -5,7 +5,7 @@
  */
 import type { Duplex } from "node:stream";
 import { log } from "../lib/log.js";
-import { Connection, type ConnectionHost } from "./connection.js";
+import { Connection, type ConnectionHost, type ConnectionOptions } from "./connection.js";
 import { dispatch } from "./dispatch.js";
 import { duplexPair } from "./duplex-pair.js";
 import { xsError } from "./errors.js";
@@ -241,8 +241,8 @@ export class Xenstored implements ConnectionHost {
     return client;
   }
 
-  /** Attach a transport (socket or stream) as a connection of `domid`. */
-  attach(transport: Duplex, domid: number, label: string, afterInput?: () => void): Connection {
+  /** Attach a transport (socket or stream) as a connection of `domid`; `io` is the socket server's fast path. */
+  attach(transport: Duplex, domid: number, label: string, io: Pick<ConnectionOptions, "afterInput" | "write"> = {}): Connection {
     if (this.#closed) {
       transport.destroy();
       throw xsError("EIO", "xenstored is closed");
@@ -257,7 +257,7 @@ export class Xenstored implements ConnectionHost {
       outstanding: q.outstanding,
       eventQueueBytes: this.#eventQueueBytes,
       label: `${label} #${this.#connCounter}`,
-      afterInput,
+      ...io,
     });
     conn.target = this.#domains.get(domid)?.target;
     this.connections.add(conn);

@@ -9,6 +9,8 @@ import * as path from "node:path";
 import { VmstackError } from "../lib/errors.js";
 import type { Xenstored } from "./daemon.js";
 import { BusyPoll, type BusyPollStats } from "../lib/busy-poll.js";
+import type { Connection } from "./connection.js";
+import { SocketSpinner, type SpinStats } from "./socket-io.js";
 
 /** Default maximum busy-poll window after a request (lib/busy-poll.ts; 0 turns polling off). */
 export const DEFAULT_BUSY_POLL_US = 200;
@@ -17,6 +19,8 @@ export interface SocketServer {
   readonly path: string;
   /** Busy-polling of all its connections so far (hits and misses say whether it pays). */
   readonly poll: Readonly<BusyPollStats>;
+  /** What the socket fast path did (socket-io.ts); undefined when it is off or not built. */
+  readonly fastPath: Readonly<SpinStats> | undefined;
   close(): Promise<void>;
 }
 
@@ -43,11 +47,13 @@ async function clearStale(socketPath: string): Promise<void> {
 }
 
 /**
- * Listen on `socketPath` (mode 0600 unless `mode` says otherwise). After each request the event
- * loop is busy-polled for up to `busyPollUs` (adaptive; see lib/busy-poll.ts) so that a client
- * with one request in flight does not wait for this process to wake up.
+ * Listen on `socketPath` (mode 0600 unless `mode` says otherwise). After each request the
+ * connection is busy-polled for up to `busyPollUs` (adaptive; see lib/busy-poll.ts) so that a
+ * client with one request in flight does not wait for this process to wake up; with the native
+ * fast path (socket-io.ts; `fastPath: false` turns it off) the polling waits in poll(2) and
+ * replies leave with send(2).
  */
-export async function listenUnix(daemon: Xenstored, socketPath: string, opts: { mode?: number; busyPollUs?: number } = {}): Promise<SocketServer> {
+export async function listenUnix(daemon: Xenstored, socketPath: string, opts: { mode?: number; busyPollUs?: number; fastPath?: boolean } = {}): Promise<SocketServer> {
   if (Buffer.byteLength(socketPath) >= 108) {
     throw new VmstackError("XENSTORED_SOCKET_PATH", `socket path is too long for a Unix socket (${socketPath.length} bytes, max 107)`, { facts: { path: socketPath } });
   }
@@ -55,12 +61,22 @@ export async function listenUnix(daemon: Xenstored, socketPath: string, opts: { 
   await clearStale(socketPath);
   const pollUs = opts.busyPollUs ?? DEFAULT_BUSY_POLL_US;
   const poll: BusyPollStats = { hits: 0, misses: 0 };
+  const spinner = opts.fastPath !== false ? SocketSpinner.create() : undefined;
   // allowHalfOpen: a client may send requests and shut down its write side; it still gets replies.
   const server = net.createServer({ allowHalfOpen: true }, (sock) => {
     try {
+      let conn: Connection | undefined;
+      const entry = spinner?.entry(
+        sock,
+        (chunk) => conn?.input(chunk),
+        () => conn !== undefined && !conn.isClosed,
+      );
       // After each chunk's requests are answered, polling for this client's next one starts.
-      const poller = new BusyPoll(pollUs, undefined, poll);
-      daemon.attach(sock, 0, "socket", () => poller.kick());
+      const poller = new BusyPoll(pollUs, entry === undefined ? undefined : spinner!.clock(entry), poll);
+      conn = daemon.attach(sock, 0, "socket", {
+        afterInput: () => poller.kick(),
+        write: entry === undefined ? undefined : (frame) => spinner!.write(entry, frame),
+      });
     } catch {
       sock.destroy();
     }
@@ -83,6 +99,7 @@ export async function listenUnix(daemon: Xenstored, socketPath: string, opts: { 
   return {
     path: socketPath,
     poll,
+    fastPath: spinner?.stats,
     close: () =>
       new Promise<void>((resolve) => {
         server.close(() => resolve());

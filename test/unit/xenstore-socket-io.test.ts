@@ -1,0 +1,179 @@
+import { test } from "node:test";
+import assert from "node:assert/strict";
+import { mkdtempSync, rmSync } from "node:fs";
+import * as net from "node:net";
+import { tmpdir } from "node:os";
+import { join } from "node:path";
+import { setImmediate as tick } from "node:timers/promises";
+import { connectXenstore } from "../../src/xenstore/client.js";
+import { createXenstored, encodeMessage, listenUnix, RawConnection, socketFastPathUnavailable } from "../../src/xenstore/index.js";
+import { FrameDecoder } from "../../src/xenstore/wire.js";
+import { xsio, type XsioAddon } from "../../src/xenstore/socket-io.js";
+
+function tempDir(t: { after(fn: () => void): void }): string {
+  const dir = mkdtempSync(join(tmpdir(), "vmstack-xsio-"));
+  t.after(() => rmSync(dir, { recursive: true, force: true }));
+  return dir;
+}
+
+/** The build makes the addon (npm run build: make -C native); without it the daemon is slower. */
+function addon(): XsioAddon {
+  assert.equal(socketFastPathUnavailable, "", "native/xsio.c is built into dist/native/xsio.node");
+  assert.ok(xsio !== undefined);
+  return xsio;
+}
+
+/** A connected pair: the accepted side is never read by the event loop (pauseOnConnect). */
+async function socketPair(dir: string, name: string): Promise<{ client: net.Socket; accepted: net.Socket; fd: number; close(): void }> {
+  const path = join(dir, name);
+  const server = net.createServer({ pauseOnConnect: true });
+  await new Promise<void>((resolve) => server.listen(path, resolve));
+  const acceptedP = new Promise<net.Socket>((resolve) => server.once("connection", resolve));
+  const client = net.connect(path);
+  await new Promise<void>((resolve) => client.once("connect", resolve));
+  const accepted = await acceptedP;
+  const fd = (accepted as unknown as { _handle: { fd: number } })._handle.fd;
+  return {
+    client,
+    accepted,
+    fd,
+    close: () => {
+      client.destroy();
+      accepted.destroy();
+      server.close();
+    },
+  };
+}
+
+void test("xsio.waitRecv: -1 once the budget has passed with nothing to read; the ready socket's index and its bytes; 0 at end of stream", async (t) => {
+  const x = addon();
+  const dir = tempDir(t);
+  const a = await socketPair(dir, "a");
+  const b = await socketPair(dir, "b");
+  t.after(() => {
+    a.close();
+    b.close();
+  });
+  const buf = Buffer.alloc(64);
+  const out = new Int32Array(2);
+  const fds = Int32Array.of(a.fd, b.fd);
+  const t0 = performance.now();
+  assert.equal(x.waitRecv(fds, buf, 3e6, out), -1);
+  assert.ok(performance.now() - t0 >= 2.5, "waited out its 3 ms budget");
+
+  b.client.write("hello");
+  let i = -1;
+  for (let k = 0; k < 1000 && i < 0; k++) i = x.waitRecv(fds, buf, 1e6, out);
+  assert.equal(i, 1, "the second socket is the ready one");
+  assert.equal(out[0], 5);
+  assert.equal(buf.toString("latin1", 0, 5), "hello");
+
+  // end() shuts the socket down from the event loop, once its writes are out.
+  await new Promise<void>((resolve) => a.client.end(resolve));
+  i = -1;
+  for (let k = 0; k < 1000 && i < 0; k++) i = x.waitRecv(fds, buf, 1e6, out);
+  assert.equal(i, 0);
+  assert.equal(out[0], 0, "end of stream reads nothing");
+});
+
+void test("xsio.sendNow: sends what it can at once and says how much; an error is -errno, never a throw or a signal", async (t) => {
+  const x = addon();
+  const dir = tempDir(t);
+  const p = await socketPair(dir, "p");
+  t.after(() => p.close());
+  const got = new Promise<string>((resolve) => p.client.once("data", (c: Buffer) => resolve(c.toString())));
+  assert.equal(x.sendNow(p.fd, Buffer.from("reply")), 5);
+  assert.equal(await got, "reply");
+  assert.equal(x.sendNow(-1, Buffer.from("x")), -9, "EBADF");
+  // The peer is gone: EPIPE (Node.js ignores SIGPIPE, and send(2) is told not to raise it).
+  p.client.destroy();
+  await tick();
+  let r = 0;
+  for (let k = 0; k < 100 && r >= 0; k++) {
+    r = x.sendNow(p.fd, Buffer.from("late"));
+    await tick();
+  }
+  assert.ok(r === -32 || r === -104, `EPIPE or ECONNRESET, got ${r}`);
+  assert.throws(() => x.sendNow(p.fd, "text" as unknown as Buffer), TypeError);
+  assert.throws(() => x.waitRecv([p.fd] as unknown as Int32Array, Buffer.alloc(1), 0, new Int32Array(2)), TypeError);
+});
+
+void test("xenstored over a socket: a client with one request in flight is read and answered by the fast path; --no-fast-path and --busy-poll-us 0 leave it to the streams", async (t) => {
+  addon();
+  const dir = tempDir(t);
+  for (const [name, opts] of [
+    ["fast", {}],
+    ["streams", { fastPath: false }],
+    ["nopoll", { busyPollUs: 0 }],
+  ] as const) {
+    const daemon = createXenstored({});
+    const server = await listenUnix(daemon, join(dir, `socket-${name}`), opts);
+    const c = await connectXenstore({ socket: server.path, reconnect: false });
+    try {
+      let i = 0;
+      // The first requests may all miss the poll on a loaded machine: allow many for the first hit.
+      for (; i < 300 || (name === "fast" && server.fastPath!.fastReads === 0 && i < 20_000); i++) {
+        await c.write(`/fast/k${i % 10}`, String(i));
+        assert.equal(await c.read(`/fast/k${i % 10}`), String(i));
+      }
+      if (name === "fast") {
+        assert.ok(server.fastPath!.fastReads > 0, `no request read by the fast path in ${i} (poll hits ${server.poll.hits})`);
+        assert.ok(server.fastPath!.fastSends > 0);
+      } else if (name === "streams") {
+        assert.equal(server.fastPath, undefined);
+      } else {
+        assert.equal(server.fastPath!.fastReads, 0, "no polling, nothing read by the fast path");
+        assert.ok(server.fastPath!.fastSends > 0, "replies still leave with send(2)");
+      }
+    } finally {
+      await c.close();
+      daemon.close();
+      await server.close();
+    }
+  }
+});
+
+void test("xenstored's fast path keeps replies in order when the client stops reading: the socket fills, the stream takes over, nothing is lost or reordered", async (t) => {
+  addon();
+  const dir = tempDir(t);
+  const daemon = createXenstored({});
+  const server = await listenUnix(daemon, join(dir, "socket"));
+  t.after(async () => {
+    daemon.close();
+    await server.close();
+  });
+  const big = "v".repeat(4000);
+  const setup = new RawConnection(net.connect(server.path));
+  assert.equal((await setup.request("WRITE", `/big|${big}`)).error, undefined);
+  setup.stream.destroy();
+
+  // One READ per event-loop turn, each its own chunk (so the daemon does not cork them), while
+  // this side reads nothing: ~1.2 MB of replies, far more than the socket buffer holds.
+  const sock = net.connect(server.path);
+  await new Promise<void>((resolve) => sock.once("connect", resolve));
+  sock.pause();
+  const N = 300;
+  for (let i = 1; i <= N; i++) {
+    sock.write(encodeMessage({ type: "READ", reqId: i, txId: 0, payload: "/big\0" }));
+    await tick();
+  }
+  const decoder = new FrameDecoder();
+  const ids: number[] = [];
+  await new Promise<void>((resolve, reject) => {
+    sock.on("data", (chunk: Buffer) => {
+      for (const r of decoder.push(chunk)) {
+        if (r.kind !== "message") return reject(new Error(`bad frame ${r.kind}`));
+        if (r.message.payload.toString("latin1") !== big) return reject(new Error(`reply ${r.message.reqId} has the wrong payload`));
+        ids.push(r.message.reqId);
+        if (ids.length === N) resolve();
+      }
+    });
+    sock.resume();
+  });
+  sock.destroy();
+  assert.deepEqual(
+    ids,
+    Array.from({ length: N }, (_, i) => i + 1),
+  );
+  assert.ok(server.fastPath!.fastSends > 0, "the first replies went out with send(2)");
+});
