@@ -41,26 +41,28 @@ static napi_value fail(napi_env env, const char *msg) {
 }
 
 /*
- * waitRecv(fds: Int32Array, buf: Buffer, budgetNs: number, out: Int32Array(2)): number
- * Polls `fds` until one is readable or `budgetNs` has passed. Returns the index of the first
+ * waitRecv(fds: Int32Array, count: number, buf: Buffer, budgetNs: number, out: Int32Array(2)): number
+ * Polls the first `count` of `fds` until one is readable or `budgetNs` has passed. Returns the index of the first
  * readable socket, or -1 if none became readable in time. For a readable socket, out[0] is what
  * recv(2) gave: the bytes read into `buf` (> 0), 0 at end of stream, or -errno. At end of stream,
  * on error or hang-up nothing more is read: the event loop sees it and closes the socket.
  */
 static napi_value wait_recv(napi_env env, napi_callback_info info) {
-  size_t argc = 4;
-  napi_value argv[4];
-  if (napi_get_cb_info(env, info, &argc, argv, NULL, NULL) != napi_ok || argc != 4) return fail(env, "waitRecv(fds, buf, budgetNs, out)");
+  size_t argc = 5;
+  napi_value argv[5];
+  if (napi_get_cb_info(env, info, &argc, argv, NULL, NULL) != napi_ok || argc != 5) return fail(env, "waitRecv(fds, count, buf, budgetNs, out)");
   napi_typedarray_type t1, t4;
   size_t nfds, nout;
   void *fdsData, *outData, *buf;
   size_t buflen;
   double budget;
+  uint32_t count;
   if (napi_get_typedarray_info(env, argv[0], &t1, &nfds, &fdsData, NULL, NULL) != napi_ok || t1 != napi_int32_array) return fail(env, "fds must be an Int32Array");
-  if (napi_get_buffer_info(env, argv[1], &buf, &buflen) != napi_ok || buflen == 0) return fail(env, "buf must be a non-empty Buffer");
-  if (napi_get_value_double(env, argv[2], &budget) != napi_ok) return fail(env, "budgetNs must be a number");
-  if (napi_get_typedarray_info(env, argv[3], &t4, &nout, &outData, NULL, NULL) != napi_ok || t4 != napi_int32_array || nout < 1) return fail(env, "out must be an Int32Array");
-  if (nfds > MAX_FDS) nfds = MAX_FDS;
+  if (napi_get_value_uint32(env, argv[1], &count) != napi_ok || count > nfds) return fail(env, "count must be at most fds.length");
+  if (napi_get_buffer_info(env, argv[2], &buf, &buflen) != napi_ok || buflen == 0) return fail(env, "buf must be a non-empty Buffer");
+  if (napi_get_value_double(env, argv[3], &budget) != napi_ok) return fail(env, "budgetNs must be a number");
+  if (napi_get_typedarray_info(env, argv[4], &t4, &nout, &outData, NULL, NULL) != napi_ok || t4 != napi_int32_array || nout < 1) return fail(env, "out must be an Int32Array");
+  nfds = count < MAX_FDS ? count : MAX_FDS;
   const int32_t *fds = fdsData;
   int32_t *out = outData;
   struct pollfd p[MAX_FDS];

@@ -70,8 +70,8 @@ export interface ConnectionOptions {
   readonly outstanding: number;
   readonly eventQueueBytes: number;
   readonly label: string;
-  /** Called after each chunk of input was handled (the socket's busy-polling, server.ts). */
-  readonly afterInput?: (() => void) | undefined;
+  /** Called after each chunk of input was handled, with its number of requests (the socket's busy-polling, server.ts). */
+  readonly afterInput?: ((requests: number) => void) | undefined;
   /** Writes a frame to the transport in place of `transport.write` (the socket fast path, socket-io.ts). */
   readonly write?: ((frame: Buffer) => void) | undefined;
 }
@@ -132,6 +132,7 @@ export class Connection implements Watcher {
   /** Bytes from the client: the transport's 'data', or the socket fast path (socket-io.ts). */
   input(chunk: Buffer): void {
     if (this.#closed) return;
+    let requests = 0;
     for (const r of this.#decoder.push(chunk)) {
       if (r.kind === "oversized") {
         log("warn", "xenstored", `${this.label}: frame of ${r.length} bytes exceeds ${XENSTORE_PAYLOAD_MAX}; closing the connection`);
@@ -140,9 +141,10 @@ export class Connection implements Watcher {
         return;
       }
       this.#inbox.push(r.message);
+      requests++;
     }
     this.#pump();
-    this.#opts.afterInput?.();
+    this.#opts.afterInput?.(requests);
   }
 
   #blocked(): boolean {

@@ -74,7 +74,10 @@ export async function listenUnix(daemon: Xenstored, socketPath: string, opts: { 
       // After each chunk's requests are answered, polling for this client's next one starts.
       const poller = new BusyPoll(pollUs, entry === undefined ? undefined : spinner!.clock(entry), poll);
       conn = daemon.attach(sock, 0, "socket", {
-        afterInput: () => poller.kick(),
+        afterInput: (requests) => {
+          if (entry !== undefined) entry.pipelining = requests > 1;
+          poller.kick();
+        },
         write: entry === undefined ? undefined : (frame) => spinner!.write(entry, frame),
       });
     } catch {

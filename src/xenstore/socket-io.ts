@@ -14,7 +14,8 @@
  * Ordering: bytes are read here only from a socket whose stream is flowing with nothing buffered,
  * and sent here only when the stream holds nothing unsent and is not corked, so neither
  * direction can overtake the other path. The event loop turns between waits (each wait lasts at
- * most WAIT_SLICE_MS), so timers, other sockets and microtasks still run while a client is polled.
+ * most WAIT_SLICE_MS), so timers, other sockets and microtasks still run while a client is polled,
+ * and there is no wait at all while some socket has output the event loop has yet to write.
  *
  * If the addon is missing (not built) the daemon busy-polls through the event loop as before:
  * slower, the same behaviour.
@@ -24,7 +25,7 @@ import type * as net from "node:net";
 import type { BusyPollClock } from "../lib/busy-poll.js";
 
 export interface XsioAddon {
-  waitRecv(fds: Int32Array, buf: Buffer, budgetNs: number, out: Int32Array): number;
+  waitRecv(fds: Int32Array, count: number, buf: Buffer, budgetNs: number, out: Int32Array): number;
   sendNow(fd: number, buf: Buffer): number;
 }
 
@@ -57,7 +58,7 @@ function fdOf(sock: net.Socket): number {
   return typeof fd === "number" && fd >= 0 ? fd : -1;
 }
 
-/** One polled connection of a SocketSpinner. */
+/** One connection of a SocketSpinner. */
 export interface SpinEntry {
   readonly sock: net.Socket;
   readonly fd: number;
@@ -65,6 +66,16 @@ export interface SpinEntry {
   readonly input: (chunk: Buffer) => void;
   /** False once the connection is closing: leave it to the event loop. */
   readonly live: () => boolean;
+  /**
+   * The last chunk from this client held several requests: it pipelines, its next requests are
+   * usually there already, and the event loop reads them as cheaply (and writes the replies it
+   * could not send at once). The addon waits only for clients with one request at a time.
+   */
+  pipelining: boolean;
+  /** The poller's callback for the next turn while it polls (undefined: not polling). */
+  due: (() => void) | undefined;
+  /** When the poller's window ends (ms). */
+  untilMs: number;
 }
 
 export interface SpinStats {
@@ -83,7 +94,9 @@ export class SocketSpinner {
   readonly #addon: XsioAddon;
   readonly #buf = Buffer.allocUnsafe(64 * 1024);
   readonly #out = new Int32Array(2);
-  #due = new Map<SpinEntry, { fn: () => void; untilMs: number }>();
+  readonly #fds = new Int32Array(MAX_WAIT_FDS);
+  readonly #waitOn: SpinEntry[] = [];
+  readonly #entries = new Set<SpinEntry>();
   #scheduled = false;
 
   private constructor(addon: XsioAddon) {
@@ -98,7 +111,11 @@ export class SocketSpinner {
   /** The socket's entry, or undefined if its descriptor is not known. */
   entry(sock: net.Socket, input: (chunk: Buffer) => void, live: () => boolean): SpinEntry | undefined {
     const fd = fdOf(sock);
-    return fd < 0 ? undefined : { sock, fd, input, live };
+    if (fd < 0) return undefined;
+    const e: SpinEntry = { sock, fd, input, live, pipelining: false, due: undefined, untilMs: 0 };
+    this.#entries.add(e);
+    sock.once("close", () => this.#entries.delete(e));
+    return e;
   }
 
   /** A BusyPoll clock whose polling turns wait on `e`'s socket in the addon. */
@@ -106,7 +123,8 @@ export class SocketSpinner {
     return {
       now: () => performance.now(),
       defer: (fn, untilMs) => {
-        this.#due.set(e, { fn, untilMs: untilMs ?? 0 });
+        e.due = fn;
+        e.untilMs = untilMs ?? 0;
         if (!this.#scheduled) {
           this.#scheduled = true;
           setImmediate(this.#turn);
@@ -133,20 +151,24 @@ export class SocketSpinner {
 
   readonly #turn = (): void => {
     this.#scheduled = false;
-    const due = this.#due;
-    this.#due = new Map();
     const now = performance.now();
-    const waitOn: SpinEntry[] = [];
+    const waitOn = this.#waitOn;
     let untilMs = now;
-    for (const [e, d] of due) {
-      if (waitOn.length < MAX_WAIT_FDS && e.live() && !e.sock.isPaused() && e.sock.readableLength === 0) waitOn.push(e);
-      if (d.untilMs > untilMs) untilMs = d.untilMs;
+    let outputPending = false;
+    for (const e of this.#entries) {
+      if (e.sock.writableLength > 0) outputPending = true;
+      if (e.due === undefined) continue;
+      if (e.untilMs > untilMs) untilMs = e.untilMs;
+      if (!e.pipelining && waitOn.length < MAX_WAIT_FDS && e.live() && !e.sock.isPaused() && e.sock.readableLength === 0) {
+        this.#fds[waitOn.length] = e.fd;
+        waitOn.push(e);
+      }
     }
     const budgetMs = Math.min(untilMs - now, WAIT_SLICE_MS);
-    if (waitOn.length > 0 && budgetMs > 0) {
-      const fds = new Int32Array(waitOn.length);
-      for (let i = 0; i < waitOn.length; i++) fds[i] = waitOn[i]!.fd;
-      const i = this.#addon.waitRecv(fds, this.#buf, budgetMs * 1e6, this.#out);
+    // Output waiting for a socket to drain is written by the event loop: waiting here would hold
+    // it back (and its client with it). Such turns poll through the event loop instead.
+    if (waitOn.length > 0 && budgetMs > 0 && !outputPending) {
+      const i = this.#addon.waitRecv(this.#fds, waitOn.length, this.#buf, budgetMs * 1e6, this.#out);
       const n = this.#out[0]!;
       // n <= 0: end of stream, hang-up or an error; the event loop sees it and closes the socket.
       if (i >= 0 && n > 0) {
@@ -155,7 +177,13 @@ export class SocketSpinner {
         waitOn[i]!.input(Buffer.from(this.#buf.subarray(0, n)));
       }
     }
-    // Each connection's poller decides whether to go on (and defers again).
-    for (const d of due.values()) d.fn();
+    waitOn.length = 0;
+    // Each polling connection's poller decides whether to go on (and defers again).
+    for (const e of this.#entries) {
+      const fn = e.due;
+      if (fn === undefined) continue;
+      e.due = undefined;
+      fn();
+    }
   };
 }

@@ -58,12 +58,14 @@ void test("xsio.waitRecv: -1 once the budget has passed with nothing to read; th
   const out = new Int32Array(2);
   const fds = Int32Array.of(a.fd, b.fd);
   const t0 = performance.now();
-  assert.equal(x.waitRecv(fds, buf, 3e6, out), -1);
+  assert.equal(x.waitRecv(fds, 2, buf, 3e6, out), -1);
   assert.ok(performance.now() - t0 >= 2.5, "waited out its 3 ms budget");
 
   b.client.write("hello");
+  await tick();
+  assert.equal(x.waitRecv(fds, 1, buf, 1e6, out), -1, "only the first `count` sockets are polled");
   let i = -1;
-  for (let k = 0; k < 1000 && i < 0; k++) i = x.waitRecv(fds, buf, 1e6, out);
+  for (let k = 0; k < 1000 && i < 0; k++) i = x.waitRecv(fds, 2, buf, 1e6, out);
   assert.equal(i, 1, "the second socket is the ready one");
   assert.equal(out[0], 5);
   assert.equal(buf.toString("latin1", 0, 5), "hello");
@@ -71,7 +73,7 @@ void test("xsio.waitRecv: -1 once the budget has passed with nothing to read; th
   // end() shuts the socket down from the event loop, once its writes are out.
   await new Promise<void>((resolve) => a.client.end(resolve));
   i = -1;
-  for (let k = 0; k < 1000 && i < 0; k++) i = x.waitRecv(fds, buf, 1e6, out);
+  for (let k = 0; k < 1000 && i < 0; k++) i = x.waitRecv(fds, 2, buf, 1e6, out);
   assert.equal(i, 0);
   assert.equal(out[0], 0, "end of stream reads nothing");
 });
@@ -95,7 +97,8 @@ void test("xsio.sendNow: sends what it can at once and says how much; an error i
   }
   assert.ok(r === -32 || r === -104, `EPIPE or ECONNRESET, got ${r}`);
   assert.throws(() => x.sendNow(p.fd, "text" as unknown as Buffer), TypeError);
-  assert.throws(() => x.waitRecv([p.fd] as unknown as Int32Array, Buffer.alloc(1), 0, new Int32Array(2)), TypeError);
+  assert.throws(() => x.waitRecv([p.fd] as unknown as Int32Array, 1, Buffer.alloc(1), 0, new Int32Array(2)), TypeError);
+  assert.throws(() => x.waitRecv(Int32Array.of(p.fd), 2, Buffer.alloc(1), 0, new Int32Array(2)), TypeError, "count beyond the array");
 });
 
 void test("xenstored over a socket: a client with one request in flight is read and answered by the fast path; --no-fast-path and --busy-poll-us 0 leave it to the streams", async (t) => {
