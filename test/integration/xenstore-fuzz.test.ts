@@ -9,8 +9,12 @@
  */
 import { test } from "node:test";
 import assert from "node:assert/strict";
+import { mkdtempSync, rmSync } from "node:fs";
+import * as net from "node:net";
+import { tmpdir } from "node:os";
+import { join } from "node:path";
 import type { Duplex } from "node:stream";
-import { createXenstored, encodeMessage, FrameDecoder, nulTerminated, XS_ERRORS, XS_OPS, XENSTORE_PAYLOAD_MAX, type XsMessage } from "../../src/xenstore/index.js";
+import { createXenstored, encodeMessage, FrameDecoder, listenUnix, nulTerminated, socketFastPathUnavailable, XS_ERRORS, XS_OPS, XENSTORE_PAYLOAD_MAX, type XsMessage } from "../../src/xenstore/index.js";
 import { XenstoreClient } from "../../src/xenstore/client.js";
 import { rng } from "../support/rng.js";
 
@@ -158,16 +162,28 @@ class FuzzConn {
   }
 }
 
-await test("vmstack's xenstored survives random, mutated and garbage frames without disturbing other clients", async (t) => {
-  t.diagnostic(`seed ${seed} (replay: VMSTACK_FUZZ_SEED=${seed}), budget ${budgetMs} ms`);
-  const d = createXenstored();
-  const bystander = new XenstoreClient(d.openConnection({ domid: 0 }));
+/** Write a request whole, or now and then in pieces a tick apart (partial frames reach the daemon). */
+async function send(duplex: Duplex, bytes: Buffer): Promise<void> {
+  if (rand() >= 0.2 || bytes.length < 2) {
+    duplex.write(bytes);
+    return;
+  }
+  const cut = 1 + int(bytes.length - 1);
+  duplex.write(bytes.subarray(0, cut));
+  await new Promise((r) => setImmediate(r));
+  if (!duplex.destroyed) duplex.write(bytes.subarray(cut));
+}
+
+/**
+ * The fuzz loop against one daemon: `open(i)` opens the i-th fuzzing connection (a label and its
+ * transport), `client()` a well-behaved dom0 client.
+ */
+async function fuzz(t: { diagnostic(s: string): void }, budget: number, open0: (i: number) => [string, Duplex], client: () => XenstoreClient): Promise<void> {
+  t.diagnostic(`seed ${seed} (replay: VMSTACK_FUZZ_SEED=${seed}), budget ${budget} ms`);
+  const bystander = client();
   const watch = await bystander.watch("/bystander");
   await watch.next(); // initial event
-  const open = (i: number): FuzzConn => {
-    const domid = pick([0, 0, 5, 6]);
-    return new FuzzConn(`fuzz${i}/dom${domid}`, d.openConnection({ domid }));
-  };
+  const open = (i: number): FuzzConn => new FuzzConn(...open0(i));
   let conns = [open(0), open(1), open(2), open(3)];
   let nextReq = 1;
   let rounds = 0;
@@ -176,7 +192,7 @@ await test("vmstack's xenstored survives random, mutated and garbage frames with
   const succeeded = new Set<string>();
   let closedByDaemon = 0;
   const problems: string[] = [];
-  const deadline = Date.now() + budgetMs;
+  const deadline = Date.now() + budget;
   while (Date.now() < deadline) {
     rounds++;
     const i = int(conns.length);
@@ -189,7 +205,7 @@ await test("vmstack's xenstored survives random, mutated and garbage frames with
         const reqId = nextReq++;
         const f = structuredFrame(c.txIds(), reqId);
         sent.set(reqId, f.type);
-        c.duplex.write(f.bytes);
+        await send(c.duplex, f.bytes);
       }
       await c.until(() => c.frames.filter((f) => sent.has(f.reqId) && f.op !== "WATCH_EVENT").length >= sent.size, "replies to well-framed requests");
       const replies = c.frames.filter((f) => sent.has(f.reqId) && f.op !== "WATCH_EVENT");
@@ -227,10 +243,44 @@ await test("vmstack's xenstored survives random, mutated and garbage frames with
   assert.equal(bystanderEvents, rounds, `bystander events; seed ${seed}`);
   assert.equal(watch.dropped, 0);
   // And a fresh connection still works.
-  const fresh = new XenstoreClient(d.openConnection({ domid: 0 }));
+  const fresh = client();
   assert.equal(await fresh.read(`/bystander/k${rounds % 16}`), String(rounds));
   t.diagnostic(`${rounds} rounds, ${nextReq - 1} frames, ${closedByDaemon} connections closed by the daemon, ${bystanderOps} bystander ops; ops that succeeded at least once: ${[...succeeded].sort().join(" ")}`);
   await fresh.close();
   await bystander.close();
+}
+
+await test("vmstack's xenstored survives random, mutated and garbage frames without disturbing other clients", async (t) => {
+  const d = createXenstored();
+  await fuzz(
+    t,
+    budgetMs,
+    (i) => {
+      const domid = pick([0, 0, 5, 6]);
+      return [`fuzz${i}/dom${domid}`, d.openConnection({ domid })];
+    },
+    () => new XenstoreClient(d.openConnection({ domid: 0 })),
+  );
   d.close();
+});
+
+await test("the same over its Unix socket, busy-polled through the native fast path (whole and split frames)", async (t) => {
+  const dir = mkdtempSync(join(tmpdir(), "vmstack-fuzz-"));
+  const d = createXenstored();
+  const server = await listenUnix(d, join(dir, "socket"));
+  try {
+    await fuzz(
+      t,
+      Math.max(1000, budgetMs / 2),
+      (i) => [`socket${i}`, net.connect(server.path)],
+      () => new XenstoreClient(net.connect(server.path)),
+    );
+    assert.equal(socketFastPathUnavailable, "", "the build makes the fast path");
+    assert.ok(server.fastPath!.fastReads > 0, "the fast path read some of the requests");
+    t.diagnostic(`fast path: ${server.fastPath!.fastReads} chunks read, ${server.fastPath!.fastSends} frames sent`);
+  } finally {
+    d.close();
+    await server.close();
+    rmSync(dir, { recursive: true, force: true });
+  }
 });
