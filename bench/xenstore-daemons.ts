@@ -59,7 +59,7 @@ function stopChild(child: ChildProcess, signal: "SIGTERM" | "SIGKILL" = "SIGTERM
  * vmstack's daemon with a state directory (replies wait for the journal write, "write", or for its
  * fdatasync, "fsync"), or in memory only.
  */
-export async function startVmstack(opts: { name: string; mode: "write" | "fsync" | "memory"; busyPollUs?: number; fastPath?: boolean } = { name: "vmstack", mode: "write" }): Promise<VmstackDaemon> {
+export async function startVmstack(opts: { name: string; mode: "write" | "fsync" | "memory"; busyPollUs?: number; nativeIo?: boolean } = { name: "vmstack", mode: "write" }): Promise<VmstackDaemon> {
   const dir = mkdtempSync(join(tmpdir(), "vmstack-bench-xs-"));
   const socket = join(dir, "socket");
   const stateDir = join(dir, "state");
@@ -68,7 +68,7 @@ export async function startVmstack(opts: { name: string; mode: "write" | "fsync"
   const launch = async (): Promise<void> => {
     const storage = opts.mode === "memory" ? ["--no-persist"] : ["--state-dir", stateDir, "--durability", opts.mode];
     const poll = opts.busyPollUs === undefined ? [] : ["--busy-poll-us", String(opts.busyPollUs)];
-    const fast = opts.fastPath === false ? ["--no-fast-path"] : [];
+    const fast = opts.nativeIo === false ? ["--no-native-io"] : [];
     child = spawn(process.execPath, [bin, "--socket", socket, ...storage, ...poll, ...fast], { stdio: ["ignore", "pipe", "pipe"] });
     await waitForLine(child, "vmstack xenstored");
   };

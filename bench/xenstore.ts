@@ -7,8 +7,8 @@
  *
  * "vmstack" keeps a state directory (every reply waits for its journal record, the product's
  * default durability: written before the reply, fdatasync'd within 1 s) and busy-polls after each
- * request (the default, --busy-poll-us 200) through its native socket fast path; "vmstack-streams"
- * is the same through Node.js's streams only (--no-fast-path); "vmstack-nopoll" without busy-polling;
+ * request (the default, --busy-poll-us 200) through its native socket I/O; "vmstack-streams"
+ * is the same through Node.js's streams only (--no-native-io); "vmstack-nopoll" without busy-polling;
  * "vmstack-fsync" waits for the fdatasync (--durability fsync); "vmstack-memory" (--no-persist)
  * keeps nothing.
  *
@@ -36,7 +36,7 @@ const argValue = (name: string): string | undefined => {
 const REPEAT = Number(argValue("--repeat") ?? 5);
 const VMSTACKS = {
   vmstack: { mode: "write" },
-  "vmstack-streams": { mode: "write", fastPath: false },
+  "vmstack-streams": { mode: "write", nativeIo: false },
   "vmstack-nopoll": { mode: "write", busyPollUs: 0 },
   "vmstack-fsync": { mode: "fsync" },
   "vmstack-memory": { mode: "memory" },

@@ -1,5 +1,5 @@
 /*
- * Socket fast path for xenstored's busy-polling (see src/xenstore/socket-spin.ts).
+ * Native socket I/O for xenstored's busy-polling (see src/xenstore/socket-io.ts).
  *
  * Node.js detects a readable socket through its event loop: one loop turn (timers, epoll_wait,
  * setImmediate callbacks) per check, then a read, a Buffer and a stream event. On the machines

@@ -13,7 +13,7 @@ import { closeSync, mkdirSync, openSync, readFileSync, rmSync, writeSync } from 
 import { connect } from "node:net";
 import { once } from "node:events";
 import type { Server } from "node:net";
-import { createXenstored, listenUnix, type SocketServer, type Xenstored } from "../xenstore/index.js";
+import { createXenstored, DEFAULT_BUSY_POLL_US, listenUnix, type SocketServer, type Xenstored } from "../xenstore/index.js";
 import { XenstoreClient, connectXenstore } from "../xenstore/client.js";
 import { DomainManager, hostMemoryMiB } from "./manager.js";
 import { handle, type CliRunner, type OpsContext } from "./manager-ops.js";
@@ -27,6 +27,8 @@ export interface VmstackdOptions {
   readonly stateDir?: string | undefined;
   readonly runDir?: string | undefined;
   readonly dom0MemoryMiB?: number | undefined;
+  /** Busy-poll window of the embedded xenstored's socket (xenstore/server.ts); default $VMSTACK_XENSTORED_BUSY_POLL_US or 200. */
+  readonly xenstoredBusyPollUs?: number | undefined;
   readonly env: NodeJS.ProcessEnv;
   readonly out: NodeJS.WritableStream;
   readonly signal: AbortSignal;
@@ -50,6 +52,17 @@ class LogRing {
   clear(): void {
     this.#lines = [];
   }
+}
+
+/** The embedded xenstored's busy-poll window: the option, else $VMSTACK_XENSTORED_BUSY_POLL_US, else the default. */
+export function xenstoredBusyPollUs(o: Pick<VmstackdOptions, "xenstoredBusyPollUs" | "env">): number {
+  const raw = o.xenstoredBusyPollUs ?? o.env["VMSTACK_XENSTORED_BUSY_POLL_US"];
+  if (raw === undefined || raw === "") return DEFAULT_BUSY_POLL_US;
+  const n = typeof raw === "number" ? raw : /^\d+$/.test(raw) ? Number(raw) : NaN;
+  if (!Number.isInteger(n) || n < 0 || n > 10_000) {
+    throw new VmstackError("VMSTACKD_BUSY_POLL", `xenstored busy-poll window must be 0-10000 µs, got '${String(raw)}' (--xenstored-busy-poll-us or VMSTACK_XENSTORED_BUSY_POLL_US)`);
+  }
+  return n;
 }
 
 async function answers(path: string): Promise<boolean> {
@@ -92,6 +105,7 @@ function takePidFile(paths: DaemonPaths): number | undefined {
 }
 
 export async function runVmstackd(o: VmstackdOptions): Promise<number> {
+  const busyPollUs = xenstoredBusyPollUs(o); // a bad setting stops vmstackd before anything starts
   const paths = daemonPaths(o.env, { stateDir: o.stateDir, runDir: o.runDir });
   const ring = new LogRing(2000, o.out);
   const holder = takePidFile(paths);
@@ -112,9 +126,9 @@ export async function runVmstackd(o: VmstackdOptions): Promise<number> {
     } else {
       xsd = createXenstored({ stateDir: paths.xenstoreStateDir });
       for (const l of xsd.loadReport) ring.add(`xenstored: ${l}`);
-      xsServer = await listenUnix(xsd, paths.xenstoreSocket);
+      xsServer = await listenUnix(xsd, paths.xenstoreSocket, { busyPollUs });
       xs = new XenstoreClient(xsd.openConnection({ domid: 0 }));
-      ring.add(`xenstored in-process, socket ${paths.xenstoreSocket}`);
+      ring.add(`xenstored in-process, socket ${paths.xenstoreSocket} (busy-poll ${busyPollUs} µs${xsServer.nativeIo === undefined ? ", no native I/O" : ""})`);
     }
     const envDom0 = Number(o.env["VMSTACK_DOM0_MEM"]);
     const accel = await daemonAccel(o.env, (m) => ring.add(m), { signal: o.signal });

@@ -72,7 +72,7 @@ export interface ConnectionOptions {
   readonly label: string;
   /** Called after each chunk of input was handled, with its number of requests (the socket's busy-polling, server.ts). */
   readonly afterInput?: ((requests: number) => void) | undefined;
-  /** Writes a frame to the transport in place of `transport.write` (the socket fast path, socket-io.ts). */
+  /** Writes a frame to the transport in place of `transport.write` (native socket I/O, socket-io.ts). */
   readonly write?: ((frame: Buffer) => void) | undefined;
 }
 
@@ -129,7 +129,7 @@ export class Connection implements Watcher {
     return this.#closed;
   }
 
-  /** Bytes from the client: the transport's 'data', or the socket fast path (socket-io.ts). */
+  /** Bytes from the client: the transport's 'data', or native socket I/O (socket-io.ts). */
   input(chunk: Buffer): void {
     if (this.#closed) return;
     let requests = 0;

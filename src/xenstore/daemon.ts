@@ -241,7 +241,7 @@ export class Xenstored implements ConnectionHost {
     return client;
   }
 
-  /** Attach a transport (socket or stream) as a connection of `domid`; `io` is the socket server's fast path. */
+  /** Attach a transport (socket or stream) as a connection of `domid`; `io` is the socket server's native I/O. */
   attach(transport: Duplex, domid: number, label: string, io: Pick<ConnectionOptions, "afterInput" | "write"> = {}): Connection {
     if (this.#closed) {
       transport.destroy();

@@ -19,8 +19,8 @@ export interface SocketServer {
   readonly path: string;
   /** Busy-polling of all its connections so far (hits and misses say whether it pays). */
   readonly poll: Readonly<BusyPollStats>;
-  /** What the socket fast path did (socket-io.ts); undefined when it is off or not built. */
-  readonly fastPath: Readonly<SpinStats> | undefined;
+  /** What native socket I/O did (socket-io.ts); undefined when it is off or not built. */
+  readonly nativeIo: Readonly<SpinStats> | undefined;
   close(): Promise<void>;
 }
 
@@ -50,10 +50,10 @@ async function clearStale(socketPath: string): Promise<void> {
  * Listen on `socketPath` (mode 0600 unless `mode` says otherwise). After each request the
  * connection is busy-polled for up to `busyPollUs` (adaptive; see lib/busy-poll.ts) so that a
  * client with one request in flight does not wait for this process to wake up; with the native
- * fast path (socket-io.ts; `fastPath: false` turns it off) the polling waits in poll(2) and
+ * native I/O (socket-io.ts; `nativeIo: false` turns it off) the polling waits in poll(2) and
  * replies leave with send(2).
  */
-export async function listenUnix(daemon: Xenstored, socketPath: string, opts: { mode?: number; busyPollUs?: number; fastPath?: boolean } = {}): Promise<SocketServer> {
+export async function listenUnix(daemon: Xenstored, socketPath: string, opts: { mode?: number; busyPollUs?: number; nativeIo?: boolean } = {}): Promise<SocketServer> {
   if (Buffer.byteLength(socketPath) >= 108) {
     throw new VmstackError("XENSTORED_SOCKET_PATH", `socket path is too long for a Unix socket (${socketPath.length} bytes, max 107)`, { facts: { path: socketPath } });
   }
@@ -61,7 +61,7 @@ export async function listenUnix(daemon: Xenstored, socketPath: string, opts: { 
   await clearStale(socketPath);
   const pollUs = opts.busyPollUs ?? DEFAULT_BUSY_POLL_US;
   const poll: BusyPollStats = { hits: 0, misses: 0 };
-  const spinner = opts.fastPath !== false ? SocketSpinner.create() : undefined;
+  const spinner = opts.nativeIo !== false ? SocketSpinner.create() : undefined;
   // allowHalfOpen: a client may send requests and shut down its write side; it still gets replies.
   const server = net.createServer({ allowHalfOpen: true }, (sock) => {
     try {
@@ -102,7 +102,7 @@ export async function listenUnix(daemon: Xenstored, socketPath: string, opts: { 
   return {
     path: socketPath,
     poll,
-    fastPath: spinner?.stats,
+    nativeIo: spinner?.stats,
     close: () =>
       new Promise<void>((resolve) => {
         server.close(() => resolve());

@@ -1,8 +1,8 @@
 /**
- * The socket fast path of a busy-polling xenstored (native/xsio.c, a Node-API addon).
+ * Native socket I/O for a busy-polling xenstored (native/xsio.c, a Node-API addon).
  *
- * With one request in flight, throughput is the round trip, and on the machines vmstack was
- * measured on Node.js's own socket path was most of the daemon's part of it: about 8 µs from a
+ * With one request in flight, throughput is the round trip. On the machines vmstack was measured
+ * on, Node.js's own socket path was most of the daemon's part of it: about 8 µs from a
  * client's write to the request reaching JavaScript while busy-polling through the event loop
  * (setImmediate turns and epoll_wait), and about 4.5 µs from there until the reply's write
  * returned, where a C server needs 3.5 µs and 2 µs. So while a connection is busy-polled, the
@@ -17,8 +17,8 @@
  * most WAIT_SLICE_MS), so timers, other sockets and microtasks still run while a client is polled,
  * and there is no wait at all while some socket has output the event loop has yet to write.
  *
- * If the addon is missing (not built) the daemon busy-polls through the event loop as before:
- * slower, the same behaviour.
+ * If the addon is missing (not built) the daemon busy-polls through the event loop, as with
+ * `--no-native-io`: slower, the same behaviour.
  */
 import { createRequire } from "node:module";
 import type * as net from "node:net";
@@ -49,8 +49,8 @@ const loaded = loadAddon();
 /** The addon itself (tests), undefined when it is not built. */
 export const xsio: XsioAddon | undefined = loaded.addon;
 
-/** Why the fast path is unavailable ("" when it is available). */
-export const socketFastPathUnavailable: string = loaded.addon === undefined ? loaded.why : "";
+/** Why native I/O is unavailable ("" when it is available). */
+export const nativeIoUnavailable: string = loaded.addon === undefined ? loaded.why : "";
 
 /** The socket's file descriptor, or -1. Node.js has no public accessor; `_handle.fd` is its stream handle's. */
 function fdOf(sock: net.Socket): number {
@@ -80,9 +80,9 @@ export interface SpinEntry {
 
 export interface SpinStats {
   /** Chunks of requests read by the addon rather than by the event loop. */
-  fastReads: number;
+  nativeReads: number;
   /** Replies and events sent by the addon. */
-  fastSends: number;
+  nativeSends: number;
 }
 
 /**
@@ -90,7 +90,7 @@ export interface SpinStats {
  * turn, in which the addon waits on every connection still polling.
  */
 export class SocketSpinner {
-  readonly stats: SpinStats = { fastReads: 0, fastSends: 0 };
+  readonly stats: SpinStats = { nativeReads: 0, nativeSends: 0 };
   readonly #addon: XsioAddon;
   readonly #buf = Buffer.allocUnsafe(64 * 1024);
   readonly #out = new Int32Array(2);
@@ -139,7 +139,7 @@ export class SocketSpinner {
     if (s.writableLength === 0 && s.writableCorked === 0 && !s.destroyed) {
       const n = this.#addon.sendNow(e.fd, frame);
       if (n === frame.length) {
-        this.stats.fastSends++;
+        this.stats.nativeSends++;
         return;
       }
       // Partly sent (socket buffer full): the stream sends the rest. An error (EAGAIN, EPIPE, ...)
@@ -172,7 +172,7 @@ export class SocketSpinner {
       const n = this.#out[0]!;
       // n <= 0: end of stream, hang-up or an error; the event loop sees it and closes the socket.
       if (i >= 0 && n > 0) {
-        this.stats.fastReads++;
+        this.stats.nativeReads++;
         // A copy: the decoder may keep a partial frame, and the buffer is reused.
         waitOn[i]!.input(Buffer.from(this.#buf.subarray(0, n)));
       }

@@ -50,10 +50,10 @@ interface Env {
 
 const VMSTACKD = fileURLToPath(new URL("../../src/bin/vmstackd.js", import.meta.url));
 
-async function withDaemon(fn: (e: Env) => Promise<void>): Promise<void> {
+async function withDaemon(fn: (e: Env) => Promise<void>, moreEnv: Record<string, string> = {}): Promise<void> {
   const dir = mkdtempSync(join(tmpdir(), "vmstack-lcd-"));
   const fake = writeFakeQemu(dir, FAKE_QEMU);
-  const env = { ...process.env, VMSTACK_STATE_DIR: join(dir, "s"), VMSTACK_RUN_DIR: join(dir, "r"), VMSTACK_QEMU: fake, VMSTACK_LOG: "", VMSTACK_ACCEL: "tcg" };
+  const env = { ...process.env, VMSTACK_STATE_DIR: join(dir, "s"), VMSTACK_RUN_DIR: join(dir, "r"), VMSTACK_QEMU: fake, VMSTACK_LOG: "", VMSTACK_ACCEL: "tcg", ...moreEnv };
   const e: Env = {
     dir,
     env,
@@ -255,4 +255,24 @@ test("a pv-grub domain boots the kernel, initrd and command line its own disk's 
     const dmesg = JSON.stringify(await e.req({ op: "dmesg", clear: false }));
     assert.match(dmesg, /booting GRUB entry 0 'guest' from \/boot\/grub\/menu\.lst \(whole disk\)/);
   });
+});
+
+test("the embedded xenstored's busy-poll window: 200 µs through native I/O by default, VMSTACK_XENSTORED_BUSY_POLL_US sets it, a bad value stops vmstackd before it starts", async () => {
+  for (const [setting, want] of [[undefined, "busy-poll 200 µs)"], ["0", "busy-poll 0 µs)"]] as const) {
+    await withDaemon(
+      async (e) => {
+        await e.list();
+        const log = ((await e.req({ op: "dmesg", clear: false })) as string[]).join("\n");
+        assert.ok(log.includes(want), `log says "${want}":\n${log}`);
+      },
+      setting === undefined ? {} : { VMSTACK_XENSTORED_BUSY_POLL_US: setting },
+    );
+  }
+  const { xenstoredBusyPollUs } = await import("../../src/vmm/manager-daemon.js");
+  assert.equal(xenstoredBusyPollUs({ env: {} }), 200);
+  assert.equal(xenstoredBusyPollUs({ env: { VMSTACK_XENSTORED_BUSY_POLL_US: "50" } }), 50);
+  assert.equal(xenstoredBusyPollUs({ xenstoredBusyPollUs: 0, env: { VMSTACK_XENSTORED_BUSY_POLL_US: "50" } }), 0, "the option wins");
+  for (const bad of ["-1", "1e3", "fast", "10001"]) {
+    assert.throws(() => xenstoredBusyPollUs({ env: { VMSTACK_XENSTORED_BUSY_POLL_US: bad } }), /must be 0-10000 µs/, bad);
+  }
 });

@@ -6,7 +6,7 @@ import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { setImmediate as tick } from "node:timers/promises";
 import { connectXenstore } from "../../src/xenstore/client.js";
-import { createXenstored, encodeMessage, listenUnix, RawConnection, socketFastPathUnavailable } from "../../src/xenstore/index.js";
+import { createXenstored, encodeMessage, listenUnix, RawConnection, nativeIoUnavailable } from "../../src/xenstore/index.js";
 import { FrameDecoder } from "../../src/xenstore/wire.js";
 import { xsio, type XsioAddon } from "../../src/xenstore/socket-io.js";
 
@@ -18,7 +18,7 @@ function tempDir(t: { after(fn: () => void): void }): string {
 
 /** The build makes the addon (npm run build: make -C native); without it the daemon is slower. */
 function addon(): XsioAddon {
-  assert.equal(socketFastPathUnavailable, "", "native/xsio.c is built into dist/native/xsio.node");
+  assert.equal(nativeIoUnavailable, "", "native/xsio.c is built into dist/native/xsio.node");
   assert.ok(xsio !== undefined);
   return xsio;
 }
@@ -101,12 +101,12 @@ void test("xsio.sendNow: sends what it can at once and says how much; an error i
   assert.throws(() => x.waitRecv(Int32Array.of(p.fd), 2, Buffer.alloc(1), 0, new Int32Array(2)), TypeError, "count beyond the array");
 });
 
-void test("xenstored over a socket: a client with one request in flight is read and answered by the fast path; --no-fast-path and --busy-poll-us 0 leave it to the streams", async (t) => {
+void test("xenstored over a socket: a client with one request in flight is read and answered by native I/O; --no-native-io and --busy-poll-us 0 leave it to the streams", async (t) => {
   addon();
   const dir = tempDir(t);
   for (const [name, opts] of [
     ["fast", {}],
-    ["streams", { fastPath: false }],
+    ["streams", { nativeIo: false }],
     ["nopoll", { busyPollUs: 0 }],
   ] as const) {
     const daemon = createXenstored({});
@@ -115,18 +115,18 @@ void test("xenstored over a socket: a client with one request in flight is read 
     try {
       let i = 0;
       // The first requests may all miss the poll on a loaded machine: allow many for the first hit.
-      for (; i < 300 || (name === "fast" && server.fastPath!.fastReads === 0 && i < 20_000); i++) {
+      for (; i < 300 || (name === "fast" && server.nativeIo!.nativeReads === 0 && i < 20_000); i++) {
         await c.write(`/fast/k${i % 10}`, String(i));
         assert.equal(await c.read(`/fast/k${i % 10}`), String(i));
       }
       if (name === "fast") {
-        assert.ok(server.fastPath!.fastReads > 0, `no request read by the fast path in ${i} (poll hits ${server.poll.hits})`);
-        assert.ok(server.fastPath!.fastSends > 0);
+        assert.ok(server.nativeIo!.nativeReads > 0, `no request read by native I/O in ${i} (poll hits ${server.poll.hits})`);
+        assert.ok(server.nativeIo!.nativeSends > 0);
       } else if (name === "streams") {
-        assert.equal(server.fastPath, undefined);
+        assert.equal(server.nativeIo, undefined);
       } else {
-        assert.equal(server.fastPath!.fastReads, 0, "no polling, nothing read by the fast path");
-        assert.ok(server.fastPath!.fastSends > 0, "replies still leave with send(2)");
+        assert.equal(server.nativeIo!.nativeReads, 0, "no polling, nothing read by native I/O");
+        assert.ok(server.nativeIo!.nativeSends > 0, "replies still leave with send(2)");
       }
     } finally {
       await c.close();
@@ -136,7 +136,7 @@ void test("xenstored over a socket: a client with one request in flight is read 
   }
 });
 
-void test("xenstored's fast path keeps replies in order when the client stops reading: the socket fills, the stream takes over, nothing is lost or reordered", async (t) => {
+void test("xenstored's native I/O keeps replies in order when the client stops reading: the socket fills, the stream takes over, nothing is lost or reordered", async (t) => {
   addon();
   const dir = tempDir(t);
   const daemon = createXenstored({});
@@ -178,5 +178,5 @@ void test("xenstored's fast path keeps replies in order when the client stops re
     ids,
     Array.from({ length: N }, (_, i) => i + 1),
   );
-  assert.ok(server.fastPath!.fastSends > 0, "the first replies went out with send(2)");
+  assert.ok(server.nativeIo!.nativeSends > 0, "the first replies went out with send(2)");
 });

@@ -7,11 +7,12 @@ import { runFastVerb } from "../fast-path.js";
 export const vmstackdCommand: Command = {
   name: "vmstackd",
   summary: "run vmstackd, the domain daemon, in the foreground",
-  usage: "[--state-dir DIR] [--run-dir DIR] [--dom0-mem MiB]",
+  usage: "[--state-dir DIR] [--run-dir DIR] [--dom0-mem MiB] [--xenstored-busy-poll-us N]",
   options: {
     "state-dir": { type: "string", arg: "DIR", help: "domain records, logs, xenstore journal (default $VMSTACK_STATE_DIR or /var/lib/vmstack)" },
     "run-dir": { type: "string", arg: "DIR", help: "sockets and per-domain run directories (default $VMSTACK_RUN_DIR or /run/vmstack)" },
     "dom0-mem": { type: "string", arg: "MiB", help: "host memory kept out of domains (default $VMSTACK_DOM0_MEM or 1024)" },
+    "xenstored-busy-poll-us": { type: "string", arg: "N", help: "the embedded xenstored's socket keeps polling up to N µs after a request, as `vmstack xenstored --busy-poll-us` (0 = off, at most 10000; default $VMSTACK_XENSTORED_BUSY_POLL_US or 200)" },
   },
   details: [
     "Stopping vmstackd (SIGTERM, or kill -9) leaves every domain running; the next vmstackd re-attaches.",
@@ -24,6 +25,7 @@ export const vmstackdCommand: Command = {
       stateDir: stringOpt(p, "state-dir"),
       runDir: stringOpt(p, "run-dir"),
       dom0MemoryMiB: intOpt("vmstackd", p, "dom0-mem", 0),
+      xenstoredBusyPollUs: intOpt("vmstackd", p, "xenstored-busy-poll-us", 0),
       env: process.env,
       out: ctx.stdout,
       signal: ctx.signal,

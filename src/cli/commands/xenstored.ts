@@ -1,7 +1,7 @@
 /** `vmstack xenstored`: run the Xen-compatible xenstore daemon on a Unix socket. */
 import type { Command } from "../command.js";
 import { boolOpt, intOpt, parseCommandArgs, stringOpt, usageError } from "../args.js";
-import { DURABILITIES, createXenstored, defaultSocketPath, defaultStateDir, listenUnix, parseQuotaOverrides, warmUp, DEFAULT_BUSY_POLL_US, socketFastPathUnavailable } from "../../xenstore/index.js";
+import { DURABILITIES, createXenstored, defaultSocketPath, defaultStateDir, listenUnix, parseQuotaOverrides, warmUp, DEFAULT_BUSY_POLL_US, nativeIoUnavailable } from "../../xenstore/index.js";
 import { isVmstackError } from "../../lib/errors.js";
 
 export const xenstoredCommand: Command = {
@@ -18,7 +18,7 @@ export const xenstoredCommand: Command = {
     "event-queue": { type: "string", arg: "BYTES", help: "unread output per connection before watch events are dropped (default 1048576)" },
     "write-rate": { type: "string", arg: "N[/BURST]", help: "modifying requests per second per unprivileged domain, 0 = unlimited (default 1000/200)" },
     "busy-poll-us": { type: "string", arg: "N", help: `after a request, keep polling for the next one for up to N µs instead of sleeping (adaptive; trades CPU for latency with one request in flight; 0 = off, at most 10000; default ${DEFAULT_BUSY_POLL_US})` },
-    "no-fast-path": { type: "boolean", help: "serve sockets through Node.js's streams only, without the native fast path (poll(2) while busy-polling, send(2) for replies); for comparison" },
+    "no-native-io": { type: "boolean", help: "serve sockets through Node.js's streams only, without native I/O (poll(2) while busy-polling, send(2) for replies); for comparison" },
   },
   details: [
     "Prints the socket path on stdout once it accepts connections; SIGTERM or SIGINT stops it cleanly",
@@ -51,8 +51,8 @@ export const xenstoredCommand: Command = {
     const rateM = rateS === undefined ? undefined : /^(\d+)(?:\/(\d+))?$/.exec(rateS);
     if (rateS !== undefined && !rateM) throw usageError("xenstored", `--write-rate expects N or N/BURST, got '${rateS}'`);
     const writeRate = rateM ? { perSecond: Number(rateM[1]), burst: Math.max(1, Number(rateM[2] ?? rateM[1])) } : undefined;
-    const fastPath = !boolOpt(p, "no-fast-path");
-    if (fastPath && socketFastPathUnavailable !== "") ctx.stderr.write(`vmstack xenstored: the socket fast path is not built (${socketFastPathUnavailable}); serving through Node.js streams\n`);
+    const nativeIo = !boolOpt(p, "no-native-io");
+    if (nativeIo && nativeIoUnavailable !== "") ctx.stderr.write(`vmstack xenstored: native socket I/O is not built (${nativeIoUnavailable}); serving through Node.js streams\n`);
     const socketPath = stringOpt(p, "socket") ?? defaultSocketPath();
     const fatal = new AbortController();
     const daemon = createXenstored({
@@ -69,7 +69,7 @@ export const xenstoredCommand: Command = {
       server = await listenUnix(daemon, socketPath, {
         ...(modeS === undefined ? {} : { mode: parseInt(modeS, 8) }),
         ...(busyPollUs === undefined ? {} : { busyPollUs }),
-        fastPath,
+        nativeIo,
       });
     } catch (e) {
       daemon.close();
