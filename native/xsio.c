@@ -22,6 +22,7 @@
 #include <time.h>
 
 #define MAX_FDS 64
+#define MAX_BUDGET_NS 10e6
 
 static int64_t now_ns(void) {
   struct timespec t;
@@ -41,42 +42,44 @@ static napi_value fail(napi_env env, const char *msg) {
 }
 
 /*
- * waitRecv(fds: Int32Array, count: number, buf: Buffer, budgetNs: number, out: Int32Array(2)): number
- * Polls the first `count` of `fds` until one is readable or `budgetNs` has passed. Returns the index of the first
- * readable socket, or -1 if none became readable in time. For a readable socket, out[0] is what
- * recv(2) gave: the bytes read into `buf` (> 0), 0 at end of stream, or -errno. At end of stream,
- * on error or hang-up nothing more is read: the event loop sees it and closes the socket.
+ * waitRecv(fds: Int32Array, readCount: number, count: number, buf: Buffer, budgetNs: number,
+ *          out: Int32Array(1)): number
+ * Polls fds[0..count) until one is ready or `budgetNs` (at most 10 ms) has passed. The first
+ * `readCount` are the sockets to read; the others are only watched (the listening socket, clients
+ * served by the event loop): activity there ends the wait so that the event loop sees it at once.
+ * Returns the index of the first ready socket, or -1 if none became ready in time (out[0] = 0) or
+ * poll(2) failed (out[0] = -errno). For a socket to read, out[0] is what recv(2) gave: the bytes
+ * read into `buf` (> 0), 0 at end of stream, or -errno. A hang-up or error without data, and any
+ * watched socket, gives out[0] = 0 with nothing read: the event loop deals with it.
  */
 static napi_value wait_recv(napi_env env, napi_callback_info info) {
-  size_t argc = 5;
-  napi_value argv[5];
-  if (napi_get_cb_info(env, info, &argc, argv, NULL, NULL) != napi_ok || argc != 5) return fail(env, "waitRecv(fds, count, buf, budgetNs, out)");
-  napi_typedarray_type t1, t4;
+  size_t argc = 6;
+  napi_value argv[6];
+  if (napi_get_cb_info(env, info, &argc, argv, NULL, NULL) != napi_ok || argc != 6) return fail(env, "waitRecv(fds, readCount, count, buf, budgetNs, out)");
+  napi_typedarray_type t1, t6;
   size_t nfds, nout;
   void *fdsData, *outData, *buf;
   size_t buflen;
   double budget;
-  uint32_t count;
+  uint32_t readCount, count;
   if (napi_get_typedarray_info(env, argv[0], &t1, &nfds, &fdsData, NULL, NULL) != napi_ok || t1 != napi_int32_array) return fail(env, "fds must be an Int32Array");
-  if (napi_get_value_uint32(env, argv[1], &count) != napi_ok || count > nfds) return fail(env, "count must be at most fds.length");
-  if (napi_get_buffer_info(env, argv[2], &buf, &buflen) != napi_ok || buflen == 0) return fail(env, "buf must be a non-empty Buffer");
-  if (napi_get_value_double(env, argv[3], &budget) != napi_ok) return fail(env, "budgetNs must be a number");
-  if (napi_get_typedarray_info(env, argv[4], &t4, &nout, &outData, NULL, NULL) != napi_ok || t4 != napi_int32_array || nout < 1) return fail(env, "out must be an Int32Array");
-  nfds = count < MAX_FDS ? count : MAX_FDS;
+  if (napi_get_value_uint32(env, argv[2], &count) != napi_ok || count == 0 || count > nfds || count > MAX_FDS) return fail(env, "count must be 1..min(fds.length, 64)");
+  if (napi_get_value_uint32(env, argv[1], &readCount) != napi_ok || readCount > count) return fail(env, "readCount must be at most count");
+  if (napi_get_buffer_info(env, argv[3], &buf, &buflen) != napi_ok || buflen == 0) return fail(env, "buf must be a non-empty Buffer");
+  if (napi_get_value_double(env, argv[4], &budget) != napi_ok || !(budget >= 0) || budget > MAX_BUDGET_NS) return fail(env, "budgetNs must be a number from 0 to 10 ms");
+  if (napi_get_typedarray_info(env, argv[5], &t6, &nout, &outData, NULL, NULL) != napi_ok || t6 != napi_int32_array || nout < 1) return fail(env, "out must be an Int32Array");
   const int32_t *fds = fdsData;
   int32_t *out = outData;
   struct pollfd p[MAX_FDS];
-  for (size_t i = 0; i < nfds; i++) p[i] = (struct pollfd){ .fd = fds[i], .events = POLLIN };
+  for (uint32_t i = 0; i < count; i++) p[i] = (struct pollfd){ .fd = fds[i], .events = POLLIN };
   const int64_t deadline = now_ns() + (int64_t)budget;
+  out[0] = 0;
   for (;;) {
-    int n = poll(p, nfds, 0);
+    int n = poll(p, count, 0);
     if (n > 0) {
-      for (size_t i = 0; i < nfds; i++) {
+      for (uint32_t i = 0; i < count; i++) {
         if (p[i].revents == 0) continue;
-        if (!(p[i].revents & POLLIN)) {
-          out[0] = 0; /* hang-up or error only: leave it to the event loop */
-          return number(env, (double)i);
-        }
+        if (i >= readCount || !(p[i].revents & POLLIN)) return number(env, (double)i);
         ssize_t r;
         do r = recv(p[i].fd, buf, buflen, MSG_DONTWAIT);
         while (r < 0 && errno == EINTR);

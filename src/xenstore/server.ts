@@ -10,7 +10,7 @@ import { VmstackError } from "../lib/errors.js";
 import type { Xenstored } from "./daemon.js";
 import { BusyPoll, type BusyPollStats } from "../lib/busy-poll.js";
 import type { Connection } from "./connection.js";
-import { SocketSpinner, type SpinStats } from "./socket-io.js";
+import { fdOf, SocketSpinner, type SpinStats } from "./socket-io.js";
 
 /** Default maximum busy-poll window after a request (lib/busy-poll.ts; 0 turns polling off). */
 export const DEFAULT_BUSY_POLL_US = 200;
@@ -99,6 +99,7 @@ export async function listenUnix(daemon: Xenstored, socketPath: string, opts: { 
     process.umask(old);
   }
   fs.chmodSync(socketPath, mode);
+  if (spinner !== undefined) spinner.listenFd = fdOf(server);
   return {
     path: socketPath,
     poll,

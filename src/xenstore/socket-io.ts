@@ -22,10 +22,12 @@
  */
 import { createRequire } from "node:module";
 import type * as net from "node:net";
+import { getSystemErrorName } from "node:util";
 import type { BusyPollClock } from "../lib/busy-poll.js";
+import { log } from "../lib/log.js";
 
 export interface XsioAddon {
-  waitRecv(fds: Int32Array, count: number, buf: Buffer, budgetNs: number, out: Int32Array): number;
+  waitRecv(fds: Int32Array, readCount: number, count: number, buf: Buffer, budgetNs: number, out: Int32Array): number;
   sendNow(fd: number, buf: Buffer): number;
 }
 
@@ -52,9 +54,12 @@ export const xsio: XsioAddon | undefined = loaded.addon;
 /** Why native I/O is unavailable ("" when it is available). */
 export const nativeIoUnavailable: string = loaded.addon === undefined ? loaded.why : "";
 
-/** The socket's file descriptor, or -1. Node.js has no public accessor; `_handle.fd` is its stream handle's. */
-function fdOf(sock: net.Socket): number {
-  const fd = (sock as unknown as { _handle?: { fd?: unknown } })._handle?.fd;
+/**
+ * A socket's or server's file descriptor, or -1 (closed). Node.js has no public accessor;
+ * `_handle.fd` is its libuv handle's, and the handle is gone once the descriptor is closed.
+ */
+export function fdOf(sock: net.Socket | net.Server): number {
+  const fd = (sock as unknown as { _handle?: { fd?: unknown } | null })._handle?.fd;
   return typeof fd === "number" && fd >= 0 ? fd : -1;
 }
 
@@ -93,19 +98,23 @@ export class SocketSpinner {
   readonly stats: SpinStats = { nativeReads: 0, nativeSends: 0 };
   readonly #addon: XsioAddon;
   readonly #buf = Buffer.allocUnsafe(64 * 1024);
-  readonly #out = new Int32Array(2);
+  readonly #out = new Int32Array(1);
   readonly #fds = new Int32Array(MAX_WAIT_FDS);
   readonly #waitOn: SpinEntry[] = [];
   readonly #entries = new Set<SpinEntry>();
   #scheduled = false;
+  /** Set when poll(2) itself failed: waits stay with the event loop from then on. */
+  #broken = false;
+  /** The listening socket: a new connection ends a wait too. */
+  listenFd = -1;
 
   private constructor(addon: XsioAddon) {
     this.#addon = addon;
   }
 
-  /** A spinner, or undefined when the addon is not available. */
-  static create(): SocketSpinner | undefined {
-    return loaded.addon === undefined ? undefined : new SocketSpinner(loaded.addon);
+  /** A spinner, or undefined when the addon is not available (`addon`: tests' stand-in). */
+  static create(addon: XsioAddon | undefined = loaded.addon): SocketSpinner | undefined {
+    return addon === undefined ? undefined : new SocketSpinner(addon);
   }
 
   /** The socket's entry, or undefined if its descriptor is not known. */
@@ -136,7 +145,7 @@ export class SocketSpinner {
   /** Write `frame` to `e`'s socket: at once with send(2) when nothing is queued, else through the stream. */
   write(e: SpinEntry, frame: Buffer): void {
     const s = e.sock;
-    if (s.writableLength === 0 && s.writableCorked === 0 && !s.destroyed) {
+    if (s.writableLength === 0 && s.writableCorked === 0 && s.writable) {
       const n = this.#addon.sendNow(e.fd, frame);
       if (n === frame.length) {
         this.stats.nativeSends++;
@@ -149,33 +158,55 @@ export class SocketSpinner {
     s.write(frame);
   }
 
+  /** True if `e`'s socket is open and still has the descriptor it was registered with. */
+  #open(e: SpinEntry): boolean {
+    return e.live() && !e.sock.destroyed && fdOf(e.sock) === e.fd;
+  }
+
   readonly #turn = (): void => {
     this.#scheduled = false;
     const now = performance.now();
     const waitOn = this.#waitOn;
     let untilMs = now;
     let outputPending = false;
+    // The sockets to wait on: clients with one request at a time whose stream is flowing with
+    // nothing buffered, that have not hung up.
     for (const e of this.#entries) {
       if (e.sock.writableLength > 0) outputPending = true;
-      if (e.due === undefined) continue;
+      if (e.due === undefined || e.pipelining || waitOn.length === MAX_WAIT_FDS) continue;
+      if (!this.#open(e) || e.sock.readableEnded || e.sock.isPaused() || e.sock.readableLength > 0) continue;
+      this.#fds[waitOn.length] = e.fd;
+      waitOn.push(e);
       if (e.untilMs > untilMs) untilMs = e.untilMs;
-      if (!e.pipelining && waitOn.length < MAX_WAIT_FDS && e.live() && !e.sock.isPaused() && e.sock.readableLength === 0) {
-        this.#fds[waitOn.length] = e.fd;
-        waitOn.push(e);
-      }
     }
     const budgetMs = Math.min(untilMs - now, WAIT_SLICE_MS);
     // Output waiting for a socket to drain is written by the event loop: waiting here would hold
     // it back (and its client with it). Such turns poll through the event loop instead.
-    if (waitOn.length > 0 && budgetMs > 0 && !outputPending) {
-      const i = this.#addon.waitRecv(this.#fds, waitOn.length, this.#buf, budgetMs * 1e6, this.#out);
+    if (waitOn.length > 0 && budgetMs > 0 && !outputPending && !this.#broken) {
+      // Every other open client, and the listening socket, is watched: activity there ends the
+      // wait, so the event loop serves it at once.
+      let count = waitOn.length;
+      for (const e of this.#entries) {
+        if (count === MAX_WAIT_FDS) break;
+        if (!waitOn.includes(e) && this.#open(e) && !e.sock.readableEnded) this.#fds[count++] = e.fd;
+      }
+      if (this.listenFd >= 0 && count < MAX_WAIT_FDS) this.#fds[count++] = this.listenFd;
+      const i = this.#addon.waitRecv(this.#fds, waitOn.length, count, this.#buf, budgetMs * 1e6, this.#out);
       const n = this.#out[0]!;
-      // n <= 0: end of stream, hang-up or an error; the event loop sees it and closes the socket.
-      if (i >= 0 && n > 0) {
+      if (i >= 0 && i < waitOn.length && n > 0) {
         this.stats.nativeReads++;
         // A copy: the decoder may keep a partial frame, and the buffer is reused.
         waitOn[i]!.input(Buffer.from(this.#buf.subarray(0, n)));
+      } else if (i >= 0 && i < waitOn.length && n < 0) {
+        // recv(2) returns a socket's error once: report it as the stream would have.
+        const name = getSystemErrorName(n);
+        waitOn[i]!.sock.destroy(Object.assign(new Error(`read ${name}`), { code: name, errno: n, syscall: "read" }));
+      } else if (i < 0 && n < 0) {
+        this.#broken = true;
+        log("warn", "xenstored", `poll(2) failed (${getSystemErrorName(n)}); busy-polling through the event loop from now on`);
       }
+      // Otherwise: the budget passed, a watched socket stirred, or a polled one hung up (n = 0);
+      // the event loop takes it from here.
     }
     waitOn.length = 0;
     // Each polling connection's poller decides whether to go on (and defers again).

@@ -8,7 +8,7 @@ import { setImmediate as tick } from "node:timers/promises";
 import { connectXenstore } from "../../src/xenstore/client.js";
 import { createXenstored, encodeMessage, listenUnix, RawConnection, nativeIoUnavailable } from "../../src/xenstore/index.js";
 import { FrameDecoder } from "../../src/xenstore/wire.js";
-import { xsio, type XsioAddon } from "../../src/xenstore/socket-io.js";
+import { SocketSpinner, xsio, type XsioAddon } from "../../src/xenstore/socket-io.js";
 
 function tempDir(t: { after(fn: () => void): void }): string {
   const dir = mkdtempSync(join(tmpdir(), "vmstack-xsio-"));
@@ -45,7 +45,7 @@ async function socketPair(dir: string, name: string): Promise<{ client: net.Sock
   };
 }
 
-void test("xsio.waitRecv: -1 once the budget has passed with nothing to read; the ready socket's index and its bytes; 0 at end of stream", async (t) => {
+void test("xsio.waitRecv: -1 once the budget has passed with nothing to read; the ready socket's index and its bytes; a watched socket's activity ends the wait unread; 0 at end of stream", async (t) => {
   const x = addon();
   const dir = tempDir(t);
   const a = await socketPair(dir, "a");
@@ -55,17 +55,20 @@ void test("xsio.waitRecv: -1 once the budget has passed with nothing to read; th
     b.close();
   });
   const buf = Buffer.alloc(64);
-  const out = new Int32Array(2);
+  const out = new Int32Array(1);
   const fds = Int32Array.of(a.fd, b.fd);
   const t0 = performance.now();
-  assert.equal(x.waitRecv(fds, 2, buf, 3e6, out), -1);
+  assert.equal(x.waitRecv(fds, 2, 2, buf, 3e6, out), -1);
   assert.ok(performance.now() - t0 >= 2.5, "waited out its 3 ms budget");
+  assert.equal(out[0], 0);
 
   b.client.write("hello");
   await tick();
-  assert.equal(x.waitRecv(fds, 1, buf, 1e6, out), -1, "only the first `count` sockets are polled");
+  assert.equal(x.waitRecv(fds, 1, 1, buf, 1e6, out), -1, "only the first `count` sockets are polled");
+  assert.equal(x.waitRecv(fds, 1, 2, buf, 1e6, out), 1, "a watched socket's data ends the wait");
+  assert.equal(out[0], 0, "and stays unread");
   let i = -1;
-  for (let k = 0; k < 1000 && i < 0; k++) i = x.waitRecv(fds, 2, buf, 1e6, out);
+  for (let k = 0; k < 1000 && i < 0; k++) i = x.waitRecv(fds, 2, 2, buf, 1e6, out);
   assert.equal(i, 1, "the second socket is the ready one");
   assert.equal(out[0], 5);
   assert.equal(buf.toString("latin1", 0, 5), "hello");
@@ -73,9 +76,24 @@ void test("xsio.waitRecv: -1 once the budget has passed with nothing to read; th
   // end() shuts the socket down from the event loop, once its writes are out.
   await new Promise<void>((resolve) => a.client.end(resolve));
   i = -1;
-  for (let k = 0; k < 1000 && i < 0; k++) i = x.waitRecv(fds, 2, buf, 1e6, out);
+  for (let k = 0; k < 1000 && i < 0; k++) i = x.waitRecv(fds, 2, 2, buf, 1e6, out);
   assert.equal(i, 0);
   assert.equal(out[0], 0, "end of stream reads nothing");
+});
+
+void test("xsio.waitRecv refuses arguments it cannot honour: a budget that is not 0-10 ms, no sockets, counts beyond the array", async (t) => {
+  const x = addon();
+  const p = await socketPair(tempDir(t), "p");
+  t.after(() => p.close());
+  const fds = Int32Array.of(p.fd);
+  const buf = Buffer.alloc(8);
+  const out = new Int32Array(1);
+  for (const budget of [NaN, -1, Infinity, 10e6 + 1]) assert.throws(() => x.waitRecv(fds, 1, 1, buf, budget, out), TypeError, String(budget));
+  assert.throws(() => x.waitRecv(fds, 0, 0, buf, 0, out), TypeError, "no sockets");
+  assert.throws(() => x.waitRecv(fds, 1, 2, buf, 0, out), TypeError, "count beyond the array");
+  assert.throws(() => x.waitRecv(fds, 2, 1, buf, 0, out), TypeError, "readCount beyond count");
+  assert.throws(() => x.waitRecv([p.fd] as unknown as Int32Array, 1, 1, buf, 0, out), TypeError);
+  assert.equal(x.waitRecv(fds, 1, 1, buf, 0, out), -1, "a zero budget looks once");
 });
 
 void test("xsio.sendNow: sends what it can at once and says how much; an error is -errno, never a throw or a signal", async (t) => {
@@ -97,8 +115,6 @@ void test("xsio.sendNow: sends what it can at once and says how much; an error i
   }
   assert.ok(r === -32 || r === -104, `EPIPE or ECONNRESET, got ${r}`);
   assert.throws(() => x.sendNow(p.fd, "text" as unknown as Buffer), TypeError);
-  assert.throws(() => x.waitRecv([p.fd] as unknown as Int32Array, 1, Buffer.alloc(1), 0, new Int32Array(2)), TypeError);
-  assert.throws(() => x.waitRecv(Int32Array.of(p.fd), 2, Buffer.alloc(1), 0, new Int32Array(2)), TypeError, "count beyond the array");
 });
 
 void test("xenstored over a socket: a client with one request in flight is read and answered by native I/O; --no-native-io and --busy-poll-us 0 leave it to the streams", async (t) => {
@@ -179,4 +195,39 @@ void test("xenstored's native I/O keeps replies in order when the client stops r
     Array.from({ length: N }, (_, i) => i + 1),
   );
   assert.ok(server.nativeIo!.nativeSends > 0, "the first replies went out with send(2)");
+});
+
+void test("the spinner waits in the addon only on clients it may read: not a paused one (back-pressure), one that pipelines, one that has hung up; those and the listening socket are watched", async (t) => {
+  const dir = tempDir(t);
+  const calls: { fds: number[]; readCount: number }[] = [];
+  const fake: XsioAddon = {
+    waitRecv: (fds, readCount, count, _buf, _budget, out) => {
+      calls.push({ fds: [...fds.subarray(0, count)], readCount });
+      out[0] = 0;
+      return -1;
+    },
+    sendNow: () => -11,
+  };
+  const spinner = SocketSpinner.create(fake)!;
+  spinner.listenFd = 1234;
+  const pairs = await Promise.all(["idle", "paused", "pipelining", "ended"].map((n) => socketPair(dir, n)));
+  t.after(() => pairs.forEach((p) => p.close()));
+  const [idle, paused, pipelining, ended] = pairs.map((p) => p.accepted.resume());
+  paused!.pause();
+  const entries = [idle, paused, pipelining, ended].map((sock) => spinner.entry(sock!, () => undefined, () => true)!);
+  entries[2]!.pipelining = true;
+  await new Promise<void>((resolve) => pairs[3]!.client.end(resolve));
+  for (let i = 0; i < 200 && !ended!.readableEnded; i++) await new Promise((r) => setTimeout(r, 10)); // the event loop sees the end
+  assert.ok(ended!.readableEnded);
+  // A window far ahead: a slow turn on a loaded machine must still find time left to wait.
+  for (const e of entries) spinner.clock(e).defer(() => undefined, performance.now() + 60_000);
+  for (let i = 0; i < 100 && calls.length === 0; i++) await tick();
+  assert.equal(calls.length, 1);
+  const { fds, readCount } = calls[0]!;
+  assert.deepEqual(fds.slice(0, readCount), [entries[0]!.fd], "only the idle, flowing client is read");
+  assert.deepEqual(new Set(fds.slice(readCount)), new Set([entries[1]!.fd, entries[2]!.fd, 1234]), "the others (not the ended one) and the listening socket are watched");
+  // A write the addon cannot make (EAGAIN here) goes through the stream, in order.
+  const got = new Promise<string>((resolve) => pairs[0]!.client.once("data", (c: Buffer) => resolve(c.toString())));
+  spinner.write(entries[0]!, Buffer.from("via the stream"));
+  assert.equal(await got, "via the stream");
 });
