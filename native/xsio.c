@@ -1,5 +1,6 @@
 /*
- * Native socket I/O for xenstored's busy-polling (see src/xenstore/socket-io.ts).
+ * xenstored's native I/O: socket waits and sends for busy-polling (src/xenstore/socket-io.ts), and
+ * the journal's shared mapping (src/xenstore/persist.ts).
  *
  * Node.js detects a readable socket through its event loop: one loop turn (timers, epoll_wait,
  * setImmediate callbacks) per check, then a read, a Buffer and a stream event. On the machines
@@ -9,15 +10,19 @@
  * waits for the next request here: a tight poll(2) loop over the polled sockets, and the bytes are
  * read straight into a caller's buffer; replies go out with one send(2).
  *
- * Two functions, no state, no threads: the event loop still owns every socket (accept, close,
- * errors, queued writes); this only reads or writes when the caller has checked that Node.js has
- * nothing buffered for that socket, so bytes never change order.
+ * No state, no threads: the event loop still owns every socket (accept, close, errors, queued
+ * writes); this only reads or writes when the caller has checked that Node.js has nothing
+ * buffered for that socket, so bytes never change order.
+ *
+ * The same addon gives the journal a shared mapping of its file (reserve, mapShared; below).
  */
 #define NAPI_VERSION 8
 #include <node_api.h>
 #include <errno.h>
+#include <fcntl.h>
 #include <poll.h>
 #include <stdint.h>
+#include <sys/mman.h>
 #include <sys/socket.h>
 #include <time.h>
 
@@ -111,11 +116,77 @@ static napi_value send_now(napi_env env, napi_callback_info info) {
   return number(env, r < 0 ? -errno : (double)r);
 }
 
+/*
+ * The journal (src/xenstore/persist.ts) appends by copying records into a shared mapping of its
+ * file: the bytes are in the page cache, where write(2) would have put them, as soon as they are
+ * copied (a killed daemon loses nothing), without a system call per reply. fdatasync(2) on the
+ * file writes mapped pages back as it does written ones.
+ */
+
+static int32_t arg_int32(napi_env env, napi_value v, int32_t *out) {
+  return napi_get_value_int32(env, v, out) == napi_ok;
+}
+
+/*
+ * reserve(fd: number, offset: number, length: number): number — posix_fallocate(3): the file
+ * grows to cover [offset, offset + length) with blocks allocated, so that a store to a mapping of
+ * it can never meet a full disk (which would be SIGBUS instead of an error). 0, or -errno.
+ */
+static napi_value reserve(napi_env env, napi_callback_info info) {
+  size_t argc = 3;
+  napi_value argv[3];
+  int32_t fd;
+  double offset, length;
+  if (napi_get_cb_info(env, info, &argc, argv, NULL, NULL) != napi_ok || argc != 3) return fail(env, "reserve(fd, offset, length)");
+  if (!arg_int32(env, argv[0], &fd)) return fail(env, "fd must be a number");
+  if (napi_get_value_double(env, argv[1], &offset) != napi_ok || !(offset >= 0) || offset > 0x1p52) return fail(env, "offset must be a non-negative number");
+  if (napi_get_value_double(env, argv[2], &length) != napi_ok || !(length > 0) || length > 0x1p40) return fail(env, "length must be a positive number");
+  int r = posix_fallocate(fd, (off_t)offset, (off_t)length);
+  return number(env, r == 0 ? 0 : -r);
+}
+
+static void unmap(napi_env env, void *data, void *hint) {
+  (void)env;
+  munmap(data, (size_t)(uintptr_t)hint);
+}
+
+/*
+ * mapShared(fd: number, offset: number, length: number): Buffer — the file's bytes
+ * [offset, offset + length) as a Buffer (mmap(2), MAP_SHARED, read and write); `offset` is a
+ * multiple of the page size and the file already covers the range (reserve). Unmapped when the
+ * Buffer is garbage-collected: the caller must not touch it after shrinking the file below it.
+ * Throws on failure.
+ */
+static napi_value map_shared(napi_env env, napi_callback_info info) {
+  size_t argc = 3;
+  napi_value argv[3];
+  int32_t fd;
+  double offset, length;
+  if (napi_get_cb_info(env, info, &argc, argv, NULL, NULL) != napi_ok || argc != 3) return fail(env, "mapShared(fd, offset, length)");
+  if (!arg_int32(env, argv[0], &fd)) return fail(env, "fd must be a number");
+  if (napi_get_value_double(env, argv[1], &offset) != napi_ok || !(offset >= 0) || offset > 0x1p52) return fail(env, "offset must be a non-negative number");
+  if (napi_get_value_double(env, argv[2], &length) != napi_ok || !(length > 0) || length > 0x1p30) return fail(env, "length must be 1 byte to 1 GiB");
+  void *p = mmap(NULL, (size_t)length, PROT_READ | PROT_WRITE, MAP_SHARED, fd, (off_t)offset);
+  if (p == MAP_FAILED) {
+    napi_throw_error(env, "EMAP", "mmap of the journal failed");
+    return NULL;
+  }
+  napi_value buf;
+  if (napi_create_external_buffer(env, (size_t)length, p, unmap, (void *)(uintptr_t)(size_t)length, &buf) != napi_ok) {
+    munmap(p, (size_t)length);
+    napi_throw_error(env, "EMAP", "cannot wrap the journal mapping in a Buffer");
+    return NULL;
+  }
+  return buf;
+}
+
 NAPI_MODULE_INIT() {
   napi_property_descriptor d[] = {
     { "waitRecv", NULL, wait_recv, NULL, NULL, NULL, napi_enumerable, NULL },
     { "sendNow", NULL, send_now, NULL, NULL, NULL, napi_enumerable, NULL },
+    { "reserve", NULL, reserve, NULL, NULL, NULL, napi_enumerable, NULL },
+    { "mapShared", NULL, map_shared, NULL, NULL, NULL, napi_enumerable, NULL },
   };
-  napi_define_properties(env, exports, 2, d);
+  napi_define_properties(env, exports, 4, d);
   return exports;
 }

@@ -64,8 +64,18 @@ export function parseRecords(buf: Buffer, file: string): { records: LoadedRecord
   return { records, dropped };
 }
 
-/** The streaming form of `parseRecords`: each valid record goes to `onRecord`; returns the drops. */
-export function scanRecords(buf: Buffer, file: string, onRecord: (r: LoadedRecord) => void): Dropped[] {
+/** True if `buf` holds only zero bytes from `from` on. */
+function zerosFrom(buf: Buffer, from: number): boolean {
+  for (let i = from; i < buf.length; i++) if (buf[i] !== 0) return false;
+  return true;
+}
+
+/**
+ * The streaming form of `parseRecords`: each valid record goes to `onRecord`; returns the drops.
+ * `zeroTail`: zeros after the last record are the end of the file, not damage (a journal written
+ * through a mapping is reserved ahead and trimmed only when it is closed; persist.ts).
+ */
+export function scanRecords(buf: Buffer, file: string, onRecord: (r: LoadedRecord) => void, opts: { zeroTail?: boolean } = {}): Dropped[] {
   const dropped: Dropped[] = [];
   let o = 0;
   let badStart = -1;
@@ -75,6 +85,8 @@ export function scanRecords(buf: Buffer, file: string, onRecord: (r: LoadedRecor
     badStart = -1;
   };
   while (o < buf.length) {
+    // Only at a record boundary: a record may itself end in zeros.
+    if (opts.zeroTail === true && buf[o] === 0 && zerosFrom(buf, o)) break;
     let reason = "";
     if (buf.length - o < HEADER) reason = "truncated record header";
     else if (buf.readUInt32LE(o) !== MAGIC) reason = "bad record magic";
@@ -100,12 +112,24 @@ export function scanRecords(buf: Buffer, file: string, onRecord: (r: LoadedRecor
       badStart = o;
       badReason = reason;
     }
-    // Resynchronise: the next offset holding the magic.
+    // Resynchronise: the next offset holding the magic. With no more records, damage in a
+    // zero-tailed file ends where the zeros begin (a record torn while being copied in).
     const next = buf.indexOf("XSR1", o + 1, "latin1");
-    o = next < 0 ? buf.length : next;
+    if (next >= 0) o = next;
+    else {
+      const z = opts.zeroTail === true ? zeroTailStart(buf) : buf.length;
+      o = z > o ? z : buf.length;
+    }
   }
-  endBad(buf.length);
+  endBad(Math.min(o, buf.length));
   return dropped;
+}
+
+/** Where the run of zero bytes that ends `buf` begins (buf.length if it ends in a non-zero byte). */
+function zeroTailStart(buf: Buffer): number {
+  let z = buf.length;
+  while (z > 0 && buf[z - 1] === 0) z--;
+  return z;
 }
 
 // ---- the tree while loading: mutable, converted once into the immutable store ----

@@ -5,9 +5,11 @@
  * records of a request, holds every outgoing frame, and once per event-loop turn writes all
  * records that accumulated (from every connection), then releases the frames. How far "in the
  * journal" goes is the daemon's durability mode (daemon.ts, `Durability`):
- *   "write"  write(2) before the reply, fdatasync at most SYNC_INTERVAL_MS later. A killed or
- *            crashed daemon loses nothing acknowledged (the kernel holds the data); a host power
- *            loss may lose the last interval — when every domain the store describes is gone too.
+ *   "write"  in the page cache before the reply (copied into a shared mapping of the journal
+ *            file, or write(2) without the addon; MappedJournal below), fdatasync at most
+ *            SYNC_INTERVAL_MS later. A killed or crashed daemon loses nothing acknowledged (the
+ *            kernel holds the data); a host power loss may lose the last interval — when every
+ *            domain the store describes is gone too.
  *   "fsync"  fdatasync before the reply. A pipelined client (64 requests in one read) pays one
  *            fsync for the lot (group commit), but one request in flight pays one fsync each.
  *
@@ -28,6 +30,9 @@ import { DEFAULT_PERMS, type Perms } from "./permissions.js";
 import { makeNode, type Kids, type XsNode } from "./store.js";
 import type { JournalOp } from "./operations.js";
 import { RecordWriter, scanRecords, snapshotRecords, type Dropped } from "./persist-records.js";
+import { getSystemErrorName } from "node:util";
+import { log } from "../lib/log.js";
+import { xsio, type XsioAddon } from "./native.js";
 
 export { encodeRecord, parseRecords, scanRecords, snapshotRecords, type Dropped, type LoadedRecord } from "./persist-records.js";
 
@@ -235,11 +240,16 @@ export function loadState(dir: string): LoadResult {
     const data = fs.readFileSync(file);
     journalBytes += data.length;
     dropped.push(
-      ...scanRecords(data, file, (rec) => {
-        if (rec.op === "end") return;
-        tree.apply(rec);
-        replayed++;
-      }),
+      ...scanRecords(
+        data,
+        file,
+        (rec) => {
+          if (rec.op === "end") return;
+          tree.apply(rec);
+          replayed++;
+        },
+        { zeroTail: true },
+      ),
     );
   }
   for (const d of dropped) report.push(`${d.file}: dropped ${d.length} bytes at offset ${d.offset} (${d.reason})`);
@@ -260,6 +270,104 @@ function fsyncDir(dir: string): void {
   }
 }
 
+/** Bytes a mapped journal file reserves and maps at a time (a multiple of the page size). */
+export const JOURNAL_CHUNK = 1024 * 1024;
+
+/** One journal file's bytes on their way to the page cache. */
+interface JournalFile {
+  readonly fd: number;
+  /** Bytes of records in the file. */
+  readonly size: number;
+  append(bytes: Buffer): void;
+  close(): void;
+}
+
+/** Appends with write(2). */
+class WrittenJournal implements JournalFile {
+  constructor(
+    readonly fd: number,
+    public size: number,
+  ) {}
+
+  append(bytes: Buffer): void {
+    let written = 0;
+    while (written < bytes.length) written += fs.writeSync(this.fd, bytes, written);
+    this.size += bytes.length;
+  }
+
+  close(): void {
+    fs.closeSync(this.fd);
+  }
+}
+
+/**
+ * Appends by copying into a shared mapping of the file (native/xsio.c): once copied, the bytes
+ * are in the page cache as write(2) would have left them (a killed daemon loses nothing;
+ * fdatasync writes them back), without a system call per reply — at one request in flight that
+ * call was the journal's whole cost. The file is reserved (posix_fallocate) and mapped `chunk`
+ * bytes at a time, so a store can never meet a full disk: that is an error from reserve, before
+ * any record of the chunk is acknowledged. Until close() trims it, the file ends in zeros, which
+ * the loader takes as the journal's end (scanRecords' zeroTail).
+ */
+class MappedJournal implements JournalFile {
+  size = 0;
+  #map: Buffer | undefined;
+  #mapStart = 0;
+
+  constructor(
+    readonly fd: number,
+    private readonly addon: XsioAddon,
+    private readonly chunk: number,
+  ) {
+    this.#extend(0);
+  }
+
+  #extend(start: number): void {
+    const r = this.addon.reserve(this.fd, start, this.chunk);
+    if (r < 0) throw Object.assign(new Error(`cannot reserve journal space: ${getSystemErrorName(r)}`), { code: getSystemErrorName(r) });
+    this.#map = this.addon.mapShared(this.fd, start, this.chunk);
+    this.#mapStart = start;
+  }
+
+  append(bytes: Buffer): void {
+    let off = 0;
+    while (off < bytes.length) {
+      let at = this.size - this.#mapStart;
+      if (at === this.chunk) {
+        this.#extend(this.#mapStart + this.chunk);
+        at = 0;
+      }
+      const n = Math.min(this.chunk - at, bytes.length - off);
+      bytes.copy(this.#map!, at, off, off + n);
+      off += n;
+      this.size += n;
+    }
+  }
+
+  close(): void {
+    // The mapping is not touched again (it is unmapped when collected), so the file may shrink under it.
+    this.#map = undefined;
+    fs.ftruncateSync(this.fd, this.size);
+    fs.closeSync(this.fd);
+  }
+}
+
+/** Open (or create) a journal file: mapped when the addon is built and the file is new, else written. */
+function openJournalFile(file: string, chunk: number): JournalFile {
+  const fd = fs.openSync(file, "a+", 0o600);
+  const size = fs.fstatSync(fd).size;
+  if (xsio !== undefined && size === 0 && chunk > 0) {
+    try {
+      return new MappedJournal(fd, xsio, chunk);
+    } catch (e) {
+      // No room, or a filesystem that cannot map: write(2) reports a full disk in its turn.
+      fs.ftruncateSync(fd, 0);
+      log("warn", "xenstored", `journal ${file}: appending with write(2) (${e instanceof Error ? e.message : String(e)})`);
+    }
+  }
+  return new WrittenJournal(fd, size);
+}
+
 /**
  * The journal of one epoch. `append` buffers; `flush` writes and fdatasyncs synchronously. Sync on
  * purpose: the event loop is blocked for one fsync per batch, while the kernel keeps queueing
@@ -267,7 +375,7 @@ function fsyncDir(dir: string): void {
  * record.
  */
 export class Journal {
-  #fd: number;
+  #file: JournalFile;
   /** Records appended and not yet written (a batch is typically a few KiB). */
   readonly #pending = new RecordWriter(64 * 1024);
   #epoch: number;
@@ -277,9 +385,10 @@ export class Journal {
   private constructor(
     readonly dir: string,
     epoch: number,
+    private readonly chunk: number,
   ) {
     this.#epoch = epoch;
-    this.#fd = fs.openSync(path.join(dir, `journal-${epoch}`), "a", 0o600);
+    this.#file = openJournalFile(path.join(dir, `journal-${epoch}`), chunk);
   }
 
   /**
@@ -289,8 +398,8 @@ export class Journal {
    * the newest snapshot on) and compaction waits until the journal has grown — a clean restart
    * writes nothing.
    */
-  static startFrom(dir: string, root: XsNode, loaded: Pick<LoadResult, "epoch" | "damaged" | "snapshotBytes" | "journalBytes">): Journal {
-    const j = new Journal(dir, loaded.epoch + 1);
+  static startFrom(dir: string, root: XsNode, loaded: Pick<LoadResult, "epoch" | "damaged" | "snapshotBytes" | "journalBytes">, chunk = JOURNAL_CHUNK): Journal {
+    const j = new Journal(dir, loaded.epoch + 1, chunk);
     if (loaded.damaged) j.#writeSnapshot(root);
     else {
       // Empty journals of earlier epochs hold nothing to replay.
@@ -331,8 +440,7 @@ export class Journal {
       return;
     }
     const all = this.#pending.take();
-    let written = 0;
-    while (written < all.length) written += fs.writeSync(this.#fd, all, written);
+    this.#file.append(all);
     this.#sinceCompact += all.length;
     this.#unsynced = true;
     if (sync) this.sync();
@@ -341,7 +449,7 @@ export class Journal {
   /** fdatasync what has been written (a no-op when nothing waits). */
   sync(): void {
     if (!this.#unsynced) return;
-    fs.fdatasyncSync(this.#fd);
+    fs.fdatasyncSync(this.#file.fd);
     this.#unsynced = false;
   }
 
@@ -353,9 +461,9 @@ export class Journal {
   /** Rotate to a new epoch whose snapshot is `root` (call with the journal flushed). */
   compact(root: XsNode): void {
     this.flush();
-    fs.closeSync(this.#fd);
+    this.#file.close();
     this.#epoch++;
-    this.#fd = fs.openSync(path.join(this.dir, `journal-${this.#epoch}`), "a", 0o600);
+    this.#file = openJournalFile(path.join(this.dir, `journal-${this.#epoch}`), this.chunk);
     this.#writeSnapshot(root);
   }
 
@@ -375,7 +483,7 @@ export class Journal {
       fs.closeSync(fd);
     }
     fs.renameSync(tmp, file);
-    fs.fsyncSync(this.#fd);
+    fs.fsyncSync(this.#file.fd);
     fsyncDir(this.dir);
     this.#lastSnapshotBytes = total;
     this.#sinceCompact = 0;
@@ -388,6 +496,6 @@ export class Journal {
 
   close(): void {
     this.flush();
-    fs.closeSync(this.#fd);
+    this.#file.close();
   }
 }

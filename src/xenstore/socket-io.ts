@@ -20,39 +20,16 @@
  * If the addon is missing (not built) the daemon busy-polls through the event loop, as with
  * `--no-native-io`: slower, the same behaviour.
  */
-import { createRequire } from "node:module";
 import type * as net from "node:net";
 import { getSystemErrorName } from "node:util";
 import type { BusyPollClock } from "../lib/busy-poll.js";
 import { log } from "../lib/log.js";
-
-export interface XsioAddon {
-  waitRecv(fds: Int32Array, readCount: number, count: number, buf: Buffer, budgetNs: number, out: Int32Array): number;
-  sendNow(fd: number, buf: Buffer): number;
-}
+import { xsio, type XsioAddon } from "./native.js";
 
 /** Longest single wait in the addon; then the event loop gets a turn. */
 export const WAIT_SLICE_MS = 0.05;
 /** The addon polls at most this many sockets at once (MAX_FDS in xsio.c). */
 const MAX_WAIT_FDS = 64;
-
-function loadAddon(): { addon: XsioAddon | undefined; why: string } {
-  try {
-    // dist/src/xenstore/socket-io.js -> dist/native/xsio.node
-    const addon = createRequire(import.meta.url)("../../native/xsio.node") as XsioAddon;
-    return { addon, why: "" };
-  } catch (e) {
-    return { addon: undefined, why: e instanceof Error ? e.message.split("\n")[0]! : String(e) };
-  }
-}
-
-const loaded = loadAddon();
-
-/** The addon itself (tests), undefined when it is not built. */
-export const xsio: XsioAddon | undefined = loaded.addon;
-
-/** Why native I/O is unavailable ("" when it is available). */
-export const nativeIoUnavailable: string = loaded.addon === undefined ? loaded.why : "";
 
 /**
  * A socket's or server's file descriptor, or -1 (closed). Node.js has no public accessor;
@@ -113,7 +90,7 @@ export class SocketSpinner {
   }
 
   /** A spinner, or undefined when the addon is not available (`addon`: tests' stand-in). */
-  static create(addon: XsioAddon | undefined = loaded.addon): SocketSpinner | undefined {
+  static create(addon: XsioAddon | undefined = xsio): SocketSpinner | undefined {
     return addon === undefined ? undefined : new SocketSpinner(addon);
   }
 

@@ -128,9 +128,17 @@ void test("a damaged journal on start: the daemon recovers what is valid, says w
   await d.exited;
   const state = path.join(dir, "state");
   const journal = fs.readdirSync(state).filter((f) => f.startsWith("journal-")).sort((a, b) => Number(a.slice(8)) - Number(b.slice(8))).pop()!;
-  fs.appendFileSync(path.join(state, journal), Buffer.from("XSR1\x40\x00\x00\x00garbage-after-a-crash"));
+  // A record torn by the crash, where the next record would have gone: the end of the file, or
+  // where the zeros start in a journal written through a mapping (which stays reserved ahead).
+  const file = path.join(state, journal);
+  const bytes = fs.readFileSync(file);
+  let end = bytes.length;
+  while (end > 0 && bytes[end - 1] === 0) end--; // the last record's value ("2") is not a zero
+  const fd = fs.openSync(file, "r+");
+  fs.writeSync(fd, Buffer.from("XSR1\x40\x00\x00\x00garbage-after-a-crash"), 0, 29, end);
+  fs.closeSync(fd);
   const d2 = await start(dir);
-  assert.match(d2.stderr(), new RegExp(`${journal}: dropped 29 bytes at offset \\d+ \\(truncated record\\)`));
+  assert.match(d2.stderr(), new RegExp(`${journal}: dropped 29 bytes at offset \\d+ \\((truncated record|checksum mismatch)\\)`));
   const c2 = await connect(d2.socket);
   assert.equal((await c2.request("READ", "/keep/b|")).text, "2");
   d2.child.kill("SIGTERM");

@@ -6,8 +6,8 @@ import fsDefault from "node:fs";
 import * as os from "node:os";
 import * as path from "node:path";
 import { recordingTransport } from "../support/recording-transport.js";
-import { createXenstored, encodeMessage, RawConnection, SYNC_INTERVAL_MS } from "../../src/xenstore/index.js";
-import { encodeRecord, parseRecords, loadState } from "../../src/xenstore/persist.js";
+import { createXenstored, encodeMessage, nativeIoUnavailable, RawConnection, SYNC_INTERVAL_MS } from "../../src/xenstore/index.js";
+import { encodeRecord, Journal, parseRecords, loadState, scanRecords } from "../../src/xenstore/persist.js";
 import { parsePerms } from "../../src/xenstore/permissions.js";
 
 function tmpdir(): string {
@@ -241,4 +241,55 @@ void test("pipelined requests are answered in slices, each reply only after its 
   }
   d.close();
   fs.rmSync(dir, { recursive: true, force: true });
+});
+
+void test("the journal is written through a mapping reserved a chunk at a time: a killed daemon's zero-tailed journal loads whole, nothing reported; close trims it", () => {
+  assert.equal(nativeIoUnavailable, "", "the build makes the addon");
+  const dir = tmpdir();
+  const loaded = loadState(dir);
+  const chunk = 64 * 1024;
+  const j = Journal.startFrom(dir, loaded.root, loaded, chunk);
+  const file = path.join(dir, `journal-${j.epoch}`);
+  const perms = parsePerms(["n0"])!;
+  const parent = { op: "put", path: "/m", value: "", perms } as const;
+  j.append([parent]);
+  let bytes = encodeRecord(parent).length;
+  // Records of 200+ bytes, flushed in uneven batches: some batches cross a chunk boundary.
+  for (let i = 0; i < 700; i++) {
+    const op = { op: "put", path: `/m/n${i}`, value: `${i}:` + "v".repeat(200), perms } as const;
+    bytes += encodeRecord(op).length;
+    j.append([op]);
+    if (i % 7 === 0) j.flush(false);
+  }
+  j.append([{ op: "put", path: "/m/zeros", value: "ends in\0\0\0", perms }]);
+  j.flush(false);
+  bytes += encodeRecord({ op: "put", path: "/m/zeros", value: "ends in\0\0\0", perms }).length;
+  assert.ok(bytes > 2 * chunk, "the records span several chunks");
+  const size = fs.statSync(file).size;
+  assert.equal(size % chunk, 0, "the file is reserved in whole chunks");
+  assert.ok(size > bytes, "and ends in reserved zeros");
+  // As a kill -9 now would leave it: every record back, nothing dropped, no damage.
+  const now = loadState(dir);
+  assert.deepEqual(now.dropped, []);
+  assert.equal(now.damaged, false);
+  assert.equal(now.nodes, 1 + 1 + 701, "/, /m and its 701 children");
+  j.close();
+  assert.equal(fs.statSync(file).size, bytes, "close trims the reserve");
+  assert.deepEqual(loadState(dir).dropped, []);
+  fs.rmSync(dir, { recursive: true });
+});
+
+void test("zeros are the end of a journal only after its last record: zeros between records are damage, reported", () => {
+  const a = encodeRecord({ op: "put", path: "/a", value: "1", perms: parsePerms(["n0"])! });
+  const b = encodeRecord({ op: "del", path: "/a" });
+  const zeros = Buffer.alloc(100);
+  const seen: string[] = [];
+  const tail = scanRecords(Buffer.concat([a, b, zeros]), "j", (r) => seen.push(r.op), { zeroTail: true });
+  assert.deepEqual([tail, seen], [[], ["put", "del"]]);
+  seen.length = 0;
+  const middle = scanRecords(Buffer.concat([a, zeros, b]), "j", (r) => seen.push(r.op), { zeroTail: true });
+  assert.deepEqual(seen, ["put", "del"]);
+  assert.deepEqual(middle, [{ file: "j", offset: a.length, length: 100, reason: "bad record magic" }]);
+  // Without zeroTail (snapshots, written journals) trailing zeros are damage too.
+  assert.equal(scanRecords(Buffer.concat([a, zeros]), "j", () => undefined).length, 1);
 });

@@ -8,7 +8,8 @@ import { setImmediate as tick } from "node:timers/promises";
 import { connectXenstore } from "../../src/xenstore/client.js";
 import { createXenstored, encodeMessage, listenUnix, RawConnection, nativeIoUnavailable } from "../../src/xenstore/index.js";
 import { FrameDecoder } from "../../src/xenstore/wire.js";
-import { SocketSpinner, xsio, type XsioAddon } from "../../src/xenstore/socket-io.js";
+import { SocketSpinner } from "../../src/xenstore/socket-io.js";
+import { xsio, type XsioAddon } from "../../src/xenstore/native.js";
 
 function tempDir(t: { after(fn: () => void): void }): string {
   const dir = mkdtempSync(join(tmpdir(), "vmstack-xsio-"));
@@ -207,6 +208,10 @@ void test("the spinner waits in the addon only on clients it may read: not a pau
       return -1;
     },
     sendNow: () => -11,
+    reserve: () => -95,
+    mapShared: () => {
+      throw new Error("not here");
+    },
   };
   const spinner = SocketSpinner.create(fake)!;
   spinner.listenFd = 1234;

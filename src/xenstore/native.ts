@@ -1,0 +1,35 @@
+/**
+ * xenstored's native addon (native/xsio.c, built by `npm run build` into dist/native/xsio.node):
+ * socket waits and sends for busy-polling (socket-io.ts) and the journal's shared mapping
+ * (persist.ts). Optional at run time: without it both fall back to Node.js's own I/O.
+ */
+import { createRequire } from "node:module";
+
+export interface XsioAddon {
+  /** poll(2) loop over fds[0..count), reading the first ready one of fds[0..readCount). */
+  waitRecv(fds: Int32Array, readCount: number, count: number, buf: Buffer, budgetNs: number, out: Int32Array): number;
+  /** send(2) without blocking or SIGPIPE: bytes sent, or -errno. */
+  sendNow(fd: number, buf: Buffer): number;
+  /** posix_fallocate(3): 0, or -errno. */
+  reserve(fd: number, offset: number, length: number): number;
+  /** A MAP_SHARED read-write mapping of the file's [offset, offset + length) as a Buffer. */
+  mapShared(fd: number, offset: number, length: number): Buffer;
+}
+
+function loadAddon(): { addon: XsioAddon | undefined; why: string } {
+  try {
+    // dist/src/xenstore/native.js -> dist/native/xsio.node
+    const addon = createRequire(import.meta.url)("../../native/xsio.node") as XsioAddon;
+    return { addon, why: "" };
+  } catch (e) {
+    return { addon: undefined, why: e instanceof Error ? e.message.split("\n")[0]! : String(e) };
+  }
+}
+
+const loaded = loadAddon();
+
+/** The addon, undefined when it is not built. */
+export const xsio: XsioAddon | undefined = loaded.addon;
+
+/** Why native I/O is unavailable ("" when it is available). */
+export const nativeIoUnavailable: string = loaded.addon === undefined ? loaded.why : "";
