@@ -352,6 +352,14 @@ class MappedJournal implements JournalFile {
   }
 }
 
+/** True if the file holds nothing but zero bytes (checked only up to a few reserve chunks). */
+function onlyZeros(file: string): boolean {
+  const size = fs.statSync(file).size;
+  if (size === 0) return true;
+  if (size > 4 * JOURNAL_CHUNK) return false;
+  return fs.readFileSync(file).every((b) => b === 0);
+}
+
 /** Open (or create) a journal file: mapped when the addon is built and the file is new, else written. */
 function openJournalFile(file: string, chunk: number): JournalFile {
   const fd = fs.openSync(file, "a+", 0o600);
@@ -402,10 +410,11 @@ export class Journal {
     const j = new Journal(dir, loaded.epoch + 1, chunk);
     if (loaded.damaged) j.#writeSnapshot(root);
     else {
-      // Empty journals of earlier epochs hold nothing to replay.
+      // Journals of earlier epochs with nothing to replay: empty, or only the reserve a killed
+      // daemon left (so a crash loop cannot pile them up until the next compaction).
       for (const e of listEpochs(dir, "journal")) {
         const f = path.join(dir, `journal-${e}`);
-        if (e < j.#epoch && fs.statSync(f).size === 0) fs.rmSync(f);
+        if (e < j.#epoch && onlyZeros(f)) fs.rmSync(f);
       }
       fsyncDir(dir);
       j.#lastSnapshotBytes = loaded.snapshotBytes;

@@ -293,3 +293,21 @@ void test("zeros are the end of a journal only after its last record: zeros betw
   // Without zeroTail (snapshots, written journals) trailing zeros are damage too.
   assert.equal(scanRecords(Buffer.concat([a, zeros]), "j", () => undefined).length, 1);
 });
+
+void test("journals a killed daemon left with nothing but their reserve are removed at the next start", async () => {
+  const dir = tmpdir();
+  await populate(dir);
+  // A daemon killed before writing anything leaves its new epoch's journal reserved and empty.
+  const loaded = loadState(dir);
+  Journal.startFrom(dir, loaded.root, loaded); // never closed, as after kill -9
+  const left = `journal-${loaded.epoch + 1}`;
+  assert.ok(fs.statSync(path.join(dir, left)).size > 0, "the reserve is there");
+  const d = createXenstored({ stateDir: dir });
+  const after = fs.readdirSync(dir).filter((f) => f.startsWith("journal-"));
+  assert.ok(!after.includes(left), `${left} is gone: ${after.join(" ")}`);
+  assert.ok(after.includes(`journal-${loaded.epoch}`), "the journal with records stays");
+  const c = new RawConnection(d.openConnection({ domid: 0 }));
+  assert.equal((await c.request("READ", "/a/c|")).text, "world");
+  d.close();
+  fs.rmSync(dir, { recursive: true });
+});
