@@ -20,7 +20,10 @@
 #include <node_api.h>
 #include <errno.h>
 #include <fcntl.h>
+#include <math.h>
 #include <poll.h>
+#include <stdio.h>
+#include <string.h>
 #include <stdint.h>
 #include <sys/mman.h>
 #include <sys/socket.h>
@@ -44,6 +47,19 @@ static napi_value number(napi_env env, double v) {
 static napi_value fail(napi_env env, const char *msg) {
   napi_throw_type_error(env, NULL, msg);
   return NULL;
+}
+
+/* A descriptor: an integer from 0 to INT32_MAX (napi_get_value_int32 would take 1.5 or NaN). */
+static int arg_fd(napi_env env, napi_value v, int32_t *out) {
+  double d;
+  if (napi_get_value_double(env, v, &d) != napi_ok || !(d >= 0) || d > 2147483647.0 || d != floor(d)) return 0;
+  *out = (int32_t)d;
+  return 1;
+}
+
+/* A whole number of bytes from `min` to `max`. */
+static int arg_bytes(napi_env env, napi_value v, double min, double max, double *out) {
+  return napi_get_value_double(env, v, out) == napi_ok && *out >= min && *out <= max && *out == floor(*out);
 }
 
 /*
@@ -108,7 +124,7 @@ static napi_value send_now(napi_env env, napi_callback_info info) {
   void *buf;
   size_t len;
   if (napi_get_cb_info(env, info, &argc, argv, NULL, NULL) != napi_ok || argc != 2) return fail(env, "sendNow(fd, buf)");
-  if (napi_get_value_int32(env, argv[0], &fd) != napi_ok) return fail(env, "fd must be a number");
+  if (!arg_fd(env, argv[0], &fd)) return fail(env, "fd must be a descriptor");
   if (napi_get_buffer_info(env, argv[1], &buf, &len) != napi_ok) return fail(env, "buf must be a Buffer");
   ssize_t r;
   do r = send(fd, buf, len, MSG_DONTWAIT | MSG_NOSIGNAL);
@@ -123,10 +139,6 @@ static napi_value send_now(napi_env env, napi_callback_info info) {
  * file writes mapped pages back as it does written ones.
  */
 
-static int32_t arg_int32(napi_env env, napi_value v, int32_t *out) {
-  return napi_get_value_int32(env, v, out) == napi_ok;
-}
-
 /*
  * reserve(fd: number, offset: number, length: number): number — posix_fallocate(3): the file
  * grows to cover [offset, offset + length) with blocks allocated, so that a store to a mapping of
@@ -138,9 +150,9 @@ static napi_value reserve(napi_env env, napi_callback_info info) {
   int32_t fd;
   double offset, length;
   if (napi_get_cb_info(env, info, &argc, argv, NULL, NULL) != napi_ok || argc != 3) return fail(env, "reserve(fd, offset, length)");
-  if (!arg_int32(env, argv[0], &fd)) return fail(env, "fd must be a number");
-  if (napi_get_value_double(env, argv[1], &offset) != napi_ok || !(offset >= 0) || offset > 0x1p52) return fail(env, "offset must be a non-negative number");
-  if (napi_get_value_double(env, argv[2], &length) != napi_ok || !(length > 0) || length > 0x1p40) return fail(env, "length must be a positive number");
+  if (!arg_fd(env, argv[0], &fd)) return fail(env, "fd must be a descriptor");
+  if (!arg_bytes(env, argv[1], 0, 0x1p52, &offset)) return fail(env, "offset must be a whole number of bytes");
+  if (!arg_bytes(env, argv[2], 1, 0x1p40, &length)) return fail(env, "length must be a whole number of bytes, at least 1");
   int r = posix_fallocate(fd, (off_t)offset, (off_t)length);
   return number(env, r == 0 ? 0 : -r);
 }
@@ -163,12 +175,15 @@ static napi_value map_shared(napi_env env, napi_callback_info info) {
   int32_t fd;
   double offset, length;
   if (napi_get_cb_info(env, info, &argc, argv, NULL, NULL) != napi_ok || argc != 3) return fail(env, "mapShared(fd, offset, length)");
-  if (!arg_int32(env, argv[0], &fd)) return fail(env, "fd must be a number");
-  if (napi_get_value_double(env, argv[1], &offset) != napi_ok || !(offset >= 0) || offset > 0x1p52) return fail(env, "offset must be a non-negative number");
-  if (napi_get_value_double(env, argv[2], &length) != napi_ok || !(length > 0) || length > 0x1p30) return fail(env, "length must be 1 byte to 1 GiB");
+  if (!arg_fd(env, argv[0], &fd)) return fail(env, "fd must be a descriptor");
+  if (!arg_bytes(env, argv[1], 0, 0x1p52, &offset)) return fail(env, "offset must be a whole number of bytes");
+  if (!arg_bytes(env, argv[2], 1, 0x1p30, &length)) return fail(env, "length must be a whole number of bytes, 1 to 1 GiB");
   void *p = mmap(NULL, (size_t)length, PROT_READ | PROT_WRITE, MAP_SHARED, fd, (off_t)offset);
   if (p == MAP_FAILED) {
-    napi_throw_error(env, "EMAP", "mmap of the journal failed");
+    int e = errno;
+    char msg[128];
+    snprintf(msg, sizeof msg, "mmap of the journal failed: %s", strerror(e));
+    napi_throw_error(env, e == ENOMEM ? "ENOMEM" : e == ENODEV ? "ENODEV" : e == EACCES ? "EACCES" : e == EINVAL ? "EINVAL" : "EMAP", msg);
     return NULL;
   }
   napi_value buf;

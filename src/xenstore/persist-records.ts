@@ -13,7 +13,9 @@ import { orderedKids, type XsNode } from "./store.js";
 import type { JournalOp } from "./operations.js";
 
 export const MAGIC = 0x31525358; // "XSR1" little-endian
-const HEADER = 12;
+/** Bytes before a record's body: magic, body length, crc32. */
+export const RECORD_HEADER = 12;
+const HEADER = RECORD_HEADER;
 const KIND_PUT = 1;
 const KIND_DEL = 2;
 const KIND_END = 3;

@@ -8,6 +8,8 @@ import * as path from "node:path";
 import { recordingTransport } from "../support/recording-transport.js";
 import { createXenstored, encodeMessage, nativeIoUnavailable, RawConnection, SYNC_INTERVAL_MS } from "../../src/xenstore/index.js";
 import { encodeRecord, Journal, parseRecords, loadState, scanRecords } from "../../src/xenstore/persist.js";
+import { xsio } from "../../src/xenstore/native.js";
+import type { JournalOp } from "../../src/xenstore/operations.js";
 import { parsePerms } from "../../src/xenstore/permissions.js";
 
 function tmpdir(): string {
@@ -248,19 +250,26 @@ void test("the journal is written through a mapping reserved a chunk at a time: 
   const dir = tmpdir();
   const loaded = loadState(dir);
   const chunk = 64 * 1024;
-  const j = Journal.startFrom(dir, loaded.root, loaded, chunk);
+  const j = Journal.startFrom(dir, loaded.root, loaded, { chunk });
   const file = path.join(dir, `journal-${j.epoch}`);
   const perms = parsePerms(["n0"])!;
   const parent = { op: "put", path: "/m", value: "", perms } as const;
   j.append([parent]);
   let bytes = encodeRecord(parent).length;
   // Records of 200+ bytes, flushed in uneven batches: some batches cross a chunk boundary.
+  let flushedAt = bytes;
+  let crossings = 0;
   for (let i = 0; i < 700; i++) {
     const op = { op: "put", path: `/m/n${i}`, value: `${i}:` + "v".repeat(200), perms } as const;
     bytes += encodeRecord(op).length;
     j.append([op]);
-    if (i % 7 === 0) j.flush(false);
+    if (i % 7 === 0) {
+      j.flush(false);
+      if (Math.floor(flushedAt / chunk) !== Math.floor((bytes - 1) / chunk) && flushedAt % chunk !== 0) crossings++;
+      flushedAt = bytes;
+    }
   }
+  assert.ok(crossings > 0, "a batch crossed a chunk boundary");
   j.append([{ op: "put", path: "/m/zeros", value: "ends in\0\0\0", perms }]);
   j.flush(false);
   bytes += encodeRecord({ op: "put", path: "/m/zeros", value: "ends in\0\0\0", perms }).length;
@@ -310,4 +319,30 @@ void test("journals a killed daemon left with nothing but their reserve are remo
   assert.equal((await c.request("READ", "/a/c|")).text, "world");
   d.close();
   fs.rmSync(dir, { recursive: true });
+});
+
+void test("without room or mappings the journal appends with write(2) at the same place: at open, and for a batch whose next chunk cannot be reserved", () => {
+  const real = xsio!;
+  const perms = parsePerms(["n0"])!;
+  const put = (i: number): JournalOp => ({ op: "put", path: `/f/n${i}`, value: "x".repeat(300), perms });
+  for (const [name, addon] of [
+    ["no room at all", { ...real, reserve: () => -28 }],
+    ["no mapping", { ...real, mapShared: () => { throw new Error("ENOMEM"); } }],
+    ["room for one chunk only", { ...real, reserve: (fd: number, off: number, len: number) => (off === 0 ? real.reserve(fd, off, len) : -28) }],
+  ] as const) {
+    const dir = tmpdir();
+    const loaded = loadState(dir);
+    const j = Journal.startFrom(dir, loaded.root, loaded, { chunk: 4096, addon });
+    j.append([{ op: "put", path: "/f", value: "", perms }]);
+    for (let i = 0; i < 40; i++) {
+      j.append([put(i)]);
+      j.flush(false); // 12 KB in all: past the first 4 KB chunk
+    }
+    const back = loadState(dir);
+    assert.deepEqual(back.dropped, [], name);
+    assert.equal(back.nodes, 2 + 40, `${name}: every record, in place`);
+    j.close();
+    assert.equal(loadState(dir).nodes, 2 + 40, name);
+    fs.rmSync(dir, { recursive: true });
+  }
 });

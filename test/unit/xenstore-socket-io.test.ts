@@ -105,7 +105,8 @@ void test("xsio.sendNow: sends what it can at once and says how much; an error i
   const got = new Promise<string>((resolve) => p.client.once("data", (c: Buffer) => resolve(c.toString())));
   assert.equal(x.sendNow(p.fd, Buffer.from("reply")), 5);
   assert.equal(await got, "reply");
-  assert.equal(x.sendNow(-1, Buffer.from("x")), -9, "EBADF");
+  assert.equal(x.sendNow(2147483000, Buffer.from("x")), -9, "EBADF");
+  for (const fd of [-1, 1.5, NaN]) assert.throws(() => x.sendNow(fd, Buffer.from("x")), TypeError, `fd ${fd}`);
   // The peer is gone: EPIPE (Node.js ignores SIGPIPE, and send(2) is told not to raise it).
   p.client.destroy();
   await tick();
