@@ -144,15 +144,24 @@ static napi_value send_now(napi_env env, napi_callback_info info) {
  * grows to cover [offset, offset + length) with blocks allocated, so that a store to a mapping of
  * it can never meet a full disk (which would be SIGBUS instead of an error). 0, or -errno.
  */
-static napi_value reserve(napi_env env, napi_callback_info info) {
+/*
+ * The (fd, offset, length) arguments of reserve and mapShared: true, or false with a TypeError
+ * thrown. `length` is a whole number of bytes from 1 to `maxLength`.
+ */
+static int file_range_args(napi_env env, napi_callback_info info, const char *usage, double maxLength, int32_t *fd, double *offset, double *length) {
   size_t argc = 3;
   napi_value argv[3];
+  if (napi_get_cb_info(env, info, &argc, argv, NULL, NULL) != napi_ok || argc != 3) return fail(env, usage), 0;
+  if (!arg_fd(env, argv[0], fd)) return fail(env, "fd must be a descriptor"), 0;
+  if (!arg_bytes(env, argv[1], 0, 0x1p52, offset)) return fail(env, "offset must be a whole number of bytes"), 0;
+  if (!arg_bytes(env, argv[2], 1, maxLength, length)) return fail(env, "length must be a whole number of bytes, at least 1 and not too large"), 0;
+  return 1;
+}
+
+static napi_value reserve(napi_env env, napi_callback_info info) {
   int32_t fd;
   double offset, length;
-  if (napi_get_cb_info(env, info, &argc, argv, NULL, NULL) != napi_ok || argc != 3) return fail(env, "reserve(fd, offset, length)");
-  if (!arg_fd(env, argv[0], &fd)) return fail(env, "fd must be a descriptor");
-  if (!arg_bytes(env, argv[1], 0, 0x1p52, &offset)) return fail(env, "offset must be a whole number of bytes");
-  if (!arg_bytes(env, argv[2], 1, 0x1p40, &length)) return fail(env, "length must be a whole number of bytes, at least 1");
+  if (!file_range_args(env, info, "reserve(fd, offset, length)", 0x1p40, &fd, &offset, &length)) return NULL;
   int r = posix_fallocate(fd, (off_t)offset, (off_t)length);
   return number(env, r == 0 ? 0 : -r);
 }
@@ -170,14 +179,9 @@ static void unmap(napi_env env, void *data, void *hint) {
  * Throws on failure.
  */
 static napi_value map_shared(napi_env env, napi_callback_info info) {
-  size_t argc = 3;
-  napi_value argv[3];
   int32_t fd;
   double offset, length;
-  if (napi_get_cb_info(env, info, &argc, argv, NULL, NULL) != napi_ok || argc != 3) return fail(env, "mapShared(fd, offset, length)");
-  if (!arg_fd(env, argv[0], &fd)) return fail(env, "fd must be a descriptor");
-  if (!arg_bytes(env, argv[1], 0, 0x1p52, &offset)) return fail(env, "offset must be a whole number of bytes");
-  if (!arg_bytes(env, argv[2], 1, 0x1p30, &length)) return fail(env, "length must be a whole number of bytes, 1 to 1 GiB");
+  if (!file_range_args(env, info, "mapShared(fd, offset, length)", 0x1p30, &fd, &offset, &length)) return NULL;
   void *p = mmap(NULL, (size_t)length, PROT_READ | PROT_WRITE, MAP_SHARED, fd, (off_t)offset);
   if (p == MAP_FAILED) {
     int e = errno;

@@ -346,3 +346,24 @@ void test("without room or mappings the journal appends with write(2) at the sam
     fs.rmSync(dir, { recursive: true });
   }
 });
+
+void test("the addon's reserve and mapShared: a reserved range reads back as zeros, a store into the mapping is in the file at once; bad arguments are TypeErrors", () => {
+  const x = xsio!;
+  const dir = tmpdir();
+  const file = path.join(dir, "f");
+  const fd = fs.openSync(file, "w+");
+  try {
+    assert.equal(x.reserve(fd, 0, 8192), 0);
+    assert.equal(fs.fstatSync(fd).size, 8192);
+    const map = x.mapShared(fd, 4096, 4096);
+    map.write("in the page cache", 10, "latin1");
+    assert.equal(fs.readFileSync(file).toString("latin1", 4096 + 10, 4096 + 27), "in the page cache");
+    assert.ok(x.reserve(2147483000, 0, 1) < 0, "a closed descriptor is -errno");
+    for (const [f, off, len] of [[fd, 0, 0], [fd, 0.5, 10], [-1, 0, 10], [fd, 0, 2 ** 41]]) assert.throws(() => x.reserve(f!, off!, len!), TypeError, `${f},${off},${len}`);
+    assert.throws(() => x.mapShared(fd, 0, 2 ** 31), TypeError);
+    assert.throws(() => x.mapShared(fd, 100, 4096), /mmap of the journal failed: Invalid argument/, "an offset off a page boundary");
+  } finally {
+    fs.closeSync(fd);
+    fs.rmSync(dir, { recursive: true });
+  }
+});
