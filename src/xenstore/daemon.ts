@@ -399,6 +399,7 @@ export class Xenstored implements ConnectionHost {
   }
 
   #release(): void {
+    if (this.#held.size === 0) return; // the common case: a lone reply went out without waiting
     const conns = [...this.#held];
     this.#held.clear();
     for (const c of conns) c.releaseHeld();

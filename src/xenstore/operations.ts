@@ -38,6 +38,8 @@ export interface OpEnv {
   nodesOwned(domid: number): number;
 }
 
+const NO_DELTA: ReadonlyMap<number, number> = new Map();
+
 /** gen of an absent node in the access tracker ("no generation"). */
 export const NO_GEN = -1;
 
@@ -45,7 +47,12 @@ export class TreeView {
   root: XsNode;
   readonly changes: Change[] = [];
   readonly journal: JournalOp[] = [];
-  readonly ownerDelta = new Map<number, number>();
+  /** Nodes gained (or lost) per owner domid; most writes change an existing node and touch none. */
+  get ownerDelta(): ReadonlyMap<number, number> {
+    return this.#ownerDelta ?? NO_DELTA;
+  }
+
+  #ownerDelta: Map<number, number> | undefined;
 
   constructor(
     root: XsNode,
@@ -105,7 +112,8 @@ export class TreeView {
   }
 
   #addOwned(domid: number, n: number): void {
-    this.ownerDelta.set(domid, (this.ownerDelta.get(domid) ?? 0) + n);
+    this.#ownerDelta ??= new Map();
+    this.#ownerDelta.set(domid, (this.#ownerDelta.get(domid) ?? 0) + n);
   }
 
   #checkSize(value: string, perms: Perms, path: string): void {
