@@ -68,8 +68,8 @@ export async function startVmstack(opts: { name: string; mode: "write" | "fsync"
   const launch = async (): Promise<void> => {
     const storage = opts.mode === "memory" ? ["--no-persist"] : ["--state-dir", stateDir, "--durability", opts.mode];
     const poll = opts.busyPollUs === undefined ? [] : ["--busy-poll-us", String(opts.busyPollUs)];
-    const fast = opts.nativeIo === false ? ["--no-native-io"] : [];
-    child = spawn(process.execPath, [bin, "--socket", socket, ...storage, ...poll, ...fast], { stdio: ["ignore", "pipe", "pipe"] });
+    const io = opts.nativeIo === false ? ["--no-native-io"] : [];
+    child = spawn(process.execPath, [bin, "--socket", socket, ...storage, ...poll, ...io], { stdio: ["ignore", "pipe", "pipe"] });
     await waitForLine(child, "vmstack xenstored");
   };
   await launch();

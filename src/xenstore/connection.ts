@@ -35,7 +35,8 @@ const MODIFYING: ReadonlySet<string> = new Set(["WRITE", "MKDIR", "RM", "SET_PER
  * goes on with the rest, both sides working at once. Answering a 64-request chunk in one piece
  * made them take turns instead (measured with vmstack's client, which sends requests made in one
  * tick together: 64 in flight, 1.2–1.9× the writes/s of one piece). A slice costs one journal
- * write(2) and one socket write. With "fsync" the replies still wait for the group's fdatasync.
+ * append (journal-file.ts) and one socket write. With "fsync" the replies still wait for the
+ * group's fdatasync.
  */
 const REPLY_SLICE = 16;
 

@@ -23,7 +23,7 @@ export * from "./protocol.js";
 export * from "./wire.js";
 export { XsError } from "./errors.js";
 export { DURABILITIES, SYNC_INTERVAL_MS, Xenstored, createXenstored, type Durability, type XenstoredOptions } from "./daemon.js";
-export { DEFAULT_BUSY_POLL_US, listenUnix, type SocketServer } from "./server.js";
+export { DEFAULT_BUSY_POLL_US, MAX_BUSY_POLL_US, listenUnix, type SocketServer } from "./server.js";
 export { nativeIoUnavailable } from "./native.js";
 export { duplexPair } from "./duplex-pair.js";
 export { canonicalize, homeOf, isValidNodePath } from "./path.js";

@@ -10,17 +10,19 @@ import { VmstackError } from "../lib/errors.js";
 import type { Xenstored } from "./daemon.js";
 import { BusyPoll, type BusyPollStats } from "../lib/busy-poll.js";
 import type { Connection } from "./connection.js";
-import { fdOf, SocketSpinner, type SpinStats } from "./socket-io.js";
+import { fdOf, NativeSocketIo, type NativeIoStats } from "./socket-io.js";
 
 /** Default maximum busy-poll window after a request (lib/busy-poll.ts; 0 turns polling off). */
 export const DEFAULT_BUSY_POLL_US = 200;
+/** Beyond 10 ms polling stops being a wake-up saved and becomes a core spent. */
+export const MAX_BUSY_POLL_US = 10_000;
 
 export interface SocketServer {
   readonly path: string;
   /** Busy-polling of all its connections so far (hits and misses say whether it pays). */
   readonly poll: Readonly<BusyPollStats>;
   /** What native socket I/O did (socket-io.ts); undefined when it is off or not built. */
-  readonly nativeIo: Readonly<SpinStats> | undefined;
+  readonly nativeIo: Readonly<NativeIoStats> | undefined;
   close(): Promise<void>;
 }
 
@@ -49,8 +51,8 @@ async function clearStale(socketPath: string): Promise<void> {
 /**
  * Listen on `socketPath` (mode 0600 unless `mode` says otherwise). After each request the
  * connection is busy-polled for up to `busyPollUs` (adaptive; see lib/busy-poll.ts) so that a
- * client with one request in flight does not wait for this process to wake up; with the native
- * native I/O (socket-io.ts; `nativeIo: false` turns it off) the polling waits in poll(2) and
+ * client with one request in flight does not wait for this process to wake up; with native
+ * socket I/O (socket-io.ts; `nativeIo: false` turns it off) the polling waits in poll(2) and
  * replies leave with send(2).
  */
 export async function listenUnix(daemon: Xenstored, socketPath: string, opts: { mode?: number; busyPollUs?: number; nativeIo?: boolean } = {}): Promise<SocketServer> {
@@ -61,24 +63,24 @@ export async function listenUnix(daemon: Xenstored, socketPath: string, opts: { 
   await clearStale(socketPath);
   const pollUs = opts.busyPollUs ?? DEFAULT_BUSY_POLL_US;
   const poll: BusyPollStats = { hits: 0, misses: 0 };
-  const spinner = opts.nativeIo !== false ? SocketSpinner.create() : undefined;
+  const native = opts.nativeIo !== false ? NativeSocketIo.create() : undefined;
   // allowHalfOpen: a client may send requests and shut down its write side; it still gets replies.
   const server = net.createServer({ allowHalfOpen: true }, (sock) => {
     try {
       let conn: Connection | undefined;
-      const entry = spinner?.entry(
+      const entry = native?.entry(
         sock,
         (chunk) => conn?.input(chunk),
         () => conn !== undefined && !conn.isClosed,
       );
       // After each chunk's requests are answered, polling for this client's next one starts.
-      const poller = new BusyPoll(pollUs, entry === undefined ? undefined : spinner!.clock(entry), poll);
+      const poller = new BusyPoll(pollUs, entry === undefined ? undefined : native!.clock(entry), poll);
       conn = daemon.attach(sock, 0, "socket", {
         afterInput: (requests) => {
           if (entry !== undefined) entry.pipelining = requests > 1;
           poller.kick();
         },
-        write: entry === undefined ? undefined : (frame) => spinner!.write(entry, frame),
+        write: entry === undefined ? undefined : (frame) => native!.write(entry, frame),
       });
     } catch {
       sock.destroy();
@@ -99,11 +101,11 @@ export async function listenUnix(daemon: Xenstored, socketPath: string, opts: { 
     process.umask(old);
   }
   fs.chmodSync(socketPath, mode);
-  if (spinner !== undefined) spinner.listenFd = fdOf(server);
+  if (native !== undefined) native.listenFd = fdOf(server);
   return {
     path: socketPath,
     poll,
-    nativeIo: spinner?.stats,
+    nativeIo: native?.stats,
     close: () =>
       new Promise<void>((resolve) => {
         server.close(() => resolve());

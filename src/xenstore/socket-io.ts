@@ -40,8 +40,8 @@ export function fdOf(sock: net.Socket | net.Server): number {
   return typeof fd === "number" && fd >= 0 ? fd : -1;
 }
 
-/** One connection of a SocketSpinner. */
-export interface SpinEntry {
+/** One connection of a NativeSocketIo. */
+export interface NativeIoEntry {
   readonly sock: net.Socket;
   readonly fd: number;
   /** Feed bytes read here to the connection (what its 'data' handler does). */
@@ -60,7 +60,7 @@ export interface SpinEntry {
   untilMs: number;
 }
 
-export interface SpinStats {
+export interface NativeIoStats {
   /** Chunks of requests read by the addon rather than by the event loop. */
   nativeReads: number;
   /** Replies and events sent by the addon. */
@@ -71,14 +71,14 @@ export interface SpinStats {
  * Runs the busy-poll turns of all of a server's connections: one setImmediate per event-loop
  * turn, in which the addon waits on every connection still polling.
  */
-export class SocketSpinner {
-  readonly stats: SpinStats = { nativeReads: 0, nativeSends: 0 };
+export class NativeSocketIo {
+  readonly stats: NativeIoStats = { nativeReads: 0, nativeSends: 0 };
   readonly #addon: XsioAddon;
   readonly #buf = Buffer.allocUnsafe(64 * 1024);
   readonly #out = new Int32Array(1);
   readonly #fds = new Int32Array(MAX_WAIT_FDS);
-  readonly #waitOn: SpinEntry[] = [];
-  readonly #entries = new Set<SpinEntry>();
+  readonly #waitOn: NativeIoEntry[] = [];
+  readonly #entries = new Set<NativeIoEntry>();
   #scheduled = false;
   /** Set when poll(2) itself failed: waits stay with the event loop from then on. */
   #broken = false;
@@ -89,23 +89,23 @@ export class SocketSpinner {
     this.#addon = addon;
   }
 
-  /** A spinner, or undefined when the addon is not available (`addon`: tests' stand-in). */
-  static create(addon: XsioAddon | undefined = xsio): SocketSpinner | undefined {
-    return addon === undefined ? undefined : new SocketSpinner(addon);
+  /** A native, or undefined when the addon is not available (`addon`: tests' stand-in). */
+  static create(addon: XsioAddon | undefined = xsio): NativeSocketIo | undefined {
+    return addon === undefined ? undefined : new NativeSocketIo(addon);
   }
 
   /** The socket's entry, or undefined if its descriptor is not known. */
-  entry(sock: net.Socket, input: (chunk: Buffer) => void, live: () => boolean): SpinEntry | undefined {
+  entry(sock: net.Socket, input: (chunk: Buffer) => void, live: () => boolean): NativeIoEntry | undefined {
     const fd = fdOf(sock);
     if (fd < 0) return undefined;
-    const e: SpinEntry = { sock, fd, input, live, pipelining: false, due: undefined, untilMs: 0 };
+    const e: NativeIoEntry = { sock, fd, input, live, pipelining: false, due: undefined, untilMs: 0 };
     this.#entries.add(e);
     sock.once("close", () => this.#entries.delete(e));
     return e;
   }
 
   /** A BusyPoll clock whose polling turns wait on `e`'s socket in the addon. */
-  clock(e: SpinEntry): BusyPollClock {
+  clock(e: NativeIoEntry): BusyPollClock {
     return {
       now: () => performance.now(),
       defer: (fn, untilMs) => {
@@ -120,7 +120,7 @@ export class SocketSpinner {
   }
 
   /** Write `frame` to `e`'s socket: at once with send(2) when nothing is queued, else through the stream. */
-  write(e: SpinEntry, frame: Buffer): void {
+  write(e: NativeIoEntry, frame: Buffer): void {
     const s = e.sock;
     if (s.writableLength === 0 && s.writableCorked === 0 && s.writable) {
       const n = this.#addon.sendNow(e.fd, frame);
@@ -136,7 +136,7 @@ export class SocketSpinner {
   }
 
   /** True if `e`'s socket is open and still has the descriptor it was registered with. */
-  #open(e: SpinEntry): boolean {
+  #open(e: NativeIoEntry): boolean {
     return e.live() && !e.sock.destroyed && fdOf(e.sock) === e.fd;
   }
 

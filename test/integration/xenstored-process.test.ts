@@ -11,7 +11,7 @@ import * as os from "node:os";
 import * as path from "node:path";
 import { fileURLToPath } from "node:url";
 import { promisify } from "node:util";
-import { nativeIoUnavailable, RawConnection } from "../../src/xenstore/index.js";
+import { RawConnection } from "../../src/xenstore/index.js";
 
 const execFileP = promisify(execFile);
 const BIN = path.resolve(path.dirname(fileURLToPath(import.meta.url)), "../../src/bin/xenstored.js");
@@ -139,7 +139,8 @@ void test("a damaged journal on start: the daemon recovers what is valid, says w
   fs.writeSync(fd, Buffer.from("XSR1\x40\x00\x00\x00garbage-after-a-crash"), 0, 29, end);
   fs.closeSync(fd);
   const d2 = await start(dir);
-  assert.match(d2.stderr(), new RegExp(`${journal}: dropped 29 bytes at offset \\d+ \\(${nativeIoUnavailable === "" ? "checksum mismatch" : "truncated record"}\\)`));
+  const mapped = end < bytes.length; // written through a mapping: the file ends in its reserve
+  assert.match(d2.stderr(), new RegExp(`${journal}: dropped 29 bytes at offset \\d+ \\(${mapped ? "checksum mismatch" : "truncated record"}\\)`));
   const c2 = await connect(d2.socket);
   assert.equal((await c2.request("READ", "/keep/b|")).text, "2");
   d2.child.kill("SIGTERM");

@@ -54,3 +54,13 @@ void test("vmstack xenstored rejects a bad quota and conflicting options as usag
     assert.match(err.text(), /see 'vmstack xenstored --help'/);
   }
 });
+
+void test("vmstack vmstackd refuses a busy-poll window for its xenstored that is not 0-10000 µs, before it starts anything", async () => {
+  for (const value of ["-5", "fast", "20000"]) {
+    const err = capture();
+    const code = await main(["vmstackd", "--xenstored-busy-poll-us", value], { stdout: capture().stream, stderr: err.stream, stdin: Readable.from([]), signal: new AbortController().signal });
+    assert.equal(code, 2, value);
+    assert.match(err.text(), /--xenstored-busy-poll-us/);
+    assert.match(err.text(), /see 'vmstack vmstackd --help'/);
+  }
+});

@@ -8,7 +8,7 @@ import { setImmediate as tick } from "node:timers/promises";
 import { connectXenstore } from "../../src/xenstore/client.js";
 import { createXenstored, encodeMessage, listenUnix, RawConnection, nativeIoUnavailable } from "../../src/xenstore/index.js";
 import { FrameDecoder } from "../../src/xenstore/wire.js";
-import { SocketSpinner } from "../../src/xenstore/socket-io.js";
+import { NativeSocketIo } from "../../src/xenstore/socket-io.js";
 import { xsio, type XsioAddon } from "../../src/xenstore/native.js";
 
 function tempDir(t: { after(fn: () => void): void }): string {
@@ -123,7 +123,7 @@ void test("xenstored over a socket: a client with one request in flight is read 
   addon();
   const dir = tempDir(t);
   for (const [name, opts] of [
-    ["fast", {}],
+    ["native", {}],
     ["streams", { nativeIo: false }],
     ["nopoll", { busyPollUs: 0 }],
   ] as const) {
@@ -133,11 +133,11 @@ void test("xenstored over a socket: a client with one request in flight is read 
     try {
       let i = 0;
       // The first requests may all miss the poll on a loaded machine: allow many for the first hit.
-      for (; i < 300 || (name === "fast" && server.nativeIo!.nativeReads === 0 && i < 20_000); i++) {
-        await c.write(`/fast/k${i % 10}`, String(i));
-        assert.equal(await c.read(`/fast/k${i % 10}`), String(i));
+      for (; i < 300 || (name === "native" && server.nativeIo!.nativeReads === 0 && i < 20_000); i++) {
+        await c.write(`/native/k${i % 10}`, String(i));
+        assert.equal(await c.read(`/native/k${i % 10}`), String(i));
       }
-      if (name === "fast") {
+      if (name === "native") {
         assert.ok(server.nativeIo!.nativeReads > 0, `no request read by native I/O in ${i} (poll hits ${server.poll.hits})`);
         assert.ok(server.nativeIo!.nativeSends > 0);
       } else if (name === "streams") {
@@ -197,9 +197,10 @@ void test("xenstored's native I/O keeps replies in order when the client stops r
     Array.from({ length: N }, (_, i) => i + 1),
   );
   assert.ok(server.nativeIo!.nativeSends > 0, "the first replies went out with send(2)");
+  assert.ok(server.nativeIo!.nativeSends < N, "and the stream took over once the socket was full");
 });
 
-void test("the spinner waits in the addon only on clients it may read: not a paused one (back-pressure), one that pipelines, one that has hung up; those and the listening socket are watched", async (t) => {
+void test("the native waits in the addon only on clients it may read: not a paused one (back-pressure), one that pipelines, one that has hung up; those and the listening socket are watched", async (t) => {
   const dir = tempDir(t);
   const calls: { fds: number[]; readCount: number }[] = [];
   const fake: XsioAddon = {
@@ -214,19 +215,19 @@ void test("the spinner waits in the addon only on clients it may read: not a pau
       throw new Error("not here");
     },
   };
-  const spinner = SocketSpinner.create(fake)!;
-  spinner.listenFd = 1234;
+  const native = NativeSocketIo.create(fake)!;
+  native.listenFd = 1234;
   const pairs = await Promise.all(["idle", "paused", "pipelining", "ended"].map((n) => socketPair(dir, n)));
   t.after(() => pairs.forEach((p) => p.close()));
   const [idle, paused, pipelining, ended] = pairs.map((p) => p.accepted.resume());
   paused!.pause();
-  const entries = [idle, paused, pipelining, ended].map((sock) => spinner.entry(sock!, () => undefined, () => true)!);
+  const entries = [idle, paused, pipelining, ended].map((sock) => native.entry(sock!, () => undefined, () => true)!);
   entries[2]!.pipelining = true;
   await new Promise<void>((resolve) => pairs[3]!.client.end(resolve));
   for (let i = 0; i < 200 && !ended!.readableEnded; i++) await new Promise((r) => setTimeout(r, 10)); // the event loop sees the end
   assert.ok(ended!.readableEnded);
   // A window far ahead: a slow turn on a loaded machine must still find time left to wait.
-  for (const e of entries) spinner.clock(e).defer(() => undefined, performance.now() + 60_000);
+  for (const e of entries) native.clock(e).defer(() => undefined, performance.now() + 60_000);
   for (let i = 0; i < 100 && calls.length === 0; i++) await tick();
   assert.equal(calls.length, 1);
   const { fds, readCount } = calls[0]!;
@@ -234,6 +235,6 @@ void test("the spinner waits in the addon only on clients it may read: not a pau
   assert.deepEqual(new Set(fds.slice(readCount)), new Set([entries[1]!.fd, entries[2]!.fd, 1234]), "the others (not the ended one) and the listening socket are watched");
   // A write the addon cannot make (EAGAIN here) goes through the stream, in order.
   const got = new Promise<string>((resolve) => pairs[0]!.client.once("data", (c: Buffer) => resolve(c.toString())));
-  spinner.write(entries[0]!, Buffer.from("via the stream"));
+  native.write(entries[0]!, Buffer.from("via the stream"));
   assert.equal(await got, "via the stream");
 });
