@@ -83,6 +83,8 @@ class MappedJournal implements JournalFile {
   #prepare(from: number, to: number): boolean {
     const first = Math.floor(from / this.chunk);
     const last = Math.floor((to - 1) / this.chunk);
+    // The common case, one reply's records within the chunk already mapped: nothing to allocate.
+    if (first === last && this.#maps.length > 0 && this.#maps[this.#maps.length - 1]![0] === first) return true;
     if (last - first > 1) return false;
     const need = (last + 1) * this.chunk;
     if (this.#reserved < need) {
@@ -134,7 +136,8 @@ class MappedJournal implements JournalFile {
   #copy(bytes: Buffer, from: number, to: number): void {
     while (from < to) {
       const i = Math.floor(this.size / this.chunk);
-      const map = this.#maps.find(([k]) => k === i)![1];
+      const [k0, m0] = this.#maps[0]!;
+      const map = k0 === i ? m0 : this.#maps[1]![1];
       const at = this.size - i * this.chunk;
       const n = Math.min(this.chunk - at, to - from);
       bytes.copy(map, at, from, from + n);
