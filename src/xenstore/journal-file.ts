@@ -8,7 +8,7 @@ import * as path from "node:path";
 import { getSystemErrorName } from "node:util";
 import { log } from "../lib/log.js";
 import { xsio, type XsioAddon } from "./native.js";
-import { RECORD_HEADER } from "./persist-records.js";
+import { RECORD_HEADER, zeroTailStart } from "./persist-records.js";
 
 /** Bytes a mapped journal file reserves and maps at a time (a multiple of the page size). */
 export const JOURNAL_CHUNK = 1024 * 1024;
@@ -159,7 +159,7 @@ export function onlyZeros(file: string): boolean {
   const size = fs.statSync(file).size;
   if (size === 0) return true;
   if (size > 4 * JOURNAL_CHUNK) return false;
-  return fs.readFileSync(file).every((b) => b === 0);
+  return zeroTailStart(fs.readFileSync(file)) === 0;
 }
 
 /** Filesystems whose fallocate allocates the blocks (statfs f_type): ext4 (and ext2/3), XFS, tmpfs. */

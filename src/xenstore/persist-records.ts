@@ -66,12 +66,6 @@ export function parseRecords(buf: Buffer, file: string): { records: LoadedRecord
   return { records, dropped };
 }
 
-/** True if `buf` holds only zero bytes from `from` on. */
-function zerosFrom(buf: Buffer, from: number): boolean {
-  for (let i = from; i < buf.length; i++) if (buf[i] !== 0) return false;
-  return true;
-}
-
 /**
  * The streaming form of `parseRecords`: each valid record goes to `onRecord`; returns the drops.
  * `zeroTail`: zeros after the last record are the end of the file, not damage (a journal written
@@ -79,6 +73,8 @@ function zerosFrom(buf: Buffer, from: number): boolean {
  */
 export function scanRecords(buf: Buffer, file: string, onRecord: (r: LoadedRecord) => void, opts: { zeroTail?: boolean } = {}): Dropped[] {
   const dropped: Dropped[] = [];
+  // Where the zeros that end the file begin; records stop there (checked at record boundaries only).
+  const tail = opts.zeroTail === true ? zeroTailStart(buf) : buf.length;
   let o = 0;
   let badStart = -1;
   let badReason = "";
@@ -88,7 +84,7 @@ export function scanRecords(buf: Buffer, file: string, onRecord: (r: LoadedRecor
   };
   while (o < buf.length) {
     // Only at a record boundary: a record may itself end in zeros.
-    if (opts.zeroTail === true && buf[o] === 0 && zerosFrom(buf, o)) break;
+    if (o >= tail) break;
     let reason = "";
     if (buf.length - o < HEADER) reason = "truncated record header";
     else if (buf.readUInt32LE(o) !== MAGIC) reason = "bad record magic";
@@ -119,8 +115,7 @@ export function scanRecords(buf: Buffer, file: string, onRecord: (r: LoadedRecor
     const next = buf.indexOf("XSR1", o + 1, "latin1");
     if (next >= 0) o = next;
     else {
-      const z = opts.zeroTail === true ? zeroTailStart(buf) : buf.length;
-      o = z > o ? z : buf.length;
+      o = tail > o ? tail : buf.length;
     }
   }
   endBad(Math.min(o, buf.length));
@@ -128,7 +123,7 @@ export function scanRecords(buf: Buffer, file: string, onRecord: (r: LoadedRecor
 }
 
 /** Where the run of zero bytes that ends `buf` begins (buf.length if it ends in a non-zero byte). */
-function zeroTailStart(buf: Buffer): number {
+export function zeroTailStart(buf: Buffer): number {
   let z = buf.length;
   while (z > 0 && buf[z - 1] === 0) z--;
   return z;

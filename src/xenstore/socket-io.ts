@@ -89,7 +89,7 @@ export class NativeSocketIo {
     this.#addon = addon;
   }
 
-  /** A native, or undefined when the addon is not available (`addon`: tests' stand-in). */
+  /** An instance, or undefined when the addon is not available (`addon`: tests' stand-in). */
   static create(addon: XsioAddon | undefined = xsio): NativeSocketIo | undefined {
     return addon === undefined ? undefined : new NativeSocketIo(addon);
   }
