@@ -11,6 +11,8 @@ import { encodeRecord, Journal, journalMaps, parseRecords, loadState, scanRecord
 import { xsio } from "../../src/xenstore/native.js";
 import type { JournalOp } from "../../src/xenstore/operations.js";
 import { parsePerms } from "../../src/xenstore/permissions.js";
+import { crc32Of } from "../../src/xenstore/persist-records.js";
+import { crc32 } from "node:zlib";
 
 function tmpdir(): string {
   return fs.mkdtempSync(path.join(os.tmpdir(), "vmstack-xs-persist-"));
@@ -79,6 +81,23 @@ void test("records round-trip and a flipped byte is skipped and reported exactly
   assert.equal(r.dropped[0]?.offset, recs[0]!.length);
   assert.equal(r.dropped[0]?.length, recs[1]!.length);
   assert.equal(r.dropped[0]?.reason, "checksum mismatch");
+});
+
+void test("records round-trip every byte value at field and body sizes on both sides of the short-field path, with zlib's CRC-32", () => {
+  const perms = parsePerms(["n0", "r5"])!;
+  const bytes = Buffer.alloc(600);
+  for (let i = 0; i < bytes.length; i++) bytes[i] = (i * 131 + 7) & 0xff;
+  for (const len of [0, 1, 60, 100, 127, 128, 129, 200, 255, 256, 257, 599]) {
+    const value = bytes.toString("latin1", 0, len);
+    const p = "/" + "p".repeat(Math.max(1, len % 300));
+    const rec = encodeRecord({ op: "put", path: p, value, perms });
+    assert.equal(rec.readUInt32LE(8), crc32(rec.subarray(12)), `crc of a ${len}-byte value`);
+    assert.deepEqual(parseRecords(rec, "f"), { records: [{ op: "put", path: p, value, perms }], dropped: [] });
+    for (const from of [0, 3]) assert.equal(crc32Of(bytes, from, from + len), crc32(bytes.subarray(from, from + len)), `crc32Of ${from}+${len}`);
+  }
+  // A char above 0xff keeps its low byte, as Buffer#write's latin1 does.
+  const wide = encodeRecord({ op: "put", path: "/w", value: "\u0141".repeat(3), perms });
+  assert.equal((parseRecords(wide, "f").records[0] as { value: string }).value, "\u0041".repeat(3));
 });
 
 void test("a truncated journal tail is dropped and reported, everything before it recovered", async () => {
