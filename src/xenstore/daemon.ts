@@ -114,7 +114,7 @@ export class Xenstored implements ConnectionHost {
       this.#gen = loaded.maxSeq + 1; // new children sort after loaded ones
       for (const line of loaded.report) log(loaded.dropped.length > 0 ? "warn" : "info", "xenstored", line);
       // A new journal epoch; after damage, a snapshot at once so the damage never survives.
-      this.#journal = Journal.startFrom(opts.stateDir, this.root, loaded);
+      this.#journal = Journal.startFrom(opts.stateDir, this.root, loaded, { direct: this.#durability === "write" });
       this.#owned = loaded.owners;
     } else {
       this.root = makeNode("", DEFAULT_PERMS, 0);
@@ -305,7 +305,12 @@ export class Xenstored implements ConnectionHost {
     if (a.root === this.root && a.changes.length === 0) return;
     this.root = a.root;
     for (const [d, n] of a.ownerDelta) this.#owned.set(d, (this.#owned.get(d) ?? 0) + n);
-    if (this.#journal !== undefined && a.journal.length > 0) this.#journal.append(a.journal);
+    const j = this.#journal;
+    if (j !== undefined && a.journal.length > 0) {
+      j.append(a.journal);
+      // Records encoded straight into the mapped file are written: nothing is held for them.
+      if (!j.dirty) this.#written(j);
+    }
     for (const c of a.changes) this.watches.fire(c);
   }
 
@@ -364,14 +369,25 @@ export class Xenstored implements ConnectionHost {
     if (j !== undefined && !this.#closed) {
       try {
         j.flush(sync);
-        if (j.wantsCompaction()) j.compact(this.root);
       } catch (e) {
         this.#fatal(e);
         return;
       }
-      if (j.unsynced) this.#scheduleSync();
+      if (!this.#written(j)) return;
     }
     this.#release();
+  }
+
+  /** After records were written: compact if due, and have them fdatasync'd within the interval. False after a fatal error. */
+  #written(j: Journal): boolean {
+    try {
+      if (j.wantsCompaction()) j.compact(this.root);
+    } catch (e) {
+      this.#fatal(e);
+      return false;
+    }
+    if (j.unsynced) this.#scheduleSync();
+    return true;
   }
 
   #scheduleSync(): void {

@@ -19,6 +19,14 @@ export interface JournalFile {
   /** Bytes of records in the file. */
   readonly size: number;
   append(bytes: Buffer): void;
+  /**
+   * Room for the next `n` bytes where they are already in the page cache once stored (a mapped
+   * file): the buffer to store them in, from `placeAt`; undefined where that cannot be (append()
+   * them instead). Call placed(n) once they are stored.
+   */
+  place(n: number): Buffer | undefined;
+  readonly placeAt: number;
+  placed(n: number): void;
   close(): void;
 }
 
@@ -40,16 +48,27 @@ class WrittenJournal implements JournalFile {
     this.size += bytes.length;
   }
 
+  readonly placeAt = 0;
+
+  place(): undefined {
+    return undefined;
+  }
+
+  placed(): void {
+    throw new Error("a written journal places nothing");
+  }
+
   close(): void {
     fs.closeSync(this.fd);
   }
 }
 
 /**
- * Appends by copying into a shared mapping of the file (native/xsio.c): once copied, the bytes
- * are in the page cache as write(2) would have put them (a killed daemon loses nothing;
- * fdatasync writes them back), without a system call per reply — at one request in flight that
- * call was the journal's whole cost.
+ * Appends by copying into a shared mapping of the file (native/xsio.c), or lets the journal
+ * encode records straight into it (place/placed): once stored, the bytes are in the page cache
+ * as write(2) would have put them (a killed daemon loses nothing; fdatasync writes them back),
+ * without a system call per reply — at one request in flight that call was the journal's whole
+ * cost.
  *
  * - The file is reserved (posix_fallocate) and mapped `chunk` bytes at a time, and a batch's
  *   chunks are reserved and mapped before any of it is copied. If that fails (a full disk, no
@@ -130,6 +149,21 @@ class MappedJournal implements JournalFile {
       this.#copy(bytes, off, to);
       off = to;
     }
+  }
+
+  placeAt = 0;
+
+  /** The mapping for the next `n` bytes if they fall within one chunk and it can be reserved and mapped. */
+  place(n: number): Buffer | undefined {
+    const i = Math.floor(this.size / this.chunk);
+    if (Math.floor((this.size + n - 1) / this.chunk) !== i || !this.#prepare(this.size, this.size + n)) return undefined;
+    const [k0, m0] = this.#maps[0]!;
+    this.placeAt = this.size - i * this.chunk;
+    return k0 === i ? m0 : this.#maps[1]![1];
+  }
+
+  placed(n: number): void {
+    this.size += n;
   }
 
   /** Copy bytes [from, to) to the end of the records (within the prepared mappings). */

@@ -167,6 +167,49 @@ function putLatin1(buf: Buffer, s: string, o: number): number {
   return o + n;
 }
 
+/** Bytes a record takes (paths, values and permissions are latin1: a char is a byte). */
+export function recordSize(op: JournalOp | { op: "end"; count: number }, permsTxt: string): number {
+  if (op.op === "put") return putSize(op.path, op.value, permsTxt);
+  return HEADER + 1 + 2 + (op.op === "del" ? op.path.length : 4);
+}
+
+const putSize = (p: string, value: string, perms: string): number => HEADER + 1 + 2 + p.length + 2 + perms.length + 4 + value.length;
+
+/**
+ * Encode a record into `buf` at `at` (room for recordSize() bytes); returns where it ends. The
+ * header is stored last, its magic at the very end: a record torn by a kill while being encoded
+ * straight into a mapped journal has no magic, and loading drops (and reports) it.
+ */
+export function encodeRecordAt(buf: Buffer, at: number, op: JournalOp | { op: "end"; count: number }, permsTxt: string): number {
+  if (op.op === "put") return putAt(buf, at, op.path, op.value, permsTxt);
+  if (op.op === "del") return finishAt(buf, at, putLatin1(buf, op.path, beginAt(buf, at, KIND_DEL, op.path.length)));
+  buf.writeUInt32LE(op.count, beginAt(buf, at, KIND_END, 0));
+  return finishAt(buf, at, at + HEADER + 1 + 2 + 4);
+}
+
+/** A record's kind and path length; returns where its path goes. */
+function beginAt(buf: Buffer, at: number, kind: number, pathLen: number): number {
+  buf[at + HEADER] = kind;
+  buf.writeUInt16LE(pathLen, at + HEADER + 1);
+  return at + HEADER + 3;
+}
+
+function putAt(buf: Buffer, at: number, p: string, value: string, perms: string): number {
+  let o = putLatin1(buf, p, beginAt(buf, at, KIND_PUT, p.length));
+  buf.writeUInt16LE(perms.length, o);
+  o = putLatin1(buf, perms, o + 2);
+  buf.writeUInt32LE(value.length, o);
+  return finishAt(buf, at, putLatin1(buf, value, o + 4));
+}
+
+/** The header of the record at `at` whose body ends at `end`, magic last; returns `end`. */
+function finishAt(buf: Buffer, at: number, end: number): number {
+  buf.writeUInt32LE(end - at - HEADER, at + 4);
+  buf.writeUInt32LE(crc32Of(buf, at + HEADER, end), at + 8);
+  buf.writeUInt32LE(MAGIC, at);
+  return end;
+}
+
 /**
  * Encodes records straight into one reusable buffer: no allocation per record, and a batch of
  * records leaves in one write(2). With `spill`, a full buffer is handed to it (a snapshot streams
@@ -201,43 +244,16 @@ export class RecordWriter {
     this.#buf = grown;
   }
 
-  /** Room for a record of `bodyLen`, its kind and path written; returns where the rest goes. */
-  #begin(kind: number, bodyLen: number, p: string): number {
-    this.#room(HEADER + bodyLen);
-    const b = this.#buf;
-    let o = this.#off + HEADER;
-    b[o++] = kind;
-    b.writeUInt16LE(p.length, o);
-    return putLatin1(b, p, o + 2);
-  }
-
-  /** Header (magic, length, CRC of the body ending at `end`) for the record begun last. */
-  #finish(bodyLen: number, end: number): void {
-    const b = this.#buf;
-    const start = this.#off;
-    b.writeUInt32LE(MAGIC, start);
-    b.writeUInt32LE(bodyLen, start + 4);
-    b.writeUInt32LE(crc32Of(b, start + HEADER, end), start + 8);
-    this.#off = end;
+  /** Encode one record at the end (`permsText` of a put is its permissions as text). */
+  record(op: JournalOp | { op: "end"; count: number }, permsTxt = op.op === "put" ? permsText(op.perms) : ""): void {
+    const size = recordSize(op, permsTxt);
+    this.#room(size);
+    this.#off = encodeRecordAt(this.#buf, this.#off, op, permsTxt);
   }
 
   put(p: string, value: string, perms: string): void {
-    const bodyLen = 1 + 2 + p.length + 2 + perms.length + 4 + value.length;
-    let o = this.#begin(KIND_PUT, bodyLen, p);
-    const buf = this.#buf; // after #begin: it may have grown
-    buf.writeUInt16LE(perms.length, o);
-    o = putLatin1(buf, perms, o + 2);
-    buf.writeUInt32LE(value.length, o);
-    this.#finish(bodyLen, putLatin1(buf, value, o + 4));
-  }
-
-  record(op: JournalOp | { op: "end"; count: number }): void {
-    if (op.op === "put") this.put(op.path, op.value, permsText(op.perms));
-    else if (op.op === "del") this.#finish(1 + 2 + op.path.length, this.#begin(KIND_DEL, 1 + 2 + op.path.length, op.path));
-    else {
-      const o = this.#begin(KIND_END, 1 + 2 + 4, "");
-      this.#finish(1 + 2 + 4, this.#buf.writeUInt32LE(op.count, o));
-    }
+    this.#room(putSize(p, value, perms));
+    this.#off = putAt(this.#buf, this.#off, p, value, perms);
   }
 
   /**

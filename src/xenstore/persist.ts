@@ -2,14 +2,16 @@
  * Durability: an append-only journal plus periodic snapshots in a state directory.
  *
  * Every acknowledged change is in the journal before its reply: the daemon appends the journal
- * records of a request, holds every outgoing frame, and once per event-loop turn writes all
- * records that accumulated (from every connection), then releases the frames. How far "in the
- * journal" goes is the daemon's durability mode (daemon.ts, `Durability`):
- *   "write"  in the page cache before the reply (copied into a shared mapping of the journal
- *            file, or write(2) without the addon; MappedJournal below), fdatasync at most
- *            SYNC_INTERVAL_MS later. A killed or crashed daemon loses nothing acknowledged (the
- *            kernel holds the data); a host power loss may lose the last interval — when every
- *            domain the store describes is gone too.
+ * records of a request, holds every outgoing frame while records wait to be written, and once
+ * per batch writes all records that accumulated (from every connection), then releases the
+ * frames. How far "in the journal" goes is the daemon's durability mode (daemon.ts, `Durability`):
+ *   "write"  in the page cache before the reply, fdatasync at most SYNC_INTERVAL_MS later.
+ *            Where the journal file is mapped (journal-file.ts), a change's records are encoded
+ *            straight into the mapping when the change is made, so nothing waits and no frame
+ *            is held; otherwise they are written with write(2) at the end of the batch. A
+ *            killed or crashed daemon loses nothing acknowledged (the kernel holds the data);
+ *            a host power loss may lose the last interval — when every domain the store
+ *            describes is gone too.
  *   "fsync"  fdatasync before the reply. A pipelined client (64 requests in one read) pays one
  *            fsync for the lot (group commit), but one request in flight pays one fsync each.
  *
@@ -26,10 +28,10 @@
  */
 import * as fs from "node:fs";
 import * as path from "node:path";
-import { DEFAULT_PERMS, type Perms } from "./permissions.js";
+import { DEFAULT_PERMS, permsText, type Perms } from "./permissions.js";
 import { makeNode, type Kids, type XsNode } from "./store.js";
 import type { JournalOp } from "./operations.js";
-import { RecordWriter, scanRecords, snapshotRecords, type Dropped } from "./persist-records.js";
+import { RecordWriter, encodeRecordAt, recordSize, scanRecords, snapshotRecords, type Dropped } from "./persist-records.js";
 import { xsio, type XsioAddon } from "./native.js";
 import { JOURNAL_CHUNK, onlyZeros, openJournalFile, type JournalFile } from "./journal-file.js";
 
@@ -276,10 +278,17 @@ export interface JournalOptions {
   readonly chunk?: number;
   /** The native addon (native.ts), or undefined for write(2) only; tests pass stand-ins. */
   readonly addon?: XsioAddon | undefined;
+  /**
+   * Encode records straight into a mapped journal file as they are appended, so they are in the
+   * page cache at once and nothing waits for flush() (durability "write"). Without it, or where
+   * the file is not mapped, records wait in memory for flush().
+   */
+  readonly direct?: boolean;
 }
 
 /**
- * The journal of one epoch. `append` buffers; `flush` writes and fdatasyncs synchronously. Sync on
+ * The journal of one epoch. `append` buffers (or, `direct`, stores into the mapped file at once);
+ * `flush` writes what was buffered and fdatasyncs, synchronously. Sync on
  * purpose: the event loop is blocked for one fsync per batch, while the kernel keeps queueing
  * requests, so the next batch is bigger (natural group commit) and no frame can overtake its
  * record.
@@ -339,7 +348,25 @@ export class Journal {
   }
 
   append(ops: readonly JournalOp[]): void {
-    for (const op of ops) this.#pending.record(op);
+    const direct = this.opts.direct === true;
+    for (const op of ops) {
+      const perms = op.op === "put" ? permsText(op.perms) : "";
+      // In order: once one record waits in memory (it spans two chunks, or no room), the rest wait behind it.
+      if (direct && this.#pending.length === 0 && this.#place(op, perms)) continue;
+      this.#pending.record(op, perms);
+    }
+  }
+
+  /** Encode `op` straight into the mapped file; false if it has no place there. */
+  #place(op: JournalOp, perms: string): boolean {
+    const size = recordSize(op, perms);
+    const map = this.#file.place(size);
+    if (map === undefined) return false;
+    encodeRecordAt(map, this.#file.placeAt, op, perms);
+    this.#file.placed(size);
+    this.#sinceCompact += size;
+    this.#unsynced = true;
+    return true;
   }
 
   #unsynced = false;

@@ -12,6 +12,7 @@ import { xsio } from "../../src/xenstore/native.js";
 import type { JournalOp } from "../../src/xenstore/operations.js";
 import { parsePerms } from "../../src/xenstore/permissions.js";
 import { crc32Of } from "../../src/xenstore/persist-records.js";
+import { lookup } from "../../src/xenstore/store.js";
 import { crc32 } from "node:zlib";
 
 function tmpdir(): string {
@@ -320,6 +321,36 @@ void test("the journal is written through a mapping reserved a chunk at a time: 
   assert.deepEqual(loadState(dir).dropped, []);
 });
 
+void test("durability write encodes records straight into the mapped journal: on disk at append with nothing to flush; a record spanning two chunks, and those behind it, wait for flush in order", (t) => {
+  const dir = mappedDir(t);
+  const loaded = loadState(dir);
+  const j = Journal.startFrom(dir, loaded.root, loaded, { chunk: 4096, direct: true });
+  const perms = parsePerms(["n0"])!;
+  j.append([{ op: "put", path: "/d", value: "", perms }]);
+  assert.equal(j.dirty, false, "nothing waits");
+  assert.equal(loadState(dir).nodes, 2, "the record is in the file before any flush");
+  let waited = 0;
+  for (let i = 0; i < 100; i++) {
+    // Two records on one path: if the first waits, the second must land after it, not before.
+    j.append([
+      { op: "put", path: "/d/x", value: "v".repeat(97), perms },
+      { op: "put", path: "/d/x", value: String(i), perms },
+    ]);
+    if (j.dirty) {
+      waited++;
+      j.flush(false);
+      assert.equal(lookup(loadState(dir).root, "/d/x")?.value, String(i), "the pair's second write landed last");
+    }
+    assert.equal(j.dirty, false);
+  }
+  assert.ok(waited > 0, "some record spanned two chunks and waited for flush");
+  const back = loadState(dir);
+  assert.deepEqual(back.dropped, []);
+  assert.equal(lookup(back.root, "/d/x")?.value, "99", "the last write wins: order kept");
+  j.close();
+  assert.equal(lookup(loadState(dir).root, "/d/x")?.value, "99");
+});
+
 void test("zeros are the end of a journal only after its last record: zeros between records are damage, reported", () => {
   const a = encodeRecord({ op: "put", path: "/a", value: "1", perms: parsePerms(["n0"])! });
   const b = encodeRecord({ op: "del", path: "/a" });
@@ -331,6 +362,12 @@ void test("zeros are the end of a journal only after its last record: zeros betw
   const middle = scanRecords(Buffer.concat([a, zeros, b]), "j", (r) => seen.push(r.op), { zeroTail: true });
   assert.deepEqual(seen, ["put", "del"]);
   assert.deepEqual(middle, [{ file: "j", offset: a.length, length: 100, reason: "bad record magic" }]);
+  // A record torn while being encoded into the mapping has no magic yet (stored last): dropped, reported.
+  const torn = Buffer.from(b);
+  torn.fill(0, 0, 4);
+  seen.length = 0;
+  const tornTail = scanRecords(Buffer.concat([a, torn, zeros]), "j", (r) => seen.push(r.op), { zeroTail: true });
+  assert.deepEqual([tornTail, seen], [[{ file: "j", offset: a.length, length: b.length, reason: "bad record magic" }], ["put"]]);
   // Without zeroTail (snapshots, written journals) trailing zeros are damage too.
   assert.equal(scanRecords(Buffer.concat([a, zeros]), "j", () => undefined).length, 1);
 });
@@ -361,19 +398,21 @@ void test("without room or mappings the journal appends with write(2) at the sam
     ["no mapping", { ...real, mapShared: () => { throw Object.assign(new Error("mmap of the journal failed: Cannot allocate memory"), { code: "ENOMEM" }); } }],
     ["room for one chunk only", { ...real, reserve: (fd: number, off: number, len: number) => (off === 0 ? real.reserve(fd, off, len) : -28) }],
   ] as const) {
-    const dir = mappedDir(t); // the stand-in addons are used only where journals are mapped
-    const loaded = loadState(dir);
-    const j = Journal.startFrom(dir, loaded.root, loaded, { chunk: 4096, addon });
-    j.append([{ op: "put", path: "/f", value: "", perms }]);
-    for (let i = 0; i < 40; i++) {
-      j.append([put(i)]);
-      j.flush(false); // 12 KB in all: past the first 4 KB chunk
+    for (const direct of [false, true]) {
+      const dir = mappedDir(t); // the stand-in addons are used only where journals are mapped
+      const loaded = loadState(dir);
+      const j = Journal.startFrom(dir, loaded.root, loaded, { chunk: 4096, addon, direct });
+      j.append([{ op: "put", path: "/f", value: "", perms }]);
+      for (let i = 0; i < 40; i++) {
+        j.append([put(i)]);
+        j.flush(false); // 12 KB in all: past the first 4 KB chunk
+      }
+      const back = loadState(dir);
+      assert.deepEqual(back.dropped, [], `${name}, direct ${direct}`);
+      assert.equal(back.nodes, 2 + 40, `${name}, direct ${direct}: every record, in place`);
+      j.close();
+      assert.equal(loadState(dir).nodes, 2 + 40, name);
     }
-    const back = loadState(dir);
-    assert.deepEqual(back.dropped, [], name);
-    assert.equal(back.nodes, 2 + 40, `${name}: every record, in place`);
-    j.close();
-    assert.equal(loadState(dir).nodes, 2 + 40, name);
   }
   // An error without an errno code is a bug, not a missing mapping: it is not papered over.
   const dir = mappedDir(t);
