@@ -172,12 +172,16 @@ export class TreeView {
     for (let d = segs.length - 1; d > depth; d--) {
       node = makeNode("", perms, gen, kidSet(undefined, segs[d]!, node, gen));
     }
-    this.root = rebuild(chain, segs.slice(0, depth + 1), node, gen);
-    let cur = "/";
-    for (let d = 0; d < segs.length; d++) {
-      cur = joinPath(cur, segs[d]!);
-      if (d >= depth) this.journal.push({ op: "put", path: cur, value: d === segs.length - 1 && mode === "write" ? value : "", perms });
+    this.root = rebuild(chain, segs, node, gen, depth + 1);
+    // A record per created node, implicit parents first (their paths built only when there are any).
+    if (created > 1) {
+      let cur = "/" + segs.slice(0, depth).join("/");
+      for (let d = depth; d < segs.length - 1; d++) {
+        cur = joinPath(cur, segs[d]!);
+        this.journal.push({ op: "put", path: cur, value: "", perms });
+      }
     }
+    this.journal.push({ op: "put", path, value: mode === "write" ? value : "", perms });
     this.#addOwned(perms[0]!.domid, created);
     // Only the requested path gets an event, not implicit parents (C commit 3a96013a3e).
     this.changes.push({ path, before: undefined, after: perms });

@@ -63,15 +63,21 @@ function mk(key: string, node: XsNode, prio: number, seq: number, left: Kids | u
   return { key, node, prio, seq, left, right };
 }
 
-/** Split into (< key, >= key). Depth is O(log n) expected, so recursion here is bounded. */
-function split(t: Kids | undefined, key: string): [Kids | undefined, Kids | undefined] {
-  if (t === undefined) return [undefined, undefined];
-  if (t.key < key) {
-    const [l, r] = split(t.right, key);
-    return [mk(t.key, t.node, t.prio, t.seq, t.left, l), r];
+/** split()'s two results (no pair allocated per level). */
+let splitLeft: Kids | undefined;
+let splitRight: Kids | undefined;
+
+/** Split into splitLeft (< key) and splitRight (>= key). Depth is O(log n) expected, so recursion here is bounded. */
+function split(t: Kids | undefined, key: string): void {
+  if (t === undefined) {
+    splitLeft = splitRight = undefined;
+  } else if (t.key < key) {
+    split(t.right, key);
+    splitLeft = mk(t.key, t.node, t.prio, t.seq, t.left, splitLeft);
+  } else {
+    split(t.left, key);
+    splitRight = mk(t.key, t.node, t.prio, t.seq, splitRight, t.right);
   }
-  const [l, r] = split(t.left, key);
-  return [l, mk(t.key, t.node, t.prio, t.seq, r, t.right)];
 }
 
 function merge(a: Kids | undefined, b: Kids | undefined): Kids | undefined {
@@ -81,9 +87,13 @@ function merge(a: Kids | undefined, b: Kids | undefined): Kids | undefined {
   return mk(b.key, b.node, b.prio, b.seq, merge(a, b.left), b.right);
 }
 
+/** kidReplace's walk down, reused: a WRITE allocates only the new nodes. */
+const walked: Kids[] = [];
+
 /** Replace the node of an existing key, iteratively (the hot path of a WRITE); undefined if absent. */
 export function kidReplace(t: Kids | undefined, key: string, node: XsNode): Kids | undefined {
-  const path: Kids[] = [];
+  const path = walked;
+  path.length = 0;
   let cur = t;
   while (cur !== undefined && cur.key !== key) {
     path.push(cur);
@@ -95,6 +105,7 @@ export function kidReplace(t: Kids | undefined, key: string, node: XsNode): Kids
     const p = path[i]!;
     out = key < p.key ? mk(p.key, p.node, p.prio, p.seq, out, p.right) : mk(p.key, p.node, p.prio, p.seq, p.left, out);
   }
+  path.length = 0; // hold on to nothing
   return out;
 }
 
@@ -105,16 +116,20 @@ export function kidSet(t: Kids | undefined, key: string, node: XsNode, seq: numb
 
 /** Insert a key that is not there (with creation order `seq`). */
 function kidInsert(t: Kids | undefined, key: string, node: XsNode, seq: number): Kids {
-  const prio = prioOf(key);
-  const ins = (t: Kids | undefined): Kids => {
-    if (t === undefined) return mk(key, node, prio, seq, undefined, undefined);
-    if (prio > t.prio) {
-      const [l, r] = split(t, key);
-      return mk(key, node, prio, seq, l, r);
-    }
-    return key < t.key ? mk(t.key, t.node, t.prio, t.seq, ins(t.left), t.right) : mk(t.key, t.node, t.prio, t.seq, t.left, ins(t.right));
-  };
-  return ins(t);
+  return insertAt(t, key, node, prioOf(key), seq);
+}
+
+function insertAt(t: Kids | undefined, key: string, node: XsNode, prio: number, seq: number): Kids {
+  if (t === undefined) return mk(key, node, prio, seq, undefined, undefined);
+  if (prio > t.prio) {
+    split(t, key);
+    const out = mk(key, node, prio, seq, splitLeft, splitRight);
+    splitLeft = splitRight = undefined; // hold on to nothing
+    return out;
+  }
+  return key < t.key
+    ? mk(t.key, t.node, t.prio, t.seq, insertAt(t.left, key, node, prio, seq), t.right)
+    : mk(t.key, t.node, t.prio, t.seq, t.left, insertAt(t.right, key, node, prio, seq));
 }
 
 export function kidDelete(t: Kids | undefined, key: string): Kids | undefined {
@@ -187,13 +202,13 @@ export function ancestry(root: XsNode, segs: readonly string[]): XsNode[] {
 }
 
 /**
- * Put `leaf` (or delete, if undefined) at depth `segs.length`, where `chain[i]` is the existing node
- * at depth i for every i < segs.length. Returns the new root. If the child set of the direct parent
- * changes (insert or delete), the parent is stamped with `gen` as the C daemon rewrites the parent's
+ * Put `leaf` (or delete, if undefined) at path `segs[0..depth)`, where `chain[i]` is the existing
+ * node at depth i for every i < depth, and chain[depth] the node `leaf` replaces if there is one
+ * (ancestry() gives both). Returns the new root. If the child set of the direct parent changes
+ * (insert or delete), the parent is stamped with `gen` as the C daemon rewrites the parent's
  * record then; ancestors further up only get new identities.
  */
-export function rebuild(chain: readonly XsNode[], segs: readonly string[], leaf: XsNode | undefined, gen: number): XsNode {
-  const depth = segs.length;
+export function rebuild(chain: readonly XsNode[], segs: readonly string[], leaf: XsNode | undefined, gen: number, depth = segs.length): XsNode {
   if (depth === 0) {
     if (leaf === undefined) throw new Error("rebuild: cannot delete the root");
     return leaf;
@@ -207,14 +222,14 @@ export function rebuild(chain: readonly XsNode[], segs: readonly string[], leaf:
     if (child === undefined) {
       kids = kidDelete(parent.kids, key);
       g = gen;
+    } else if (i + 1 < chain.length) {
+      const replaced = kidReplace(parent.kids, key, child);
+      if (replaced === undefined) throw new Error(`rebuild: ${key} is not a child of the node at depth ${i}`);
+      kids = replaced;
     } else {
-      // One walk down the parent's children: replace, or else insert (a new child: the parent's
-      // child set changed, so it gets this gen).
-      kids = kidReplace(parent.kids, key, child);
-      if (kids === undefined) {
-        kids = kidInsert(parent.kids, key, child, gen);
-        g = gen;
-      }
+      // A new child (the deepest level of a create): the parent's child set changed, so it gets this gen.
+      kids = kidInsert(parent.kids, key, child, gen);
+      g = gen;
     }
     child = { value: parent.value, perms: parent.perms, kids, gen: g };
   }
@@ -237,12 +252,19 @@ export function walk(node: XsNode, path: string, visit: (path: string, node: XsN
 
 /** Count the nodes of a subtree by owner domid (quota accounting). */
 export function countByOwner(node: XsNode, into = new Map<number, number>(), sign = 1): Map<number, number> {
-  const stack: XsNode[] = [node];
+  // One stack of both kinds (nodes, and children's treap entries): no generator per node.
+  const stack: (XsNode | Kids)[] = [node];
   while (stack.length > 0) {
-    const n = stack.pop()!;
-    const owner = n.perms[0]?.domid ?? 0;
+    const x = stack.pop()!;
+    if ("prio" in x) {
+      stack.push(x.node);
+      if (x.left !== undefined) stack.push(x.left);
+      if (x.right !== undefined) stack.push(x.right);
+      continue;
+    }
+    const owner = x.perms[0]?.domid ?? 0;
     into.set(owner, (into.get(owner) ?? 0) + sign);
-    for (const [, c] of kidEntries(n.kids)) stack.push(c);
+    if (x.kids !== undefined) stack.push(x.kids);
   }
   return into;
 }

@@ -81,6 +81,9 @@ void test("a write returns a new root and leaves the old one intact (immutable s
   assert.deepEqual(v.journal.map((j) => `${j.op} ${j.path}`), ["put /a", "put /a/b", "put /a/c"]);
   v.write("/a/a", "3");
   assert.deepEqual(childNames(lookup(v.root, "/a")!), ["b", "c", "a"], "creation order, as the C daemon");
+  // Implicit parents below an existing node: a record each, parents first, empty values.
+  v.write("/a/c/d/e", "4");
+  assert.deepEqual(v.journal.slice(4).map((j) => `${j.op} ${j.path}=${j.op === "put" ? j.value : ""}`), ["put /a/c/d=", "put /a/c/d/e=4"]);
 });
 
 void test("lookup walks a path string: the root, deep nodes, and look-alikes that do not exist", () => {
