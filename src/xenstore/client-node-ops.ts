@@ -4,7 +4,7 @@
  */
 import { VmstackError } from "../lib/errors.js";
 import type { XsOp } from "./protocol.js";
-import { nulTerminated, splitNul } from "./wire.js";
+import { nulTerminated, pathAndValue, splitNul } from "./wire.js";
 import { XsError } from "./errors.js";
 import { parsePermEntry, formatPerms, type PermEntry } from "./permissions.js";
 
@@ -56,8 +56,7 @@ export abstract class NodeOps implements XenstoreOps {
   }
   async write(path: string, value: string | Buffer, opts: RequestOptions = {}): Promise<void> {
     // The value is the rest of the payload, with no terminator (xenstore.txt WRITE).
-    const v = typeof value === "string" ? Buffer.from(value, "utf8") : value;
-    await this.nodeRequest("WRITE", Buffer.concat([nulTerminated(path), v]), path, opts.signal);
+    await this.nodeRequest("WRITE", pathAndValue(path, value), path, opts.signal);
   }
   async mkdir(path: string, opts: RequestOptions = {}): Promise<void> {
     await this.nodeRequest("MKDIR", nulTerminated(path), path, opts.signal);

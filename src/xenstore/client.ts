@@ -176,7 +176,7 @@ export class XenstoreClient extends NodeOps {
         return;
       }
       // Payloads may be views into a chunk the decoder reuses nothing of, but copy anyway: cheap, and safe to keep.
-      p.resolve({ ...m, payload: Buffer.from(m.payload) });
+      p.resolve({ type: m.type, op: m.op, reqId: m.reqId, txId: m.txId, payload: Buffer.from(m.payload) });
     }
   }
 
@@ -255,16 +255,24 @@ export class XenstoreClient extends NodeOps {
   }
 
   /** Send one request and resolve with its reply frame (ERROR included). */
-  async #send(op: XsOp, payload: Buffer, txId: number, signal: AbortSignal | undefined): Promise<XsMessage> {
+  #send(op: XsOp, payload: Buffer, txId: number, signal: AbortSignal | undefined): Promise<XsMessage> {
     signal?.throwIfAborted();
     if (payload.length > XENSTORE_PAYLOAD_MAX) {
       // Xen's C daemon would drop the connection (xenstore.txt: such a client is "immediately killed").
-      throw new XsError("E2BIG", `xenstore ${op}: request of ${payload.length} bytes exceeds the ${XENSTORE_PAYLOAD_MAX}-byte limit`, { op, length: payload.length });
+      return Promise.reject(new XsError("E2BIG", `xenstore ${op}: request of ${payload.length} bytes exceeds the ${XENSTORE_PAYLOAD_MAX}-byte limit`, { op, length: payload.length }));
     }
-    const duplex = this.#duplex ?? (await this.#connection(op));
+    const duplex = this.#duplex;
+    if (duplex === undefined) return this.#connection(op).then(() => this.#send(op, payload, txId, signal));
     const reqId = this.#nextReqId;
     this.#nextReqId = this.#nextReqId >= 0xffffffff ? 1 : this.#nextReqId + 1;
     const frame = encodeMessage({ type: op, reqId, txId, payload });
+    if (signal === undefined) {
+      // The common case: nothing to unhook when the reply comes.
+      return new Promise<XsMessage>((resolve, reject) => {
+        this.#pending.set(reqId, { op, resolve, reject });
+        this.#queue(duplex, frame);
+      });
+    }
     return new Promise<XsMessage>((resolve, reject) => {
       const onAbort = (): void => {
         // The reply may still come; it is dropped as "unknown req_id".

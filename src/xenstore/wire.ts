@@ -115,14 +115,29 @@ export class FrameDecoder {
 
 // ---- payload helpers (xenstore.txt notation: `|` is NUL) ----
 
-/** `a|b|c|`: every argument followed by one NUL. */
+/** `a|b|c|`: every argument followed by one NUL (one buffer, no intermediate copies). */
 export function nulTerminated(...args: readonly (string | Buffer)[]): Buffer {
-  const parts: Buffer[] = [];
-  const nul = Buffer.alloc(1);
+  let n = args.length;
+  for (const a of args) n += typeof a === "string" ? Buffer.byteLength(a, "utf8") : a.length;
+  const out = Buffer.allocUnsafe(n);
+  let o = 0;
   for (const a of args) {
-    parts.push(typeof a === "string" ? Buffer.from(a, "utf8") : a, nul);
+    o += typeof a === "string" ? out.write(a, o, "utf8") : a.copy(out, o);
+    out[o++] = 0;
   }
-  return Buffer.concat(parts);
+  return out;
+}
+
+/** `path|value`: WRITE's payload (the value is the rest, with no terminator). */
+export function pathAndValue(path: string, value: string | Buffer): Buffer {
+  const pl = Buffer.byteLength(path, "utf8");
+  const vl = typeof value === "string" ? Buffer.byteLength(value, "utf8") : value.length;
+  const out = Buffer.allocUnsafe(pl + 1 + vl);
+  out.write(path, 0, "utf8");
+  out[pl] = 0;
+  if (typeof value === "string") out.write(value, pl + 1, "utf8");
+  else value.copy(out, pl + 1);
+  return out;
 }
 
 /**

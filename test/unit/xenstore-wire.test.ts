@@ -1,6 +1,6 @@
 import { test } from "node:test";
 import assert from "node:assert/strict";
-import { FrameDecoder, encodeMessage, decodeOne, strictArgs, splitNul, nulTerminated, errorPayload } from "../../src/xenstore/wire.js";
+import { FrameDecoder, encodeMessage, decodeOne, strictArgs, splitNul, nulTerminated, pathAndValue, errorPayload } from "../../src/xenstore/wire.js";
 import { XS_OPS, XS_ERRORS, opOf, XENSTORE_PAYLOAD_MAX, XS_TYPE_COUNT } from "../../src/xenstore/protocol.js";
 import { isVmstackError } from "../../src/lib/errors.js";
 
@@ -92,4 +92,12 @@ void test("strictArgs accepts exactly n NUL-terminated strings, as the C daemon'
   assert.deepEqual(strictArgs(Buffer.from("1\0" + "2\0"), 2), ["1", "2"]);
   assert.equal(strictArgs(Buffer.alloc(0), 1), undefined);
   assert.deepEqual(splitNul(nulTerminated("a", "b")), ["a", "b"]);
+});
+
+void test("request payloads are built byte for byte: NUL after each argument, WRITE's value unterminated, UTF-8 and binary kept", () => {
+  assert.deepEqual(nulTerminated(), Buffer.alloc(0));
+  assert.deepEqual(nulTerminated("/a", "", Buffer.from([1, 0, 255]), "é"), Buffer.from([0x2f, 0x61, 0, 0, 1, 0, 255, 0, 0xc3, 0xa9, 0]));
+  assert.deepEqual(pathAndValue("/dé", "vé"), Buffer.from("/dé\0vé", "utf8"));
+  assert.deepEqual(pathAndValue("/b", Buffer.from([0, 255])), Buffer.from([0x2f, 0x62, 0, 0, 255]));
+  assert.deepEqual(pathAndValue("/e", ""), Buffer.from("/e\0"));
 });
