@@ -190,3 +190,24 @@ void test("an unchanged store commits by identity: the transaction's root become
   tx.apply({ kind: "write", path: "/e/y", value: "1" });
   assert.equal(tx.commit(root, e).root, tx.view.root);
 });
+
+void test("children's treaps stay as shallow as random ones for names that differ only at the end (priorities are well mixed)", () => {
+  for (const name of [(i: number) => `k${i}`, (i: number) => String(i), (i: number) => `device-${i}-backend`]) {
+    const v = new TreeView(makeNode("", DEFAULT_PERMS, 0), dom0, DEFAULT_QUOTAS, env());
+    const n = 5000;
+    for (let i = 0; i < n; i++) v.write(`/d/${name(i)}`, "");
+    let sum = 0;
+    let max = 0;
+    const stack: [Kids, number][] = [[lookup(v.root, "/d")!.kids!, 1]];
+    while (stack.length > 0) {
+      const [t, d] = stack.pop()!;
+      sum += d;
+      max = Math.max(max, d);
+      if (t.left !== undefined) stack.push([t.left, d + 1]);
+      if (t.right !== undefined) stack.push([t.right, d + 1]);
+    }
+    // A random treap's expected average depth is about 2 ln n (17 here); FNV-1a alone gave 2x that.
+    assert.ok(sum / n < 1.25 * 2 * Math.log(n), `${name(0)}..: average depth ${(sum / n).toFixed(1)}`);
+    assert.ok(max < 4 * Math.log2(n), `${name(0)}..: depth ${max}`);
+  }
+});
