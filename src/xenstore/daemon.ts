@@ -9,7 +9,7 @@ import { Connection, type ConnectionHost, type ConnectionOptions } from "./conne
 import { dispatch } from "./dispatch.js";
 import { duplexPair } from "./duplex-pair.js";
 import { xsError } from "./errors.js";
-import { TreeView, type Change, type JournalOp, type OpEnv } from "./operations.js";
+import { TreeView, type Change, type JournalOp, type OpEnv, type OwnerDelta } from "./operations.js";
 import { DEFAULT_PERMS, withoutDomid, type Perms } from "./permissions.js";
 import { Journal, loadState } from "./persist.js";
 import { DEFAULT_QUOTAS, DEFAULT_WRITE_RATE, TokenBucket, type Quotas, type WriteRate } from "./quota.js";
@@ -65,7 +65,7 @@ export interface Applied {
   readonly root: XsNode;
   readonly changes: readonly Change[];
   readonly journal: readonly JournalOp[];
-  readonly ownerDelta: ReadonlyMap<number, number>;
+  readonly ownerDelta: OwnerDelta;
 }
 
 export type SpecialName = "@introduceDomain" | "@releaseDomain";
@@ -304,7 +304,7 @@ export class Xenstored implements ConnectionHost {
   adopt(a: Applied): void {
     if (a.root === this.root && a.changes.length === 0) return;
     this.root = a.root;
-    for (const [d, n] of a.ownerDelta) this.#owned.set(d, (this.#owned.get(d) ?? 0) + n);
+    a.ownerDelta.addTo(this.#owned);
     const j = this.#journal;
     if (j !== undefined && a.journal.length > 0) {
       j.append(a.journal);

@@ -38,21 +38,68 @@ export interface OpEnv {
   nodesOwned(domid: number): number;
 }
 
-const NO_DELTA: ReadonlyMap<number, number> = new Map();
+/** Nodes gained (or lost) per owner domid. Most changes involve one owner, held without a Map. */
+export class OwnerDelta {
+  #domid = -1;
+  #count = 0;
+  #more: Map<number, number> | undefined;
+
+  add(domid: number, n: number): void {
+    if (this.#domid === -1 || this.#domid === domid) {
+      this.#domid = domid;
+      this.#count += n;
+    } else {
+      this.#more ??= new Map();
+      this.#more.set(domid, (this.#more.get(domid) ?? 0) + n);
+    }
+  }
+
+  get(domid: number): number {
+    return domid === this.#domid ? this.#count : (this.#more?.get(domid) ?? 0);
+  }
+
+  /** Add these counts into `totals` (the daemon's per-domain node counts). */
+  addTo(totals: Map<number, number>): void {
+    if (this.#domid !== -1) totals.set(this.#domid, (totals.get(this.#domid) ?? 0) + this.#count);
+    if (this.#more !== undefined) for (const [d, n] of this.#more) totals.set(d, (totals.get(d) ?? 0) + n);
+  }
+}
+
+const NO_DELTA = new OwnerDelta();
+const NONE: readonly never[] = Object.freeze([]);
 
 /** gen of an absent node in the access tracker ("no generation"). */
 export const NO_GEN = -1;
 
 export class TreeView {
   root: XsNode;
-  readonly changes: Change[] = [];
-  readonly journal: JournalOp[] = [];
+  // The lists start as one shared empty array and the delta as none: most views record one change.
+  #changes: Change[] | undefined;
+  #journal: JournalOp[] | undefined;
+  #ownerDelta: OwnerDelta | undefined;
+
+  get changes(): readonly Change[] {
+    return this.#changes ?? NONE;
+  }
+
+  get journal(): readonly JournalOp[] {
+    return this.#journal ?? NONE;
+  }
+
   /** Nodes gained (or lost) per owner domid; most writes change an existing node and touch none. */
-  get ownerDelta(): ReadonlyMap<number, number> {
+  get ownerDelta(): OwnerDelta {
     return this.#ownerDelta ?? NO_DELTA;
   }
 
-  #ownerDelta: Map<number, number> | undefined;
+  #change(c: Change): void {
+    if (this.#changes === undefined) this.#changes = [c];
+    else this.#changes.push(c);
+  }
+
+  #record(op: JournalOp): void {
+    if (this.#journal === undefined) this.#journal = [op];
+    else this.#journal.push(op);
+  }
 
   constructor(
     root: XsNode,
@@ -112,8 +159,7 @@ export class TreeView {
   }
 
   #addOwned(domid: number, n: number): void {
-    this.#ownerDelta ??= new Map();
-    this.#ownerDelta.set(domid, (this.#ownerDelta.get(domid) ?? 0) + n);
+    (this.#ownerDelta ??= new OwnerDelta()).add(domid, n);
   }
 
   #checkSize(value: string, perms: Perms, path: string): void {
@@ -144,8 +190,8 @@ export class TreeView {
       const gen = this.env.nextGen();
       const leaf = makeNode(value, existing.perms, gen, existing.kids);
       this.root = rebuild(chain, segs, leaf, gen);
-      this.changes.push({ path, before: existing.perms, after: existing.perms });
-      this.journal.push({ op: "put", path, value, perms: existing.perms });
+      this.#change({ path, before: existing.perms, after: existing.perms });
+      this.#record({ op: "put", path, value, perms: existing.perms });
       return true;
     }
     // Creating: the nearest existing ancestor must be writable; every missing node up to it was
@@ -164,7 +210,7 @@ export class TreeView {
     if (!this.who.privileged) {
       this.#checkSize(value, perms, path);
       const owner = perms[0]!.domid;
-      const used = this.env.nodesOwned(owner) + (this.ownerDelta.get(owner) ?? 0) + created;
+      const used = this.env.nodesOwned(owner) + this.ownerDelta.get(owner) + created;
       if (overQuota(this.quotas.nodes, used)) throw xsError("ENOSPC", `domain ${owner} would exceed its node quota`, { path });
     }
     const gen = this.env.nextGen();
@@ -178,13 +224,13 @@ export class TreeView {
       let cur = "/" + segs.slice(0, depth).join("/");
       for (let d = depth; d < segs.length - 1; d++) {
         cur = joinPath(cur, segs[d]!);
-        this.journal.push({ op: "put", path: cur, value: "", perms });
+        this.#record({ op: "put", path: cur, value: "", perms });
       }
     }
-    this.journal.push({ op: "put", path, value: mode === "write" ? value : "", perms });
+    this.#record({ op: "put", path, value: mode === "write" ? value : "", perms });
     this.#addOwned(perms[0]!.domid, created);
     // Only the requested path gets an event, not implicit parents (C commit 3a96013a3e).
-    this.changes.push({ path, before: undefined, after: perms });
+    this.#change({ path, before: undefined, after: perms });
     return true;
   }
 
@@ -220,8 +266,8 @@ export class TreeView {
     const gen = this.env.nextGen();
     this.root = rebuild(chain, segs, undefined, gen);
     for (const [domid, n] of countByOwner(node)) this.#addOwned(domid, -n);
-    this.journal.push({ op: "del", path });
-    this.changes.push({ path, before: node.perms, after: undefined, removed: node });
+    this.#record({ op: "del", path });
+    this.#change({ path, before: node.perms, after: undefined, removed: node });
     return true;
   }
 
@@ -243,8 +289,8 @@ export class TreeView {
       this.#addOwned(oldOwner, -1);
       this.#addOwned(newOwner, 1);
     }
-    this.journal.push({ op: "put", path, value: node.value, perms });
-    this.changes.push({ path, before: node.perms, after: perms });
+    this.#record({ op: "put", path, value: node.value, perms });
+    this.#change({ path, before: node.perms, after: perms });
   }
 }
 

@@ -3,7 +3,7 @@ import assert from "node:assert/strict";
 import { canonicalize, isAtOrBelow, relativeTo, isValidNodePath } from "../../src/xenstore/path.js";
 import { accessFor, parsePerms, formatPerms, inheritPerms, withoutDomid, PERM_READ, PERM_WRITE, PERM_OWNER, DEFAULT_PERMS } from "../../src/xenstore/permissions.js";
 import { childNames, kidDelete, kidEntries, kidGet, kidSet, lookup, makeNode, type Kids } from "../../src/xenstore/store.js";
-import { TreeView, type OpEnv } from "../../src/xenstore/operations.js";
+import { OwnerDelta, TreeView, type OpEnv } from "../../src/xenstore/operations.js";
 import { Transaction } from "../../src/xenstore/transaction.js";
 import { DEFAULT_QUOTAS } from "../../src/xenstore/quota.js";
 import { isVmstackError } from "../../src/lib/errors.js";
@@ -210,4 +210,26 @@ void test("children's treaps stay as shallow as random ones for names that diffe
     assert.ok(sum / n < 1.25 * 2 * Math.log(n), `${name(0)}..: average depth ${(sum / n).toFixed(1)}`);
     assert.ok(max < 4 * Math.log2(n), `${name(0)}..: depth ${max}`);
   }
+});
+
+void test("an owner delta counts nodes per domain, one owner without a map and any number with one", () => {
+  const d = new OwnerDelta();
+  d.add(0, 3);
+  d.add(5, -2);
+  d.add(0, -1);
+  d.add(5, 1);
+  d.add(9, 4);
+  assert.deepEqual([d.get(0), d.get(5), d.get(9), d.get(7)], [2, -1, 4, 0]);
+  const totals = new Map([[5, 10]]);
+  d.addTo(totals);
+  assert.deepEqual([...totals].sort((a, b) => a[0] - b[0]), [[0, 2], [5, 9], [9, 4]]);
+  // A subtree of several owners removed in one view: each owner's count drops by its own nodes.
+  const v = new TreeView(makeNode("", DEFAULT_PERMS, 0), dom0, DEFAULT_QUOTAS, env());
+  v.write("/s/a", "");
+  v.setPerms("/s/a", parsePerms(["n3"])!);
+  v.write("/s/b", "");
+  v.setPerms("/s/b", parsePerms(["n4"])!);
+  const r = new TreeView(v.root, dom0, DEFAULT_QUOTAS, env());
+  r.rm("/s");
+  assert.deepEqual([r.ownerDelta.get(0), r.ownerDelta.get(3), r.ownerDelta.get(4)], [-1, -1, -1]);
 });
