@@ -96,24 +96,27 @@ function merge(a: Kids | undefined, b: Kids | undefined): Kids | undefined {
 }
 
 /** kidReplace's walk down, reused: a WRITE allocates only the new nodes. */
-const walked: Kids[] = [];
+const walked: (Kids | undefined)[] = [];
 
 /** Replace the node of an existing key, iteratively (the hot path of a WRITE); undefined if absent. */
 export function kidReplace(t: Kids | undefined, key: string, node: XsNode): Kids | undefined {
   const path = walked;
-  path.length = 0;
+  let n = 0;
   let cur = t;
   while (cur !== undefined && cur.key !== key) {
-    path.push(cur);
+    path[n++] = cur;
     cur = key < cur.key ? cur.left : cur.right;
   }
-  if (cur === undefined) return undefined;
+  if (cur === undefined) {
+    while (n > 0) path[--n] = undefined; // hold on to nothing
+    return undefined;
+  }
   let out = mk(key, node, cur.prio, cur.seq, cur.left, cur.right);
-  for (let i = path.length - 1; i >= 0; i--) {
-    const p = path[i]!;
+  while (n > 0) {
+    const p = path[--n]!;
+    path[n] = undefined;
     out = key < p.key ? mk(p.key, p.node, p.prio, p.seq, out, p.right) : mk(p.key, p.node, p.prio, p.seq, p.left, out);
   }
-  path.length = 0; // hold on to nothing
   return out;
 }
 
