@@ -134,9 +134,9 @@ static napi_value send_now(napi_env env, napi_callback_info info) {
 }
 
 /*
- * The journal (src/xenstore/persist.ts) appends by copying records into a shared mapping of its
- * file: the bytes are in the page cache, where write(2) would have put them, as soon as they are
- * copied (a killed daemon loses nothing), without a system call per reply. fdatasync(2) on the
+ * The journal (src/xenstore/persist.ts) stores its records into a shared mapping of its file:
+ * the bytes are in the page cache, where write(2) would have put them, as soon as they are stored
+ * (a killed daemon loses nothing), without a system call per reply. fdatasync(2) on the
  * file writes mapped pages back as it does written ones.
  */
 

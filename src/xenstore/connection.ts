@@ -30,13 +30,13 @@ const MODIFYING: ReadonlySet<string> = new Set(["WRITE", "MKDIR", "RM", "SET_PER
 
 /**
  * A chunk of pipelined requests is answered in slices of this many: after each slice the host's
- * batchDone() runs, and with durability "write" (or none) the journal is written and the replies
- * so far go out, so a client with many requests in flight starts on its replies while the daemon
- * goes on with the rest, both sides working at once. Answering a 64-request chunk in one piece
- * made them take turns instead (measured with vmstack's client, which sends requests made in one
- * tick together: 64 in flight, 1.2–1.9× the writes/s of one piece). A slice costs one journal
- * append (journal-file.ts) and one socket write. With "fsync" the replies still wait for the
- * group's fdatasync.
+ * batchDone() runs, and with durability "write" (or none) the replies so far go out (their journal
+ * records written first where they are not yet), so a client with many requests in flight starts
+ * on its replies while the daemon goes on with the rest, both sides working at once. Answering a
+ * 64-request chunk in one piece made them take turns instead (measured with vmstack's client,
+ * which sends requests made in one tick together: 64 in flight, 1.2–1.9× the writes/s of one
+ * piece). A slice costs one socket write (and, where the journal is not mapped, one write(2) of
+ * its records: persist.ts). With "fsync" the replies still wait for the group's fdatasync.
  */
 const REPLY_SLICE = 16;
 

@@ -1,7 +1,7 @@
 /**
  * One journal file's bytes on their way to the page cache (persist.ts has the journal itself):
- * copied into a shared mapping of the file when the native addon is built and the filesystem
- * allows it, appended with write(2) otherwise.
+ * stored into a shared mapping of the file when the native addon is built and the filesystem
+ * allows it (records encoded in place, or copied), appended with write(2) otherwise.
  */
 import * as fs from "node:fs";
 import * as path from "node:path";
