@@ -4,12 +4,36 @@
  */
 import { VmstackError } from "../lib/errors.js";
 import type { XsOp } from "./protocol.js";
+import type { XenstoreConnector } from "./client-socket.js";
 import { nulTerminated, pathAndValue, splitNul } from "./wire.js";
 import { XsError } from "./errors.js";
 import { parsePermEntry, formatPerms, type PermEntry } from "./permissions.js";
 
 export interface RequestOptions {
   readonly signal?: AbortSignal | undefined;
+}
+
+export interface ClientOptions {
+  /** Re-open with this after the connection is lost. Without it the client fails once closed. */
+  readonly reconnect?: XenstoreConnector | undefined;
+  /** How long one reconnect may keep trying (default 10 s). */
+  readonly reconnectTimeoutMs?: number;
+}
+
+/** One reply exactly as the daemon sent it: for conformance tests and tools that show errnos. */
+export interface RawReply {
+  readonly op: XsOp;
+  readonly type: number;
+  readonly txId: number;
+  readonly payload: Buffer;
+  /** The errno name when the reply is XS_ERROR. */
+  readonly error?: string;
+}
+
+export interface TransactionOptions {
+  readonly signal?: AbortSignal | undefined;
+  /** Attempts before giving up on EAGAIN (default 32). */
+  readonly maxAttempts?: number;
 }
 
 /** The reads and writes that work both outside and inside a transaction. */

@@ -21,43 +21,20 @@ import { XS_OPS, XENSTORE_PAYLOAD_MAX, isXsErrorName, type XsOp } from "./protoc
 import { FrameDecoder, encodeMessage, nulTerminated, splitNul, type XsMessage } from "./wire.js";
 import { XsError } from "./errors.js";
 import { defaultXenstoreSocket, socketConnector, type XenstoreConnector } from "./client-socket.js";
-import { NodeOps, disconnected, isRetryable, stripNul, type RequestOptions } from "./client-node-ops.js";
+import { NodeOps, disconnected, isRetryable, stripNul, type ClientOptions, type RawReply, type RequestOptions, type TransactionOptions } from "./client-node-ops.js";
 import { XenstoreTransaction } from "./client-transaction.js";
 import { XenstoreWatch, type WatchOptions } from "./client-watch.js";
-export { parsePermissions, formatPermissions, type RequestOptions, type XenstoreOps } from "./client-node-ops.js";
+export { parsePermissions, formatPermissions, type ClientOptions, type RawReply, type RequestOptions, type TransactionOptions, type XenstoreOps } from "./client-node-ops.js";
 export { XenstoreTransaction } from "./client-transaction.js";
 export { walkTree, type TreeEntry } from "./client-tree.js";
 export { XenstoreWatch, type WatchEvent, type WatchOptions } from "./client-watch.js";
 export type { PermEntry } from "./permissions.js";
 export { defaultXenstoreSocket, socketConnector, type XenstoreConnector } from "./client-socket.js";
 
-export interface ClientOptions {
-  /** Re-open with this after the connection is lost. Without it the client fails once closed. */
-  readonly reconnect?: XenstoreConnector | undefined;
-  /** How long one reconnect may keep trying (default 10 s). */
-  readonly reconnectTimeoutMs?: number;
-}
-
-/** One reply exactly as the daemon sent it: for conformance tests and tools that show errnos. */
-export interface RawReply {
-  readonly op: XsOp;
-  readonly type: number;
-  readonly txId: number;
-  readonly payload: Buffer;
-  /** The errno name when the reply is XS_ERROR. */
-  readonly error?: string;
-}
-
 interface Pending {
   readonly op: XsOp;
   resolve(reply: XsMessage): void;
   reject(e: unknown): void;
-}
-
-export interface TransactionOptions {
-  readonly signal?: AbortSignal | undefined;
-  /** Attempts before giving up on EAGAIN (default 32). */
-  readonly maxAttempts?: number;
 }
 
 const DEFAULT_MAX_ATTEMPTS = 32;
@@ -256,7 +233,7 @@ export class XenstoreClient extends NodeOps {
 
   /** Send one request and resolve with its reply frame (ERROR included). */
   #send(op: XsOp, payload: Buffer, txId: number, signal: AbortSignal | undefined): Promise<XsMessage> {
-    signal?.throwIfAborted();
+    if (signal?.aborted === true) return Promise.reject(signal.reason);
     if (payload.length > XENSTORE_PAYLOAD_MAX) {
       // Xen's C daemon would drop the connection (xenstore.txt: such a client is "immediately killed").
       return Promise.reject(new XsError("E2BIG", `xenstore ${op}: request of ${payload.length} bytes exceeds the ${XENSTORE_PAYLOAD_MAX}-byte limit`, { op, length: payload.length }));

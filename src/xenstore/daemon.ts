@@ -9,7 +9,7 @@ import { Connection, type ConnectionHost, type ConnectionOptions } from "./conne
 import { dispatch } from "./dispatch.js";
 import { duplexPair } from "./duplex-pair.js";
 import { xsError } from "./errors.js";
-import { TreeView, type Change, type JournalOp, type OpEnv, type OwnerDelta } from "./operations.js";
+import { TreeView, type Change, type JournalOp, type OpEnv, type OwnerCounts } from "./operations.js";
 import { DEFAULT_PERMS, withoutDomid, type Perms } from "./permissions.js";
 import { Journal, loadState } from "./persist.js";
 import { DEFAULT_QUOTAS, DEFAULT_WRITE_RATE, TokenBucket, type Quotas, type WriteRate } from "./quota.js";
@@ -65,7 +65,7 @@ export interface Applied {
   readonly root: XsNode;
   readonly changes: readonly Change[];
   readonly journal: readonly JournalOp[];
-  readonly ownerDelta: OwnerDelta;
+  readonly ownerDelta: OwnerCounts;
 }
 
 export type SpecialName = "@introduceDomain" | "@releaseDomain";

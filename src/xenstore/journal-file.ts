@@ -8,7 +8,7 @@ import * as path from "node:path";
 import { getSystemErrorName } from "node:util";
 import { log } from "../lib/log.js";
 import { xsio, type XsioAddon } from "./native.js";
-import { RECORD_HEADER, zeroTailStart } from "./persist-records.js";
+import { RECORD_HEADER, SHORT_FIELD, zeroTailStart } from "./persist-records.js";
 
 /** Bytes a mapped journal file reserves and maps at a time (a multiple of the page size). */
 export const JOURNAL_CHUNK = 1024 * 1024;
@@ -74,10 +74,13 @@ class WrittenJournal implements JournalFile {
  *   chunks are reserved and mapped before any of it is copied. If that fails (a full disk, no
  *   memory for a mapping) or the batch is larger than a chunk, the batch goes out with write(2)
  *   instead, at the same place: a full disk is then write(2)'s error, as without the addon.
- * - Records are copied one at a time, in order (a short one byte by byte, cheaper than a native
- *   copy's call). A copy may store its first bytes last (memmove does for larger sizes), so a daemon killed in the middle of a batch leaves its records whole
- *   up to one torn record, never a later record without an earlier one: a suffix lost, as with
- *   write(2). None of those records was acknowledged.
+ * - Records encoded in place (place/placed) store their header last (persist-records.ts), so a
+ *   daemon killed while encoding one leaves it without its magic, dropped and reported at load.
+ * - Records copied in a batch are copied one at a time, in order (a short one byte by byte,
+ *   cheaper than a native copy's call). A copy may store its first bytes last (memmove does for
+ *   larger sizes), so a daemon killed in the middle of a batch leaves its records whole up to one
+ *   torn record, never a later record without an earlier one: a suffix lost, as with write(2).
+ *   None of those records was acknowledged.
  * - Until close() trims it, the file ends in zeros, which the loader takes as the journal's end
  *   (scanRecords' zeroTail).
  * - Only on filesystems that allocate at fallocate time (ext4, XFS, tmpfs): on a copy-on-write
@@ -174,7 +177,7 @@ class MappedJournal implements JournalFile {
       const map = k0 === i ? m0 : this.#maps[1]![1];
       const at = this.size - i * this.chunk;
       const n = Math.min(this.chunk - at, to - from);
-      if (n <= 128) for (let k = 0; k < n; k++) map[at + k] = bytes[from + k]!;
+      if (n <= SHORT_FIELD) for (let k = 0; k < n; k++) map[at + k] = bytes[from + k]!;
       else bytes.copy(map, at, from, from + n);
       from += n;
       this.size += n;

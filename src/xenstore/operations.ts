@@ -38,8 +38,15 @@ export interface OpEnv {
   nodesOwned(domid: number): number;
 }
 
+/** Nodes gained (or lost) per owner domid, as a view reports them. */
+export interface OwnerCounts {
+  get(domid: number): number;
+  /** Add these counts into `totals` (the daemon's per-domain node counts). */
+  addTo(totals: Map<number, number>): void;
+}
+
 /** Nodes gained (or lost) per owner domid. Most changes involve one owner, held without a Map. */
-export class OwnerDelta {
+export class OwnerDelta implements OwnerCounts {
   #domid = -1;
   #count = 0;
   #more: Map<number, number> | undefined;
@@ -58,7 +65,6 @@ export class OwnerDelta {
     return domid === this.#domid ? this.#count : (this.#more?.get(domid) ?? 0);
   }
 
-  /** Add these counts into `totals` (the daemon's per-domain node counts). */
   addTo(totals: Map<number, number>): void {
     if (this.#domid !== -1) totals.set(this.#domid, (totals.get(this.#domid) ?? 0) + this.#count);
     if (this.#more !== undefined) for (const [d, n] of this.#more) totals.set(d, (totals.get(d) ?? 0) + n);
@@ -87,7 +93,7 @@ export class TreeView {
   }
 
   /** Nodes gained (or lost) per owner domid; most writes change an existing node and touch none. */
-  get ownerDelta(): OwnerDelta {
+  get ownerDelta(): OwnerCounts {
     return this.#ownerDelta ?? NO_DELTA;
   }
 

@@ -1,11 +1,18 @@
 /**
  * The record format of the journal and the snapshots (see persist.ts for the files), little-endian:
  *   magic "XSR1" | u32 body length | u32 crc32(body) | body
- *   body: u8 kind (1 put, 2 del, 3 end-of-snapshot) | u16 path length | path |
+ *   body: u8 kind (1 put, 2 del, 3 end-of-snapshot; +0x80: more records of the same change
+ *         follow) | u16 path length | path |
  *         put: u16 perms length | perms ("n0 r5") | u32 value length | value bytes
  *         end: u32 number of put records in the snapshot
  * A bad checksum, a bad magic or a truncated tail is skipped by scanning for the next magic whose
  * record checks out; every byte range dropped is reported (file, offset, length, reason).
+ *
+ * One change (a request's or a transaction's) may take several records: a create with implicit
+ * parents, a commit. All but its last carry the 0x80 flag, and loading a journal applies a change
+ * only once its last record is read, so a daemon killed halfway through recording one leaves
+ * nothing of it behind (it was never acknowledged). Journals written before the flag existed have
+ * none: each record is then a change of its own.
  */
 import { crc32 } from "node:zlib";
 import { permsText, parsePermsText } from "./permissions.js";
@@ -19,6 +26,8 @@ const HEADER = RECORD_HEADER;
 const KIND_PUT = 1;
 const KIND_DEL = 2;
 const KIND_END = 3;
+/** On a record's kind: more records of the same change follow. */
+const MORE = 0x80;
 const MAX_BODY = 16 * 1024 * 1024;
 
 /** One record as its own buffer (tests and tools; the journal and snapshots use RecordWriter). */
@@ -39,7 +48,8 @@ export interface Dropped {
 
 function parseBody(body: Buffer): LoadedRecord | undefined {
   if (body.length < 3) return undefined;
-  const kind = body[0];
+  const kind = body[0]! & ~MORE;
+  if (kind === KIND_END && body[0] !== KIND_END) return undefined;
   const pl = body.readUInt16LE(1);
   let o = 3;
   if (o + pl > body.length) return undefined;
@@ -70,8 +80,10 @@ export function parseRecords(buf: Buffer, file: string): { records: LoadedRecord
  * The streaming form of `parseRecords`: each valid record goes to `onRecord`; returns the drops.
  * `zeroTail`: zeros after the last record are the end of the file, not damage (a journal written
  * through a mapping is reserved ahead and trimmed only when it is closed; persist.ts).
+ * `changes`: a record flagged "more follow" waits for the rest of its change, and a change cut
+ * short (by the end of the file or by damage) is dropped whole and reported (journals).
  */
-export function scanRecords(buf: Buffer, file: string, onRecord: (r: LoadedRecord) => void, opts: { zeroTail?: boolean } = {}): Dropped[] {
+export function scanRecords(buf: Buffer, file: string, onRecord: (r: LoadedRecord) => void, opts: { zeroTail?: boolean; changes?: boolean } = {}): Dropped[] {
   const dropped: Dropped[] = [];
   // Where the zeros that end the file begin; records stop there (checked at record boundaries only).
   const tail = opts.zeroTail === true ? zeroTailStart(buf) : buf.length;
@@ -82,13 +94,32 @@ export function scanRecords(buf: Buffer, file: string, onRecord: (r: LoadedRecor
     if (badStart >= 0) dropped.push({ file, offset: badStart, length: at - badStart, reason: badReason });
     badStart = -1;
   };
+  // The records read so far of a change whose last record has not come yet, and where they lie.
+  const change: LoadedRecord[] = [];
+  let changeStart = 0;
+  let changeEnd = 0;
+  const dropChange = (): void => {
+    if (change.length === 0) return;
+    dropped.push({ file, offset: changeStart, length: changeEnd - changeStart, reason: `an unfinished change (${change.length} of its records): the daemon stopped while recording it` });
+    change.length = 0;
+  };
   while (o < buf.length) {
     // Only at a record boundary: a record may itself end in zeros.
     if (o >= tail) break;
     let reason = "";
+    let skipTo = -1;
     if (buf.length - o < HEADER) reason = "truncated record header";
-    else if (buf.readUInt32LE(o) !== MAGIC) reason = "bad record magic";
-    else {
+    else if (buf.readUInt32LE(o) !== MAGIC) {
+      reason = "bad record magic";
+      // A record is encoded with its length first and its magic last (encodeRecordAt): one with
+      // a length and no magic at all was cut short by a kill while being written. Its body may
+      // hold anything a client wrote (a value), so it is skipped whole, never searched for records.
+      const len = buf.readUInt32LE(o + 4);
+      if (opts.zeroTail === true && buf.readUInt32LE(o) === 0 && len > 0) {
+        reason = "a record cut short while being written";
+        skipTo = Math.min(o + HEADER + len, tail);
+      }
+    } else {
       const len = buf.readUInt32LE(o + 4);
       if (len > MAX_BODY || o + HEADER + len > buf.length) reason = "truncated record";
       else {
@@ -99,16 +130,29 @@ export function scanRecords(buf: Buffer, file: string, onRecord: (r: LoadedRecor
           if (rec === undefined) reason = "malformed record";
           else {
             endBad(o);
-            onRecord(rec);
+            if (opts.changes === true && (body[0]! & MORE) !== 0) {
+              if (change.length === 0) changeStart = o;
+              change.push(rec);
+              changeEnd = o + HEADER + len;
+            } else {
+              for (const r of change) onRecord(r);
+              change.length = 0;
+              onRecord(rec);
+            }
             o += HEADER + len;
             continue;
           }
         }
       }
     }
+    dropChange();
     if (badStart < 0) {
       badStart = o;
       badReason = reason;
+    }
+    if (skipTo > o) {
+      o = skipTo;
+      continue;
     }
     // Resynchronise: the next offset holding the magic. With no more records, damage in a
     // zero-tailed file ends where the zeros begin (a record torn while being copied in).
@@ -119,6 +163,7 @@ export function scanRecords(buf: Buffer, file: string, onRecord: (r: LoadedRecor
     }
   }
   endBad(Math.min(o, buf.length));
+  dropChange();
   return dropped;
 }
 
@@ -138,7 +183,7 @@ export function zeroTailStart(buf: Buffer): number {
  * journal went from 4.1-4.4 to 3.8-3.9 µs (3.0 without a journal). The persist tests check that
  * both ways give the same bytes.
  */
-const SHORT = 128;
+export const SHORT_FIELD = 128;
 
 /** CRC-32 (IEEE 802.3, the one zlib computes), one table lookup per byte. */
 const CRC_TABLE = ((): Int32Array => {
@@ -153,7 +198,7 @@ const CRC_TABLE = ((): Int32Array => {
 
 /** crc32 of buf[from, to), as zlib's. */
 export function crc32Of(buf: Buffer, from: number, to: number): number {
-  if (to - from > SHORT) return crc32(buf.subarray(from, to));
+  if (to - from > SHORT_FIELD) return crc32(buf.subarray(from, to));
   let c = -1;
   for (let i = from; i < to; i++) c = CRC_TABLE[(c ^ buf[i]!) & 0xff]! ^ (c >>> 8);
   return (c ^ -1) >>> 0;
@@ -162,7 +207,7 @@ export function crc32Of(buf: Buffer, from: number, to: number): number {
 /** Write `s` (latin1: one byte per char) at `o`; returns the offset after it. */
 function putLatin1(buf: Buffer, s: string, o: number): number {
   const n = s.length;
-  if (n > SHORT) return o + buf.write(s, o, "latin1");
+  if (n > SHORT_FIELD) return o + buf.write(s, o, "latin1");
   for (let i = 0; i < n; i++) buf[o + i] = s.charCodeAt(i);
   return o + n;
 }
@@ -176,13 +221,17 @@ export function recordSize(op: JournalOp | { op: "end"; count: number }, permsTx
 const putSize = (p: string, value: string, perms: string): number => HEADER + 1 + 2 + p.length + 2 + perms.length + 4 + value.length;
 
 /**
- * Encode a record into `buf` at `at` (room for recordSize() bytes); returns where it ends. The
- * header is stored last, its magic at the very end: a record torn by a kill while being encoded
- * straight into a mapped journal has no magic, and loading drops (and reports) it.
+ * Encode a record into `buf` at `at` (room for recordSize() bytes); returns where it ends. `more`:
+ * more records of the same change follow. The body length is stored first and the magic last: a
+ * record cut short by a kill while being encoded straight into a mapped journal has its length
+ * and no magic, and loading skips it whole and reports it.
  */
-export function encodeRecordAt(buf: Buffer, at: number, op: JournalOp | { op: "end"; count: number }, permsTxt: string): number {
-  if (op.op === "put") return putAt(buf, at, op.path, op.value, permsTxt);
-  if (op.op === "del") return finishAt(buf, at, putLatin1(buf, op.path, beginAt(buf, at, KIND_DEL, op.path.length)));
+export function encodeRecordAt(buf: Buffer, at: number, op: JournalOp | { op: "end"; count: number }, permsTxt: string, more = false): number {
+  const size = recordSize(op, permsTxt);
+  buf.writeUInt32LE(size - HEADER, at + 4);
+  const flag = more ? MORE : 0;
+  if (op.op === "put") return putAt(buf, at, op.path, op.value, permsTxt, flag);
+  if (op.op === "del") return finishAt(buf, at, putLatin1(buf, op.path, beginAt(buf, at, KIND_DEL | flag, op.path.length)));
   buf.writeUInt32LE(op.count, beginAt(buf, at, KIND_END, 0));
   return finishAt(buf, at, at + HEADER + 1 + 2 + 4);
 }
@@ -194,17 +243,17 @@ function beginAt(buf: Buffer, at: number, kind: number, pathLen: number): number
   return at + HEADER + 3;
 }
 
-function putAt(buf: Buffer, at: number, p: string, value: string, perms: string): number {
-  let o = putLatin1(buf, p, beginAt(buf, at, KIND_PUT, p.length));
+/** A put record (its length already stored); returns where it ends. */
+function putAt(buf: Buffer, at: number, p: string, value: string, perms: string, flag: number): number {
+  let o = putLatin1(buf, p, beginAt(buf, at, KIND_PUT | flag, p.length));
   buf.writeUInt16LE(perms.length, o);
   o = putLatin1(buf, perms, o + 2);
   buf.writeUInt32LE(value.length, o);
   return finishAt(buf, at, putLatin1(buf, value, o + 4));
 }
 
-/** The header of the record at `at` whose body ends at `end`, magic last; returns `end`. */
+/** The CRC, then the magic, of the record at `at` whose body ends at `end`; returns `end`. */
 function finishAt(buf: Buffer, at: number, end: number): number {
-  buf.writeUInt32LE(end - at - HEADER, at + 4);
   buf.writeUInt32LE(crc32Of(buf, at + HEADER, end), at + 8);
   buf.writeUInt32LE(MAGIC, at);
   return end;
@@ -244,16 +293,17 @@ export class RecordWriter {
     this.#buf = grown;
   }
 
-  /** Encode one record at the end (`permsText` of a put is its permissions as text). */
-  record(op: JournalOp | { op: "end"; count: number }, permsTxt = op.op === "put" ? permsText(op.perms) : ""): void {
-    const size = recordSize(op, permsTxt);
-    this.#room(size);
-    this.#off = encodeRecordAt(this.#buf, this.#off, op, permsTxt);
+  /** Encode one record at the end (`permsText` of a put is its permissions as text; `more`: encodeRecordAt). */
+  record(op: JournalOp | { op: "end"; count: number }, permsTxt = op.op === "put" ? permsText(op.perms) : "", more = false): void {
+    this.#room(recordSize(op, permsTxt));
+    this.#off = encodeRecordAt(this.#buf, this.#off, op, permsTxt, more);
   }
 
   put(p: string, value: string, perms: string): void {
-    this.#room(putSize(p, value, perms));
-    this.#off = putAt(this.#buf, this.#off, p, value, perms);
+    const size = putSize(p, value, perms);
+    this.#room(size);
+    this.#buf.writeUInt32LE(size - HEADER, this.#off + 4);
+    this.#off = putAt(this.#buf, this.#off, p, value, perms, 0);
   }
 
   /**

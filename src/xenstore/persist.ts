@@ -7,8 +7,9 @@
  * frames. How far "in the journal" goes is the daemon's durability mode (daemon.ts, `Durability`):
  *   "write"  in the page cache before the reply, fdatasync at most SYNC_INTERVAL_MS later.
  *            Where the journal file is mapped (journal-file.ts), a change's records are encoded
- *            straight into the mapping when the change is made, so nothing waits and no frame
- *            is held; otherwise they are written with write(2) at the end of the batch. A
+ *            straight into the mapping when the change is made, so almost nothing waits (only
+ *            a record spanning two chunks, once per MiB, and what follows it in its batch);
+ *            otherwise they are written with write(2) at the end of the batch. A
  *            killed or crashed daemon loses nothing acknowledged (the kernel holds the data);
  *            a host power loss may lose the last interval — when every domain the store
  *            describes is gone too.
@@ -251,7 +252,7 @@ export function loadState(dir: string): LoadResult {
           tree.apply(rec);
           replayed++;
         },
-        { zeroTail: true },
+        { zeroTail: true, changes: true },
       ),
     );
   }
@@ -347,22 +348,25 @@ export class Journal {
     return this.#epoch;
   }
 
+  /** Append the records of one change (all but the last are flagged "more follow": persist-records.ts). */
   append(ops: readonly JournalOp[]): void {
     const direct = this.opts.direct === true;
-    for (const op of ops) {
+    for (let i = 0; i < ops.length; i++) {
+      const op = ops[i]!;
       const perms = op.op === "put" ? permsText(op.perms) : "";
+      const more = i < ops.length - 1;
       // In order: once one record waits in memory (it spans two chunks, or no room), the rest wait behind it.
-      if (direct && this.#pending.length === 0 && this.#place(op, perms)) continue;
-      this.#pending.record(op, perms);
+      if (direct && this.#pending.length === 0 && this.#place(op, perms, more)) continue;
+      this.#pending.record(op, perms, more);
     }
   }
 
   /** Encode `op` straight into the mapped file; false if it has no place there. */
-  #place(op: JournalOp, perms: string): boolean {
+  #place(op: JournalOp, perms: string, more: boolean): boolean {
     const size = recordSize(op, perms);
     const map = this.#file.place(size);
     if (map === undefined) return false;
-    encodeRecordAt(map, this.#file.placeAt, op, perms);
+    encodeRecordAt(map, this.#file.placeAt, op, perms, more);
     this.#file.placed(size);
     this.#sinceCompact += size;
     this.#unsynced = true;

@@ -55,7 +55,7 @@
 import { XsError, xsError } from "./errors.js";
 import type { Accessor, Perms } from "./permissions.js";
 import { lookup, type XsNode } from "./store.js";
-import { NO_GEN, TreeView, type AccessTracker, type Change, type JournalOp, type OpEnv, type OwnerDelta } from "./operations.js";
+import { NO_GEN, TreeView, type AccessTracker, type Change, type JournalOp, type OpEnv, type OwnerCounts } from "./operations.js";
 import { overQuota, type Quotas } from "./quota.js";
 import { assertNever } from "../lib/errors.js";
 
@@ -69,7 +69,7 @@ export interface CommitResult {
   readonly root: XsNode;
   readonly changes: readonly Change[];
   readonly journal: readonly JournalOp[];
-  readonly ownerDelta: OwnerDelta;
+  readonly ownerDelta: OwnerCounts;
 }
 
 export class Transaction implements AccessTracker {

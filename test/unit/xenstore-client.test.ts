@@ -174,6 +174,12 @@ await test("an aborted signal ends a watch and rejects a request the daemon neve
   await assert.rejects(pending, /stop/);
   await assert.rejects(iterating, /stop/);
   assert.equal(client.inFlight, 0);
+  // A signal already aborted: the request is a rejected promise (never a synchronous throw), and nothing is sent.
+  const late = client.read("/late", { signal: ac.signal });
+  const raw = client.raw("READ", "/late\0", 0, { signal: ac.signal });
+  await assert.rejects(late, /stop/);
+  await assert.rejects(raw, /stop/);
+  assert.equal(client.inFlight, 0);
   await client.close();
 });
 

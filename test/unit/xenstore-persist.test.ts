@@ -11,7 +11,7 @@ import { encodeRecord, Journal, journalMaps, parseRecords, loadState, scanRecord
 import { xsio } from "../../src/xenstore/native.js";
 import type { JournalOp } from "../../src/xenstore/operations.js";
 import { parsePerms } from "../../src/xenstore/permissions.js";
-import { crc32Of } from "../../src/xenstore/persist-records.js";
+import { crc32Of, encodeRecordAt } from "../../src/xenstore/persist-records.js";
 import { lookup } from "../../src/xenstore/store.js";
 import { crc32 } from "node:zlib";
 
@@ -180,6 +180,39 @@ void test("compaction rotates to a new epoch and deletes what the snapshot repla
   const c2 = new RawConnection(d2.openConnection({ domid: 0 }));
   assert.equal((await c2.request("READ", "/big/k63|")).text, big);
   d2.close();
+  fs.rmSync(dir, { recursive: true });
+});
+
+void test("a compaction that cannot write its snapshot is fatal: the request that set it off gets no reply, every connection closes, the change survives a restart", async () => {
+  const dir = tmpdir();
+  let fatal: unknown;
+  const d = createXenstored({ stateDir: dir, onFatal: (e) => (fatal = e) });
+  const c = new RawConnection(d.openConnection({ domid: 0 }));
+  const big = "v".repeat(4000);
+  mock.method(fsDefault, "renameSync", () => {
+    throw Object.assign(new Error("ENOSPC: no space left on device, rename"), { code: "ENOSPC" });
+  });
+  syncBuiltinESMExports();
+  let answered = 0;
+  let last = "";
+  try {
+    // One at a time, past the 8 MiB threshold: the write whose record crosses it compacts.
+    for (let i = 0; i < 2400 && fatal === undefined; i++) {
+      last = `/big/k${i}`;
+      const r = await c.request("WRITE", `${last}|${big}`).catch(() => undefined);
+      if (r !== undefined) answered++;
+    }
+  } finally {
+    mock.restoreAll();
+    syncBuiltinESMExports();
+  }
+  assert.match(String(fatal), /ENOSPC/);
+  assert.ok(answered > 2000 && answered < 2400, `${answered} writes answered before the failure`);
+  await assert.rejects(c.request("READ", "/big/k0|"), "the connection is closed");
+  const again = createXenstored({ stateDir: dir });
+  const c2 = new RawConnection(again.openConnection({ domid: 0 }));
+  assert.equal((await c2.request("READ", `${last}|`)).text, big, "the unanswered write was recorded before the compaction failed");
+  again.close();
   fs.rmSync(dir, { recursive: true });
 });
 
@@ -362,14 +395,70 @@ void test("zeros are the end of a journal only after its last record: zeros betw
   const middle = scanRecords(Buffer.concat([a, zeros, b]), "j", (r) => seen.push(r.op), { zeroTail: true });
   assert.deepEqual(seen, ["put", "del"]);
   assert.deepEqual(middle, [{ file: "j", offset: a.length, length: 100, reason: "bad record magic" }]);
-  // A record torn while being encoded into the mapping has no magic yet (stored last): dropped, reported.
-  const torn = Buffer.from(b);
-  torn.fill(0, 0, 4);
-  seen.length = 0;
-  const tornTail = scanRecords(Buffer.concat([a, torn, zeros]), "j", (r) => seen.push(r.op), { zeroTail: true });
-  assert.deepEqual([tornTail, seen], [[{ file: "j", offset: a.length, length: b.length, reason: "bad record magic" }], ["put"]]);
   // Without zeroTail (snapshots, written journals) trailing zeros are damage too.
   assert.equal(scanRecords(Buffer.concat([a, zeros]), "j", () => undefined).length, 1);
+});
+
+void test("a record cut short while being encoded (its length stored first, its magic last) is skipped whole: a record forged inside its value is never replayed", () => {
+  const perms = parsePerms(["n0"])!;
+  const a = encodeRecord({ op: "put", path: "/a", value: "1", perms });
+  const forged = encodeRecord({ op: "put", path: "/forged", value: "owned by dom0", perms });
+  const victim = encodeRecord({ op: "put", path: "/local/domain/5/v", value: "x" + forged.toString("latin1") + "y", perms });
+  // As a kill leaves it: length and body stored, magic (and here the CRC too) not yet.
+  const torn = Buffer.from(victim);
+  torn.fill(0, 0, 4);
+  torn.fill(0, 8, 12);
+  const seen: string[] = [];
+  const dropped = scanRecords(Buffer.concat([a, torn, Buffer.alloc(64)]), "j", (r) => seen.push(r.op === "end" ? "end" : r.path), { zeroTail: true, changes: true });
+  assert.deepEqual(seen, ["/a"]);
+  assert.deepEqual(dropped, [{ file: "j", offset: a.length, length: victim.length, reason: "a record cut short while being written" }]);
+  // The encoder's order: the length is its first 32-bit store, the magic its last.
+  const buf = Buffer.alloc(256);
+  const stores: [number, number][] = [];
+  const real = buf.writeUInt32LE.bind(buf);
+  buf.writeUInt32LE = (v: number, at?: number) => {
+    stores.push([v, at ?? 0]);
+    return real(v, at);
+  };
+  const end = encodeRecordAt(buf, 16, { op: "put", path: "/p", value: "v", perms }, "n0");
+  assert.deepEqual(stores[0], [end - 16 - 12, 16 + 4], "length first");
+  assert.deepEqual(stores[stores.length - 1], [0x31525358, 16], "magic last");
+});
+
+void test("a change of several records is replayed only once its last record is read: one cut short, or cut by damage, is dropped whole and reported", (t) => {
+  const perms = parsePerms(["n0"])!;
+  const put = (p: string): JournalOp => ({ op: "put", path: p, value: "", perms });
+  const dir = mappedDir(t);
+  const loaded = loadState(dir);
+  const j = Journal.startFrom(dir, loaded.root, loaded, { chunk: 64 * 1024, direct: true });
+  j.append([put("/whole")]);
+  j.append([put("/c"), put("/c/d"), put("/c/d/e")]); // a create with implicit parents: one change
+  const file = path.join(dir, `journal-${j.epoch}`);
+  const full = fs.readFileSync(file);
+  const whole = loadState(dir);
+  assert.deepEqual(whole.dropped, []);
+  assert.equal(lookup(whole.root, "/c/d/e")?.value, "", "a finished change loads");
+  // As a kill after the change's second record leaves the file: its third never written.
+  const first = encodeRecord(put("/whole")).length + encodeRecord(put("/c")).length;
+  const second = first + encodeRecord(put("/c/d")).length;
+  const cut = Buffer.from(full);
+  cut.fill(0, second);
+  fs.writeFileSync(file, cut);
+  const back = loadState(dir);
+  assert.equal(lookup(back.root, "/whole")?.value, "");
+  assert.equal(lookup(back.root, "/c"), undefined, "nothing of the unfinished change");
+  assert.deepEqual(back.dropped, [{ file, offset: encodeRecord(put("/whole")).length, length: second - encodeRecord(put("/whole")).length, reason: "an unfinished change (2 of its records): the daemon stopped while recording it" }]);
+  // Damage inside a change: the records before it go with it. The valid record after the damage
+  // cannot be told from a change of its own, so it is kept, as any valid record is, and the
+  // parents it lost are recreated and reported.
+  const damaged = Buffer.from(full);
+  damaged[first + 14] = damaged[first + 14]! ^ 0xff; // inside /c/d's body
+  fs.writeFileSync(file, damaged);
+  const d = loadState(dir);
+  assert.deepEqual(d.dropped.map((x) => x.reason), ["an unfinished change (1 of its records): the daemon stopped while recording it", "checksum mismatch"]);
+  assert.equal(lookup(d.root, "/c/d/e")?.value, "");
+  assert.ok(d.report.some((l) => l.includes("recreated missing parent /c of /c/d/e")), d.report.join("\n"));
+  j.close();
 });
 
 void test("journals a killed daemon left with nothing but their reserve are removed at the next start", async (t) => {
