@@ -121,6 +121,9 @@ export function scanRecords(buf: Buffer, file: string, onRecord: (r: LoadedRecor
       }
     } else {
       const len = buf.readUInt32LE(o + 4);
+      // A damaged record reaching the zeros that end a mapped journal is the last one, cut short
+      // while being copied in: skipped whole like one cut short while being encoded (above).
+      if (opts.zeroTail === true && len <= MAX_BODY && o + HEADER + len >= tail) skipTo = tail;
       if (len > MAX_BODY || o + HEADER + len > buf.length) reason = "truncated record";
       else {
         const body = buf.subarray(o + HEADER, o + HEADER + len);

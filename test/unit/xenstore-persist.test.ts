@@ -412,6 +412,15 @@ void test("a record cut short while being encoded (its length stored first, its 
   const dropped = scanRecords(Buffer.concat([a, torn, Buffer.alloc(64)]), "j", (r) => seen.push(r.op === "end" ? "end" : r.path), { zeroTail: true, changes: true });
   assert.deepEqual(seen, ["/a"]);
   assert.deepEqual(dropped, [{ file: "j", offset: a.length, length: victim.length, reason: "a record cut short while being written" }]);
+  // Cut short while being copied in whole (magic and length there, the rest of the body not):
+  // skipped whole too.
+  const copied = Buffer.from(victim);
+  copied.fill(0, copied.length - 10);
+  seen.length = 0;
+  const torn2 = scanRecords(Buffer.concat([a, copied, Buffer.alloc(64)]), "j", (r) => seen.push(r.op === "end" ? "end" : r.path), { zeroTail: true, changes: true });
+  assert.deepEqual(seen, ["/a"]);
+  assert.equal(torn2.length, 1);
+  assert.equal(torn2[0]!.offset, a.length);
   // The encoder's order: the length is its first 32-bit store, the magic its last.
   const buf = Buffer.alloc(256);
   const stores: [number, number][] = [];
