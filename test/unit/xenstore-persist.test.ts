@@ -415,7 +415,7 @@ void test("a record cut short while being encoded (its length stored first, its 
   // Cut short while being copied in whole (magic and length there, the rest of the body not):
   // skipped whole too.
   const copied = Buffer.from(victim);
-  copied.fill(0, copied.length - 10);
+  copied.fill(0, copied.length - 1); // only the "y" after the forged record is missing
   seen.length = 0;
   const torn2 = scanRecords(Buffer.concat([a, copied, Buffer.alloc(64)]), "j", (r) => seen.push(r.op === "end" ? "end" : r.path), { zeroTail: true, changes: true });
   assert.deepEqual(seen, ["/a"]);
