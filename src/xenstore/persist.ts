@@ -30,7 +30,7 @@
 import * as fs from "node:fs";
 import * as path from "node:path";
 import { DEFAULT_PERMS, permsText, type Perms } from "./permissions.js";
-import { makeNode, type Kids, type XsNode } from "./store.js";
+import { makeNode, prioOf, type Kids, type XsNode } from "./store.js";
 import type { JournalOp } from "./operations.js";
 import { RecordWriter, encodeRecordAt, recordSize, scanRecords, snapshotRecords, type Dropped } from "./persist-records.js";
 import { xsio, type XsioAddon } from "./native.js";
@@ -154,9 +154,7 @@ function buildKids(sorted: [string, XsNode, number][]): Kids | undefined {
   type K = { key: string; node: XsNode; prio: number; seq: number; left: K | undefined; right: K | undefined };
   const stack: K[] = [];
   for (const [key, node, seq] of sorted) {
-    let h = 0x811c9dc5;
-    for (let i = 0; i < key.length; i++) h = Math.imul(h ^ key.charCodeAt(i), 0x01000193);
-    const k: K = { key, node, prio: h >>> 0, seq, left: undefined, right: undefined };
+    const k: K = { key, node, prio: prioOf(key), seq, left: undefined, right: undefined };
     let last: K | undefined;
     while (stack.length > 0 && stack[stack.length - 1]!.prio < k.prio) last = stack.pop();
     k.left = last;

@@ -41,7 +41,8 @@ export function makeNode(value: string, perms: Perms, gen: number, kids?: Kids):
   return { value, perms, kids, gen };
 }
 
-function prioOf(key: string): number {
+/** A child's treap priority: a hash of its name (the same for every tree, so shapes are canonical). */
+export function prioOf(key: string): number {
   // FNV-1a: deterministic priorities give every set of names one canonical treap shape.
   let h = 0x811c9dc5;
   for (let i = 0; i < key.length; i++) {

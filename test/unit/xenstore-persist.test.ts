@@ -12,7 +12,7 @@ import { xsio } from "../../src/xenstore/native.js";
 import type { JournalOp } from "../../src/xenstore/operations.js";
 import { parsePerms } from "../../src/xenstore/permissions.js";
 import { crc32Of, encodeRecordAt } from "../../src/xenstore/persist-records.js";
-import { lookup } from "../../src/xenstore/store.js";
+import { lookup, prioOf, type Kids } from "../../src/xenstore/store.js";
 import { crc32 } from "node:zlib";
 
 function tmpdir(): string {
@@ -61,6 +61,32 @@ void test("a reply is sent only after its change is in the journal on disk", asy
   assert.equal((await c2.request("READ", "/durable|")).text, "yes");
   d2.close();
   d.close();
+  fs.rmSync(dir, { recursive: true });
+});
+
+void test("a restart builds each directory's treap with the store's own priorities: the same shape an unbroken run has", () => {
+  const dir = tmpdir();
+  const loaded0 = loadState(dir);
+  const j = Journal.startFrom(dir, loaded0.root, loaded0);
+  const perms = parsePerms(["n0"])!;
+  const n = 3000;
+  j.append([{ op: "put", path: "/d", value: "", perms }]);
+  for (let i = 0; i < n; i++) j.append([{ op: "put", path: `/d/k${i}`, value: "", perms }]);
+  j.close();
+  const kids = lookup(loadState(dir).root, "/d")!.kids!;
+  let sum = 0;
+  const stack: [Kids, number][] = [[kids, 1]];
+  while (stack.length > 0) {
+    const [k, depth] = stack.pop()!;
+    assert.equal(k.prio, prioOf(k.key), k.key);
+    for (const c of [k.left, k.right]) {
+      if (c === undefined) continue;
+      assert.ok(c.prio <= k.prio, `heap order at ${k.key}`);
+      stack.push([c, depth + 1]);
+    }
+    sum += depth;
+  }
+  assert.ok(sum / n < 1.25 * 2 * Math.log(n), `average depth ${(sum / n).toFixed(1)}`);
   fs.rmSync(dir, { recursive: true });
 });
 
