@@ -9,7 +9,7 @@ import { Connection, type ConnectionHost, type ConnectionOptions } from "./conne
 import { dispatch } from "./dispatch.js";
 import { duplexPair } from "./duplex-pair.js";
 import { xsError } from "./errors.js";
-import { TreeView, type Change, type JournalOp, type OpEnv, type OwnerCounts } from "./operations.js";
+import { TreeView, type Applied, type OpEnv } from "./operations.js";
 import { DEFAULT_PERMS, withoutDomid, type Perms } from "./permissions.js";
 import { Journal, loadState } from "./persist.js";
 import { DEFAULT_QUOTAS, DEFAULT_WRITE_RATE, TokenBucket, type Quotas, type WriteRate } from "./quota.js";
@@ -59,13 +59,6 @@ interface DomainState {
   quotas: Partial<Quotas>;
   /** The global quotas with `quotas` over them (every request asks; made once per change). */
   effective: Quotas | undefined;
-}
-
-export interface Applied {
-  readonly root: XsNode;
-  readonly changes: readonly Change[];
-  readonly journal: readonly JournalOp[];
-  readonly ownerDelta: OwnerCounts;
 }
 
 export type SpecialName = "@introduceDomain" | "@releaseDomain";

@@ -74,8 +74,9 @@ class WrittenJournal implements JournalFile {
  *   chunks are reserved and mapped before any of it is copied. If that fails (a full disk, no
  *   memory for a mapping) or the batch is larger than a chunk, the batch goes out with write(2)
  *   instead, at the same place: a full disk is then write(2)'s error, as without the addon.
- * - Records encoded in place (place/placed) store their header last (persist-records.ts), so a
- *   daemon killed while encoding one leaves it without its magic, dropped and reported at load.
+ * - Records encoded in place (place/placed) store their length first and their magic last
+ *   (persist-records.ts), so a daemon killed while encoding one leaves it without its magic:
+ *   skipped whole and reported at load.
  * - Records copied in a batch are copied one at a time, in order (a short one byte by byte,
  *   cheaper than a native copy's call). A copy may store its first bytes last (memmove does for
  *   larger sizes), so a daemon killed in the middle of a batch leaves its records whole up to one

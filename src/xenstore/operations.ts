@@ -71,6 +71,14 @@ export class OwnerDelta implements OwnerCounts {
   }
 }
 
+/** A set of changes ready to become current (a TreeView, or a transaction's commit): daemon.adopt(). */
+export interface Applied {
+  readonly root: XsNode;
+  readonly changes: readonly Change[];
+  readonly journal: readonly JournalOp[];
+  readonly ownerDelta: OwnerCounts;
+}
+
 const NO_DELTA = new OwnerDelta();
 const NONE: readonly never[] = Object.freeze([]);
 

@@ -177,7 +177,7 @@ export function zeroTailStart(buf: Buffer): number {
   return z;
 }
 
-// ---- the tree while loading: mutable, converted once into the immutable store ----
+// ---- encoding ----
 
 /**
  * Fields and bodies up to this many bytes are copied and checksummed in JavaScript; longer ones by
@@ -230,25 +230,25 @@ const putSize = (p: string, value: string, perms: string): number => HEADER + 1 
  * and no magic, and loading skips it whole and reports it.
  */
 export function encodeRecordAt(buf: Buffer, at: number, op: JournalOp | { op: "end"; count: number }, permsTxt: string, more = false): number {
-  const size = recordSize(op, permsTxt);
-  buf.writeUInt32LE(size - HEADER, at + 4);
   const flag = more ? MORE : 0;
   if (op.op === "put") return putAt(buf, at, op.path, op.value, permsTxt, flag);
-  if (op.op === "del") return finishAt(buf, at, putLatin1(buf, op.path, beginAt(buf, at, KIND_DEL | flag, op.path.length)));
-  buf.writeUInt32LE(op.count, beginAt(buf, at, KIND_END, 0));
-  return finishAt(buf, at, at + HEADER + 1 + 2 + 4);
+  const size = recordSize(op, permsTxt);
+  if (op.op === "del") return finishAt(buf, at, putLatin1(buf, op.path, beginAt(buf, at, size, KIND_DEL | flag, op.path.length)));
+  buf.writeUInt32LE(op.count, beginAt(buf, at, size, KIND_END, 0));
+  return finishAt(buf, at, at + size);
 }
 
-/** A record's kind and path length; returns where its path goes. */
-function beginAt(buf: Buffer, at: number, kind: number, pathLen: number): number {
+/** A record's body length (stored first), kind and path length; returns where its path goes. */
+function beginAt(buf: Buffer, at: number, size: number, kind: number, pathLen: number): number {
+  buf.writeUInt32LE(size - HEADER, at + 4);
   buf[at + HEADER] = kind;
   buf.writeUInt16LE(pathLen, at + HEADER + 1);
   return at + HEADER + 3;
 }
 
-/** A put record (its length already stored); returns where it ends. */
+/** A put record; returns where it ends. */
 function putAt(buf: Buffer, at: number, p: string, value: string, perms: string, flag: number): number {
-  let o = putLatin1(buf, p, beginAt(buf, at, KIND_PUT | flag, p.length));
+  let o = putLatin1(buf, p, beginAt(buf, at, putSize(p, value, perms), KIND_PUT | flag, p.length));
   buf.writeUInt16LE(perms.length, o);
   o = putLatin1(buf, perms, o + 2);
   buf.writeUInt32LE(value.length, o);
@@ -303,9 +303,7 @@ export class RecordWriter {
   }
 
   put(p: string, value: string, perms: string): void {
-    const size = putSize(p, value, perms);
-    this.#room(size);
-    this.#buf.writeUInt32LE(size - HEADER, this.#off + 4);
+    this.#room(putSize(p, value, perms));
     this.#off = putAt(this.#buf, this.#off, p, value, perms, 0);
   }
 

@@ -55,7 +55,7 @@
 import { XsError, xsError } from "./errors.js";
 import type { Accessor, Perms } from "./permissions.js";
 import { lookup, type XsNode } from "./store.js";
-import { NO_GEN, TreeView, type AccessTracker, type Change, type JournalOp, type OpEnv, type OwnerCounts } from "./operations.js";
+import { NO_GEN, TreeView, type AccessTracker, type Applied, type OpEnv } from "./operations.js";
 import { overQuota, type Quotas } from "./quota.js";
 import { assertNever } from "../lib/errors.js";
 
@@ -64,13 +64,6 @@ export type TxOp =
   | { readonly kind: "mkdir"; readonly path: string }
   | { readonly kind: "rm"; readonly path: string }
   | { readonly kind: "perms"; readonly path: string; readonly perms: Perms };
-
-export interface CommitResult {
-  readonly root: XsNode;
-  readonly changes: readonly Change[];
-  readonly journal: readonly JournalOp[];
-  readonly ownerDelta: OwnerCounts;
-}
 
 export class Transaction implements AccessTracker {
   readonly recorded = new Map<string, number>();
@@ -146,7 +139,7 @@ export class Transaction implements AccessTracker {
   }
 
   /** Decide the commit against the store's current root (see THE RULE above). */
-  commit(current: XsNode, env: OpEnv): CommitResult {
+  commit(current: XsNode, env: OpEnv): Applied {
     const v = this.view;
     if (this.#doomed) throw xsError("EAGAIN", `transaction ${this.id} no longer applies to the store`, { tx: this.id });
     if (current === this.#seen) return { root: v.root, changes: v.changes, journal: v.journal, ownerDelta: v.ownerDelta };
