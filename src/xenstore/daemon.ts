@@ -36,6 +36,8 @@ export interface XenstoredOptions {
   readonly stateDir?: string;
   /** With a state directory: what a reply waits for (default "write"). */
   readonly durability?: Durability;
+  /** Bytes of journal reserved and mapped at a time (default JOURNAL_CHUNK; a multiple of the page size). */
+  readonly journalChunk?: number;
   /** Overrides of the C daemon's default quotas for unprivileged domains. */
   readonly quotas?: Partial<Quotas>;
   /** Bytes of unread output a connection may accumulate before its watch events are dropped. */
@@ -107,7 +109,7 @@ export class Xenstored implements ConnectionHost {
       this.#gen = loaded.maxSeq + 1; // new children sort after loaded ones
       for (const line of loaded.report) log(loaded.dropped.length > 0 ? "warn" : "info", "xenstored", line);
       // A new journal epoch; after damage, a snapshot at once so the damage never survives.
-      this.#journal = Journal.startFrom(opts.stateDir, this.root, loaded, { direct: this.#durability === "write" });
+      this.#journal = Journal.startFrom(opts.stateDir, this.root, loaded, { direct: this.#durability === "write", ...(opts.journalChunk === undefined ? {} : { chunk: opts.journalChunk }) });
       this.#owned = loaded.owners;
     } else {
       this.root = makeNode("", DEFAULT_PERMS, 0);

@@ -76,7 +76,11 @@ export const xenstoredCommand: Command = {
     }
     ctx.stdout.write(`${server.path}\n`);
     // Optimise the request path while the first clients arrive (see warmup.ts).
-    warmUp({ signal: AbortSignal.any([ctx.signal, fatal.signal]) }).catch((e: unknown) => ctx.stderr.write(`vmstack xenstored: warm-up failed: ${String(e)}\n`));
+    warmUp({
+      signal: AbortSignal.any([ctx.signal, fatal.signal]),
+      ...(noPersist ? {} : { stateDir: stateDirOpt ?? defaultStateDir() }),
+      ...(durability === undefined ? {} : { durability }),
+    }).catch((e: unknown) => ctx.stderr.write(`vmstack xenstored: warm-up failed: ${String(e)}\n`));
     const stop = AbortSignal.any([ctx.signal, fatal.signal]);
     await new Promise<void>((resolve) => {
       if (stop.aborted) resolve();
