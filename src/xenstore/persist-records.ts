@@ -232,6 +232,7 @@ const putSize = (p: string, value: string, perms: string): number => HEADER + 1 
 export function encodeRecordAt(buf: Buffer, at: number, op: JournalOp | { op: "end"; count: number }, permsTxt: string, more = false): number {
   const flag = more ? MORE : 0;
   if (op.op === "put") return putAt(buf, at, op.path, op.value, permsTxt, flag);
+  if (op.op === "del" && op.path.length <= SHORT_FIELD) return shortAt(buf, at, KIND_DEL | flag, op.path, undefined, undefined);
   const size = recordSize(op, permsTxt);
   if (op.op === "del") return finishAt(buf, at, putLatin1(buf, op.path, beginAt(buf, at, size, KIND_DEL | flag, op.path.length)));
   buf.writeUInt32LE(op.count, beginAt(buf, at, size, KIND_END, 0));
@@ -248,11 +249,71 @@ function beginAt(buf: Buffer, at: number, size: number, kind: number, pathLen: n
 
 /** A put record; returns where it ends. */
 function putAt(buf: Buffer, at: number, p: string, value: string, perms: string, flag: number): number {
+  if (p.length <= SHORT_FIELD && value.length <= SHORT_FIELD && perms.length <= SHORT_FIELD) return shortAt(buf, at, KIND_PUT | flag, p, perms, value);
   let o = putLatin1(buf, p, beginAt(buf, at, putSize(p, value, perms), KIND_PUT | flag, p.length));
   buf.writeUInt16LE(perms.length, o);
   o = putLatin1(buf, perms, o + 2);
   buf.writeUInt32LE(value.length, o);
   return finishAt(buf, at, putLatin1(buf, value, o + 4));
+}
+
+/**
+ * A put (with `perms` and `value`) or del record whose fields are all short, in one pass: each byte
+ * is stored and folded into the CRC as it is produced, instead of a second pass reading the record
+ * back (and the integers are stored a byte at a time, without Buffer methods' range checks: every
+ * value here fits by construction). The same bytes, in the same order, as the general path below:
+ * the length first, the magic last.
+ */
+function shortAt(buf: Buffer, at: number, kind: number, p: string, perms: string | undefined, value: string | undefined): number {
+  const size = perms === undefined || value === undefined ? HEADER + 3 + p.length : putSize(p, value, perms);
+  storeU32(buf, at + 4, size - HEADER);
+  crc = -1;
+  let o = storeByte(buf, at + HEADER, kind);
+  o = storeString(buf, storeU16(buf, o, p.length), p);
+  if (perms !== undefined && value !== undefined) {
+    o = storeString(buf, storeU16(buf, o, perms.length), perms);
+    o = storeString(buf, storeU32Crc(buf, o, value.length), value);
+  }
+  storeU32(buf, at + 8, (crc ^ -1) >>> 0);
+  storeU32(buf, at, MAGIC);
+  return o;
+}
+
+/** The running CRC-32 of the record shortAt() is encoding. */
+let crc = -1;
+
+function storeByte(buf: Buffer, o: number, b: number): number {
+  buf[o] = b;
+  crc = CRC_TABLE[(crc ^ b) & 0xff]! ^ (crc >>> 8);
+  return o + 1;
+}
+
+function storeU16(buf: Buffer, o: number, v: number): number {
+  return storeByte(buf, storeByte(buf, o, v & 0xff), v >>> 8);
+}
+
+function storeU32Crc(buf: Buffer, o: number, v: number): number {
+  return storeU16(buf, storeU16(buf, o, v & 0xffff), v >>> 16);
+}
+
+/** Latin1 `s` (one byte per char), folded into the CRC. */
+function storeString(buf: Buffer, o: number, s: string): number {
+  let c = crc;
+  for (let i = 0; i < s.length; i++) {
+    const b = s.charCodeAt(i) & 0xff;
+    buf[o + i] = b;
+    c = CRC_TABLE[(c ^ b) & 0xff]! ^ (c >>> 8);
+  }
+  crc = c;
+  return o + s.length;
+}
+
+/** A little-endian u32 outside the CRC (the header's fields). */
+function storeU32(buf: Buffer, o: number, v: number): void {
+  buf[o] = v & 0xff;
+  buf[o + 1] = (v >>> 8) & 0xff;
+  buf[o + 2] = (v >>> 16) & 0xff;
+  buf[o + 3] = v >>> 24;
 }
 
 /** The CRC, then the magic, of the record at `at` whose body ends at `end`; returns `end`. */

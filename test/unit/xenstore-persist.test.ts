@@ -447,15 +447,32 @@ void test("a record cut short while being encoded (its length stored first, its 
   assert.deepEqual(seen, ["/a"]);
   assert.equal(torn2.length, 1);
   assert.equal(torn2[0]!.offset, a.length);
-  // The encoder's order: the length is its first 32-bit store, the magic its last.
-  const buf = Buffer.alloc(256);
+  // The encoder's order, byte by byte for records of short fields (put and del): the length's
+  // four bytes are its first stores, the magic's its last.
+  for (const op of [{ op: "put", path: "/p", value: "v", perms }, { op: "del", path: "/p" }] as const) {
+    const order: number[] = [];
+    const buf = Buffer.alloc(256);
+    const spy = new Proxy(buf, {
+      set(target, key, value) {
+        if (typeof key === "string" && /^\d+$/.test(key)) order.push(Number(key));
+        return Reflect.set(target, key, value);
+      },
+    });
+    const end = encodeRecordAt(spy, 16, op, op.op === "put" ? "n0" : "");
+    assert.deepEqual(buf.subarray(16, end), encodeRecord(op), `${op.op}: the same bytes as the general encoder`);
+    assert.deepEqual(order.slice(0, 4).sort(), [20, 21, 22, 23], `${op.op}: length first`);
+    assert.deepEqual(order.slice(-4).sort(), [16, 17, 18, 19], `${op.op}: magic last`);
+    assert.equal(new Set(order).size, end - 16, `${op.op}: every byte stored once`);
+  }
+  // A record with a long field goes through Buffer methods: the same order, store by store.
+  const buf = Buffer.alloc(1024);
   const stores: [number, number][] = [];
   const real = buf.writeUInt32LE.bind(buf);
   buf.writeUInt32LE = (v: number, at?: number) => {
     stores.push([v, at ?? 0]);
     return real(v, at);
   };
-  const end = encodeRecordAt(buf, 16, { op: "put", path: "/p", value: "v", perms }, "n0");
+  const end = encodeRecordAt(buf, 16, { op: "put", path: "/p", value: "v".repeat(500), perms }, "n0");
   assert.deepEqual(stores[0], [end - 16 - 12, 16 + 4], "length first");
   assert.deepEqual(stores[stores.length - 1], [0x31525358, 16], "magic last");
 });
