@@ -26,11 +26,10 @@ function loadAddon(): { addon: XsioAddon | undefined; why: string } {
       reserve: raw.reserve,
       // A Buffer made in C (napi_create_external_buffer) has a hidden class of its own, unlike
       // every Buffer made in JavaScript. Handing it to Buffer methods (writeUInt32LE and the
-      // rest, shared with the socket code) made them polymorphic and deoptimised them, and the
-      // journal's own encoder with them: measured in the benchmark, the persistent daemon ran
-      // ~2x the in-memory one's CPU per write at 64 in flight. The same memory, wrapped here as
-      // an ordinary Buffer (its backing store, and the munmap when it is collected, are shared),
-      // keeps every Buffer in the daemon one shape.
+      // rest, shared with the socket code) deoptimised them ("wrong map" under --trace-deopt),
+      // the journal's encoder with them, and left them polymorphic. The same memory, wrapped
+      // here as an ordinary Buffer (the backing store, and the munmap when it is collected, are
+      // shared), keeps every Buffer in the daemon one shape.
       mapShared: (fd, offset, length) => {
         const b = raw.mapShared(fd, offset, length);
         return Buffer.from(b.buffer, b.byteOffset, b.length);

@@ -218,10 +218,11 @@ function putLatin1(buf: Buffer, s: string, o: number): number {
 /** Bytes a record takes (paths, values and permissions are latin1: a char is a byte). */
 export function recordSize(op: JournalOp | { op: "end"; count: number }, permsTxt: string): number {
   if (op.op === "put") return putSize(op.path, op.value, permsTxt);
-  return HEADER + 1 + 2 + (op.op === "del" ? op.path.length : 4);
+  return op.op === "del" ? delSize(op.path) : HEADER + 1 + 2 + 4;
 }
 
 const putSize = (p: string, value: string, perms: string): number => HEADER + 1 + 2 + p.length + 2 + perms.length + 4 + value.length;
+const delSize = (p: string): number => HEADER + 1 + 2 + p.length;
 
 /**
  * Encode a record into `buf` at `at` (room for recordSize() bytes); returns where it ends. `more`:
@@ -265,14 +266,14 @@ function putAt(buf: Buffer, at: number, p: string, value: string, perms: string,
  * the length first, the magic last.
  */
 function shortAt(buf: Buffer, at: number, kind: number, p: string, perms: string | undefined, value: string | undefined): number {
-  const size = perms === undefined || value === undefined ? HEADER + 3 + p.length : putSize(p, value, perms);
+  const size = perms === undefined || value === undefined ? delSize(p) : putSize(p, value, perms);
   storeU32(buf, at + 4, size - HEADER);
   crc = -1;
-  let o = storeByte(buf, at + HEADER, kind);
-  o = storeString(buf, storeU16(buf, o, p.length), p);
+  let o = foldByte(buf, at + HEADER, kind);
+  o = foldString(buf, foldU16(buf, o, p.length), p);
   if (perms !== undefined && value !== undefined) {
-    o = storeString(buf, storeU16(buf, o, perms.length), perms);
-    o = storeString(buf, storeU32Crc(buf, o, value.length), value);
+    o = foldString(buf, foldU16(buf, o, perms.length), perms);
+    o = foldString(buf, foldU32(buf, o, value.length), value);
   }
   storeU32(buf, at + 8, (crc ^ -1) >>> 0);
   storeU32(buf, at, MAGIC);
@@ -282,22 +283,22 @@ function shortAt(buf: Buffer, at: number, kind: number, p: string, perms: string
 /** The running CRC-32 of the record shortAt() is encoding. */
 let crc = -1;
 
-function storeByte(buf: Buffer, o: number, b: number): number {
+function foldByte(buf: Buffer, o: number, b: number): number {
   buf[o] = b;
   crc = CRC_TABLE[(crc ^ b) & 0xff]! ^ (crc >>> 8);
   return o + 1;
 }
 
-function storeU16(buf: Buffer, o: number, v: number): number {
-  return storeByte(buf, storeByte(buf, o, v & 0xff), v >>> 8);
+function foldU16(buf: Buffer, o: number, v: number): number {
+  return foldByte(buf, foldByte(buf, o, v & 0xff), v >>> 8);
 }
 
-function storeU32Crc(buf: Buffer, o: number, v: number): number {
-  return storeU16(buf, storeU16(buf, o, v & 0xffff), v >>> 16);
+function foldU32(buf: Buffer, o: number, v: number): number {
+  return foldU16(buf, foldU16(buf, o, v & 0xffff), v >>> 16);
 }
 
 /** Latin1 `s` (one byte per char), folded into the CRC. */
-function storeString(buf: Buffer, o: number, s: string): number {
+function foldString(buf: Buffer, o: number, s: string): number {
   let c = crc;
   for (let i = 0; i < s.length; i++) {
     const b = s.charCodeAt(i) & 0xff;
@@ -308,7 +309,7 @@ function storeString(buf: Buffer, o: number, s: string): number {
   return o + s.length;
 }
 
-/** A little-endian u32 outside the CRC (the header's fields). */
+/** A little-endian u32 outside the CRC (the header's fields; the fold* functions store and fold into it). */
 function storeU32(buf: Buffer, o: number, v: number): void {
   buf[o] = v & 0xff;
   buf[o + 1] = (v >>> 8) & 0xff;

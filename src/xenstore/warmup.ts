@@ -11,7 +11,7 @@
  * the next chunk, and the records that straddle two, run here too: optimised code that meets a
  * branch it has never taken is thrown away (with the request path it was inlined into) and
  * compiled again. Measured in the benchmark before this: the persistent daemon's first chunk
- * boundary, in its fourth round, cost it that round at 64 in flight (its compiler threads busy
+ * boundary, in its fourth measured round, cost it that round at 64 in flight (its compiler threads busy
  * for 5-8 ms of a 10 ms phase), while the in-memory daemon had long settled.
  */
 import * as fs from "node:fs";
