@@ -65,7 +65,7 @@ interface DomainState {
 
 export type SpecialName = "@introduceDomain" | "@releaseDomain";
 
-export class Xenstored implements ConnectionHost {
+export class Xenstored implements ConnectionHost, OpEnv {
   root: XsNode;
   #quotas: Quotas;
   readonly watches = new WatchRegistry();
@@ -76,7 +76,6 @@ export class Xenstored implements ConnectionHost {
   ]);
   /** Lines describing what loading the state directory found (and dropped). */
   readonly loadReport: readonly string[];
-  readonly env: OpEnv;
 
   readonly #domains = new Map<number, DomainState>();
   readonly #owned: Map<number, number>;
@@ -101,7 +100,6 @@ export class Xenstored implements ConnectionHost {
     this.#now = opts.now ?? (() => performance.now());
     this.#onFatal = opts.onFatal;
     this.#durability = opts.durability ?? "write";
-    this.env = { nextGen: () => this.#gen++, nodesOwned: (d) => this.#owned.get(d) ?? 0 };
     if (opts.stateDir !== undefined) {
       const loaded = loadState(opts.stateDir);
       this.root = loaded.root;
@@ -121,7 +119,7 @@ export class Xenstored implements ConnectionHost {
 
   /** `/tool/xenstored` is the only node the C daemon creates at start (notes §1.4). Journaled. */
   #ensureBaseNodes(): void {
-    const v = new TreeView(this.root, { domid: 0, privileged: true }, this.quotas, this.env);
+    const v = new TreeView(this.root, { domid: 0, privileged: true }, this.quotas, this);
     if (v.mkdir("/tool/xenstored")) {
       this.adopt(v);
       this.#journal?.flush();
@@ -201,7 +199,7 @@ export class Xenstored implements ConnectionHost {
       if (stripped !== undefined) acl.push([p, stripped]);
       for (const [k, c] of kidEntries(n.kids)) stack.push([p === "/" ? `/${k}` : `${p}/${k}`, c]);
     }
-    const v = new TreeView(this.root, { domid: 0, privileged: true }, this.quotas, this.env);
+    const v = new TreeView(this.root, { domid: 0, privileged: true }, this.quotas, this);
     for (const p of owned) v.rm(p);
     for (const [p, perms] of acl) v.setPerms(p, perms);
     this.adopt(v);
@@ -286,13 +284,13 @@ export class Xenstored implements ConnectionHost {
   startTransaction(conn: Connection): Transaction {
     do this.#txCounter = (this.#txCounter + 1) >>> 0;
     while (this.#txCounter === 0);
-    const tx = new Transaction(this.#txCounter, this.root, conn.accessor, this.quotasFor(conn.domid), this.env);
+    const tx = new Transaction(this.#txCounter, this.root, conn.accessor, this.quotasFor(conn.domid), this);
     conn.transactions.set(tx.id, tx);
     return tx;
   }
 
   commitTransaction(tx: Transaction): void {
-    this.adopt(tx.commit(this.root, this.env));
+    this.adopt(tx.commit(this.root, this));
   }
 
   /** Make a set of changes current: new root, accounting, journal, then watch events. */
@@ -309,8 +307,15 @@ export class Xenstored implements ConnectionHost {
     for (const c of a.changes) this.watches.fire(c);
   }
 
+  // The daemon is its views' OpEnv itself. (It was an object of two arrow functions, a pair per
+  // instance: the warm-up's throwaway instance called other closures than the daemon's, and
+  // optimised code that had inlined the one deoptimised on the other, "wrong call target".)
   nodesOwned(domid: number): number {
     return this.#owned.get(domid) ?? 0;
+  }
+
+  nextGen(): number {
+    return this.#gen++;
   }
 
   // ---- durability gate ----

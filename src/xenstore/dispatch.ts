@@ -73,12 +73,12 @@ function txOf(d: Xenstored, conn: Connection, msg: XsMessage): Transaction | und
   if (msg.txId === 0) return undefined;
   const tx = conn.transactions.get(msg.txId);
   if (tx === undefined) throw xsError("ENOENT", `no transaction ${msg.txId}`);
-  tx.refresh(d.root, d.env);
+  tx.refresh(d.root, d);
   return tx;
 }
 
 function readView(d: Xenstored, conn: Connection, msg: XsMessage): TreeView {
-  return txOf(d, conn, msg)?.view ?? new TreeView(d.root, conn.accessor, d.quotasFor(conn.domid), d.env);
+  return txOf(d, conn, msg)?.view ?? new TreeView(d.root, conn.accessor, d.quotasFor(conn.domid), d);
 }
 
 function modify(d: Xenstored, conn: Connection, msg: XsMessage, op: TxOp): Buffer {
@@ -87,7 +87,7 @@ function modify(d: Xenstored, conn: Connection, msg: XsMessage, op: TxOp): Buffe
     tx.apply(op);
     return OK_PAYLOAD;
   }
-  const v = new TreeView(d.root, conn.accessor, d.quotasFor(conn.domid), d.env);
+  const v = new TreeView(d.root, conn.accessor, d.quotasFor(conn.domid), d);
   applyOp(v, op);
   d.adopt(v);
   return OK_PAYLOAD;

@@ -15,9 +15,12 @@
  * for 5-8 ms of a 10 ms phase), while the in-memory daemon had long settled.
  */
 import * as fs from "node:fs";
+import * as net from "node:net";
+import * as os from "node:os";
 import * as path from "node:path";
+import type { Duplex } from "node:stream";
 import { setImmediate as yieldToClients } from "node:timers/promises";
-import { createXenstored, type Durability } from "./daemon.js";
+import { createXenstored, type Durability, type Xenstored } from "./daemon.js";
 import { RawConnection } from "./raw-connection.js";
 
 /** Names of the throwaway instances' state directories inside a state directory. */
@@ -32,13 +35,31 @@ export interface WarmUpOptions {
   /** The daemon's state directory, if it has one: the throwaway instance journals below it. */
   stateDir?: string;
   durability?: Durability;
+  /**
+   * Serve the throwaway instance on a Unix socket as the daemon serves its own (listenUnix with the
+   * same options) and send the requests through it, so that the socket path is optimised too.
+   * Without it the requests go through an in-process connection.
+   */
+  serve?: (d: Xenstored, socketPath: string) => Promise<{ close(): Promise<void> }>;
 }
 
 export async function warmUp(opts: WarmUpOptions = {}): Promise<void> {
   const scratch = opts.stateDir === undefined ? undefined : scratchDir(opts.stateDir);
   const d = createXenstored(scratch === undefined ? {} : { stateDir: scratch, journalChunk: WARM_UP_CHUNK, ...(opts.durability === undefined ? {} : { durability: opts.durability }) });
+  let socketDir: string | undefined;
+  let server: { close(): Promise<void> } | undefined;
   try {
-    const c = new RawConnection(d.openConnection({ domid: 0 }));
+    let stream: Duplex;
+    if (opts.serve === undefined) stream = d.openConnection({ domid: 0 });
+    else {
+      // Inside the scratch directory (removed with it) unless that path is too long for a socket.
+      const inScratch = scratch === undefined ? undefined : path.join(scratch, "socket");
+      if (inScratch === undefined || Buffer.byteLength(inScratch) >= 108) socketDir = fs.mkdtempSync(path.join(os.tmpdir(), "vmstack-xs-warm-up-"));
+      const socketPath = socketDir === undefined ? inScratch! : path.join(socketDir, "socket");
+      server = await opts.serve(d, socketPath);
+      stream = await connectUnix(socketPath);
+    }
+    const c = new RawConnection(stream);
     await c.request("WATCH", "/warm|w|");
     const batches = opts.batches ?? 40;
     for (let b = 0; b < batches && opts.signal?.aborted !== true; b++) {
@@ -53,14 +74,32 @@ export async function warmUp(opts: WarmUpOptions = {}): Promise<void> {
       const id = Number((await c.request("TRANSACTION_START", "|")).text.replace("|", ""));
       reqs.push(c.request("READ", `${dir}/k0|`, id), c.request("WRITE", `${dir}/k0|1`, id), c.request("TRANSACTION_END", "T|", id));
       await Promise.all(reqs);
+      // One request in flight at a time too: over a socket, what a busy-polling daemon reads natively.
+      for (let i = 0; i < 8; i++) {
+        await c.request("WRITE", `${dir}/s${i}|0123456789abcdef`);
+        await c.request("READ", `${dir}/s${i}|`);
+      }
       await c.request("RM", `/warm/d${(b + 2) % 4}|`);
       await yieldToClients();
     }
     c.close();
   } finally {
+    await server?.close();
     d.close();
     if (scratch !== undefined) fs.rmSync(scratch, { recursive: true, force: true });
+    if (socketDir !== undefined) fs.rmSync(socketDir, { recursive: true, force: true });
   }
+}
+
+function connectUnix(socketPath: string): Promise<Duplex> {
+  return new Promise((resolve, reject) => {
+    const sock = net.createConnection(socketPath);
+    sock.once("connect", () => {
+      sock.off("error", reject);
+      resolve(sock);
+    });
+    sock.once("error", reject);
+  });
 }
 
 /** A fresh directory for the throwaway instance's journal, after removing any a killed daemon left. */

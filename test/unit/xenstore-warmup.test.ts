@@ -5,7 +5,7 @@ import * as fs from "node:fs";
 import * as os from "node:os";
 import * as path from "node:path";
 import { fileURLToPath } from "node:url";
-import { createXenstored, RawConnection, warmUp } from "../../src/xenstore/index.js";
+import { createXenstored, listenUnix, RawConnection, warmUp, type SocketServer } from "../../src/xenstore/index.js";
 import { loadState } from "../../src/xenstore/persist.js";
 import { WARM_UP_PREFIX } from "../../src/xenstore/warmup.js";
 
@@ -52,6 +52,30 @@ void test("a persistent daemon's warm-up journals in a scratch directory of its 
   assert.equal((await new RawConnection(again.openConnection({ domid: 0 })).request("READ", "/real|")).text, "1");
   assert.equal((await new RawConnection(again.openConnection({ domid: 0 })).request("READ", "/warm|")).error, "ENOENT", "nothing of the warm-up is in the real tree");
   again.close();
+});
+
+void test("with serve, the warm-up's requests go through a real Unix socket served as the daemon serves its own, closed and removed afterwards", async (t) => {
+  const dir = stateDir(t);
+  let served: SocketServer | undefined;
+  let at = "";
+  await warmUp({
+    stateDir: dir,
+    batches: 4,
+    serve: async (d, socketPath) => {
+      at = socketPath;
+      served = await listenUnix(d, socketPath, { busyPollUs: 50 });
+      return served;
+    },
+  });
+  assert.ok(served !== undefined);
+  assert.ok(at.startsWith(path.join(dir, WARM_UP_PREFIX)), `the socket is in the scratch directory: ${at}`);
+  assert.ok(served.poll.hits + served.poll.misses > 0, "the requests came through the served socket (its busy-polling ran)");
+  assert.equal(fs.existsSync(at), false);
+  assert.deepEqual(fs.readdirSync(dir), []);
+  // A daemon without a state directory: the socket goes in a temporary directory, removed too.
+  await warmUp({ batches: 2, serve: async (d, socketPath) => ((at = socketPath), listenUnix(d, socketPath)) });
+  assert.ok(at.startsWith(path.join(os.tmpdir(), "vmstack-xs-warm-up-")), at);
+  assert.equal(fs.existsSync(path.dirname(at)), false);
 });
 
 void test("the warm-up runs with fsync durability and stops at the next batch when aborted", async (t) => {

@@ -63,13 +63,11 @@ export const xenstoredCommand: Command = {
       ...(writeRate === undefined ? {} : { writeRate }),
     });
     for (const line of daemon.loadReport) ctx.stderr.write(`vmstack xenstored: ${line}\n`);
+    // How sockets are served: the daemon's, and the warm-up's throwaway one (below).
+    const serving = { ...(busyPollUs === undefined ? {} : { busyPollUs }), nativeIo };
     let server;
     try {
-      server = await listenUnix(daemon, socketPath, {
-        ...(modeS === undefined ? {} : { mode: parseInt(modeS, 8) }),
-        ...(busyPollUs === undefined ? {} : { busyPollUs }),
-        nativeIo,
-      });
+      server = await listenUnix(daemon, socketPath, { ...(modeS === undefined ? {} : { mode: parseInt(modeS, 8) }), ...serving });
     } catch (e) {
       daemon.close();
       throw e;
@@ -80,6 +78,7 @@ export const xenstoredCommand: Command = {
       signal: AbortSignal.any([ctx.signal, fatal.signal]),
       ...(noPersist ? {} : { stateDir: stateDirOpt ?? defaultStateDir() }),
       ...(durability === undefined ? {} : { durability }),
+      serve: (d, at) => listenUnix(d, at, serving),
     }).catch((e: unknown) => ctx.stderr.write(`vmstack xenstored: warm-up failed: ${String(e)}\n`));
     const stop = AbortSignal.any([ctx.signal, fatal.signal]);
     await new Promise<void>((resolve) => {
