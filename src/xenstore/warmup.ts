@@ -11,67 +11,73 @@
  * the next chunk, and the records that straddle two, run here too: optimised code that meets a
  * branch it has never taken is thrown away (with the request path it was inlined into) and
  * compiled again. Measured in the benchmark before this: the persistent daemon's first chunk
- * boundary, in its fourth measured round, cost it that round at 64 in flight (its compiler threads busy
- * for 5-8 ms of a 10 ms phase), while the in-memory daemon had long settled.
+ * boundary, in its fourth measured round, cost it that round at 64 in flight (its compiler
+ * threads busy for 5-8 ms of a 10 ms phase), while the in-memory daemon had long settled. It
+ * journals with durability "write" whatever the daemon's: with "fsync" it would block the event
+ * loop for hundreds of fdatasyncs on the real disk, while real clients wait, and warm no code.
  */
 import * as fs from "node:fs";
 import * as net from "node:net";
-import * as os from "node:os";
 import * as path from "node:path";
 import type { Duplex } from "node:stream";
 import { setImmediate as yieldToClients } from "node:timers/promises";
-import { createXenstored, type Durability, type Xenstored } from "./daemon.js";
+import { createXenstored, type Xenstored } from "./daemon.js";
 import { RawConnection } from "./raw-connection.js";
 
 /** Names of the throwaway instances' state directories inside a state directory. */
 export const WARM_UP_PREFIX = ".warm-up-";
 
-/** The throwaway journal's chunk: a warm-up's ~150 KiB of records cross about ten boundaries. */
-const WARM_UP_CHUNK = 16 * 1024;
+/**
+ * The throwaway journal's chunk: a warm-up's ~200 KiB of records cross three boundaries. 64 KiB
+ * is a multiple of every page size in use (a mapping's offset must be one).
+ */
+const WARM_UP_CHUNK = 64 * 1024;
 
 export interface WarmUpOptions {
   batches?: number;
   signal?: AbortSignal;
   /** The daemon's state directory, if it has one: the throwaway instance journals below it. */
   stateDir?: string;
-  durability?: Durability;
   /**
    * Serve the throwaway instance on a Unix socket as the daemon serves its own (listenUnix with the
-   * same options) and send the requests through it, so that the socket path is optimised too.
-   * Without it the requests go through an in-process connection.
+   * same options, at a path of the caller's choosing) and send the requests through it, so that
+   * the socket path is optimised too. Without it the requests go through an in-process connection.
    */
-  serve?: (d: Xenstored, socketPath: string) => Promise<{ close(): Promise<void> }>;
+  serve?: (d: Xenstored) => Promise<{ readonly path: string; close(): Promise<void> }>;
 }
 
 export async function warmUp(opts: WarmUpOptions = {}): Promise<void> {
-  const scratch = opts.stateDir === undefined ? undefined : scratchDir(opts.stateDir);
-  const d = createXenstored(scratch === undefined ? {} : { stateDir: scratch, journalChunk: WARM_UP_CHUNK, ...(opts.durability === undefined ? {} : { durability: opts.durability }) });
-  let socketDir: string | undefined;
-  let server: { close(): Promise<void> } | undefined;
+  let scratch: string | undefined;
+  let d: Xenstored | undefined;
+  let server: { readonly path: string; close(): Promise<void> } | undefined;
+  let c: RawConnection | undefined;
+  // An abort ends the batch in flight too: its requests fail with the closed connection.
+  const onAbort = (): void => c?.close();
+  opts.signal?.addEventListener("abort", onAbort, { once: true });
   try {
+    scratch = opts.stateDir === undefined ? undefined : scratchDir(opts.stateDir);
+    d = createXenstored(scratch === undefined ? {} : { stateDir: scratch, journalChunk: WARM_UP_CHUNK });
     let stream: Duplex;
     if (opts.serve === undefined) stream = d.openConnection({ domid: 0 });
     else {
-      // Inside the scratch directory (removed with it) unless that path is too long for a socket.
-      const inScratch = scratch === undefined ? undefined : path.join(scratch, "socket");
-      if (inScratch === undefined || Buffer.byteLength(inScratch) >= 108) socketDir = fs.mkdtempSync(path.join(os.tmpdir(), "vmstack-xs-warm-up-"));
-      const socketPath = socketDir === undefined ? inScratch! : path.join(socketDir, "socket");
-      server = await opts.serve(d, socketPath);
-      stream = await connectUnix(socketPath);
+      server = await opts.serve(d);
+      stream = await connectUnix(server.path);
     }
-    const c = new RawConnection(stream);
+    c = new RawConnection(stream);
     await c.request("WATCH", "/warm|w|");
     const batches = opts.batches ?? 40;
     for (let b = 0; b < batches && opts.signal?.aborted !== true; b++) {
-      const reqs: Promise<unknown>[] = [];
       // Creates (each batch's directory was removed two batches ago), updates, reads, a commit, an RM.
       const dir = `/warm/d${b % 4}`;
+      // Started first: every request after it is awaited together, so none can fail unobserved
+      // (an abort closes the connection under them).
+      const id = Number((await c.request("TRANSACTION_START", "|")).text.replace("|", ""));
+      const reqs: Promise<unknown>[] = [];
       for (let i = 0; i < 64; i++) {
         const k = `${dir}/k${i % 48}`;
         reqs.push(c.request("WRITE", `${k}|0123456789abcdef`), c.request("READ", `${k}|`));
         if (i % 16 === 0) reqs.push(c.request("DIRECTORY", `${dir}|`), c.request("GET_PERMS", `${k}|`));
       }
-      const id = Number((await c.request("TRANSACTION_START", "|")).text.replace("|", ""));
       reqs.push(c.request("READ", `${dir}/k0|`, id), c.request("WRITE", `${dir}/k0|1`, id), c.request("TRANSACTION_END", "T|", id));
       await Promise.all(reqs);
       // One request in flight at a time too: over a socket, what a busy-polling daemon reads natively.
@@ -82,12 +88,16 @@ export async function warmUp(opts: WarmUpOptions = {}): Promise<void> {
       await c.request("RM", `/warm/d${(b + 2) % 4}|`);
       await yieldToClients();
     }
-    c.close();
+  } catch (e) {
+    if (opts.signal?.aborted !== true) throw e;
   } finally {
-    await server?.close();
-    d.close();
+    opts.signal?.removeEventListener("abort", onAbort);
+    // The client first: a server's close waits for its connections.
+    c?.close();
+    const closing = server?.close();
+    d?.close();
+    await closing;
     if (scratch !== undefined) fs.rmSync(scratch, { recursive: true, force: true });
-    if (socketDir !== undefined) fs.rmSync(socketDir, { recursive: true, force: true });
   }
 }
 

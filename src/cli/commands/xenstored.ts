@@ -1,7 +1,7 @@
 /** `vmstack xenstored`: run the Xen-compatible xenstore daemon on a Unix socket. */
 import type { Command } from "../command.js";
 import { boolOpt, intOpt, parseCommandArgs, stringOpt, usageError } from "../args.js";
-import { DURABILITIES, createXenstored, defaultSocketPath, defaultStateDir, listenUnix, parseQuotaOverrides, warmUp, DEFAULT_BUSY_POLL_US, MAX_BUSY_POLL_US, nativeIoUnavailable } from "../../xenstore/index.js";
+import { DURABILITIES, createXenstored, type Xenstored, defaultSocketPath, defaultStateDir, listenUnix, parseQuotaOverrides, warmUp, DEFAULT_BUSY_POLL_US, MAX_BUSY_POLL_US, nativeIoUnavailable } from "../../xenstore/index.js";
 import { isVmstackError } from "../../lib/errors.js";
 
 export const xenstoredCommand: Command = {
@@ -74,11 +74,13 @@ export const xenstoredCommand: Command = {
     }
     ctx.stdout.write(`${server.path}\n`);
     // Optimise the request path while the first clients arrive (see warmup.ts).
+    // Its throwaway instance is served beside the daemon's socket (a leftover from a kill is
+    // cleared as the daemon's own is), unless that path is too long for a Unix socket.
+    const warmUpSocket = `${socketPath}.warm-up`;
     warmUp({
       signal: AbortSignal.any([ctx.signal, fatal.signal]),
       ...(noPersist ? {} : { stateDir: stateDirOpt ?? defaultStateDir() }),
-      ...(durability === undefined ? {} : { durability }),
-      serve: (d, at) => listenUnix(d, at, serving),
+      ...(Buffer.byteLength(warmUpSocket) < 108 ? { serve: (d: Xenstored) => listenUnix(d, warmUpSocket, serving) } : {}),
     }).catch((e: unknown) => ctx.stderr.write(`vmstack xenstored: warm-up failed: ${String(e)}\n`));
     const stop = AbortSignal.any([ctx.signal, fatal.signal]);
     await new Promise<void>((resolve) => {
