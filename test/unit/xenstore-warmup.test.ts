@@ -83,6 +83,26 @@ void test("a warm-up that fails (its socket cannot be served) rejects and leaves
   assert.deepEqual(fs.readdirSync(dir), []);
 });
 
+void test("a warm-up whose throwaway instance fails while its client is connected rejects, closes its socket and leaves nothing behind", { timeout: 20_000 }, async (t) => {
+  const dir = stateDir(t);
+  const sockDir = stateDir(t);
+  const at = path.join(sockDir, "w");
+  await assert.rejects(
+    warmUp({
+      stateDir: dir,
+      batches: 1_000_000,
+      serve: async (d) => {
+        // As a journal failure does: the instance closes every connection under the batch.
+        setTimeout(() => d.close(), 50);
+        return listenUnix(d, at);
+      },
+    }),
+    /connection closed/,
+  );
+  assert.deepEqual(fs.readdirSync(dir), []);
+  assert.equal(fs.existsSync(at), false);
+});
+
 void test("an aborted warm-up stops within its batch in flight, resolves, and leaves nothing behind", async (t) => {
   const dir = stateDir(t);
   const before = new AbortController();
