@@ -6,6 +6,13 @@
 import { once } from "node:events";
 import { connect, type Socket } from "node:net";
 
+/** The longest path a Unix socket can have, in bytes (sun_path is 108 bytes with its NUL). */
+export const UNIX_SOCKET_PATH_MAX = 107;
+
+export function fitsUnixSocket(path: string): boolean {
+  return Buffer.byteLength(path) <= UNIX_SOCKET_PATH_MAX;
+}
+
 /** Errors that mean "not there yet": no file, nobody listening yet, or a full accept backlog. */
 const NOT_YET = new Set(["ENOENT", "ECONNREFUSED", "EAGAIN"]);
 

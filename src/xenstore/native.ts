@@ -21,9 +21,7 @@ function loadAddon(): { addon: XsioAddon | undefined; why: string } {
     // dist/src/xenstore/native.js -> dist/native/xsio.node
     const raw = createRequire(import.meta.url)("../../native/xsio.node") as XsioAddon;
     const addon: XsioAddon = {
-      waitRecv: raw.waitRecv,
-      sendNow: raw.sendNow,
-      reserve: raw.reserve,
+      ...raw,
       // A Buffer made in C (napi_create_external_buffer) has a hidden class of its own, unlike
       // every Buffer made in JavaScript. Handing it to Buffer methods (writeUInt32LE and the
       // rest, shared with the socket code) deoptimised them ("wrong map" under --trace-deopt),

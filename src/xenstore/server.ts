@@ -7,6 +7,7 @@ import * as fs from "node:fs";
 import * as net from "node:net";
 import * as path from "node:path";
 import { VmstackError } from "../lib/errors.js";
+import { fitsUnixSocket, UNIX_SOCKET_PATH_MAX } from "../lib/unix-socket.js";
 import type { Xenstored } from "./daemon.js";
 import { BusyPoll, type BusyPollStats } from "../lib/busy-poll.js";
 import type { Connection } from "./connection.js";
@@ -56,8 +57,8 @@ async function clearStale(socketPath: string): Promise<void> {
  * replies leave with send(2).
  */
 export async function listenUnix(daemon: Xenstored, socketPath: string, opts: { mode?: number; busyPollUs?: number; nativeIo?: boolean } = {}): Promise<SocketServer> {
-  if (Buffer.byteLength(socketPath) >= 108) {
-    throw new VmstackError("XENSTORED_SOCKET_PATH", `socket path is too long for a Unix socket (${socketPath.length} bytes, max 107)`, { facts: { path: socketPath } });
+  if (!fitsUnixSocket(socketPath)) {
+    throw new VmstackError("XENSTORED_SOCKET_PATH", `socket path is too long for a Unix socket (${Buffer.byteLength(socketPath)} bytes, max ${UNIX_SOCKET_PATH_MAX})`, { facts: { path: socketPath } });
   }
   fs.mkdirSync(path.dirname(socketPath), { recursive: true, mode: 0o755 });
   await clearStale(socketPath);

@@ -17,12 +17,16 @@
  * loop for hundreds of fdatasyncs on the real disk, while real clients wait, and warm no code.
  */
 import * as fs from "node:fs";
-import * as net from "node:net";
 import * as path from "node:path";
 import type { Duplex } from "node:stream";
 import { setImmediate as yieldToClients } from "node:timers/promises";
 import { createXenstored, type Xenstored } from "./daemon.js";
+import { socketConnector } from "./client-socket.js";
 import { RawConnection } from "./raw-connection.js";
+import type { SocketServer } from "./server.js";
+
+/** What `serve` gives back: where the throwaway instance is served, and how to stop. */
+type Served = Pick<SocketServer, "path" | "close">;
 
 /** Names of the throwaway instances' state directories inside a state directory. */
 export const WARM_UP_PREFIX = ".warm-up-";
@@ -43,13 +47,13 @@ export interface WarmUpOptions {
    * same options, at a path of the caller's choosing) and send the requests through it, so that
    * the socket path is optimised too. Without it the requests go through an in-process connection.
    */
-  serve?: (d: Xenstored) => Promise<{ readonly path: string; close(): Promise<void> }>;
+  serve?: (d: Xenstored) => Promise<Served>;
 }
 
 export async function warmUp(opts: WarmUpOptions = {}): Promise<void> {
   let scratch: string | undefined;
   let d: Xenstored | undefined;
-  let server: { readonly path: string; close(): Promise<void> } | undefined;
+  let server: Served | undefined;
   let c: RawConnection | undefined;
   // An abort ends the batch in flight too: its requests fail with the closed connection.
   const onAbort = (): void => c?.close();
@@ -61,7 +65,7 @@ export async function warmUp(opts: WarmUpOptions = {}): Promise<void> {
     if (opts.serve === undefined) stream = d.openConnection({ domid: 0 });
     else {
       server = await opts.serve(d);
-      stream = await connectUnix(server.path);
+      stream = await socketConnector(server.path)(opts.signal);
     }
     c = new RawConnection(stream);
     await c.request("WATCH", "/warm|w|");
@@ -99,17 +103,6 @@ export async function warmUp(opts: WarmUpOptions = {}): Promise<void> {
     await closing;
     if (scratch !== undefined) fs.rmSync(scratch, { recursive: true, force: true });
   }
-}
-
-function connectUnix(socketPath: string): Promise<Duplex> {
-  return new Promise((resolve, reject) => {
-    const sock = net.createConnection(socketPath);
-    sock.once("connect", () => {
-      sock.off("error", reject);
-      resolve(sock);
-    });
-    sock.once("error", reject);
-  });
 }
 
 /** A fresh directory for the throwaway instance's journal, after removing any a killed daemon left. */

@@ -3,6 +3,7 @@ import type { Command } from "../command.js";
 import { boolOpt, intOpt, parseCommandArgs, stringOpt, usageError } from "../args.js";
 import { DURABILITIES, createXenstored, type Xenstored, defaultSocketPath, defaultStateDir, listenUnix, parseQuotaOverrides, warmUp, DEFAULT_BUSY_POLL_US, MAX_BUSY_POLL_US, nativeIoUnavailable } from "../../xenstore/index.js";
 import { isVmstackError } from "../../lib/errors.js";
+import { fitsUnixSocket } from "../../lib/unix-socket.js";
 
 export const xenstoredCommand: Command = {
   name: "xenstored",
@@ -80,7 +81,7 @@ export const xenstoredCommand: Command = {
     warmUp({
       signal: AbortSignal.any([ctx.signal, fatal.signal]),
       ...(noPersist ? {} : { stateDir: stateDirOpt ?? defaultStateDir() }),
-      ...(Buffer.byteLength(warmUpSocket) < 108 ? { serve: (d: Xenstored) => listenUnix(d, warmUpSocket, serving) } : {}),
+      ...(fitsUnixSocket(warmUpSocket) ? { serve: (d: Xenstored) => listenUnix(d, warmUpSocket, serving) } : {}),
     }).catch((e: unknown) => ctx.stderr.write(`vmstack xenstored: warm-up failed: ${String(e)}\n`));
     const stop = AbortSignal.any([ctx.signal, fatal.signal]);
     await new Promise<void>((resolve) => {
