@@ -37,16 +37,16 @@ void test("a persistent daemon's warm-up journals in a scratch directory of its 
   const before = contents(dir);
   before.delete(`${WARM_UP_PREFIX}stale/journal-1`);
 
-  let seen = "";
-  const watcher = setInterval(() => {
-    for (const f of fs.readdirSync(dir)) if (f.startsWith(WARM_UP_PREFIX) && f !== `${WARM_UP_PREFIX}stale`) seen = f;
-  }, 1);
-  try {
-    await warmUp({ stateDir: dir, batches: 12 });
-  } finally {
-    clearInterval(watcher);
-  }
-  assert.notEqual(seen, "", "the throwaway instance had a directory inside the state directory");
+  // Looked at while the throwaway instance exists (serve is called once it is made).
+  let during: string[] = [];
+  const sockDir = stateDir(t);
+  await warmUp({
+    stateDir: dir,
+    batches: 12,
+    serve: (d) => ((during = fs.readdirSync(dir).filter((f) => f.startsWith(WARM_UP_PREFIX))), listenUnix(d, path.join(sockDir, "w"))),
+  });
+  assert.equal(during.length, 1, `the stale directory was removed and the throwaway instance has one of its own: ${during.join(", ")}`);
+  assert.notEqual(during[0], `${WARM_UP_PREFIX}stale`);
   assert.deepEqual(contents(dir), before, "the real state's files are byte for byte as they were");
   assert.deepEqual(fs.readdirSync(dir).filter((f) => f.startsWith(WARM_UP_PREFIX)), [], "both warm-up directories are gone");
   const again = createXenstored({ stateDir: dir });
