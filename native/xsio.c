@@ -8,8 +8,9 @@
  * write began and needed 4.4-4.8 µs more until its reply's write returned, where a C server
  * polling with recv(2) needed 3.5-3.8 µs and 2 µs. With one request in flight that latency is the
  * whole throughput. So while the daemon busy-polls, it
- * waits for the next request here: a tight poll(2) loop over the polled sockets, and the bytes are
- * read straight into a caller's buffer; replies go out with one send(2).
+ * waits for the next request here: a tight poll(2) loop over the polled sockets (yielding the CPU
+ * to anything else runnable on it between looks), and the bytes are read straight into a
+ * caller's buffer; replies go out with one send(2).
  *
  * No state, no threads: the event loop still owns every socket (accept, close, errors, queued
  * writes); this only reads or writes when the caller has checked that Node.js has nothing
@@ -23,6 +24,7 @@
 #include <fcntl.h>
 #include <math.h>
 #include <poll.h>
+#include <sched.h>
 #include <stdio.h>
 #include <string.h>
 #include <stdint.h>
@@ -72,7 +74,8 @@ static int arg_bytes(napi_env env, napi_value v, double min, double max, double 
  * Returns the index of the first ready socket, or -1 if none became ready in time (out[0] = 0) or
  * poll(2) failed (out[0] = -errno). For a socket to read, out[0] is what recv(2) gave: the bytes
  * read into `buf` (> 0), 0 at end of stream, or -errno. A hang-up or error without data, and any
- * watched socket, gives out[0] = 0 with nothing read: the event loop deals with it.
+ * watched socket, gives out[0] = 0 with nothing read: the event loop deals with it. Between
+ * looks it yields the CPU to any other thread ready to run on it (sched_yield(2)).
  */
 static napi_value wait_recv(napi_env env, napi_callback_info info) {
   size_t argc = 6;
@@ -114,6 +117,16 @@ static napi_value wait_recv(napi_env env, napi_callback_info info) {
       return number(env, -1);
     }
     if (now_ns() >= deadline) return number(env, -1);
+    /*
+     * Nothing yet: let any other runnable thread on this CPU go first. When the client shares
+     * the CPU (one vCPU, or the scheduler put them together), it is the one that must run for
+     * its next request to come, and a plain spin held it off until the scheduler preempted us:
+     * measured with the daemon and a client pinned to one CPU, one request in flight, the
+     * busy-polling daemon answered 0.71-0.74x as many reads per second as the same daemon not
+     * polling; with the yield, 0.94-1.15x. On a CPU of its own, sched_yield(2) returns at once
+     * (no change measured: 34.4k against 34.6k reads/s).
+     */
+    sched_yield();
   }
 }
 
