@@ -127,3 +127,19 @@ export function rssMiB(pid: number): number {
   const m = /VmRSS:\s+(\d+) kB/.exec(readFileSync(`/proc/${pid}/status`, "utf8"));
   return m ? Number(m[1]) / 1024 : NaN;
 }
+
+/** The CPU a process's main thread last ran on (/proc/PID/stat field 39), or -1 if it is gone. */
+export function lastCpu(pid: number): number {
+  try {
+    const stat = readFileSync(`/proc/${pid}/stat`, "utf8");
+    // Fields after the command name, which is in parentheses and may hold spaces: state is field 3.
+    return Number(stat.slice(stat.lastIndexOf(")") + 2).split(" ")[36]);
+  } catch {
+    return -1;
+  }
+}
+
+/** Pin every thread of a process to one CPU (taskset(1), util-linux). */
+export async function pinToCpu(pid: number, cpu: number): Promise<void> {
+  await run("taskset", ["-a", "-p", "-c", String(cpu), String(pid)], { timeout: 10_000 });
+}

@@ -3,7 +3,7 @@
  * vmstack's xenstored and Xen 4.17's C and OCaml daemons, all in one run, then vmstack's memory
  * with 100,000 nodes and its restart-from-disk time. Prints one JSON document.
  *
- *   npm run build && node dist/bench/xenstore.js [--repeat N] [--only vmstack,vmstack-streams,vmstack-nopoll,vmstack-fsync,vmstack-memory,c,ocaml]
+ *   npm run build && node dist/bench/xenstore.js [--repeat N] [--only vmstack,vmstack-streams,vmstack-nopoll,vmstack-fsync,vmstack-memory,c,ocaml] [--pin apart|together]
  *
  * "vmstack" keeps a state directory (every reply waits for its journal record, the product's
  * default durability: written before the reply, fdatasync'd within 1 s) and busy-polls after each
@@ -22,12 +22,23 @@
  * `--repeat` runs (default 5; fan-out runs once), after one warm-up round per daemon that is not
  * counted. Client and daemons share the machine's CPUs, so figures are noisy: compare the ratios,
  * which come from the same run.
+ *
+ * Where the scheduler puts the client and the daemon decides most of a one-in-flight figure. On
+ * a virtual machine, waking a task on a CPU that is idle (a halted vCPU) costs an exit to the
+ * hypervisor, and on the waker's own CPU only a context switch: with both pinned to one CPU, Xen's C
+ * daemon answered 1.5-2x the reads per second it answered with them on two (measured 43-63k
+ * against 28-33k). A daemon that busy-polls keeps a CPU of its own busy, so the scheduler rarely
+ * puts its client beside it; a daemon that sleeps between requests lands beside its client or
+ * not, from run to run. So `same_cpu_w1_*` says, per daemon, in what share of the rounds the
+ * client's and the daemon's main threads were on one CPU halfway through the phase, and `--pin`
+ * takes the choice away from the scheduler: `apart` pins this process (the client) to one CPU and
+ * each daemon to another, `together` pins them all to one.
  */
 import { performance } from "node:perf_hooks";
 import { cpus, loadavg } from "node:os";
 import { spawn } from "node:child_process";
 import { connectXenstore, type XenstoreClient } from "../src/xenstore/client.js";
-import { cpuNs, rssMiB, startVmstack, startXen, type BenchDaemon, type VmstackDaemon } from "./xenstore-daemons.js";
+import { cpuNs, lastCpu, pinToCpu, rssMiB, startVmstack, startXen, type BenchDaemon, type VmstackDaemon } from "./xenstore-daemons.js";
 
 const args = process.argv.slice(2);
 const argValue = (name: string): string | undefined => {
@@ -46,6 +57,12 @@ const NAMES = [...Object.keys(VMSTACKS), "c", "ocaml"];
 const ONLY = (argValue("--only") ?? NAMES.join(",")).split(",");
 const unknown = ONLY.filter((n) => !NAMES.includes(n));
 if (unknown.length > 0) throw new Error(`--only: unknown daemon ${unknown.join(", ")} (known: ${NAMES.join(", ")})`);
+const PIN = argValue("--pin");
+if (PIN !== undefined && PIN !== "apart" && PIN !== "together") throw new Error(`--pin: apart or together, not ${PIN}`);
+if (PIN === "apart" && cpus().length < 2) throw new Error("--pin apart needs two CPUs");
+/** The CPUs the client and the daemons are pinned to (--pin). */
+const CLIENT_CPU = 0;
+const DAEMON_CPU = PIN === "apart" ? 1 : 0;
 const NODES = 1000;
 const TX_LOOPS = 500;
 const WATCHERS = 100;
@@ -76,14 +93,30 @@ function median(xs: readonly number[]): number {
 const round = (x: number): number => Math.round(x);
 const value16 = "0123456789abcdef";
 
-async function readWrite(c: XenstoreClient, pid: number, window: number, run: number): Promise<{ write: number; read: number; cpuUsPerOp: number }> {
+/** 1 if this process's and the daemon's main threads are on one CPU now, else 0. */
+const sameCpu = (pid: number): number => (lastCpu(process.pid) === lastCpu(pid) ? 1 : 0);
+
+async function readWrite(c: XenstoreClient, pid: number, window: number, run: number): Promise<{ write: number; read: number; cpuUsPerOp: number; sameCpuWrite: number; sameCpuRead: number }> {
   const base = `/bench/rw${window}-${run}`;
   const cpu0 = cpuNs(pid);
-  const w = await timed(() => windowed(NODES, window, (i) => c.write(`${base}/k${i}`, value16)));
-  const r = await timed(() => windowed(NODES, window, (i) => c.read(`${base}/k${i}`)));
+  let sameCpuWrite = 0;
+  let sameCpuRead = 0;
+  const half = NODES / 2;
+  const w = await timed(() =>
+    windowed(NODES, window, (i) => {
+      if (i === half) sameCpuWrite = sameCpu(pid);
+      return c.write(`${base}/k${i}`, value16);
+    }),
+  );
+  const r = await timed(() =>
+    windowed(NODES, window, (i) => {
+      if (i === half) sameCpuRead = sameCpu(pid);
+      return c.read(`${base}/k${i}`);
+    }),
+  );
   const cpuUsPerOp = (cpuNs(pid) - cpu0) / 1000 / (2 * NODES);
   await c.rm(base);
-  return { write: NODES / w, read: NODES / r, cpuUsPerOp };
+  return { write: NODES / w, read: NODES / r, cpuUsPerOp, sameCpuWrite, sameCpuRead };
 }
 
 async function rmwTransactions(c: XenstoreClient, run: number): Promise<number> {
@@ -145,14 +178,18 @@ async function measureOnce(c: XenstoreClient, d: BenchDaemon, run: number, withF
     rmw_tx_per_s: tx,
     cpu_us_per_op_w1: w1.cpuUsPerOp,
     cpu_us_per_op_w64: w64.cpuUsPerOp,
+    same_cpu_w1_write: w1.sameCpuWrite,
+    same_cpu_w1_read: w1.sameCpuRead,
     ...(fan === undefined ? {} : { fanout_writes_per_s: fan.writes, fanout_events_per_s: fan.events, fanout_events_lost: fan.lost }),
   };
 }
 
+/** Each figure's median over the rounds; for `same_cpu_*`, the share of the rounds. */
 function medians(runs: readonly Figures[]): Figures {
   const keys = Object.keys(runs[0] ?? {});
-  const precision = (k: string): number => (k.startsWith("cpu_") ? 10 : 1);
-  return Object.fromEntries(keys.map((k) => [k, Math.round(median(runs.flatMap((r) => (r[k] === undefined ? [] : [r[k]]))) * precision(k)) / precision(k)]));
+  const precision = (k: string): number => (k.startsWith("cpu_") ? 10 : k.startsWith("same_cpu_") ? 100 : 1);
+  const summary = (k: string, xs: number[]): number => (k.startsWith("same_cpu_") ? xs.reduce((a, b) => a + b, 0) / xs.length : median(xs));
+  return Object.fromEntries(keys.map((k) => [k, Math.round(summary(k, runs.flatMap((r) => (r[k] === undefined ? [] : [r[k]]))) * precision(k)) / precision(k)]));
 }
 
 /** Fill a daemon with 100,000 64-byte nodes (64 in flight) and read its RSS. */
@@ -171,7 +208,7 @@ const out: {
   benchmark: string;
   command: string;
   date: string;
-  host: { cpus: number; node: string; loadavg_start: number[]; loadavg_end?: number[] };
+  host: { cpus: number; node: string; loadavg_start: number[]; loadavg_end?: number[]; placement: string };
   workload: Record<string, number>;
   daemons: Record<string, Figures | { skipped: string }>;
   ratios: Record<string, Figures>;
@@ -181,7 +218,7 @@ const out: {
   command: `node dist/bench/xenstore.js ${args.join(" ")}`.trim(),
   date: new Date().toISOString(),
   // Other work on the machine skews absolute figures; the load average says how much there was.
-  host: { cpus: cpus().length, node: process.version, loadavg_start: loadavg().map((x) => Math.round(x * 100) / 100) },
+  host: { cpus: cpus().length, node: process.version, loadavg_start: loadavg().map((x) => Math.round(x * 100) / 100), placement: PIN === undefined ? "the scheduler's" : `pinned ${PIN}: client on CPU ${CLIENT_CPU}, daemons on CPU ${DAEMON_CPU}` },
   workload: { nodes: NODES, value_bytes: 16, repeat: REPEAT, warmup_rounds: 1, tx_loops: TX_LOOPS, watchers: WATCHERS, fanout_writes: FANOUT_WRITES, big_nodes: BIG_NODES, big_value_bytes: 64 },
   daemons: {},
   ratios: {},
@@ -196,6 +233,10 @@ try {
     const d = vm ?? (await startXen(name === "c" ? "c" : "ocaml"));
     if (typeof d === "string") out.daemons[name] = { skipped: d };
     else started.push({ name, d, vm });
+  }
+  if (PIN !== undefined) {
+    await pinToCpu(process.pid, CLIENT_CPU);
+    for (const { d } of started) await pinToCpu(d.pid(), DAEMON_CPU);
   }
   // Rounds interleave the daemons (each round starts with the next one), so a burst of other load
   // on this shared machine hits all of them alike instead of whichever ran at the time.
@@ -257,7 +298,7 @@ for (const mine of Object.keys(VMSTACKS)) {
     if (ours === undefined || theirs === undefined || "skipped" in ours || "skipped" in theirs) continue;
     out.ratios[`${mine}/${other}`] = Object.fromEntries(
       Object.keys(ours)
-        .filter((k) => !k.startsWith("rss") && !k.startsWith("cpu_") && !k.endsWith("_lost") && typeof theirs[k] === "number")
+        .filter((k) => !k.startsWith("rss") && !k.startsWith("cpu_") && !k.startsWith("same_cpu_") && !k.endsWith("_lost") && typeof theirs[k] === "number")
         .map((k) => [k, Math.round(((ours[k] ?? NaN) / (theirs[k] ?? NaN)) * 100) / 100]),
     );
   }
