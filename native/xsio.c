@@ -16,7 +16,8 @@
  * writes); this only reads or writes when the caller has checked that Node.js has nothing
  * buffered for that socket, so bytes never change order.
  *
- * The same addon gives the journal a shared mapping of its file (reserve, mapShared; below).
+ * The same addon gives the journal a shared mapping of its file (reserve, mapShared; below) and
+ * locks a state directory for one daemon (lockExclusive).
  */
 #define NAPI_VERSION 8
 #include <node_api.h>
@@ -28,6 +29,7 @@
 #include <stdio.h>
 #include <string.h>
 #include <stdint.h>
+#include <sys/file.h>
 #include <sys/mman.h>
 #include <sys/socket.h>
 #include <time.h>
@@ -213,13 +215,32 @@ static napi_value map_shared(napi_env env, napi_callback_info info) {
   return buf;
 }
 
+/*
+ * lockExclusive(fd: number): number — flock(2) with LOCK_EX | LOCK_NB: 0 once this open file
+ * holds the lock, or -errno (EWOULDBLOCK: another open file holds it). The kernel drops the lock
+ * when the last descriptor of that open file is closed, however the process ends, so a killed
+ * daemon leaves no lock behind (src/xenstore/state-lock.ts).
+ */
+static napi_value lock_exclusive(napi_env env, napi_callback_info info) {
+  size_t argc = 1;
+  napi_value argv[1];
+  int32_t fd;
+  if (napi_get_cb_info(env, info, &argc, argv, NULL, NULL) != napi_ok || argc != 1) return fail(env, "lockExclusive(fd)");
+  if (!arg_fd(env, argv[0], &fd)) return fail(env, "fd must be a descriptor");
+  int r;
+  do r = flock(fd, LOCK_EX | LOCK_NB);
+  while (r < 0 && errno == EINTR);
+  return number(env, r < 0 ? -errno : 0);
+}
+
 NAPI_MODULE_INIT() {
   napi_property_descriptor d[] = {
     { "waitRecv", NULL, wait_recv, NULL, NULL, NULL, napi_enumerable, NULL },
     { "sendNow", NULL, send_now, NULL, NULL, NULL, napi_enumerable, NULL },
     { "reserve", NULL, reserve, NULL, NULL, NULL, napi_enumerable, NULL },
     { "mapShared", NULL, map_shared, NULL, NULL, NULL, napi_enumerable, NULL },
+    { "lockExclusive", NULL, lock_exclusive, NULL, NULL, NULL, napi_enumerable, NULL },
   };
-  napi_define_properties(env, exports, 4, d);
+  napi_define_properties(env, exports, 5, d);
   return exports;
 }

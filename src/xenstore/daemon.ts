@@ -12,6 +12,7 @@ import { xsError } from "./errors.js";
 import { TreeView, type Applied, type OpEnv } from "./operations.js";
 import { DEFAULT_PERMS, withoutDomid, type Perms } from "./permissions.js";
 import { Journal, loadState } from "./persist.js";
+import { lockStateDir, type StateLock } from "./state-lock.js";
 import { DEFAULT_QUOTAS, DEFAULT_WRITE_RATE, TokenBucket, type Quotas, type WriteRate } from "./quota.js";
 import { countByOwner, kidEntries, makeNode, type XsNode } from "./store.js";
 import { Transaction } from "./transaction.js";
@@ -92,6 +93,8 @@ export class Xenstored implements ConnectionHost, OpEnv {
   #syncTimer: NodeJS.Timeout | undefined;
   readonly #durability: Durability;
   #closed = false;
+  /** The state directory's lock (state-lock.ts), while this daemon keeps one. */
+  #lock: StateLock | undefined;
 
   constructor(opts: XenstoredOptions = {}) {
     this.#quotas = { ...DEFAULT_QUOTAS, ...opts.quotas };
@@ -101,14 +104,20 @@ export class Xenstored implements ConnectionHost, OpEnv {
     this.#onFatal = opts.onFatal;
     this.#durability = opts.durability ?? "write";
     if (opts.stateDir !== undefined) {
-      const loaded = loadState(opts.stateDir);
-      this.root = loaded.root;
-      this.loadReport = loaded.report;
-      this.#gen = loaded.maxSeq + 1; // new children sort after loaded ones
-      for (const line of loaded.report) log(loaded.dropped.length > 0 ? "warn" : "info", "xenstored", line);
-      // A new journal epoch; after damage, a snapshot at once so the damage never survives.
-      this.#journal = Journal.startFrom(opts.stateDir, this.root, loaded, { direct: this.#durability === "write", ...(opts.journalChunk === undefined ? {} : { chunk: opts.journalChunk }) });
-      this.#owned = loaded.owners;
+      this.#lock = lockStateDir(opts.stateDir);
+      try {
+        const loaded = loadState(opts.stateDir);
+        this.root = loaded.root;
+        this.loadReport = loaded.report;
+        this.#gen = loaded.maxSeq + 1; // new children sort after loaded ones
+        for (const line of loaded.report) log(loaded.dropped.length > 0 ? "warn" : "info", "xenstored", line);
+        // A new journal epoch; after damage, a snapshot at once so the damage never survives.
+        this.#journal = Journal.startFrom(opts.stateDir, this.root, loaded, { direct: this.#durability === "write", ...(opts.journalChunk === undefined ? {} : { chunk: opts.journalChunk }) });
+        this.#owned = loaded.owners;
+      } catch (e) {
+        this.#lock.release();
+        throw e;
+      }
     } else {
       this.root = makeNode("", DEFAULT_PERMS, 0);
       this.loadReport = [];
@@ -406,11 +415,14 @@ export class Xenstored implements ConnectionHost, OpEnv {
   }
 
   #fatal(e: unknown): void {
-    log("error", "xenstored", `cannot write the journal (${e instanceof Error ? e.message : String(e)}): closing every connection without acknowledging unrecorded changes`);
+    log("error", "xenstored", `cannot write the journal in ${this.#journal?.dir ?? "its state directory"} (${e instanceof Error ? e.message : String(e)}): closing every connection without acknowledging unrecorded changes`);
     this.#closed = true;
     this.#held.clear();
     for (const c of [...this.connections]) c.close("journal failure");
+    // Nothing more is written: the directory is free for a successor.
+    this.#journal?.abandon();
     this.#journal = undefined;
+    this.#lock?.release();
     this.#onFatal?.(e);
   }
 
@@ -436,6 +448,7 @@ export class Xenstored implements ConnectionHost, OpEnv {
     for (const c of [...this.connections]) c.close("daemon closing");
     this.#journal?.close();
     this.#journal = undefined;
+    this.#lock?.release();
   }
 }
 

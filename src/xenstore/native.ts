@@ -1,7 +1,8 @@
 /**
  * xenstored's native addon (native/xsio.c, built by `npm run build` into dist/native/xsio.node):
- * socket waits and sends for busy-polling (socket-io.ts) and the journal's shared mapping
- * (persist.ts). Optional at run time: without it both fall back to Node.js's own I/O.
+ * socket waits and sends for busy-polling (socket-io.ts), the journal's shared mapping
+ * (persist.ts) and the state directory's lock (state-lock.ts). Optional at run time: without it
+ * the first two fall back to Node.js's own I/O, and the directory goes unlocked (with a warning).
  */
 import { createRequire } from "node:module";
 
@@ -14,6 +15,8 @@ export interface XsioAddon {
   reserve(fd: number, offset: number, length: number): number;
   /** A MAP_SHARED read-write mapping of the file's [offset, offset + length) as a Buffer. */
   mapShared(fd: number, offset: number, length: number): Buffer;
+  /** flock(2) LOCK_EX | LOCK_NB: 0, or -errno (EWOULDBLOCK: held by another open file). */
+  lockExclusive(fd: number): number;
 }
 
 function loadAddon(): { addon: XsioAddon | undefined; why: string } {

@@ -443,4 +443,13 @@ export class Journal {
     this.flush();
     this.#file.close();
   }
+
+  /** After a failure: close the file and write nothing more (not even the pending records). */
+  abandon(): void {
+    try {
+      fs.closeSync(this.#file.fd);
+    } catch {
+      // already closed, or the failure was the descriptor itself
+    }
+  }
 }

@@ -172,3 +172,59 @@ void test("an oversized or malformed frame closes only that connection", async (
   assert.equal((await d.exited).code, 0);
   fs.rmSync(dir, { recursive: true, force: true });
 });
+
+void test("a second daemon on a state directory in use refuses to start, names the holder and changes nothing; after a kill -9 of the first it starts", async (t) => {
+  const dir = tmp();
+  const children: ChildProcess[] = [];
+  t.after(() => {
+    for (const ch of children) ch.kill("SIGKILL");
+    fs.rmSync(dir, { recursive: true, force: true });
+  });
+  const d = await start(dir);
+  children.push(d.child);
+  const c = await connect(d.socket);
+  await c.request("WRITE", "/owned/by|first");
+  const state = path.join(dir, "state");
+  // The state's files, byte for byte (the first daemon's warm-up comes and goes in a scratch
+  // directory of its own, not part of the state).
+  const files = (): Record<string, string> =>
+    Object.fromEntries(
+      fs
+        .readdirSync(state)
+        .filter((f) => !f.startsWith(".warm-up-"))
+        .map((f) => [f, fs.readFileSync(path.join(state, f)).toString("base64")]),
+    );
+  const before = files();
+  // Another socket, the same directory: the socket check cannot see it.
+  const other = path.join(dir, "other-socket");
+  const second = spawn(process.execPath, [BIN, "--socket", other, "--state-dir", state], { stdio: ["ignore", "pipe", "pipe"] });
+  children.push(second);
+  let err = "";
+  second.stderr!.on("data", (b: Buffer) => (err += b.toString()));
+  const code = await new Promise<number | null | "running">((resolve) => {
+    const timer = setTimeout(() => {
+      second.kill("SIGKILL");
+      resolve("running");
+    }, 20_000);
+    second.once("exit", (c) => {
+      clearTimeout(timer);
+      resolve(c);
+    });
+  });
+  assert.ok(code !== 0 && code !== "running", `the second daemon exits with an error (${String(code)})`);
+  assert.match(err, new RegExp(`another xenstored \\(pid ${d.child.pid}\\) is using the state directory ${state.replace(/[.*+?^${}()|[\]\\]/g, "\\$&")}`));
+  assert.ok(!fs.existsSync(other), "it never listened");
+  assert.deepEqual(files(), before, "the state directory is as the first daemon left it");
+  assert.equal((await c.request("READ", "/owned/by|")).text, "first", "the first daemon serves on");
+  c.close();
+  d.child.kill("SIGKILL");
+  await d.exited;
+  // The kernel dropped the lock with the process: nothing stale to clear.
+  const d2 = await start(dir);
+  children.push(d2.child);
+  const c2 = await connect(d2.socket);
+  assert.equal((await c2.request("READ", "/owned/by|")).text, "first");
+  c2.close();
+  d2.child.kill("SIGTERM");
+  await d2.exited;
+});

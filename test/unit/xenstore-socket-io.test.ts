@@ -264,6 +264,7 @@ void test("the native waits in the addon only on clients it may read: not a paus
     mapShared: () => {
       throw new Error("not here");
     },
+    lockExclusive: () => -95,
   };
   const native = NativeSocketIo.create(fake)!;
   native.listenFd = 1234;
