@@ -139,7 +139,7 @@ export function lastCpu(pid: number): number {
   }
 }
 
-/** Pin every thread of a process to one CPU (taskset(1), util-linux). */
-export async function pinToCpu(pid: number, cpu: number): Promise<void> {
-  await run("taskset", ["-a", "-p", "-c", String(cpu), String(pid)], { timeout: 10_000 });
+/** Pin every thread of a process to a CPU, or a list ("0-1"), with taskset(1) (util-linux). */
+export async function pinToCpu(pid: number, cpus: number | string): Promise<void> {
+  await run("taskset", ["-a", "-p", "-c", String(cpus), String(pid)], { timeout: 10_000 });
 }

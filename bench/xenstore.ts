@@ -19,15 +19,16 @@
  * Workloads (issue 3 item 8): writes then reads of 1,000 small nodes with 1 and with 64 requests
  * in flight; a read-modify-write transaction loop; watch fan-out (100 watchers on their own
  * connections, 10,000 writes; events/s counts deliveries). Each figure is the median of
- * `--repeat` runs (default 5; fan-out runs once), after one warm-up round per daemon that is not
- * counted. Client and daemons share the machine's CPUs, so figures are noisy: compare the ratios,
+ * `--repeat` runs (default 9: a phase of 1,000 requests at 64 in flight lasts 5-10 ms, and one
+ * scheduler hiccup moves it by a fifth; fan-out runs once), after one warm-up round per daemon
+ * that is not counted. Client and daemons share the machine's CPUs, so figures are noisy: compare the ratios,
  * which come from the same run.
  *
  * Where the scheduler puts the client and the daemon decides most of a one-in-flight figure. On
  * a virtual machine, waking a task on a CPU that is idle (a halted vCPU) costs an exit to the
  * hypervisor, and on the waker's own CPU only a context switch: with both pinned to one CPU, Xen's C
- * daemon answered 1.5-2x the reads per second it answered with them on two (measured 43-63k
- * against 28-33k). A daemon that busy-polls keeps a CPU of its own busy, so the scheduler rarely
+ * daemon answered about 1.4-2x the reads per second it answered with them on two (measured 39-72k
+ * against 28-42k). A daemon that busy-polls keeps a CPU of its own busy, so the scheduler rarely
  * puts its client beside it; a daemon that sleeps between requests lands beside its client or
  * not, from run to run. So `same_cpu_w1_*` says, per daemon, in what share of the rounds the
  * client's and the daemon's main threads were on one CPU halfway through the phase, and `--pin`
@@ -45,7 +46,7 @@ const argValue = (name: string): string | undefined => {
   const i = args.indexOf(name);
   return i >= 0 ? args[i + 1] : undefined;
 };
-const REPEAT = Number(argValue("--repeat") ?? 5);
+const REPEAT = Number(argValue("--repeat") ?? 9);
 const VMSTACKS = {
   vmstack: { mode: "write" },
   "vmstack-streams": { mode: "write", nativeIo: false },
@@ -254,6 +255,9 @@ try {
     }
   }
   await Promise.all(clients.map((c) => c.close()));
+  // The restart below spawns the daemon from this process, and a child inherits its affinity:
+  // pinned, the restart would start on one CPU (measured 800-890 ms against 570-610 unpinned).
+  if (PIN !== undefined) await pinToCpu(process.pid, `0-${cpus().length - 1}`);
   for (const [i, { name, d, vm }] of started.entries()) {
     const big = await fill(d);
     out.daemons[name] = { ...medians(rounds[i]!), rss_100k_nodes_mib: big.rss_mib, fill_100k_ops: big.fill_ops };
