@@ -58,7 +58,7 @@ const NAMES = [...Object.keys(VMSTACKS), "c", "ocaml"];
 const ONLY = (argValue("--only") ?? NAMES.join(",")).split(",");
 const unknown = ONLY.filter((n) => !NAMES.includes(n));
 if (unknown.length > 0) throw new Error(`--only: unknown daemon ${unknown.join(", ")} (known: ${NAMES.join(", ")})`);
-const PIN = argValue("--pin");
+const PIN = args.includes("--pin") ? (argValue("--pin") ?? "") : undefined;
 if (PIN !== undefined && PIN !== "apart" && PIN !== "together") throw new Error(`--pin: apart or together, not ${PIN}`);
 if (PIN === "apart" && cpus().length < 2) throw new Error("--pin apart needs two CPUs");
 /** The CPUs the client and the daemons are pinned to (--pin). */

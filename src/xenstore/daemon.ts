@@ -39,6 +39,11 @@ export interface XenstoredOptions {
   readonly durability?: Durability;
   /** Bytes of journal reserved and mapped at a time (default JOURNAL_CHUNK; a multiple of the page size). */
   readonly journalChunk?: number;
+  /**
+   * Take the state directory's lock (default true: state-lock.ts). The warm-up's throwaway
+   * instance, whose scratch directory lies inside its daemon's locked one, takes none.
+   */
+  readonly lock?: boolean;
   /** Overrides of the C daemon's default quotas for unprivileged domains. */
   readonly quotas?: Partial<Quotas>;
   /** Bytes of unread output a connection may accumulate before its watch events are dropped. */
@@ -104,7 +109,7 @@ export class Xenstored implements ConnectionHost, OpEnv {
     this.#onFatal = opts.onFatal;
     this.#durability = opts.durability ?? "write";
     if (opts.stateDir !== undefined) {
-      this.#lock = lockStateDir(opts.stateDir);
+      if (opts.lock !== false) this.#lock = lockStateDir(opts.stateDir);
       try {
         const loaded = loadState(opts.stateDir);
         this.root = loaded.root;
@@ -114,16 +119,20 @@ export class Xenstored implements ConnectionHost, OpEnv {
         // A new journal epoch; after damage, a snapshot at once so the damage never survives.
         this.#journal = Journal.startFrom(opts.stateDir, this.root, loaded, { direct: this.#durability === "write", ...(opts.journalChunk === undefined ? {} : { chunk: opts.journalChunk }) });
         this.#owned = loaded.owners;
+        this.#ensureBaseNodes();
       } catch (e) {
-        this.#lock.release();
+        // Nothing was acknowledged: leave the directory as it is, free for the next start.
+        this.#journal?.abandon();
+        this.#journal = undefined;
+        this.#lock?.release();
         throw e;
       }
     } else {
       this.root = makeNode("", DEFAULT_PERMS, 0);
       this.loadReport = [];
       this.#owned = countByOwner(this.root);
+      this.#ensureBaseNodes();
     }
-    this.#ensureBaseNodes();
   }
 
   /** `/tool/xenstored` is the only node the C daemon creates at start (notes §1.4). Journaled. */

@@ -20,6 +20,8 @@
  *   snapshot-N  the whole tree at the start of epoch N (pre-order; written to a temp file,
  *               fsync'd, renamed, directory fsync'd, so it is either complete or absent)
  *   journal-N   changes since snapshot-N
+ *   lock        the directory's lock, holding the daemon's pid (state-lock.ts)
+ *   .warm-up-*  a warm-up's scratch directory while it runs (warmup.ts); never loaded
  * Loading takes the newest snapshot K and replays journal-K, journal-K+1, ... in order (a crash
  * between starting journal-N+1 and finishing snapshot-N+1 leaves snapshot-N + both journals).
  *
@@ -29,6 +31,8 @@
  */
 import * as fs from "node:fs";
 import * as path from "node:path";
+import { messageOf } from "../lib/errors.js";
+import { log } from "../lib/log.js";
 import { DEFAULT_PERMS, permsText, type Perms } from "./permissions.js";
 import { makeNode, prioOf, type Kids, type XsNode } from "./store.js";
 import type { JournalOp } from "./operations.js";
@@ -297,6 +301,8 @@ export class Journal {
   /** Records appended and not yet written (a batch is typically a few KiB). */
   readonly #pending = new RecordWriter(64 * 1024);
   #epoch: number;
+  /** False once #file's descriptor was closed (or handed to close()): abandon() leaves it. */
+  #fileOpen = true;
   #sinceCompact = 0;
   #lastSnapshotBytes = 0;
 
@@ -406,9 +412,13 @@ export class Journal {
   /** Rotate to a new epoch whose snapshot is `root` (call with the journal flushed). */
   compact(root: XsNode): void {
     this.flush();
+    // Marked closed first: if closing or opening fails, abandon() must not close the number
+    // again (it may belong to another file by then).
+    this.#fileOpen = false;
     this.#file.close();
     this.#epoch++;
     this.#file = this.#open();
+    this.#fileOpen = true;
     this.#writeSnapshot(root);
   }
 
@@ -441,15 +451,18 @@ export class Journal {
 
   close(): void {
     this.flush();
+    this.#fileOpen = false;
     this.#file.close();
   }
 
   /** After a failure: close the file and write nothing more (not even the pending records). */
   abandon(): void {
+    if (!this.#fileOpen) return;
+    this.#fileOpen = false;
     try {
       fs.closeSync(this.#file.fd);
-    } catch {
-      // already closed, or the failure was the descriptor itself
+    } catch (e) {
+      log("warn", "xenstored", `closing the failed journal in ${this.dir}: ${messageOf(e)}`);
     }
   }
 }

@@ -15,14 +15,16 @@
  * about to lock it). Without the addon the directory goes unlocked, with a warning.
  */
 import * as fs from "node:fs";
+import { constants } from "node:os";
 import * as path from "node:path";
-import { VmstackError } from "../lib/errors.js";
+import { getSystemErrorName } from "node:util";
+import { VmstackError, messageOf } from "../lib/errors.js";
 import { log } from "../lib/log.js";
 import { nativeIoUnavailable, xsio, type XsioAddon } from "./native.js";
 
 export const LOCK_FILE = "lock";
 
-const EWOULDBLOCK = -11;
+const EWOULDBLOCK = -constants.errno.EWOULDBLOCK;
 
 /** This process's locks: directory (real path) → the lock file's descriptor and its holders. */
 const held = new Map<string, { fd: number; holders: number }>();
@@ -51,21 +53,39 @@ export function lockStateDir(dir: string, opts: { addon?: XsioAddon | undefined 
   }
   const file = path.join(dir, LOCK_FILE);
   const fd = fs.openSync(file, fs.constants.O_RDWR | fs.constants.O_CREAT, 0o600);
-  const r = addon.lockExclusive(fd);
-  if (r === EWOULDBLOCK) {
-    const pid = fs.readFileSync(fd, "utf8").trim();
+  let r: number;
+  try {
+    r = addon.lockExclusive(fd);
+  } catch (e) {
     fs.closeSync(fd);
-    throw new VmstackError("XENSTORED_STATE_DIR_IN_USE", `another xenstored${/^\d+$/.test(pid) ? ` (pid ${pid})` : ""} is using the state directory ${dir}`, { facts: { path: dir, pid } });
+    throw e;
+  }
+  if (r === EWOULDBLOCK) {
+    let pid = "";
+    try {
+      pid = fs.readFileSync(fd, "utf8").trim();
+    } catch (e) {
+      pid = `unknown: ${messageOf(e)}`;
+    } finally {
+      fs.closeSync(fd);
+    }
+    const holder = /^\d+$/.test(pid) ? ` (pid ${pid})` : "";
+    throw new VmstackError("XENSTORED_STATE_DIR_IN_USE", `another xenstored${holder} is using the state directory ${dir}`, { facts: { path: dir, pid } });
   }
   if (r < 0) {
     // A filesystem without flock(2) (some network and FUSE filesystems): run, but say so.
     fs.closeSync(fd);
-    log("warn", "xenstored", `cannot lock the state directory ${dir} (flock: errno ${-r}); nothing stops a second daemon on it`);
+    log("warn", "xenstored", `cannot lock the state directory ${dir} (flock: ${getSystemErrorName(r)}); nothing stops a second daemon on it`);
     return { release: () => undefined };
   }
-  fs.ftruncateSync(fd, 0);
-  fs.writeSync(fd, `${process.pid}\n`, 0);
   held.set(key, { fd, holders: 1 });
+  // The pid is for the error a second daemon prints; the lock holds without it (a full disk).
+  try {
+    fs.ftruncateSync(fd, 0);
+    fs.writeSync(fd, `${process.pid}\n`, 0);
+  } catch (e) {
+    log("warn", "xenstored", `cannot write this daemon's pid into ${file}: ${messageOf(e)}`);
+  }
   return releaser(key);
 }
 

@@ -60,7 +60,8 @@ export async function warmUp(opts: WarmUpOptions = {}): Promise<void> {
   opts.signal?.addEventListener("abort", onAbort, { once: true });
   try {
     scratch = opts.stateDir === undefined ? undefined : scratchDir(opts.stateDir);
-    d = createXenstored(scratch === undefined ? {} : { stateDir: scratch, journalChunk: WARM_UP_CHUNK });
+    // No lock of its own: the scratch directory is inside the daemon's, which holds one.
+    d = createXenstored(scratch === undefined ? {} : { stateDir: scratch, journalChunk: WARM_UP_CHUNK, lock: false });
     let stream: Duplex;
     if (opts.serve === undefined) stream = d.openConnection({ domid: 0 });
     else {

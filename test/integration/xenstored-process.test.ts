@@ -200,7 +200,9 @@ void test("a second daemon on a state directory in use refuses to start, names t
   const second = spawn(process.execPath, [BIN, "--socket", other, "--state-dir", state], { stdio: ["ignore", "pipe", "pipe"] });
   children.push(second);
   let err = "";
+  let out = "";
   second.stderr!.on("data", (b: Buffer) => (err += b.toString()));
+  second.stdout!.on("data", (b: Buffer) => (out += b.toString()));
   const code = await new Promise<number | null | "running">((resolve) => {
     const timer = setTimeout(() => {
       second.kill("SIGKILL");
@@ -213,7 +215,8 @@ void test("a second daemon on a state directory in use refuses to start, names t
   });
   assert.ok(code !== 0 && code !== "running", `the second daemon exits with an error (${String(code)})`);
   assert.match(err, new RegExp(`another xenstored \\(pid ${d.child.pid}\\) is using the state directory ${state.replace(/[.*+?^${}()|[\]\\]/g, "\\$&")}`));
-  assert.ok(!fs.existsSync(other), "it never listened");
+  assert.equal(out, "", "it never listened (a daemon prints its socket once it does)");
+  assert.ok(!fs.existsSync(other));
   assert.deepEqual(files(), before, "the state directory is as the first daemon left it");
   assert.equal((await c.request("READ", "/owned/by|")).text, "first", "the first daemon serves on");
   c.close();

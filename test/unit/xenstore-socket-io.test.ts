@@ -110,6 +110,7 @@ import * as net from "node:net";
 const [addonPath, cpu] = process.argv.slice(1);
 const x = createRequire(import.meta.url)(addonPath);
 const hog = spawn("taskset", ["-c", cpu, process.execPath, "-e", "for (const t = Date.now(); Date.now() - t < 5000;);"], { stdio: "ignore" });
+try {
 await new Promise((r) => setTimeout(r, 150));
 const server = net.createServer({ pauseOnConnect: true });
 await new Promise((r) => server.listen(0, "127.0.0.1", r));
@@ -124,8 +125,10 @@ const t0 = performance.now();
 for (let i = 0; i < 20; i++) x.waitRecv(fds, 1, 1, buf, 10e6, out);
 const wallMs = performance.now() - t0;
 const u = process.cpuUsage(u0);
-hog.kill();
 console.log(JSON.stringify({ wallMs, share: (u.user + u.system) / 1000 / wallMs }));
+} finally {
+  hog.kill();
+}
 process.exit(0);
 `;
 

@@ -23,6 +23,18 @@ try { lockStateDir(process.argv[2]); console.log("locked"); } catch (e) { consol
   return r.stdout.trim();
 }
 
+/** The descriptors this process has open on files under `dir`. */
+function openUnder(dir: string): string[] {
+  return fs.readdirSync("/proc/self/fd").flatMap((fd) => {
+    try {
+      const target = fs.readlinkSync(`/proc/self/fd/${fd}`);
+      return target.startsWith(dir + "/") ? [path.basename(target)] : [];
+    } catch {
+      return []; // closed meanwhile (the readdir's own descriptor)
+    }
+  });
+}
+
 function tempDir(t: { after(fn: () => void): void }): string {
   const dir = fs.mkdtempSync(path.join(os.tmpdir(), "vmstack-xs-lock-"));
   t.after(() => fs.rmSync(dir, { recursive: true, force: true }));
@@ -56,28 +68,41 @@ void test("a daemon whose state cannot be loaded lets the lock go", (t) => {
   const dir = tempDir(t);
   // A directory where the newest snapshot should be: loading it fails.
   fs.mkdirSync(path.join(dir, "snapshot-1"));
-  assert.throws(() => createXenstored({ stateDir: dir }));
+  assert.throws(() => createXenstored({ stateDir: dir }), /EISDIR/);
   assert.equal(otherProcessLocks(dir), "locked");
 });
 
-void test("without the addon the directory goes unlocked (with a warning), and nothing fails", (t) => {
+void test("a daemon that fails after loading (its first journal write) closes the journal and lets the lock go", (t) => {
   const dir = tempDir(t);
-  const l = lockStateDir(dir, { addon: undefined });
+  // A fresh directory in fsync mode: the base node's record is fdatasync'd before the constructor returns.
+  mock.method(fsDefault, "fdatasyncSync", () => {
+    throw Object.assign(new Error("EIO: i/o error, fdatasync"), { code: "EIO" });
+  });
+  syncBuiltinESMExports();
+  try {
+    assert.throws(() => createXenstored({ stateDir: dir, durability: "fsync" }), /EIO/);
+  } finally {
+    mock.restoreAll();
+    syncBuiltinESMExports();
+  }
+  assert.deepEqual(openUnder(dir), [], "neither the journal nor the lock file is open");
+  assert.equal(otherProcessLocks(dir), "locked");
+});
+
+void test("without the addon the directory goes unlocked, with a warning that says so, and nothing fails", (t) => {
+  const dir = tempDir(t);
+  const said: string[] = [];
+  mock.method(process.stderr, "write", (chunk: string | Uint8Array) => said.push(String(chunk)) > 0);
+  let l;
+  try {
+    l = lockStateDir(dir, { addon: undefined });
+  } finally {
+    mock.restoreAll();
+  }
+  assert.match(said.join(""), new RegExp(`the state directory ${dir} is not locked against a second daemon`));
   assert.equal(otherProcessLocks(dir), "locked");
   l.release();
 });
-
-/** The descriptors this process has open on files under `dir`. */
-function openUnder(dir: string): string[] {
-  return fs.readdirSync("/proc/self/fd").flatMap((fd) => {
-    try {
-      const target = fs.readlinkSync(`/proc/self/fd/${fd}`);
-      return target.startsWith(dir + "/") ? [path.basename(target)] : [];
-    } catch {
-      return []; // closed meanwhile (the readdir's own descriptor)
-    }
-  });
-}
 
 void test("a daemon whose journal fails closes the journal and lets the lock go: nothing more is written, a successor may start", async (t) => {
   const dir = tempDir(t);
