@@ -124,13 +124,23 @@ export async function runVmstackd(o: VmstackdOptions): Promise<number> {
   let xs: XenstoreClient;
   let api: Server | undefined;
   let manager: DomainManager | undefined;
+  const stop = new AbortController();
+  // The embedded xenstored's journal failed: it has closed every connection and accepts nothing
+  // more, so vmstackd stops too (domains keep running) rather than serve a dead store.
+  let journalFailure: unknown;
   try {
     mkdirSync(paths.stateDir, { recursive: true });
     if (await answers(paths.xenstoreSocket)) {
       xs = await connectXenstore({ socket: paths.xenstoreSocket });
       ring.add(`using the xenstored at ${paths.xenstoreSocket}`);
     } else {
-      xsd = createXenstored({ stateDir: paths.xenstoreStateDir });
+      xsd = createXenstored({
+        stateDir: paths.xenstoreStateDir,
+        onFatal: (e) => {
+          journalFailure = e;
+          stop.abort();
+        },
+      });
       for (const l of xsd.loadReport) ring.add(`xenstored: ${l}`);
       xsServer = await listenUnix(xsd, paths.xenstoreSocket, { busyPollUs });
       xs = new XenstoreClient(xsd.openConnection({ domid: 0 }));
@@ -150,7 +160,6 @@ export async function runVmstackd(o: VmstackdOptions): Promise<number> {
       ...(xsd ? { guestXenstore: (domid: number) => xsd!.openConnection({ domid }) } : {}),
     });
     await manager.start();
-    const stop = new AbortController();
     const ctx: OpsContext = {
       manager,
       dmesg: ring,
@@ -168,6 +177,10 @@ export async function runVmstackd(o: VmstackdOptions): Promise<number> {
       o.signal.addEventListener("abort", done, { once: true });
       stop.signal.addEventListener("abort", done, { once: true });
     });
+    if (journalFailure !== undefined) {
+      ring.add(`vmstackd stopping: its xenstored cannot write the journal in ${paths.xenstoreStateDir} (${messageOf(journalFailure)}); domains keep running`);
+      return 1;
+    }
     ring.add("vmstackd stopping; domains keep running");
     return 0;
   } catch (e) {

@@ -276,3 +276,24 @@ test("the embedded xenstored's busy-poll window: 200 µs through native I/O by d
     assert.throws(() => xenstoredBusyPollUs({ env: { VMSTACK_XENSTORED_BUSY_POLL_US: bad } }), /VMSTACK_XENSTORED_BUSY_POLL_US must be a whole number of µs from 0 to 10000/, bad);
   }
 });
+
+test("a journal failure in the embedded xenstored stops vmstackd and its log says why", async () => {
+  await withDaemon(async (e) => {
+    await e.list();
+    const pid = e.daemonPid();
+    // The first compaction (past 8 MiB of journal) writes snapshot-2.tmp: a directory there fails it.
+    mkdirSync(join(e.dir, "s", "xenstored", "snapshot-2.tmp"));
+    const xs = await connectXenstore({ socket: join(e.dir, "r", "xenstored", "socket"), reconnect: false });
+    const big = "v".repeat(4000);
+    let failed = false;
+    for (let i = 0; i < 2400 && !failed; i += 16) {
+      const batch = Array.from({ length: 16 }, (_, k) => xs.write(`/big/k${i + k}`, big));
+      failed = (await Promise.allSettled(batch)).some((r) => r.status === "rejected");
+    }
+    assert.ok(failed, "the daemon stopped answering once the journal failed");
+    await until("vmstackd to exit", async () => !pidAlive(pid));
+    const log = readFileSync(join(e.dir, "s", "log", "vmstackd.log"), "utf8");
+    assert.match(log, /vmstackd stopping: its xenstored cannot write the journal in .*xenstored \(EISDIR/);
+    await xs.close().catch(() => undefined);
+  });
+});
