@@ -9,6 +9,7 @@ import { tmpdir } from "node:os";
 import { dirname, join, resolve } from "node:path";
 import { fileURLToPath } from "node:url";
 import { promisify } from "node:util";
+import { procStat } from "../src/vmm/domain-record.js";
 
 const run = promisify(execFile);
 /** Repository root: this file is dist/bench/xenstore-daemons.js once built. */
@@ -128,15 +129,9 @@ export function rssMiB(pid: number): number {
   return m ? Number(m[1]) / 1024 : NaN;
 }
 
-/** The CPU a process's main thread last ran on (/proc/PID/stat field 39), or -1 if it is gone. */
+/** The CPU a process's main thread last ran on, or -1 if it is gone. */
 export function lastCpu(pid: number): number {
-  try {
-    const stat = readFileSync(`/proc/${pid}/stat`, "utf8");
-    // Fields after the command name, which is in parentheses and may hold spaces: state is field 3.
-    return Number(stat.slice(stat.lastIndexOf(")") + 2).split(" ")[36]);
-  } catch {
-    return -1;
-  }
+  return procStat(pid)?.cpu ?? -1;
 }
 
 /** Pin every thread of a process to a CPU, or a list ("0-1"), with taskset(1) (util-linux). */

@@ -81,6 +81,8 @@ export interface ProcStat {
   /** utime + stime in clock ticks. */
   readonly cpuTicks: number;
   readonly rssPages: number;
+  /** The CPU the (main) thread last ran on (field 39); -1 if the kernel did not say. */
+  readonly cpu: number;
 }
 
 /** Fields after the command name, which may itself hold spaces and parentheses (proc(5)). */
@@ -95,7 +97,8 @@ export function parseProcStat(text: string): ProcStat | undefined {
   const start = f[19];
   const rss = Number(f[21]);
   if (state === undefined || start === undefined) return undefined;
-  return { state, startTime: start, cpuTicks: utime + stime, rssPages: rss };
+  const cpu = f[36] === undefined ? -1 : Number(f[36]);
+  return { state, startTime: start, cpuTicks: utime + stime, rssPages: rss, cpu };
 }
 
 export function procStat(pid: number): ProcStat | undefined {

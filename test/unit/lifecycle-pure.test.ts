@@ -14,10 +14,13 @@ import { exitStatus } from "../../src/cli/commands/exec.js";
 
 const tmp = (): string => mkdtempSync(join(tmpdir(), "vmstack-lc-unit-"));
 
-test("parseProcStat reads state, start time and CPU ticks even when the command name holds spaces and parentheses", () => {
+test("parseProcStat reads state, start time, CPU ticks and the last CPU even when the command name holds spaces and parentheses", () => {
   const fields = ["S", "1", "2", "3", "0", "-1", "4194560", "10", "0", "0", "0", "250", "50", "0", "0", "20", "0", "3", "0", "123456", "1000", "512"];
   const s = parseProcStat(`4242 (qemu (x) 1) ${fields.join(" ")}`);
-  assert.deepEqual(s, { state: "S", startTime: "123456", cpuTicks: 300, rssPages: 512 });
+  assert.deepEqual(s, { state: "S", startTime: "123456", cpuTicks: 300, rssPages: 512, cpu: -1 }, "an old kernel's shorter line");
+  // Fields 25-38, then 39 (processor).
+  const longer = [...fields, ...Array.from({ length: 14 }, () => "0"), "7", "0"];
+  assert.equal(parseProcStat(`4242 (qemu (x) 1) ${longer.join(" ")}`)?.cpu, 7);
   assert.equal(parseProcStat("garbage"), undefined);
 });
 

@@ -1,7 +1,7 @@
 import { test } from "node:test";
 import assert from "node:assert/strict";
 import { spawnSync } from "node:child_process";
-import { mkdtempSync, readFileSync, rmSync } from "node:fs";
+import { mkdtempSync, rmSync } from "node:fs";
 import * as net from "node:net";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
@@ -12,6 +12,7 @@ import { createXenstored, encodeMessage, listenUnix, RawConnection, nativeIoUnav
 import { FrameDecoder } from "../../src/xenstore/wire.js";
 import { NativeSocketIo } from "../../src/xenstore/socket-io.js";
 import { xsio, type XsioAddon } from "../../src/xenstore/native.js";
+import { procStat } from "../../src/vmm/domain-record.js";
 
 function tempDir(t: { after(fn: () => void): void }): string {
   const dir = mkdtempSync(join(tmpdir(), "vmstack-xsio-"));
@@ -146,7 +147,7 @@ process.exit(0);
 
 /** Run SHARED_CPU_WAITS in `mode` on the CPU this process last ran on (one it may use). */
 function sharedCpuWaits(mode: "client" | "stranger"): { wallMs: number; share: number } {
-  const cpu = readFileSync("/proc/self/stat", "utf8").split(") ")[1]!.split(" ")[36]!;
+  const cpu = String(procStat(process.pid)!.cpu);
   const addonPath = fileURLToPath(new URL("../../native/xsio.node", import.meta.url));
   // taskset comes with util-linux (./setup installs it).
   const r = spawnSync("taskset", ["-c", cpu, process.execPath, "--input-type=module", "-e", SHARED_CPU_WAITS, addonPath, cpu, mode], { encoding: "utf8", timeout: 30_000 });
