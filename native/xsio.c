@@ -49,12 +49,13 @@ static int64_t plain_spin_until = 0;
 
 /*
  * The CPU the process at the other end of a Unix socket last ran on (its main thread:
- * /proc/PID/stat field 39), or -1 if that cannot be told (not a Unix socket, the process gone).
+ * /proc/PID/stat field 39), or -1 if that cannot be told (not a Unix socket, the process gone, or
+ * this very process: its main thread is the one asking, wherever the client runs).
  */
 static int peer_cpu(int fd) {
   struct ucred cr;
   socklen_t len = sizeof cr;
-  if (getsockopt(fd, SOL_SOCKET, SO_PEERCRED, &cr, &len) != 0 || cr.pid <= 0) return -1;
+  if (getsockopt(fd, SOL_SOCKET, SO_PEERCRED, &cr, &len) != 0 || cr.pid <= 0 || cr.pid == getpid()) return -1;
   char path[64];
   snprintf(path, sizeof path, "/proc/%d/stat", (int)cr.pid);
   int f = open(path, O_RDONLY | O_CLOEXEC);
@@ -178,6 +179,22 @@ static napi_value wait_recv(napi_env env, napi_callback_info info) {
   }
 }
 
+/*
+ * besidePeer(fd: number): number — 1 if the process at the other end of the Unix socket `fd` last
+ * ran (its main thread) on the CPU this thread runs on now, 0 if on another, -1 if that cannot be
+ * told (peer_cpu). One getsockopt(2) and a read of /proc/PID/stat: about as much as a request
+ * costs, so the caller asks now and then (src/xenstore/socket-io.ts).
+ */
+static napi_value beside_peer(napi_env env, napi_callback_info info) {
+  size_t argc = 1;
+  napi_value argv[1];
+  int32_t fd;
+  if (napi_get_cb_info(env, info, &argc, argv, NULL, NULL) != napi_ok || argc != 1) return fail(env, "besidePeer(fd)");
+  if (!arg_fd(env, argv[0], &fd)) return fail(env, "fd must be a descriptor");
+  const int cpu = peer_cpu(fd);
+  return number(env, cpu < 0 ? -1 : cpu == sched_getcpu() ? 1 : 0);
+}
+
 /* sendNow(fd: number, buf: Buffer): number — send(2) without blocking; bytes sent or -errno. */
 static napi_value send_now(napi_env env, napi_callback_info info) {
   size_t argc = 2;
@@ -283,10 +300,11 @@ NAPI_MODULE_INIT() {
   napi_property_descriptor d[] = {
     { "waitRecv", NULL, wait_recv, NULL, NULL, NULL, napi_enumerable, NULL },
     { "sendNow", NULL, send_now, NULL, NULL, NULL, napi_enumerable, NULL },
+    { "besidePeer", NULL, beside_peer, NULL, NULL, NULL, napi_enumerable, NULL },
     { "reserve", NULL, reserve, NULL, NULL, NULL, napi_enumerable, NULL },
     { "mapShared", NULL, map_shared, NULL, NULL, NULL, napi_enumerable, NULL },
     { "lockExclusive", NULL, lock_exclusive, NULL, NULL, NULL, napi_enumerable, NULL },
   };
-  napi_define_properties(env, exports, 5, d);
+  napi_define_properties(env, exports, sizeof d / sizeof d[0], d);
   return exports;
 }

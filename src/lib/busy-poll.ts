@@ -24,6 +24,8 @@ export interface BusyPollStats {
   hits: number;
   /** Requests after a quiet spell longer than the maximum window (each halves the window, if any). */
   misses: number;
+  /** Requests from a client that ran on this thread's CPU: not polled for (BusyPollClock.beside). */
+  beside: number;
 }
 
 export interface BusyPollClock {
@@ -34,6 +36,11 @@ export interface BusyPollClock {
    * ends: a clock that waits for input itself (xenstore/socket-io.ts) waits no longer than that.
    */
   defer(fn: () => void, untilMs?: number): void;
+  /**
+   * True when the client runs on this thread's CPU, so that it cannot send its next request while
+   * this thread polls (xenstore/socket-io.ts). Asked at each request; no polling then.
+   */
+  beside?(): boolean;
 }
 
 const REAL_CLOCK: BusyPollClock = { now: () => performance.now(), defer: (fn) => setImmediate(fn) };
@@ -51,7 +58,7 @@ export class BusyPoll {
   readonly #stats: BusyPollStats;
 
   /** `stats` may be shared by several pollers (a server's connections) to count them together. */
-  constructor(maxUs: number, clock: BusyPollClock = REAL_CLOCK, stats: BusyPollStats = { hits: 0, misses: 0 }) {
+  constructor(maxUs: number, clock: BusyPollClock = REAL_CLOCK, stats: BusyPollStats = { hits: 0, misses: 0, beside: 0 }) {
     this.#maxMs = Math.max(0, maxUs) / 1000;
     this.#clock = clock;
     this.#windowMs = this.#maxMs;
@@ -64,6 +71,10 @@ export class BusyPoll {
 
   get misses(): number {
     return this.#stats.misses;
+  }
+
+  get beside(): number {
+    return this.#stats.beside;
   }
 
   /** The current window in µs (0 = not polling after requests). */
@@ -79,6 +90,15 @@ export class BusyPoll {
   kick(): void {
     if (this.#maxMs === 0) return;
     const now = this.#clock.now();
+    if (this.#clock.beside?.() === true) {
+      // The client runs on this CPU: its next request cannot come while this thread polls, and
+      // sleeping serves it better (xenstore/socket-io.ts). A poll under way ends at its next
+      // turn; the window is kept for when the two run apart again.
+      this.#stats.beside++;
+      if (this.#armed) this.#until = Math.min(this.#until, now);
+      else this.#idleSince = now;
+      return;
+    }
     // Still armed past its window: the event loop was busy elsewhere and the poll's last check has
     // not run yet. That is not a hit; the poll ended at #until.
     const idleSince = this.#armed ? this.#until : this.#idleSince;

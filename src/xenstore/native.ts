@@ -9,6 +9,8 @@ import { createRequire } from "node:module";
 export interface XsioAddon {
   /** poll(2) loop over fds[0..count), reading the first ready one of fds[0..readCount). */
   waitRecv(fds: Int32Array, readCount: number, count: number, buf: Buffer, budgetNs: number, out: Int32Array): number;
+  /** 1 if the Unix socket's peer process last ran on this thread's CPU, 0 if not, -1 if unknown. */
+  besidePeer(fd: number): number;
   /** send(2) without blocking or SIGPIPE: bytes sent, or -errno. */
   sendNow(fd: number, buf: Buffer): number;
   /** posix_fallocate(3): 0, or -errno. */

@@ -20,7 +20,7 @@ export const MAX_BUSY_POLL_US = 10_000;
 
 export interface SocketServer {
   readonly path: string;
-  /** Busy-polling of all its connections so far (hits and misses say whether it pays). */
+  /** Busy-polling of all its connections so far (hits and misses say whether it pays; beside, how often it was not tried). */
   readonly poll: Readonly<BusyPollStats>;
   /** What native socket I/O did (socket-io.ts); undefined when it is off or not built. */
   readonly nativeIo: Readonly<NativeIoStats> | undefined;
@@ -63,7 +63,7 @@ export async function listenUnix(daemon: Xenstored, socketPath: string, opts: { 
   fs.mkdirSync(path.dirname(socketPath), { recursive: true, mode: 0o755 });
   await clearStale(socketPath);
   const pollUs = opts.busyPollUs ?? DEFAULT_BUSY_POLL_US;
-  const poll: BusyPollStats = { hits: 0, misses: 0 };
+  const poll: BusyPollStats = { hits: 0, misses: 0, beside: 0 };
   const native = opts.nativeIo !== false ? NativeSocketIo.create() : undefined;
   // allowHalfOpen: a client may send requests and shut down its write side; it still gets replies.
   const server = net.createServer({ allowHalfOpen: true }, (sock) => {

@@ -81,6 +81,36 @@ void test("busy-poll: a request that finds the poll armed but past its window (t
   assert.equal(p.windowUs, 100);
 });
 
+void test("busy-poll: no polling for a client on this CPU; a poll under way ends at its next turn, and polling resumes with the window kept once the client runs elsewhere", () => {
+  let beside = false;
+  const clock = Object.assign(fakeClock(), { beside: () => beside });
+  const p = new BusyPoll(200, clock);
+  for (let i = 0; i < 5; i++) {
+    p.kick();
+    clock.advance(0.03);
+  }
+  assert.ok(p.polling);
+  assert.equal(p.hits, 4);
+  // The client moves onto this CPU while a poll is under way.
+  beside = true;
+  p.kick();
+  assert.equal(p.beside, 1);
+  clock.advance(0.002);
+  assert.ok(!p.polling, "the poll under way stopped at its next turn");
+  for (let i = 0; i < 5; i++) {
+    p.kick();
+    assert.ok(!p.polling, "requests from a client beside this thread start no poll");
+    clock.advance(0.03);
+  }
+  assert.equal(p.beside, 6);
+  assert.equal(p.hits, 4, "those requests are not counted as hits or misses");
+  assert.equal(p.misses, 0);
+  beside = false;
+  p.kick();
+  assert.ok(p.polling, "the client runs elsewhere again: polling resumes");
+  assert.equal(p.windowUs, 200, "with the window it had");
+});
+
 void test("busy-poll: a maximum of 0 never polls", () => {
   const clock = fakeClock();
   const p = new BusyPoll(0, clock);

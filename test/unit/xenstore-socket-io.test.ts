@@ -1,7 +1,7 @@
 import { test } from "node:test";
 import assert from "node:assert/strict";
-import { spawnSync } from "node:child_process";
-import { mkdtempSync, rmSync } from "node:fs";
+import { spawn, spawnSync } from "node:child_process";
+import { mkdtempSync, readFileSync, rmSync } from "node:fs";
 import * as net from "node:net";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
@@ -174,6 +174,71 @@ void test("xsio.waitRecv does not hand its time slices to a busy process that is
   assert.ok(r.share > 0.3, `CPU share while waiting: ${r.share.toFixed(2)}`);
 });
 
+/** This process's allowed CPUs (Cpus_allowed_list, e.g. "0-1,3"), as a list and as written. */
+function allowedCpus(): { list: number[]; text: string } {
+  const text = /^Cpus_allowed_list:\s*(\S+)/m.exec(readFileSync("/proc/self/status", "utf8"))![1]!;
+  const list = text.split(",").flatMap((r) => {
+    const [a, b = a] = r.split("-").map(Number) as [number, number?];
+    return Array.from({ length: b - a + 1 }, (_, i) => a + i);
+  });
+  return { list, text };
+}
+
+/** taskset on one thread: this process's pid names its main thread only. */
+function pinThread(tid: number, cpus: string): void {
+  const r = spawnSync("taskset", ["-p", "-c", cpus, String(tid)], { encoding: "utf8" });
+  assert.equal(r.status, 0, `taskset -p -c ${cpus} ${tid}: ${r.stderr}`);
+}
+
+/** A client process: `n` writes with one request in flight. */
+const ONE_IN_FLIGHT_CLIENT = `
+const [clientUrl, socket, n] = process.argv.slice(1);
+const { connectXenstore } = await import(clientUrl);
+const c = await connectXenstore({ socket, reconnect: false });
+for (let i = 0; i < Number(n); i++) await c.write("/placement/k" + (i % 10), String(i));
+await c.close();
+`;
+
+void test("xenstored does not busy-poll for a client that runs on its CPU (it sleeps, as Xen's C daemon does), and does for one on another CPU", async (t) => {
+  addon();
+  const dir = tempDir(t);
+  const daemon = createXenstored({});
+  const server = await listenUnix(daemon, join(dir, "socket"));
+  t.after(async () => {
+    daemon.close();
+    await server.close();
+  });
+  const cpus = allowedCpus();
+  const mine = cpus.list[0]!;
+  // The daemon runs on this process's main thread.
+  pinThread(process.pid, String(mine));
+  t.after(() => pinThread(process.pid, cpus.text));
+  const clientUrl = new URL("../../src/xenstore/client.js", import.meta.url).href;
+  const N = 2000;
+  const clientOn = async (cpu: number): Promise<{ hits: number; beside: number; nativeReads: number }> => {
+    const before = { ...server.poll, nativeReads: server.nativeIo!.nativeReads };
+    const child = spawn("taskset", ["-c", String(cpu), process.execPath, "--input-type=module", "-e", ONE_IN_FLIGHT_CLIENT, clientUrl, server.path, String(N)], { stdio: ["ignore", "ignore", "pipe"] });
+    let err = "";
+    child.stderr.on("data", (d: Buffer) => (err += d.toString()));
+    const code = await new Promise<number | null>((resolve) => child.once("exit", resolve));
+    assert.equal(code, 0, err);
+    return { hits: server.poll.hits - before.hits, beside: server.poll.beside - before.beside, nativeReads: server.nativeIo!.nativeReads - before.nativeReads };
+  };
+  const together = await clientOn(mine);
+  assert.ok(together.beside >= N, `requests from the client beside the daemon: ${together.beside} of ${N}`);
+  assert.equal(together.hits, 0, "never polled for");
+  assert.equal(together.nativeReads, 0, "so nothing was read by native I/O");
+  const other = cpus.list[1];
+  if (other === undefined) {
+    t.diagnostic(`only CPU ${mine} is allowed here: no client can run on another CPU, so only the case beside the daemon was checked`);
+    return;
+  }
+  const apart = await clientOn(other);
+  assert.equal(apart.beside, 0, "a client on another CPU is not beside the daemon");
+  assert.ok(apart.hits > 0, `polled for, and its requests caught polling (${apart.hits} of ${N})`);
+  assert.ok(apart.nativeReads > 0, "and read by native I/O");
+});
+
 void test("xsio.sendNow: sends what it can at once and says how much; an error is -errno, never a throw or a signal", async (t) => {
   const x = addon();
   const dir = tempDir(t);
@@ -287,6 +352,7 @@ void test("the native waits in the addon only on clients it may read: not a paus
       return -1;
     },
     sendNow: () => -11,
+    besidePeer: () => 0,
     reserve: () => -95,
     mapShared: () => {
       throw new Error("not here");
