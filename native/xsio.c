@@ -47,17 +47,19 @@
 /* Until when (monotonic ns) waits spin without yielding (wait_recv); one daemon thread waits. */
 static int64_t plain_spin_until = 0;
 
-/*
- * The CPU the process at the other end of a Unix socket last ran on (its main thread:
- * /proc/PID/stat field 39), or -1 if that cannot be told (not a Unix socket, the process gone, or
- * this very process: its main thread is the one asking, wherever the client runs).
- */
-static int peer_cpu(int fd) {
+/* The pid of the process at the other end of a Unix socket, or -1 (not a Unix socket). */
+static int peer_pid(int fd) {
   struct ucred cr;
   socklen_t len = sizeof cr;
-  if (getsockopt(fd, SOL_SOCKET, SO_PEERCRED, &cr, &len) != 0 || cr.pid <= 0 || cr.pid == getpid()) return -1;
+  if (getsockopt(fd, SOL_SOCKET, SO_PEERCRED, &cr, &len) != 0 || cr.pid <= 0) return -1;
+  return (int)cr.pid;
+}
+
+/* The CPU process `pid` last ran on (its main thread: /proc/PID/stat field 39), or -1 (gone). */
+static int cpu_of(int pid) {
+  if (pid <= 0) return -1;
   char path[64];
-  snprintf(path, sizeof path, "/proc/%d/stat", (int)cr.pid);
+  snprintf(path, sizeof path, "/proc/%d/stat", pid);
   int f = open(path, O_RDONLY | O_CLOEXEC);
   if (f < 0) return -1;
   char buf[1024];
@@ -170,20 +172,23 @@ static napi_value wait_recv(napi_env env, napi_callback_info info) {
      * plain spin, with a busy process pinned beside the daemon and the client on another CPU.
      * So a yield that kept the CPU away for longer than a client's turn, while the client was
      * not on this CPU, turns yielding off for a while, and the plain spin shares the CPU with
-     * that thread as before.
+     * that thread as before. (A client found on this CPU is not polled for at all: the caller
+     * asks besidePeer at its requests. The yield serves the time until it next asks, up to
+     * 10 ms, and clients it cannot place.)
      */
     if (now < plain_spin_until) continue;
     sched_yield();
     const int64_t back = now_ns();
-    if (back - now > LONG_YIELD_NS && (readCount == 0 || peer_cpu(fds[0]) != sched_getcpu())) plain_spin_until = back + PLAIN_SPIN_NS;
+    if (back - now > LONG_YIELD_NS && (readCount == 0 || cpu_of(peer_pid(fds[0])) != sched_getcpu())) plain_spin_until = back + PLAIN_SPIN_NS;
   }
 }
 
 /*
  * besidePeer(fd: number): number — 1 if the process at the other end of the Unix socket `fd` last
  * ran (its main thread) on the CPU this thread runs on now, 0 if on another, -1 if that cannot be
- * told (peer_cpu). One getsockopt(2) and a read of /proc/PID/stat: about as much as a request
- * costs, so the caller asks now and then (src/xenstore/socket-io.ts).
+ * told: not a Unix socket, the process gone, or this very process (its main thread is the one
+ * asking, wherever the client's code runs). One getsockopt(2) and a read of /proc/PID/stat, about
+ * as much as a request costs, so the caller asks now and then (src/xenstore/socket-io.ts).
  */
 static napi_value beside_peer(napi_env env, napi_callback_info info) {
   size_t argc = 1;
@@ -191,7 +196,8 @@ static napi_value beside_peer(napi_env env, napi_callback_info info) {
   int32_t fd;
   if (napi_get_cb_info(env, info, &argc, argv, NULL, NULL) != napi_ok || argc != 1) return fail(env, "besidePeer(fd)");
   if (!arg_fd(env, argv[0], &fd)) return fail(env, "fd must be a descriptor");
-  const int cpu = peer_cpu(fd);
+  const int pid = peer_pid(fd);
+  const int cpu = pid == getpid() ? -1 : cpu_of(pid);
   return number(env, cpu < 0 ? -1 : cpu == sched_getcpu() ? 1 : 0);
 }
 

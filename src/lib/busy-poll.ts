@@ -37,10 +37,11 @@ export interface BusyPollClock {
    */
   defer(fn: () => void, untilMs?: number): void;
   /**
-   * True when the client runs on this thread's CPU, so that it cannot send its next request while
-   * this thread polls (xenstore/socket-io.ts). Asked at each request; no polling then.
+   * True when the client runs on this thread's CPU (`now`: the clock's time), so that it cannot
+   * send its next request while this thread polls (xenstore/socket-io.ts). Asked at each
+   * request; no polling then.
    */
-  beside?(): boolean;
+  beside?(now: number): boolean;
 }
 
 const REAL_CLOCK: BusyPollClock = { now: () => performance.now(), defer: (fn) => setImmediate(fn) };
@@ -90,7 +91,7 @@ export class BusyPoll {
   kick(): void {
     if (this.#maxMs === 0) return;
     const now = this.#clock.now();
-    if (this.#clock.beside?.() === true) {
+    if (this.#clock.beside?.(now) === true) {
       // The client runs on this CPU: its next request cannot come while this thread polls, and
       // sleeping serves it better (xenstore/socket-io.ts). A poll under way ends at its next
       // turn; the window is kept for when the two run apart again.

@@ -18,15 +18,16 @@
  * and there is no wait at all while some socket has output the event loop has yet to write.
  *
  * If the addon is missing (not built) the daemon busy-polls through the event loop, as with
- * `--no-native-io`: slower, the same behaviour.
+ * `--no-native-io`: slower, and without the rule below.
  *
- * No polling for a client that runs on the daemon's CPU (BusyPollClock.beside). Polling there only
- * keeps the client from running, and a daemon that sleeps does better: the client's write wakes
- * it and the scheduler hands it the CPU at once, preempting the client instead of putting it to
- * sleep, so the reply finds the client ready to run. Measured with the daemon and a client pinned
- * to one CPU (a /tmp script, 10 rounds of 5,000 reads, one in flight, five runs): polling
- * 35.9-38.2k reads/s; not polling, 37.4-40.2k, the client preempted at 0.82-0.91 of its requests
- * rather than asleep, as beside Xen's C daemon (40.5-42.5k, 0.98). Where a client runs is asked of the addon (besidePeer: the socket's peer
+ * No polling for a client that runs on the daemon's CPU (this clock's BusyPollClock.beside).
+ * Polling there only keeps the client from running, and a daemon that sleeps does better: the
+ * client's write wakes it and the scheduler hands it the CPU at once, preempting the client
+ * instead of putting it to sleep, so the reply finds the client ready to run. Measured with the
+ * daemon and a client pinned to one CPU (a /tmp script, 10 rounds of 5,000 reads, one in flight,
+ * daemons side by side, five runs): polling 35.9-38.2k reads/s; not polling 37.4-40.2k, the
+ * client preempted at 0.82-0.91 of its requests rather than asleep, as beside Xen's C daemon
+ * (40.5-42.5k, 0.98). Where a client runs is asked of the addon (besidePeer: the socket's peer
  * process, its main thread's last CPU) at most once per PLACEMENT_TTL_MS per connection. A client
  * in this very process (the warm-up's) is not known to be anywhere, and is polled for as before.
  */
@@ -131,12 +132,13 @@ export class NativeSocketIo {
           setImmediate(this.#turn);
         }
       },
-      beside: () => {
-        const now = performance.now();
+      beside: (now) => {
         if (now >= e.besideUntilMs) {
           e.beside = this.#addon.besidePeer(e.fd) === 1;
           e.besideUntilMs = now + PLACEMENT_TTL_MS;
         }
+        // A poll under way for this client ends now: no wait in the addon at the next turn.
+        if (e.beside) e.untilMs = Math.min(e.untilMs, now);
         return e.beside;
       },
     };
@@ -173,7 +175,7 @@ export class NativeSocketIo {
     // nothing buffered, that have not hung up.
     for (const e of this.#entries) {
       if (e.sock.writableLength > 0) outputPending = true;
-      if (e.due === undefined || e.pipelining || waitOn.length === MAX_WAIT_FDS) continue;
+      if (e.due === undefined || e.pipelining || e.untilMs <= now || waitOn.length === MAX_WAIT_FDS) continue;
       if (!this.#open(e) || e.sock.readableEnded || e.sock.isPaused() || e.sock.readableLength > 0) continue;
       this.#fds[waitOn.length] = e.fd;
       waitOn.push(e);

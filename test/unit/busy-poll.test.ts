@@ -85,30 +85,37 @@ void test("busy-poll: no polling for a client on this CPU; a poll under way ends
   let beside = false;
   const clock = Object.assign(fakeClock(), { beside: () => beside });
   const p = new BusyPoll(200, clock);
-  for (let i = 0; i < 5; i++) {
+  // Requests 5 ms apart shrink the window: 200, then 100, then 50 µs.
+  for (let i = 0; i < 3; i++) {
+    if (i > 0) clock.advance(5);
     p.kick();
-    clock.advance(0.03);
   }
+  assert.equal(p.windowUs, 50);
+  assert.equal(p.misses, 2);
   assert.ok(p.polling);
-  assert.equal(p.hits, 4);
   // The client moves onto this CPU while a poll is under way.
   beside = true;
   p.kick();
   assert.equal(p.beside, 1);
   clock.advance(0.002);
   assert.ok(!p.polling, "the poll under way stopped at its next turn");
-  for (let i = 0; i < 5; i++) {
+  // Requests 30 µs apart for 0.3 ms, longer than the maximum window.
+  for (let i = 0; i < 10; i++) {
+    clock.advance(0.03);
     p.kick();
     assert.ok(!p.polling, "requests from a client beside this thread start no poll");
-    clock.advance(0.03);
   }
-  assert.equal(p.beside, 6);
-  assert.equal(p.hits, 4, "those requests are not counted as hits or misses");
-  assert.equal(p.misses, 0);
+  assert.equal(p.beside, 11);
+  assert.equal(p.hits, 0, "those requests are neither hits");
+  assert.equal(p.misses, 2, "nor misses");
   beside = false;
+  clock.advance(0.03);
   p.kick();
   assert.ok(p.polling, "the client runs elsewhere again: polling resumes");
-  assert.equal(p.windowUs, 200, "with the window it had");
+  // The last request beside counts as activity: 30 µs later is no quiet spell, so the window
+  // doubles from where it was (a miss would have halved it).
+  assert.equal(p.windowUs, 100);
+  assert.equal(p.misses, 2);
 });
 
 void test("busy-poll: a maximum of 0 never polls", () => {

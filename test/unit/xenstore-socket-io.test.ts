@@ -186,7 +186,9 @@ function allowedCpus(): { list: number[]; text: string } {
 
 /** taskset on one thread: this process's pid names its main thread only. */
 function pinThread(tid: number, cpus: string): void {
-  const r = spawnSync("taskset", ["-p", "-c", cpus, String(tid)], { encoding: "utf8" });
+  // taskset comes with util-linux (./setup installs it).
+  const r = spawnSync("taskset", ["-p", "-c", cpus, String(tid)], { encoding: "utf8", timeout: 10_000 });
+  assert.equal(r.error, undefined, "taskset (util-linux) runs");
   assert.equal(r.status, 0, `taskset -p -c ${cpus} ${tid}: ${r.stderr}`);
 }
 
@@ -217,10 +219,14 @@ void test("xenstored does not busy-poll for a client that runs on its CPU (it sl
   const N = 2000;
   const clientOn = async (cpu: number): Promise<{ hits: number; beside: number; nativeReads: number }> => {
     const before = { ...server.poll, nativeReads: server.nativeIo!.nativeReads };
-    const child = spawn("taskset", ["-c", String(cpu), process.execPath, "--input-type=module", "-e", ONE_IN_FLIGHT_CLIENT, clientUrl, server.path, String(N)], { stdio: ["ignore", "ignore", "pipe"] });
+    const child = spawn("taskset", ["-c", String(cpu), process.execPath, "--input-type=module", "-e", ONE_IN_FLIGHT_CLIENT, clientUrl, server.path, String(N)], { stdio: ["ignore", "ignore", "pipe"], timeout: 60_000 });
+    t.after(() => child.kill("SIGKILL"));
     let err = "";
     child.stderr.on("data", (d: Buffer) => (err += d.toString()));
-    const code = await new Promise<number | null>((resolve) => child.once("exit", resolve));
+    const code = await new Promise<number | null>((resolve, reject) => {
+      child.once("error", reject);
+      child.once("exit", resolve);
+    });
     assert.equal(code, 0, err);
     return { hits: server.poll.hits - before.hits, beside: server.poll.beside - before.beside, nativeReads: server.nativeIo!.nativeReads - before.nativeReads };
   };
@@ -233,10 +239,55 @@ void test("xenstored does not busy-poll for a client that runs on its CPU (it sl
     t.diagnostic(`only CPU ${mine} is allowed here: no client can run on another CPU, so only the case beside the daemon was checked`);
     return;
   }
-  const apart = await clientOn(other);
+  // On a loaded machine a run's requests may all miss the poll: up to five runs for the first hit.
+  const apart = { hits: 0, beside: 0, nativeReads: 0 };
+  for (let run = 0; run < 5 && apart.hits === 0; run++) {
+    const r = await clientOn(other);
+    for (const k of ["hits", "beside", "nativeReads"] as const) apart[k] += r[k];
+  }
   assert.equal(apart.beside, 0, "a client on another CPU is not beside the daemon");
-  assert.ok(apart.hits > 0, `polled for, and its requests caught polling (${apart.hits} of ${N})`);
+  assert.ok(apart.hits > 0, "polled for, and its requests caught polling");
   assert.ok(apart.nativeReads > 0, "and read by native I/O");
+});
+
+void test("where a client runs is looked at once per 10 ms per connection; a client found beside the daemon ends the wait planned for it", async (t) => {
+  const dir = tempDir(t);
+  let looks = 0;
+  let where = 1;
+  const fake: XsioAddon = {
+    waitRecv: (_fds, _readCount, _count, _buf, _budget, out) => {
+      out[0] = 0;
+      return -1;
+    },
+    sendNow: () => -11,
+    besidePeer: () => {
+      looks++;
+      return where;
+    },
+    reserve: () => -95,
+    mapShared: () => {
+      throw new Error("not here");
+    },
+    lockExclusive: () => -95,
+  };
+  const native = NativeSocketIo.create(fake)!;
+  const pair = await socketPair(dir, "p");
+  t.after(() => pair.close());
+  const e = native.entry(pair.accepted, () => undefined, () => true)!;
+  const clock = native.clock(e);
+  e.untilMs = 1_000;
+  assert.equal(clock.beside!(100), true);
+  assert.equal(e.untilMs, 100, "the window planned for it ends");
+  where = 0;
+  assert.equal(clock.beside!(105), true, "within 10 ms the last look holds");
+  assert.equal(clock.beside!(109.9), true);
+  assert.equal(looks, 1);
+  assert.equal(clock.beside!(110), false, "then it looks again");
+  assert.equal(looks, 2);
+  e.untilMs = 1_000;
+  where = -1;
+  assert.equal(clock.beside!(120), false, "a client whose CPU cannot be told is not beside");
+  assert.equal(e.untilMs, 1_000, "and its window stands");
 });
 
 void test("xsio.sendNow: sends what it can at once and says how much; an error is -errno, never a throw or a signal", async (t) => {
