@@ -5,8 +5,21 @@
  *         follow) | u16 path length | path |
  *         put: u16 perms length | perms ("n0 r5") | u32 value length | value bytes
  *         end: u32 number of put records in the snapshot
+ *   masked body: u8 kind 4 (+0x80 as the inner kind) | u32 mask | an ordinary body XOR the
+ *         mask's bytes in turn
  * A bad checksum, a bad magic or a truncated tail is skipped by scanning for the next magic whose
  * record checks out; every byte range dropped is reported (file, offset, length, reason).
+ *
+ * Clients choose a record's path and value, so either could hold the magic, and a value a whole
+ * record, checksum included. The scan that resynchronises after damage would replay such a record
+ * if the damage hit the header of the record around it: a guest's value becoming a dom0 node. So a
+ * record whose path or value holds the magic is stored masked: its body XORed with a random mask,
+ * drawn again until nothing after the record's own magic reads as one. The checksum covers the
+ * mask. Nothing else can hold a magic that would be read: the binary fields around the strings
+ * cannot complete one (a length's high bytes are zero, a path's length is under 0x5358),
+ * permissions are written by the daemon, and a CRC that reads as the magic is followed by a kind,
+ * a path length and the path's "/", which make a length over MAX_BODY. A daemon from before the
+ * masked kind drops a masked record as malformed.
  *
  * One change (a request's or a transaction's) may take several records: a create with implicit
  * parents, a commit. All but its last carry the 0x80 flag, and loading a journal applies a change
@@ -14,6 +27,7 @@
  * nothing of it behind (it was never acknowledged). Journals written before the flag existed have
  * none: each record is then a change of its own.
  */
+import { randomFillSync } from "node:crypto";
 import { crc32 } from "node:zlib";
 import { permsText, parsePermsText } from "./permissions.js";
 import { orderedKids, type XsNode } from "./store.js";
@@ -26,6 +40,11 @@ const HEADER = RECORD_HEADER;
 const KIND_PUT = 1;
 const KIND_DEL = 2;
 const KIND_END = 3;
+const KIND_MASKED = 4;
+/** The magic as a latin1 string: a record whose path or value holds it is stored masked. */
+const MAGIC_TEXT = "XSR1";
+/** A masked body's kind and mask, before the masked ordinary body. */
+const MASKED_PREFIX = 5;
 /** On a record's kind: more records of the same change follow. */
 const MORE = 0x80;
 const MAX_BODY = 16 * 1024 * 1024;
@@ -47,6 +66,12 @@ export interface Dropped {
 }
 
 function parseBody(body: Buffer): LoadedRecord | undefined {
+  if (body.length > MASKED_PREFIX && (body[0]! & ~MORE) === KIND_MASKED) {
+    const inner = Buffer.allocUnsafe(body.length - MASKED_PREFIX);
+    for (let i = 0; i < inner.length; i++) inner[i] = body[MASKED_PREFIX + i]! ^ body[1 + (i & 3)]!;
+    // The outer kind carries the inner one's flag (scanRecords reads it there); one level only.
+    return inner[0] === (body[0]! & MORE) + (inner[0]! & ~MORE) && (inner[0]! & ~MORE) !== KIND_MASKED ? parseBody(inner) : undefined;
+  }
   if (body.length < 3) return undefined;
   const kind = body[0]! & ~MORE;
   if (kind === KIND_END && body[0] !== KIND_END) return undefined;
@@ -221,8 +246,12 @@ export function recordSize(op: JournalOp | { op: "end"; count: number }, permsTx
   return op.op === "del" ? delSize(op.path) : HEADER + 1 + 2 + 4;
 }
 
-const putSize = (p: string, value: string, perms: string): number => HEADER + 1 + 2 + p.length + 2 + perms.length + 4 + value.length;
-const delSize = (p: string): number => HEADER + 1 + 2 + p.length;
+/** Whether a client's string holds the magic: its record is stored masked (the format, above). */
+const holdsMagic = (s: string): boolean => s.length >= MAGIC_TEXT.length && s.includes(MAGIC_TEXT);
+const plainPutSize = (p: string, value: string, perms: string): number => HEADER + 1 + 2 + p.length + 2 + perms.length + 4 + value.length;
+const plainDelSize = (p: string): number => HEADER + 1 + 2 + p.length;
+const putSize = (p: string, value: string, perms: string): number => plainPutSize(p, value, perms) + (holdsMagic(p) || holdsMagic(value) ? MASKED_PREFIX : 0);
+const delSize = (p: string): number => plainDelSize(p) + (holdsMagic(p) ? MASKED_PREFIX : 0);
 
 /**
  * Encode a record into `buf` at `at` (room for recordSize() bytes); returns where it ends. `more`:
@@ -233,6 +262,7 @@ const delSize = (p: string): number => HEADER + 1 + 2 + p.length;
 export function encodeRecordAt(buf: Buffer, at: number, op: JournalOp | { op: "end"; count: number }, permsTxt: string, more = false): number {
   const flag = more ? MORE : 0;
   if (op.op === "put") return putAt(buf, at, op.path, op.value, permsTxt, flag);
+  if (op.op === "del" && holdsMagic(op.path)) return maskedAt(buf, at, op.path, undefined, "", flag);
   if (op.op === "del" && op.path.length <= SHORT_FIELD) return shortAt(buf, at, KIND_DEL | flag, op.path, undefined, undefined);
   const size = recordSize(op, permsTxt);
   if (op.op === "del") return finishAt(buf, at, putLatin1(buf, op.path, beginAt(buf, at, size, KIND_DEL | flag, op.path.length)));
@@ -250,12 +280,41 @@ function beginAt(buf: Buffer, at: number, size: number, kind: number, pathLen: n
 
 /** A put record; returns where it ends. */
 function putAt(buf: Buffer, at: number, p: string, value: string, perms: string, flag: number): number {
+  if (holdsMagic(p) || holdsMagic(value)) return maskedAt(buf, at, p, value, perms, flag);
   if (p.length <= SHORT_FIELD && value.length <= SHORT_FIELD && perms.length <= SHORT_FIELD) return shortAt(buf, at, KIND_PUT | flag, p, perms, value);
-  let o = putLatin1(buf, p, beginAt(buf, at, putSize(p, value, perms), KIND_PUT | flag, p.length));
+  let o = putLatin1(buf, p, beginAt(buf, at, plainPutSize(p, value, perms), KIND_PUT | flag, p.length));
   buf.writeUInt16LE(perms.length, o);
   o = putLatin1(buf, perms, o + 2);
   buf.writeUInt32LE(value.length, o);
   return finishAt(buf, at, putLatin1(buf, value, o + 4));
+}
+
+/**
+ * A masked record (the format, above): a put of `value` with `perms`, or a del if `value` is
+ * undefined; returns where it ends. Rare (a path or value holding the magic), so the ordinary
+ * record is encoded on the side first. A mask fails only where the body holds the magic XORed
+ * with it, so a second draw is already rare.
+ */
+function maskedAt(buf: Buffer, at: number, p: string, value: string | undefined, perms: string, flag: number): number {
+  const plain = Buffer.allocUnsafe(value === undefined ? plainDelSize(p) : plainPutSize(p, value, perms));
+  let o = putLatin1(plain, p, beginAt(plain, 0, plain.length, (value === undefined ? KIND_DEL : KIND_PUT) | flag, p.length));
+  if (value !== undefined) {
+    plain.writeUInt16LE(perms.length, o);
+    o = putLatin1(plain, perms, o + 2);
+    plain.writeUInt32LE(value.length, o);
+    putLatin1(plain, value, o + 4);
+  }
+  const body = plain.subarray(HEADER);
+  const end = at + HEADER + MASKED_PREFIX + body.length;
+  buf.writeUInt32LE(end - at - HEADER, at + 4);
+  buf[at + HEADER] = KIND_MASKED | flag;
+  const maskAt = at + HEADER + 1;
+  for (;;) {
+    randomFillSync(buf, maskAt, 4);
+    for (let i = 0; i < body.length; i++) buf[maskAt + 4 + i] = body[i]! ^ buf[maskAt + (i & 3)]!;
+    // The kind byte and the length before the mask cannot be part of a magic (the format, above).
+    if (buf.subarray(maskAt, end).indexOf(MAGIC_TEXT, 0, "latin1") < 0) return finishAt(buf, at, end);
+  }
 }
 
 /**
@@ -266,7 +325,7 @@ function putAt(buf: Buffer, at: number, p: string, value: string, perms: string,
  * the length first, the magic last.
  */
 function shortAt(buf: Buffer, at: number, kind: number, p: string, perms: string | undefined, value: string | undefined): number {
-  const size = perms === undefined || value === undefined ? delSize(p) : putSize(p, value, perms);
+  const size = perms === undefined || value === undefined ? plainDelSize(p) : plainPutSize(p, value, perms);
   storeU32(buf, at + 4, size - HEADER);
   crc = -1;
   let o = foldByte(buf, at + HEADER, kind);
