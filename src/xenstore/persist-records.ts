@@ -14,12 +14,16 @@
  * record, checksum included. The scan that resynchronises after damage would replay such a record
  * if the damage hit the header of the record around it: a guest's value becoming a dom0 node. So a
  * record whose path or value holds the magic is stored masked: its body XORed with a random mask,
- * drawn again until nothing after the record's own magic reads as one. The checksum covers the
- * mask. Nothing else can hold a magic that would be read: the binary fields around the strings
- * cannot complete one (a length's high bytes are zero, a path's length is under 0x5358),
- * permissions are written by the daemon, and a CRC that reads as the magic is followed by a kind,
- * a path length and the path's "/", which make a length over MAX_BODY. A daemon from before the
- * masked kind drops a masked record as malformed.
+ * drawn again until nothing after the record's own magic reads as one, its CRC included. (Random,
+ * not a fixed sequence: a client that knew the masks could make each of some thousands fail in
+ * turn, each try costing a pass over the record.) The checksum covers the mask. Nothing in other
+ * records holds a magic that would be read: no field next to a path or a value can complete one
+ * (lengths' high bytes are zero; a path starts with "/"; permissions' letters are n, r, w, b),
+ * and a CRC that reads as the magic is followed by a kind, a path length and the path's "/",
+ * which make a length over MAX_BODY. Loading takes only put and del records whose path starts
+ * with "/", so a record read from the middle of another one is refused even so. A journal or
+ * snapshot from before masking that holds the magic in a plain record is rewritten at the next
+ * start (persist.ts). A daemon from before the masked kind drops a masked record as malformed.
  *
  * One change (a request's or a transaction's) may take several records: a create with implicit
  * parents, a commit. All but its last carry the 0x80 flag, and loading a journal applies a change
@@ -78,6 +82,8 @@ function parseBody(body: Buffer): LoadedRecord | undefined {
   const pl = body.readUInt16LE(1);
   let o = 3;
   if (o + pl > body.length) return undefined;
+  // Every node's path is absolute (an end record has none).
+  if (kind !== KIND_END && (pl === 0 || body[o] !== 0x2f)) return undefined;
   const p = body.toString("latin1", o, o + pl);
   o += pl;
   if (kind === KIND_DEL) return o === body.length ? { op: "del", path: p } : undefined;
@@ -107,8 +113,9 @@ export function parseRecords(buf: Buffer, file: string): { records: LoadedRecord
  * through a mapping is reserved ahead and trimmed only when it is closed; persist.ts).
  * `changes`: a record flagged "more follow" waits for the rest of its change, and a change cut
  * short (by the end of the file or by damage) is dropped whole and reported (journals).
+ * `unmasked`: counts plain records whose path or value holds the magic (written before masking).
  */
-export function scanRecords(buf: Buffer, file: string, onRecord: (r: LoadedRecord) => void, opts: { zeroTail?: boolean; changes?: boolean } = {}): Dropped[] {
+export function scanRecords(buf: Buffer, file: string, onRecord: (r: LoadedRecord) => void, opts: { zeroTail?: boolean; changes?: boolean; unmasked?: { count: number } } = {}): Dropped[] {
   const dropped: Dropped[] = [];
   // Where the zeros that end the file begin; records stop there (checked at record boundaries only).
   const tail = opts.zeroTail === true ? zeroTailStart(buf) : buf.length;
@@ -123,9 +130,9 @@ export function scanRecords(buf: Buffer, file: string, onRecord: (r: LoadedRecor
   const change: LoadedRecord[] = [];
   let changeStart = 0;
   let changeEnd = 0;
-  const dropChange = (): void => {
+  const dropChange = (why: string): void => {
     if (change.length === 0) return;
-    dropped.push({ file, offset: changeStart, length: changeEnd - changeStart, reason: `an unfinished change (${change.length} of its records): the daemon stopped while recording it` });
+    dropped.push({ file, offset: changeStart, length: changeEnd - changeStart, reason: `an unfinished change (${change.length} of its records): ${why}` });
     change.length = 0;
   };
   while (o < buf.length) {
@@ -157,6 +164,7 @@ export function scanRecords(buf: Buffer, file: string, onRecord: (r: LoadedRecor
           const rec = parseBody(body);
           if (rec === undefined) reason = "malformed record";
           else {
+            if (opts.unmasked !== undefined && (body[0]! & ~MORE) !== KIND_MASKED && rec.op !== "end" && (holdsMagic(rec.path) || (rec.op === "put" && holdsMagic(rec.value)))) opts.unmasked.count++;
             endBad(o);
             if (opts.changes === true && (body[0]! & MORE) !== 0) {
               if (change.length === 0) changeStart = o;
@@ -173,7 +181,7 @@ export function scanRecords(buf: Buffer, file: string, onRecord: (r: LoadedRecor
         }
       }
     }
-    dropChange();
+    dropChange("damage follows its records");
     if (badStart < 0) {
       badStart = o;
       badReason = reason;
@@ -191,7 +199,7 @@ export function scanRecords(buf: Buffer, file: string, onRecord: (r: LoadedRecor
     }
   }
   endBad(Math.min(o, buf.length));
-  dropChange();
+  dropChange("the daemon stopped while recording it");
   return dropped;
 }
 
@@ -313,7 +321,12 @@ function maskedAt(buf: Buffer, at: number, p: string, value: string | undefined,
     randomFillSync(buf, maskAt, 4);
     for (let i = 0; i < body.length; i++) buf[maskAt + 4 + i] = body[i]! ^ buf[maskAt + (i & 3)]!;
     // The kind byte and the length before the mask cannot be part of a magic (the format, above).
-    if (buf.subarray(maskAt, end).indexOf(MAGIC_TEXT, 0, "latin1") < 0) return finishAt(buf, at, end);
+    if (buf.subarray(maskAt, end).indexOf(MAGIC_TEXT, 0, "latin1") >= 0) continue;
+    const crc = crc32Of(buf, at + HEADER, end);
+    if (crc === MAGIC) continue;
+    buf.writeUInt32LE(crc, at + 8);
+    buf.writeUInt32LE(MAGIC, at);
+    return end;
   }
 }
 

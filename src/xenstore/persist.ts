@@ -64,7 +64,11 @@ export interface LoadResult {
   readonly owners: Map<number, number>;
   /** Highest child seq used: the daemon's generation counter starts above it. */
   readonly maxSeq: number;
-  /** Anything dropped or repaired: the daemon then compacts at once so the damage is gone. */
+  /**
+   * Anything dropped or repaired, or a record from before masking that holds the magic
+   * (persist-records.ts): the daemon then compacts at once, so the damage is gone and every record
+   * is in today's format.
+   */
   readonly damaged: boolean;
   readonly snapshotBytes: number;
   readonly journalBytes: number;
@@ -220,6 +224,8 @@ export function loadState(dir: string): LoadResult {
   let snapshotBytes = 0;
   let journalBytes = 0;
   let incomplete = false;
+  // Plain records holding the record magic, from before masking: the files are rewritten (masked).
+  const unmasked = { count: 0 };
   if (snaps.length > 0) {
     const file = path.join(dir, `snapshot-${base}`);
     const data = fs.readFileSync(file);
@@ -233,7 +239,7 @@ export function loadState(dir: string): LoadResult {
           tree.apply(rec);
           puts++;
         }
-      }),
+      }, { unmasked }),
     );
     if (end === undefined) report.push(`${file}: no end marker; the snapshot is incomplete (${puts} nodes read)`);
     else if (end !== puts) report.push(`${file}: ${end - puts} of ${end} nodes lost to damage`);
@@ -254,7 +260,7 @@ export function loadState(dir: string): LoadResult {
           tree.apply(rec);
           replayed++;
         },
-        { zeroTail: true, changes: true },
+        { zeroTail: true, changes: true, unmasked },
       ),
     );
   }
@@ -263,7 +269,8 @@ export function loadState(dir: string): LoadResult {
   const frozen = freeze(root);
   const epoch = Math.max(base, journals[journals.length - 1] ?? 0);
   report.unshift(`loaded ${frozen.count} nodes from ${dir} (snapshot ${snaps.length > 0 ? base : "none"}, ${replayed} journal records)`);
-  const damaged = dropped.length > 0 || repairs.length > 0 || incomplete;
+  if (unmasked.count > 0) report.push(`${unmasked.count} records from before masking hold the record magic in a path or value: a fresh snapshot stores them masked`);
+  const damaged = dropped.length > 0 || repairs.length > 0 || incomplete || unmasked.count > 0;
   return { root: frozen.node, epoch, dropped, report, nodes: frozen.count, owners: frozen.owners, maxSeq: frozen.maxSeq, damaged, snapshotBytes, journalBytes };
 }
 

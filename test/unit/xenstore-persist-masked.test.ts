@@ -6,6 +6,8 @@ import * as path from "node:path";
 import { createXenstored, RawConnection } from "../../src/xenstore/index.js";
 import { encodeRecord, parseRecords, scanRecords } from "../../src/xenstore/persist.js";
 import { encodeRecordAt } from "../../src/xenstore/persist-records.js";
+import { plainRecord } from "../support/plain-record.js";
+import { rng } from "../support/rng.js";
 import { parsePerms } from "../../src/xenstore/permissions.js";
 
 const perms0 = parsePerms(["n0"])!;
@@ -26,19 +28,24 @@ void test("a value holding a record is stored masked: the record holds the magic
   // Values without the magic keep the plain format (kind 1), byte for byte as before.
   assert.equal(encodeRecord({ op: "put", path: "/p", value: "XSR", perms: perms0 })[12], 1);
   assert.equal(encodeRecord({ op: "put", path: "/p", value: forged, perms: perms0 })[12], 4);
-  // A path may hold the magic too, but what follows it there is no length a record may have.
-  const paths = ["/XSR1", "/a/XSR1/b", "/XSR1XSR1"];
-  for (const p of paths) {
-    const a = encodeRecord({ op: "put", path: "/a", value: "1", perms: perms0 });
-    const victims = [encodeRecord({ op: "put", path: p, value: "v", perms: perms0 }), encodeRecord({ op: "del", path: p })];
-    for (const v of victims) {
-      const damaged = Buffer.from(v);
-      damaged[9] = damaged[9]! ^ 0xff;
-      const seen: string[] = [];
-      scanRecords(Buffer.concat([a, damaged, a]), "j", (r) => seen.push(r.op === "end" ? "end" : r.path), { zeroTail: true, changes: true });
-      assert.deepEqual(seen, ["/a", "/a"], `nothing is read from inside a damaged record of ${p}`);
+  // A path may hold the magic too ("XSR1" is a valid name): its record is masked as well.
+  for (const p of ["/XSR1", "/a/XSR1/b", "/XSR1XSR1"]) {
+    for (const op of [{ op: "put", path: p, value: "v", perms: perms0 }, { op: "del", path: p }] as const) {
+      const rec = encodeRecord(op);
+      assert.equal(rec[12], 4, `${op.op} ${p}: masked`);
+      assert.equal(rec.indexOf("XSR1", 1, "latin1"), -1);
+      assert.deepEqual(parseRecords(rec, "f").records, [op]);
     }
   }
+});
+
+void test("loading refuses a put or del whose path does not start with /: what a record read from inside another one would have", () => {
+  for (const rec of [plainRecord("\0", "n0", Buffer.from("x")), plainRecord("local/x", "n0", Buffer.from("x")), plainRecord(""), plainRecord("a")]) {
+    const { records, dropped } = parseRecords(rec, "f");
+    assert.deepEqual(records, []);
+    assert.deepEqual(dropped.map((d) => d.reason), ["malformed record"]);
+  }
+  assert.equal(parseRecords(plainRecord("/x", "n0", Buffer.from("x")), "f").records.length, 1, "the same, with an absolute path, loads");
 });
 
 void test("masked records keep their place in a change, and random paths and values holding the magic round-trip with no magic inside their records", () => {
@@ -56,8 +63,8 @@ void test("masked records keep their place in a change, and random paths and val
   assert.deepEqual(seen, ["put /c/a", "put /c/XSR1", "del /c/b"]);
   assert.deepEqual(dropped.map((d) => [d.offset, d.length]), [[cut, o - cut]], "the unfinished change, masked as it is");
   // Random ones: paths with the magic as a segment, binary values with it anywhere.
-  let seed = 1;
-  const rand = (n: number): number => ((seed = (Math.imul(seed, 1103515245) + 12345) >>> 0) >>> 8) % n;
+  const next = rng(1);
+  const rand = (n: number): number => Math.floor(next() * n);
   for (let k = 0; k < 300; k++) {
     const bytes = Array.from({ length: rand(300) }, () => rand(256));
     const at = rand(bytes.length + 1);
@@ -65,8 +72,10 @@ void test("masked records keep their place in a change, and random paths and val
     const p = rand(2) === 0 ? `/r${k}/XSR1` : `/r${k}`;
     const op = rand(4) === 0 ? ({ op: "del", path: `/r${k}/XSR1x` } as const) : ({ op: "put", path: p, value, perms: perms5 } as const);
     const rec = Buffer.alloc(1024);
-    const end = encodeRecordAt(rec, 0, op, op.op === "put" ? "n5" : "", rand(2) === 0);
+    const more = rand(2) === 0;
+    const end = encodeRecordAt(rec, 0, op, op.op === "put" ? "n5" : "", more);
     assert.equal(rec.subarray(0, end).indexOf("XSR1", 1, "latin1"), -1, `record ${k}: no magic inside`);
+    assert.equal(rec[12], more ? 0x84 : 0x04, `record ${k}: masked, the "more follow" flag outside`);
     assert.deepEqual(parseRecords(rec.subarray(0, end), "f").records, [op], `record ${k} round-trips`);
   }
 });
@@ -130,4 +139,29 @@ void test("damage to the record around a guest's value never replays a record th
     assert.ok(d.loadReport.some((l) => l.includes(`${file}: dropped`) && l.includes("checksum mismatch")), d.loadReport.join("\n"));
     d.close();
   }
+});
+
+void test("a state directory from before masking whose records hold the magic is rewritten masked at the next start, values intact", async (t) => {
+  const dir = fs.mkdtempSync(path.join(os.tmpdir(), "vmstack-xs-masked-"));
+  t.after(() => fs.rmSync(dir, { recursive: true, force: true }));
+  const value = Buffer.from(`x${forged}y`, "latin1");
+  // journal-1 as a daemon from before masking wrote it: the value plain, then a plain record of a
+  // path holding the magic.
+  fs.writeFileSync(path.join(dir, "journal-1"), Buffer.concat([plainRecord("/v", "n0", value), plainRecord("/XSR1", "n0", Buffer.from("1"))]));
+  const d = createXenstored({ stateDir: dir });
+  assert.ok(d.loadReport.some((l) => l.includes("2 records from before masking")), d.loadReport.join("\n"));
+  d.close();
+  const snapshot = fs.readdirSync(dir).find((f) => f.startsWith("snapshot-"));
+  assert.ok(snapshot !== undefined, "a fresh snapshot was written at start");
+  assert.ok(!fs.readdirSync(dir).includes("journal-1"), "and the old journal removed");
+  const bytes = fs.readFileSync(path.join(dir, snapshot));
+  const starts: number[] = [];
+  for (let at = 0; at + 12 <= bytes.length; at += 12 + bytes.readUInt32LE(at + 4)) starts.push(at);
+  for (let at = bytes.indexOf("XSR1", 0, "latin1"); at >= 0; at = bytes.indexOf("XSR1", at + 1, "latin1")) assert.ok(starts.includes(at), `the magic at ${at} starts a record`);
+  const again = createXenstored({ stateDir: dir });
+  assert.ok(!again.loadReport.some((l) => l.includes("before masking")), again.loadReport.join("\n"));
+  const c = new RawConnection(again.openConnection({ domid: 0 }));
+  assert.deepEqual((await c.request("READ", "/v|")).payload, value);
+  assert.equal((await c.request("READ", "/XSR1|")).text, "1");
+  again.close();
 });

@@ -13,6 +13,7 @@ import type { JournalOp } from "../../src/xenstore/operations.js";
 import { parsePerms } from "../../src/xenstore/permissions.js";
 import { crc32Of, encodeRecordAt } from "../../src/xenstore/persist-records.js";
 import { lookup, prioOf, type Kids } from "../../src/xenstore/store.js";
+import { plainRecord } from "../support/plain-record.js";
 import { crc32 } from "node:zlib";
 
 function tmpdir(): string {
@@ -429,7 +430,11 @@ void test("a record cut short while being encoded (its length stored first, its 
   const perms = parsePerms(["n0"])!;
   const a = encodeRecord({ op: "put", path: "/a", value: "1", perms });
   const forged = encodeRecord({ op: "put", path: "/forged", value: "owned by dom0", perms });
-  const victim = encodeRecord({ op: "put", path: "/local/domain/5/v", value: "x" + forged.toString("latin1") + "y", perms });
+  // Built in the plain format by hand: today's encoder masks a value holding a record
+  // (xenstore-persist-masked.test.ts), but a journal from before masking holds it as it is.
+  const value = Buffer.from("x" + forged.toString("latin1") + "y", "latin1");
+  const victim = plainRecord("/local/domain/5/v", "n0", value);
+  assert.deepEqual(parseRecords(victim, "v").records, [{ op: "put", path: "/local/domain/5/v", value: value.toString("latin1"), perms }], "a plain record, as the loader reads it");
   // As a kill leaves it: length and body stored, magic (and here the CRC too) not yet.
   const torn = Buffer.from(victim);
   torn.fill(0, 0, 4);
@@ -519,7 +524,7 @@ void test("a change of several records is replayed only once its last record is 
   damaged[first + 14] = damaged[first + 14]! ^ 0xff; // inside /c/d's body
   fs.writeFileSync(file, damaged);
   const d = loadState(dir);
-  assert.deepEqual(d.dropped.map((x) => x.reason), ["an unfinished change (1 of its records): the daemon stopped while recording it", "checksum mismatch"]);
+  assert.deepEqual(d.dropped.map((x) => x.reason), ["an unfinished change (1 of its records): damage follows its records", "checksum mismatch"]);
   assert.equal(lookup(d.root, "/c/d/e")?.value, "");
   assert.ok(d.report.some((l) => l.includes("recreated missing parent /c of /c/d/e")), d.report.join("\n"));
   j.close();
