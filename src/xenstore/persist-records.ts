@@ -270,12 +270,16 @@ const delSize = (p: string): number => plainDelSize(p) + (holdsMagic(p) ? MASKED
 export function encodeRecordAt(buf: Buffer, at: number, op: JournalOp | { op: "end"; count: number }, permsTxt: string, more = false): number {
   const flag = more ? MORE : 0;
   if (op.op === "put") return putAt(buf, at, op.path, op.value, permsTxt, flag);
-  if (op.op === "del" && holdsMagic(op.path)) return maskedAt(buf, at, op.path, undefined, "", flag);
-  if (op.op === "del" && op.path.length <= SHORT_FIELD) return shortAt(buf, at, KIND_DEL | flag, op.path, undefined, undefined);
+  if (op.op === "del") return holdsMagic(op.path) ? maskedAt(buf, at, op.path, undefined, "", flag) : plainDelAt(buf, at, op.path, flag);
   const size = recordSize(op, permsTxt);
-  if (op.op === "del") return finishAt(buf, at, putLatin1(buf, op.path, beginAt(buf, at, size, KIND_DEL | flag, op.path.length)));
   buf.writeUInt32LE(op.count, beginAt(buf, at, size, KIND_END, 0));
   return finishAt(buf, at, at + size);
+}
+
+/** A del record in the plain format; returns where it ends. */
+function plainDelAt(buf: Buffer, at: number, p: string, flag: number): number {
+  if (p.length <= SHORT_FIELD) return shortAt(buf, at, KIND_DEL | flag, p, undefined, undefined);
+  return finishAt(buf, at, putLatin1(buf, p, beginAt(buf, at, plainDelSize(p), KIND_DEL | flag, p.length)));
 }
 
 /** A record's body length (stored first), kind and path length; returns where its path goes. */
@@ -288,7 +292,11 @@ function beginAt(buf: Buffer, at: number, size: number, kind: number, pathLen: n
 
 /** A put record; returns where it ends. */
 function putAt(buf: Buffer, at: number, p: string, value: string, perms: string, flag: number): number {
-  if (holdsMagic(p) || holdsMagic(value)) return maskedAt(buf, at, p, value, perms, flag);
+  return holdsMagic(p) || holdsMagic(value) ? maskedAt(buf, at, p, value, perms, flag) : plainPutAt(buf, at, p, value, perms, flag);
+}
+
+/** A put record in the plain format; returns where it ends. */
+function plainPutAt(buf: Buffer, at: number, p: string, value: string, perms: string, flag: number): number {
   if (p.length <= SHORT_FIELD && value.length <= SHORT_FIELD && perms.length <= SHORT_FIELD) return shortAt(buf, at, KIND_PUT | flag, p, perms, value);
   let o = putLatin1(buf, p, beginAt(buf, at, plainPutSize(p, value, perms), KIND_PUT | flag, p.length));
   buf.writeUInt16LE(perms.length, o);
@@ -299,19 +307,14 @@ function putAt(buf: Buffer, at: number, p: string, value: string, perms: string,
 
 /**
  * A masked record (the format, above): a put of `value` with `perms`, or a del if `value` is
- * undefined; returns where it ends. Rare (a path or value holding the magic), so the ordinary
- * record is encoded on the side first. A mask fails only where the body holds the magic XORed
+ * undefined; returns where it ends. Rare (a path or value holding the magic), so the plain
+ * record is encoded on the side first, by the plain encoder. A mask fails only where the body holds the magic XORed
  * with it, so a second draw is already rare.
  */
 function maskedAt(buf: Buffer, at: number, p: string, value: string | undefined, perms: string, flag: number): number {
   const plain = Buffer.allocUnsafe(value === undefined ? plainDelSize(p) : plainPutSize(p, value, perms));
-  let o = putLatin1(plain, p, beginAt(plain, 0, plain.length, (value === undefined ? KIND_DEL : KIND_PUT) | flag, p.length));
-  if (value !== undefined) {
-    plain.writeUInt16LE(perms.length, o);
-    o = putLatin1(plain, perms, o + 2);
-    plain.writeUInt32LE(value.length, o);
-    putLatin1(plain, value, o + 4);
-  }
+  if (value === undefined) plainDelAt(plain, 0, p, flag);
+  else plainPutAt(plain, 0, p, value, perms, flag);
   const body = plain.subarray(HEADER);
   const end = at + HEADER + MASKED_PREFIX + body.length;
   buf.writeUInt32LE(end - at - HEADER, at + 4);
