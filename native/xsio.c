@@ -102,6 +102,15 @@ static int arg_fd(napi_env env, napi_value v, int32_t *out) {
   return 1;
 }
 
+/* The one argument of a function that takes a descriptor: true, or false with a TypeError thrown. */
+static int one_fd_arg(napi_env env, napi_callback_info info, const char *usage, int32_t *fd) {
+  size_t argc = 1;
+  napi_value argv[1];
+  if (napi_get_cb_info(env, info, &argc, argv, NULL, NULL) != napi_ok || argc != 1) return fail(env, usage), 0;
+  if (!arg_fd(env, argv[0], fd)) return fail(env, "fd must be a descriptor"), 0;
+  return 1;
+}
+
 /* A whole number of bytes from `min` to `max`. */
 static int arg_bytes(napi_env env, napi_value v, double min, double max, double *out) {
   return napi_get_value_double(env, v, out) == napi_ok && *out >= min && *out <= max && *out == floor(*out);
@@ -191,11 +200,8 @@ static napi_value wait_recv(napi_env env, napi_callback_info info) {
  * as much as a request costs, so the caller asks now and then (src/xenstore/socket-io.ts).
  */
 static napi_value beside_peer(napi_env env, napi_callback_info info) {
-  size_t argc = 1;
-  napi_value argv[1];
   int32_t fd;
-  if (napi_get_cb_info(env, info, &argc, argv, NULL, NULL) != napi_ok || argc != 1) return fail(env, "besidePeer(fd)");
-  if (!arg_fd(env, argv[0], &fd)) return fail(env, "fd must be a descriptor");
+  if (!one_fd_arg(env, info, "besidePeer(fd)", &fd)) return NULL;
   const int pid = peer_pid(fd);
   const int cpu = pid == getpid() ? -1 : cpu_of(pid);
   return number(env, cpu < 0 ? -1 : cpu == sched_getcpu() ? 1 : 0);
@@ -291,11 +297,8 @@ static napi_value map_shared(napi_env env, napi_callback_info info) {
  * daemon leaves no lock behind (src/xenstore/state-lock.ts).
  */
 static napi_value lock_exclusive(napi_env env, napi_callback_info info) {
-  size_t argc = 1;
-  napi_value argv[1];
   int32_t fd;
-  if (napi_get_cb_info(env, info, &argc, argv, NULL, NULL) != napi_ok || argc != 1) return fail(env, "lockExclusive(fd)");
-  if (!arg_fd(env, argv[0], &fd)) return fail(env, "fd must be a descriptor");
+  if (!one_fd_arg(env, info, "lockExclusive(fd)", &fd)) return NULL;
   int r;
   do r = flock(fd, LOCK_EX | LOCK_NB);
   while (r < 0 && errno == EINTR);

@@ -1,4 +1,4 @@
-import { test } from "node:test";
+import { test, type TestContext } from "node:test";
 import assert from "node:assert/strict";
 import { spawn, spawnSync } from "node:child_process";
 import { mkdtempSync, readFileSync, rmSync } from "node:fs";
@@ -8,7 +8,7 @@ import { join } from "node:path";
 import { fileURLToPath } from "node:url";
 import { setImmediate as tick } from "node:timers/promises";
 import { connectXenstore } from "../../src/xenstore/client.js";
-import { createXenstored, encodeMessage, listenUnix, RawConnection, nativeIoUnavailable } from "../../src/xenstore/index.js";
+import { createXenstored, encodeMessage, listenUnix, RawConnection, nativeIoUnavailable, type SocketServer } from "../../src/xenstore/index.js";
 import { FrameDecoder } from "../../src/xenstore/wire.js";
 import { NativeSocketIo } from "../../src/xenstore/socket-io.js";
 import { xsio, type XsioAddon } from "../../src/xenstore/native.js";
@@ -25,6 +25,17 @@ function addon(): XsioAddon {
   assert.equal(nativeIoUnavailable, "", "native/xsio.c is built into dist/native/xsio.node");
   assert.ok(xsio !== undefined);
   return xsio;
+}
+
+/** A daemon served on a Unix socket in a temporary directory, both closed after the test. */
+async function servedDaemon(t: TestContext): Promise<SocketServer> {
+  const daemon = createXenstored({});
+  const server = await listenUnix(daemon, join(tempDir(t), "socket"));
+  t.after(async () => {
+    daemon.close();
+    await server.close();
+  });
+  return server;
 }
 
 /** A connected pair: the accepted side is never read by the event loop (pauseOnConnect). */
@@ -203,13 +214,7 @@ await c.close();
 
 void test("xenstored does not busy-poll for a client that runs on its CPU (it sleeps, as Xen's C daemon does), and does for one on another CPU", async (t) => {
   addon();
-  const dir = tempDir(t);
-  const daemon = createXenstored({});
-  const server = await listenUnix(daemon, join(dir, "socket"));
-  t.after(async () => {
-    daemon.close();
-    await server.close();
-  });
+  const server = await servedDaemon(t);
   const cpus = allowedCpus();
   const mine = cpus.list[0]!;
   // The daemon runs on this process's main thread.
@@ -349,13 +354,7 @@ void test("xenstored over a socket: a client with one request in flight is read 
 
 void test("xenstored's native I/O keeps replies in order when the client stops reading: the socket fills, the stream takes over, nothing is lost or reordered", async (t) => {
   addon();
-  const dir = tempDir(t);
-  const daemon = createXenstored({});
-  const server = await listenUnix(daemon, join(dir, "socket"));
-  t.after(async () => {
-    daemon.close();
-    await server.close();
-  });
+  const server = await servedDaemon(t);
   const big = "v".repeat(4000);
   const setup = new RawConnection(net.connect(server.path));
   assert.equal((await setup.request("WRITE", `/big|${big}`)).error, undefined);
