@@ -16,7 +16,7 @@
  * record whose path or value holds the magic is stored masked: its body XORed with a random mask,
  * drawn again until nothing after the record's own magic reads as one, its CRC included. (Random,
  * not a fixed sequence: a client that knew the masks could make each of some thousands fail in
- * turn, each try costing a pass over the record.) The checksum covers the mask. Nothing in other
+ * turn, each try costing a pass over the record. The source is injected: MaskSource.) The checksum covers the mask. Nothing in other
  * records holds a magic that would be read: no field next to a path or a value can complete one
  * (lengths' high bytes are zero; a path starts with "/"; permissions' letters are n, r, w, b),
  * and a CRC that reads as the magic is followed by a kind, a path length and the path's "/",
@@ -53,9 +53,18 @@ const MASKED_PREFIX = 5;
 const MORE = 0x80;
 const MAX_BODY = 16 * 1024 * 1024;
 
+/**
+ * Where masks come from (maskedAt): writes 4 bytes at `at`. Injected by tests; the daemon's are
+ * random (the format's comment, above, says why).
+ */
+export type MaskSource = (buf: Buffer, at: number) => void;
+const randomMasks: MaskSource = (buf, at) => {
+  randomFillSync(buf, at, 4);
+};
+
 /** One record as its own buffer (tests and tools; the journal and snapshots use RecordWriter). */
-export function encodeRecord(op: JournalOp | { op: "end"; count: number }): Buffer {
-  const w = new RecordWriter(64);
+export function encodeRecord(op: JournalOp | { op: "end"; count: number }, masks: MaskSource = randomMasks): Buffer {
+  const w = new RecordWriter(64, undefined, masks);
   w.record(op);
   return Buffer.from(w.take());
 }
@@ -267,10 +276,10 @@ const delSize = (p: string): number => plainDelSize(p) + (holdsMagic(p) ? MASKED
  * record cut short by a kill while being encoded straight into a mapped journal has its length
  * and no magic, and loading skips it whole and reports it.
  */
-export function encodeRecordAt(buf: Buffer, at: number, op: JournalOp | { op: "end"; count: number }, permsTxt: string, more = false): number {
+export function encodeRecordAt(buf: Buffer, at: number, op: JournalOp | { op: "end"; count: number }, permsTxt: string, more = false, masks = randomMasks): number {
   const flag = more ? MORE : 0;
-  if (op.op === "put") return putAt(buf, at, op.path, op.value, permsTxt, flag);
-  if (op.op === "del") return holdsMagic(op.path) ? maskedAt(buf, at, op.path, undefined, "", flag) : plainDelAt(buf, at, op.path, flag);
+  if (op.op === "put") return putAt(buf, at, op.path, op.value, permsTxt, flag, masks);
+  if (op.op === "del") return holdsMagic(op.path) ? maskedAt(buf, at, op.path, undefined, "", flag, masks) : plainDelAt(buf, at, op.path, flag);
   const size = recordSize(op, permsTxt);
   buf.writeUInt32LE(op.count, beginAt(buf, at, size, KIND_END, 0));
   return finishAt(buf, at, at + size);
@@ -291,8 +300,8 @@ function beginAt(buf: Buffer, at: number, size: number, kind: number, pathLen: n
 }
 
 /** A put record; returns where it ends. */
-function putAt(buf: Buffer, at: number, p: string, value: string, perms: string, flag: number): number {
-  return holdsMagic(p) || holdsMagic(value) ? maskedAt(buf, at, p, value, perms, flag) : plainPutAt(buf, at, p, value, perms, flag);
+function putAt(buf: Buffer, at: number, p: string, value: string, perms: string, flag: number, masks: MaskSource): number {
+  return holdsMagic(p) || holdsMagic(value) ? maskedAt(buf, at, p, value, perms, flag, masks) : plainPutAt(buf, at, p, value, perms, flag);
 }
 
 /** A put record in the plain format; returns where it ends. */
@@ -311,7 +320,7 @@ function plainPutAt(buf: Buffer, at: number, p: string, value: string, perms: st
  * record is encoded on the side first, by the plain encoder. A mask fails only where the body holds the magic XORed
  * with it, so a second draw is already rare.
  */
-function maskedAt(buf: Buffer, at: number, p: string, value: string | undefined, perms: string, flag: number): number {
+function maskedAt(buf: Buffer, at: number, p: string, value: string | undefined, perms: string, flag: number, masks: MaskSource): number {
   const plain = Buffer.allocUnsafe(value === undefined ? plainDelSize(p) : plainPutSize(p, value, perms));
   if (value === undefined) plainDelAt(plain, 0, p, flag);
   else plainPutAt(plain, 0, p, value, perms, flag);
@@ -321,7 +330,7 @@ function maskedAt(buf: Buffer, at: number, p: string, value: string | undefined,
   buf[at + HEADER] = KIND_MASKED | flag;
   const maskAt = at + HEADER + 1;
   for (;;) {
-    randomFillSync(buf, maskAt, 4);
+    masks(buf, maskAt);
     for (let i = 0; i < body.length; i++) buf[maskAt + 4 + i] = body[i]! ^ buf[maskAt + (i & 3)]!;
     // The kind byte and the length before the mask cannot be part of a magic (the format, above).
     if (buf.subarray(maskAt, end).indexOf(MAGIC_TEXT, 0, "latin1") >= 0) continue;
@@ -412,6 +421,7 @@ export class RecordWriter {
   constructor(
     initialBytes: number,
     private readonly spill?: (b: Buffer) => void,
+    private readonly masks: MaskSource = randomMasks,
   ) {
     this.#initial = initialBytes;
     this.#buf = Buffer.allocUnsafe(initialBytes);
@@ -436,12 +446,12 @@ export class RecordWriter {
   /** Encode one record at the end (`permsText` of a put is its permissions as text; `more`: encodeRecordAt). */
   record(op: JournalOp | { op: "end"; count: number }, permsTxt = op.op === "put" ? permsText(op.perms) : "", more = false): void {
     this.#room(recordSize(op, permsTxt));
-    this.#off = encodeRecordAt(this.#buf, this.#off, op, permsTxt, more);
+    this.#off = encodeRecordAt(this.#buf, this.#off, op, permsTxt, more, this.masks);
   }
 
   put(p: string, value: string, perms: string): void {
     this.#room(putSize(p, value, perms));
-    this.#off = putAt(this.#buf, this.#off, p, value, perms, 0);
+    this.#off = putAt(this.#buf, this.#off, p, value, perms, 0, this.masks);
   }
 
   /**

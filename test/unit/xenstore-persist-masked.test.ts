@@ -39,6 +39,24 @@ void test("a value holding a record is stored masked: the record holds the magic
   }
 });
 
+void test("a mask under which the record would read as the magic is drawn again", () => {
+  const op = { op: "put", path: "/XSR1", value: "v", perms: perms0 } as const;
+  // The plain body begins: kind 1, the path's length (5, u16), "/". A first mask of those bytes
+  // XOR "XSR1" makes the masked body begin with the magic.
+  const plainStart = Buffer.from([1, 5, 0, 0x2f]);
+  const draws: Buffer[] = [];
+  const masks = (buf: Buffer, at: number): void => {
+    const m = draws.length === 0 ? Buffer.from(plainStart.map((b, i) => b ^ "XSR1".charCodeAt(i))) : Buffer.from([1, 2, 3, 4]);
+    draws.push(m);
+    m.copy(buf, at);
+  };
+  const rec = encodeRecord(op, masks);
+  assert.equal(draws.length, 2, "the first mask was refused");
+  assert.deepEqual(rec.subarray(13, 17), draws[1], "the second is the record's");
+  assert.equal(rec.indexOf("XSR1", 1, "latin1"), -1);
+  assert.deepEqual(parseRecords(rec, "f").records, [op]);
+});
+
 void test("loading refuses a put or del whose path does not start with /: what a record read from inside another one would have", () => {
   for (const rec of [plainRecord("\0", "n0", Buffer.from("x")), plainRecord("local/x", "n0", Buffer.from("x")), plainRecord(""), plainRecord("a")]) {
     const { records, dropped } = parseRecords(rec, "f");
