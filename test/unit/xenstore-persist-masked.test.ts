@@ -3,6 +3,7 @@ import assert from "node:assert/strict";
 import * as fs from "node:fs";
 import * as os from "node:os";
 import * as path from "node:path";
+import { crc32 } from "node:zlib";
 import { createXenstored, RawConnection } from "../../src/xenstore/index.js";
 import { encodeRecord, parseRecords, scanRecords } from "../../src/xenstore/persist.js";
 import { encodeRecordAt } from "../../src/xenstore/persist-records.js";
@@ -39,31 +40,64 @@ void test("a value holding a record is stored masked: the record holds the magic
   }
 });
 
-void test("a mask under which the record would read as the magic is drawn again", () => {
-  const op = { op: "put", path: "/XSR1", value: "v", perms: perms0 } as const;
-  // The plain body begins: kind 1, the path's length (5, u16), "/". A first mask of those bytes
-  // XOR "XSR1" makes the masked body begin with the magic.
-  const plainStart = Buffer.from([1, 5, 0, 0x2f]);
-  const draws: Buffer[] = [];
-  const masks = (buf: Buffer, at: number): void => {
-    const m = draws.length === 0 ? Buffer.from(plainStart.map((b, i) => b ^ "XSR1".charCodeAt(i))) : Buffer.from([1, 2, 3, 4]);
+/** A MaskSource handing out `first` in turn, then [1, 2, 3, 4]; `draws` records what it gave. */
+function masksFrom(first: Buffer[], draws: Buffer[]): (buf: Buffer, at: number) => void {
+  return (buf, at) => {
+    const m = first[draws.length] ?? Buffer.from([1, 2, 3, 4]);
     draws.push(m);
     m.copy(buf, at);
   };
-  const rec = encodeRecord(op, masks);
-  assert.equal(draws.length, 2, "the first mask was refused");
-  assert.deepEqual(rec.subarray(13, 17), draws[1], "the second is the record's");
-  assert.equal(rec.indexOf("XSR1", 1, "latin1"), -1);
-  assert.deepEqual(parseRecords(rec, "f").records, [op]);
+}
+
+void test("a mask under which the record would read as the magic, inside or as its CRC, is drawn again", () => {
+  const op = { op: "put", path: "/XSR1", value: "v", perms: perms0 } as const;
+  // The plain body begins: kind 1, the path's length (5, u16), "/". A first mask of those bytes
+  // XOR "XSR1" makes the masked body begin with the magic.
+  const inside = Buffer.from([1, 5, 0, 0x2f].map((b, i) => b ^ "XSR1".charCodeAt(i)));
+  // Under this one (found by search) the record's CRC comes out as the magic.
+  const asCrc = Buffer.alloc(4);
+  asCrc.writeUInt32LE(0x23adbb47);
+  for (const first of [inside, asCrc]) {
+    const draws: Buffer[] = [];
+    const rec = encodeRecord(op, masksFrom([first], draws));
+    assert.equal(draws.length, 2, "the first mask was refused");
+    assert.deepEqual(rec.subarray(13, 17), draws[1], "the second is the record's");
+    assert.equal(rec.indexOf("XSR1", 1, "latin1"), -1);
+    assert.deepEqual(parseRecords(rec, "f").records, [op]);
+  }
+  // The CRC mask is what the test says: the masked body it gives has the magic as its CRC.
+  const body = Buffer.concat([Buffer.from([4]), asCrc, Buffer.from([1, 5, 0, ...Buffer.from("/XSR1"), 2, 0, ...Buffer.from("n0"), 1, 0, 0, 0, ...Buffer.from("v")].map((b, i) => b ^ asCrc[i & 3]!))]);
+  assert.equal(crc32(body), 0x31525358);
 });
 
-void test("loading refuses a put or del whose path does not start with /: what a record read from inside another one would have", () => {
+void test("a masked record whose inner kind does not carry its outer flag is refused", () => {
+  const rec = encodeRecord({ op: "del", path: "/XSR1" }, masksFrom([], []));
+  assert.equal(parseRecords(rec, "f").records.length, 1);
+  // Set the "more follow" flag outside only, and give the record a fitting checksum.
+  const bad = Buffer.from(rec);
+  bad[12] = bad[12]! | 0x80;
+  bad.writeUInt32LE(crc32(bad.subarray(12)), 8);
+  assert.deepEqual(parseRecords(bad, "f").dropped.map((d) => d.reason), ["malformed record"]);
+});
+
+void test("loading refuses a put or del whose path is not a node path: what a record read from inside another one would have", () => {
+  // Anywhere: a path that does not start with "/".
   for (const rec of [plainRecord("\0", "n0", Buffer.from("x")), plainRecord("local/x", "n0", Buffer.from("x")), plainRecord(""), plainRecord("a")]) {
     const { records, dropped } = parseRecords(rec, "f");
     assert.deepEqual(records, []);
     assert.deepEqual(dropped.map((d) => d.reason), ["malformed record"]);
   }
-  assert.equal(parseRecords(plainRecord("/x", "n0", Buffer.from("x")), "f").records.length, 1, "the same, with an absolute path, loads");
+  // After damage, where records may come from inside others: any path that is not a valid one.
+  const damaged = Buffer.from(plainRecord("/d", "n0", Buffer.from("x")));
+  damaged[9] = damaged[9]! ^ 0xff;
+  for (const rec of [plainRecord("//x"), plainRecord("/a/", "n0", Buffer.from("x")), plainRecord("/a b")]) {
+    const all = Buffer.concat([damaged, rec]);
+    const { records, dropped } = parseRecords(all, "f");
+    assert.deepEqual(records, []);
+    assert.deepEqual(dropped, [{ file: "f", offset: 0, length: all.length, reason: "checksum mismatch" }], "one range: the damage and the refused record after it");
+  }
+  const ok = parseRecords(Buffer.concat([damaged, plainRecord("/x", "n0", Buffer.from("x"))]), "f");
+  assert.equal(ok.records.length, 1, "the same, with a valid path, loads");
 });
 
 void test("masked records keep their place in a change, and random paths and values holding the magic round-trip with no magic inside their records", () => {
@@ -91,7 +125,7 @@ void test("masked records keep their place in a change, and random paths and val
     const op = rand(4) === 0 ? ({ op: "del", path: `/r${k}/XSR1x` } as const) : ({ op: "put", path: p, value, perms: perms5 } as const);
     const rec = Buffer.alloc(1024);
     const more = rand(2) === 0;
-    const end = encodeRecordAt(rec, 0, op, op.op === "put" ? "n5" : "", more);
+    const end = encodeRecordAt(rec, 0, op, op.op === "put" ? "n5" : "", more, (b, at) => b.writeUInt32LE(rand(2 ** 32), at));
     assert.equal(rec.subarray(0, end).indexOf("XSR1", 1, "latin1"), -1, `record ${k}: no magic inside`);
     assert.equal(rec[12], more ? 0x84 : 0x04, `record ${k}: masked, the "more follow" flag outside`);
     assert.deepEqual(parseRecords(rec.subarray(0, end), "f").records, [op], `record ${k} round-trips`);

@@ -517,6 +517,13 @@ void test("a change of several records is replayed only once its last record is 
   assert.equal(lookup(back.root, "/whole")?.value, "");
   assert.equal(lookup(back.root, "/c"), undefined, "nothing of the unfinished change");
   assert.deepEqual(back.dropped, [{ file, offset: encodeRecord(put("/whole")).length, length: second - encodeRecord(put("/whole")).length, reason: "an unfinished change (2 of its records): the daemon stopped while recording it" }]);
+  // A kill while the third was being encoded (its length there, its CRC and magic not yet): the
+  // same, and said the same way, not as damage.
+  const torn = Buffer.from(full);
+  torn.fill(0, second, second + 4);
+  torn.fill(0, second + 8, second + 12);
+  fs.writeFileSync(file, torn);
+  assert.deepEqual(loadState(dir).dropped.map((x) => x.reason), ["an unfinished change (2 of its records): the daemon stopped while recording it", "a record cut short while being written"]);
   // Damage inside a change: the records before it go with it. The valid record after the damage
   // cannot be told from a change of its own, so it is kept, as any valid record is, and the
   // parents it lost are recreated and reported.

@@ -432,3 +432,34 @@ void test("the native waits in the addon only on clients it may read: not a paus
   native.write(entries[0]!, Buffer.from("via the stream"));
   assert.equal(await got, "via the stream");
 });
+
+void test("a client found beside the daemon is left out of the next wait in the addon; one still polled for is waited on", async (t) => {
+  const dir = tempDir(t);
+  const reads: number[][] = [];
+  let besideFd = -1;
+  const fake: XsioAddon = {
+    waitRecv: (fds, readCount, _count, _buf, _budget, out) => {
+      reads.push([...fds.subarray(0, readCount)]);
+      out[0] = 0;
+      return -1;
+    },
+    sendNow: () => -11,
+    besidePeer: (fd) => (fd === besideFd ? 1 : 0),
+    reserve: () => -95,
+    mapShared: () => {
+      throw new Error("not here");
+    },
+    lockExclusive: () => -95,
+  };
+  const native = NativeSocketIo.create(fake)!;
+  const pairs = await Promise.all(["a", "b"].map((n) => socketPair(dir, n)));
+  t.after(() => pairs.forEach((p) => p.close()));
+  const [a, b] = pairs.map((p) => native.entry(p.accepted.resume(), () => undefined, () => true)!);
+  besideFd = a!.fd;
+  // Both polled for, far ahead; then a's client turns out to be beside the daemon.
+  for (const e of [a!, b!]) native.clock(e).defer(() => undefined, performance.now() + 60_000);
+  assert.equal(native.clock(a!).beside!(performance.now()), true);
+  assert.equal(native.clock(b!).beside!(performance.now()), false);
+  for (let i = 0; i < 100 && reads.length === 0; i++) await tick();
+  assert.deepEqual(reads[0], [b!.fd], "only b's socket is read in the addon");
+});
