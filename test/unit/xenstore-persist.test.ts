@@ -464,18 +464,9 @@ void test("a record cut short while being encoded (its length stored first, its 
       },
     });
     const end = encodeRecordAt(spy, 16, op, op.op === "put" ? "n0" : "");
-    // The format, built here field by field (persist-records.ts's header comment), CRC by zlib.
-    const u16 = (n: number): Buffer => Buffer.from([n & 0xff, n >> 8]);
-    const u32 = (n: number): Buffer => {
-      const b = Buffer.alloc(4);
-      b.writeUInt32LE(n >>> 0);
-      return b;
-    };
-    const body =
-      op.op === "put"
-        ? Buffer.concat([Buffer.from([1]), u16(2), Buffer.from("/p"), u16(2), Buffer.from("n0"), u32(1), Buffer.from("v")])
-        : Buffer.concat([Buffer.from([2]), u16(2), Buffer.from("/p")]);
-    assert.deepEqual(buf.subarray(16, end), Buffer.concat([Buffer.from("XSR1"), u32(body.length), u32(crc32(body)), body]), `${op.op}: the record format's bytes`);
+    // The format, built field by field (test/support/plain-record.ts), CRC by zlib.
+    const expected = op.op === "put" ? plainRecord("/p", "n0", Buffer.from("v")) : plainRecord("/p");
+    assert.deepEqual(buf.subarray(16, end), expected, `${op.op}: the record format's bytes`);
     assert.deepEqual(order.slice(0, 4).sort(), [20, 21, 22, 23], `${op.op}: length first`);
     assert.deepEqual(order.slice(-4).sort(), [16, 17, 18, 19], `${op.op}: magic last`);
     assert.equal(order.length, end - 16, `${op.op}: as many stores as bytes`);
