@@ -17,6 +17,8 @@ export async function accelForGuest(o: {
   /** Boots the image under KVM; must honour the signal (the probe's deadline). */
   readonly bootKvm: (signal: AbortSignal) => Promise<GuestVm>;
   readonly onProbe?: ((deadlineMs: number) => void) | undefined;
+  /** Whether /dev/kvm opens (tests stand in for the host's answer). */
+  readonly kvmDevice?: (() => boolean) | undefined;
 }): Promise<{ decision: AccelDecision; probeVm: GuestVm | undefined }> {
   let probeVm: GuestVm | undefined;
   const decision = await chooseAccel({
@@ -26,6 +28,7 @@ export async function accelForGuest(o: {
     cacheFile: join(cacheRoot(o.env), "accel-probe.json"),
     signal: o.signal,
     onProbe: o.onProbe,
+    ...(o.kvmDevice ? { kvmDevice: o.kvmDevice } : {}),
     probeBoot: async (signal) => {
       probeVm = await o.bootKvm(signal);
       return true;
@@ -45,6 +48,7 @@ export async function decideAccel(o: {
   /** Where the probe VM's sockets go (a short private directory). */
   readonly runDir: string;
   readonly signal?: AbortSignal | undefined;
+  readonly kvmDevice?: (() => boolean) | undefined;
 }): Promise<AccelDecision> {
   const { decision, probeVm } = await accelForGuest({
     ...o,

@@ -26,7 +26,8 @@ export async function daemonAccel(
     log(`accelerator ${forced} (VMSTACK_ACCEL)`);
     return forced;
   }
-  if (!(o.kvmUsable ?? kvmDeviceUsable)()) {
+  const kvmUsable = o.kvmUsable ?? kvmDeviceUsable;
+  if (!kvmUsable()) {
     log("accelerator tcg (/dev/kvm cannot be opened)");
     return "tcg";
   }
@@ -34,7 +35,7 @@ export async function daemonAccel(
   const runDir = mkdtempSync(join(tmpdir(), "vmstackd-probe-"));
   try {
     const image = await prepareGuestImage({ env, signal });
-    const decision = await decideAccel({ choice: "auto", image, env, runDir, signal });
+    const decision = await decideAccel({ choice: "auto", image, env, runDir, signal, kvmDevice: kvmUsable });
     log(`accelerator ${decision.accel} (${decision.reason})`);
     return decision.accel;
   } catch (e) {
