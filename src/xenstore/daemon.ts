@@ -31,6 +31,8 @@ export type Durability = "write" | "fsync";
 export const DURABILITIES: readonly Durability[] = ["write", "fsync"];
 /** Longest time a written journal record waits for its fdatasync in "write" mode. */
 export const SYNC_INTERVAL_MS = 1000;
+/** Nodes of a background snapshot written per turn of the event loop (about 2 ms of work here). */
+export const SNAPSHOT_SLICE = 2000;
 
 export interface XenstoredOptions {
   /** Where the journal and snapshots live; omit for an in-memory daemon (nothing persists). */
@@ -399,13 +401,36 @@ export class Xenstored implements ConnectionHost, OpEnv {
   /** After records were written: compact if due, and have them fdatasync'd within the interval. False after a fatal error. */
   #written(j: Journal): boolean {
     try {
-      if (j.wantsCompaction()) j.compact(this.root);
+      if (j.wantsCompaction()) this.#beginCompaction(j);
     } catch (e) {
       this.#fatal(e);
       return false;
     }
     if (j.unsynced) this.#scheduleSync();
     return true;
+  }
+
+  /**
+   * Compact in the background: the snapshot of today's root is written SNAPSHOT_SLICE nodes per
+   * turn of the event loop, requests served in between, and fsync'd on libuv's thread pool.
+   */
+  #beginCompaction(j: Journal): void {
+    j.beginCompaction(this.root);
+    const slice = (): void => {
+      if (this.#closed || this.#journal !== j) return;
+      try {
+        if (!j.compactStep(SNAPSHOT_SLICE)) {
+          setImmediate(slice);
+          return;
+        }
+        j.finishCompaction((e) => {
+          if (e !== null && !this.#closed && this.#journal === j) this.#fatal(e);
+        });
+      } catch (e) {
+        this.#fatal(e);
+      }
+    };
+    setImmediate(slice);
   }
 
   #scheduleSync(): void {
@@ -442,10 +467,25 @@ export class Xenstored implements ConnectionHost, OpEnv {
     for (const c of conns) c.releaseHeld();
   }
 
-  /** Write a snapshot now and start a new journal epoch (normally automatic, by journal size). */
+  /** Write a snapshot now and start a new journal epoch (normally automatic, by journal size, and in the background). */
   compact(): void {
-    this.#journal?.flush();
     this.#journal?.compact(this.root);
+  }
+
+  /**
+   * Start a background compaction, as the journal's growth does (CONTROL compact): "started", or
+   * why not (no state directory, or one under way).
+   */
+  compactInBackground(): "started" | "in memory" | "under way" {
+    const j = this.#journal;
+    if (j === undefined) return "in memory";
+    if (j.compacting) return "under way";
+    try {
+      this.#beginCompaction(j);
+    } catch (e) {
+      this.#fatal(e);
+    }
+    return "started";
   }
 
   /** Flush the journal, close every connection, and stop. */

@@ -276,9 +276,15 @@ function control(d: Xenstored, conn: Connection, msg: XsMessage): Buffer {
   const [cmd, ...rest] = splitNul(msg.payload);
   switch (cmd) {
     case "help":
-      return nul("check\nhelp\nmemreport\nprint <text>\nquota [<domid>]\n");
+      return nul("check\ncompact\nhelp\nmemreport\nprint <text>\nquota [<domid>]\n");
     case "check":
       return OK_PAYLOAD;
+    case "compact": {
+      // vmstack's own: snapshot the store now, in the background (as the journal's growth does).
+      const r = d.compactInBackground();
+      if (r === "in memory") throw xsError("EINVAL", "compact: this daemon keeps no state directory");
+      return nul(r === "started" ? "compaction started\n" : "a compaction is under way\n");
+    }
     case "print":
       log("info", "xenstored", `client: ${rest.join(" ")}`);
       return OK_PAYLOAD;

@@ -36,7 +36,6 @@ import { crc32 } from "node:zlib";
 import { isValidNodePath } from "./path.js";
 import { permsText, parsePermsText } from "./permissions.js";
 import { CRC_TABLE as IMPORTED_CRC_TABLE, crc32Of, putLatin1, SHORT_FIELD } from "./record-bytes.js";
-import { orderedKids, type XsNode } from "./store.js";
 import type { JournalOp } from "./operations.js";
 
 export const MAGIC = 0x31525358; // "XSR1" little-endian
@@ -450,28 +449,4 @@ export class RecordWriter {
     if (this.#buf.length > 4 * this.#initial) this.#buf = Buffer.allocUnsafe(this.#initial);
     return out;
   }
-}
-
-/**
- * Serialise a tree as snapshot records (pre-order, children by name, iteratively). `emit` gets
- * views into one reused buffer: it must consume (write out or copy) each before returning.
- */
-export function snapshotRecords(root: XsNode, emit: (b: Buffer) => void): number {
-  const w = new RecordWriter(1 << 20, emit);
-  let count = 0;
-  const stack: [string, XsNode][] = [["/", root]];
-  while (stack.length > 0) {
-    const [p, n] = stack.pop()!;
-    w.put(p, n.value, permsText(n.perms));
-    count++;
-    // Children in creation order (so a reload recreates DIRECTORY order), pushed in reverse.
-    if (n.kids !== undefined) {
-      const prefix = p === "/" ? "/" : p + "/";
-      const kids = orderedKids(n.kids);
-      for (let i = kids.length - 1; i >= 0; i--) stack.push([prefix + kids[i]!.key, kids[i]!.node]);
-    }
-  }
-  w.record({ op: "end", count });
-  if (w.length > 0) emit(w.take());
-  return count;
 }

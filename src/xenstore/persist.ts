@@ -36,13 +36,15 @@ import { log } from "../lib/log.js";
 import { DEFAULT_PERMS, permsText, type Perms } from "./permissions.js";
 import { makeNode, prioOf, type Kids, type XsNode } from "./store.js";
 import type { JournalOp } from "./operations.js";
-import { RecordWriter, encodeRecordAt, recordSize, scanRecords, snapshotRecords, type Dropped } from "./persist-records.js";
+import { RecordWriter, encodeRecordAt, recordSize, scanRecords, type Dropped } from "./persist-records.js";
+import { SnapshotWriter } from "./snapshot.js";
 import { xsio, type XsioAddon } from "./native.js";
 import { JOURNAL_CHUNK, onlyZeros, openJournalFile, type JournalFile } from "./journal-file.js";
 
 export { JOURNAL_CHUNK, journalMaps } from "./journal-file.js";
 
-export { encodeRecord, parseRecords, scanRecords, snapshotRecords, type Dropped, type LoadedRecord } from "./persist-records.js";
+export { encodeRecord, parseRecords, scanRecords, type Dropped, type LoadedRecord } from "./persist-records.js";
+export { snapshotRecords } from "./snapshot.js";
 
 interface MNode {
   value: string;
@@ -411,13 +413,62 @@ export class Journal {
     this.#unsynced = false;
   }
 
-  /** True when the journal has grown enough that a compaction pays off. */
+  /** True when the journal has grown enough that a compaction pays off (and none is under way). */
   wantsCompaction(): boolean {
-    return this.#sinceCompact > Math.max(8 * 1024 * 1024, 2 * this.#lastSnapshotBytes);
+    return this.#snapshot === undefined && this.#sinceCompact > Math.max(8 * 1024 * 1024, 2 * this.#lastSnapshotBytes);
   }
 
-  /** Rotate to a new epoch whose snapshot is `root` (call with the journal flushed). */
+  /** A snapshot being written a slice at a time (beginCompaction), if any. */
+  #snapshot: SnapshotWriter | undefined;
+
+  get compacting(): boolean {
+    return this.#snapshot !== undefined;
+  }
+
+  /** Rotate to a new epoch whose snapshot is `root`, written at once. */
   compact(root: XsNode): void {
+    this.#rotate();
+    this.#writeSnapshot(root);
+  }
+
+  /**
+   * Rotate to a new epoch and start its snapshot of `root`, to be written by compactStep() a slice
+   * at a time and finished by finishCompaction(). Until then a crash leaves the previous snapshot
+   * and both journals, which load as well.
+   */
+  beginCompaction(root: XsNode): void {
+    this.#rotate();
+    this.#snapshot = new SnapshotWriter(this.dir, this.#epoch, root);
+  }
+
+  /** Write up to `records` more nodes of the snapshot; true when all are written (then finishCompaction). */
+  compactStep(records: number): boolean {
+    if (this.#snapshot === undefined) throw new Error("compactStep() without a compaction under way");
+    return this.#snapshot.step(records);
+  }
+
+  /** fsync the written snapshot off the event loop and put it in place; `done` gets any error (not called if abandoned meanwhile). */
+  finishCompaction(done: (error: Error | null) => void): void {
+    const s = this.#snapshot;
+    if (s === undefined) throw new Error("finishCompaction() without a compaction under way");
+    s.finish((e) => {
+      if (this.#snapshot !== s) return;
+      this.#snapshot = undefined;
+      try {
+        if (e !== null) throw e;
+        this.#snapshotWritten(s.bytes);
+      } catch (err) {
+        done(err as Error);
+        return;
+      }
+      done(null);
+    });
+  }
+
+  /** Flush into this epoch's journal and start the next epoch's (a compaction under way is abandoned). */
+  #rotate(): void {
+    this.#snapshot?.abandon();
+    this.#snapshot = undefined;
     this.flush();
     // Marked closed first: if closing or opening fails, abandon() must not close the number
     // again (it may belong to another file by then).
@@ -426,30 +477,27 @@ export class Journal {
     this.#epoch++;
     this.#file = this.#open();
     this.#fileOpen = true;
-    this.#writeSnapshot(root);
+    this.#sinceCompact = 0;
   }
 
   #writeSnapshot(root: XsNode): void {
-    const file = path.join(this.dir, `snapshot-${this.#epoch}`);
-    const tmp = `${file}.tmp`;
-    const fd = fs.openSync(tmp, "w", 0o600);
-    let total = 0;
+    const s = new SnapshotWriter(this.dir, this.#epoch, root);
     try {
-      snapshotRecords(root, (b) => {
-        let w = 0;
-        while (w < b.length) w += fs.writeSync(fd, b, w);
-        total += b.length;
-      });
-      fs.fsyncSync(fd);
-    } finally {
-      fs.closeSync(fd);
+      s.step(Infinity);
+      s.finishNow();
+    } catch (e) {
+      s.abandon();
+      throw e;
     }
-    fs.renameSync(tmp, file);
+    this.#snapshotWritten(s.bytes);
+  }
+
+  /** The epoch's snapshot is in place: make that durable and delete what it supersedes. */
+  #snapshotWritten(bytes: number): void {
     fs.fsyncSync(this.#file.fd);
     fsyncDir(this.dir);
-    this.#lastSnapshotBytes = total;
-    this.#sinceCompact = 0;
-    // Older epochs are now redundant.
+    this.#lastSnapshotBytes = bytes;
+    // Older epochs are now redundant (and a temporary file an abandoned compaction left).
     for (const f of fs.readdirSync(this.dir)) {
       const m = /^(snapshot|journal)-(\d+)(\.tmp)?$/.exec(f);
       if (m && Number(m[2]) < this.#epoch) fs.rmSync(path.join(this.dir, f), { force: true });
@@ -457,6 +505,8 @@ export class Journal {
   }
 
   close(): void {
+    this.#snapshot?.abandon();
+    this.#snapshot = undefined;
     this.flush();
     this.#fileOpen = false;
     this.#file.close();
@@ -464,6 +514,8 @@ export class Journal {
 
   /** After a failure: close the file and write nothing more (not even the pending records). */
   abandon(): void {
+    this.#snapshot?.abandon();
+    this.#snapshot = undefined;
     if (!this.#fileOpen) return;
     this.#fileOpen = false;
     try {

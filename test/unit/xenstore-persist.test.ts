@@ -190,59 +190,6 @@ void test("garbage files in the state directory never stop the daemon from start
   fs.rmSync(dir, { recursive: true });
 });
 
-void test("compaction rotates to a new epoch and deletes what the snapshot replaces", async () => {
-  const dir = tmpdir();
-  const d = createXenstored({ stateDir: dir });
-  const c = new RawConnection(d.openConnection({ domid: 0 }));
-  const big = "v".repeat(4000);
-  // ~9 MB of journal passes the 8 MiB compaction threshold.
-  for (let round = 0; round < 36; round++) {
-    await Promise.all(Array.from({ length: 64 }, (_, i) => c.request("WRITE", `/big/k${i}|${big}`)));
-  }
-  const files = fs.readdirSync(dir).sort();
-  assert.ok(files.some((f) => f.startsWith("snapshot-")), files.join(" "));
-  assert.ok(files.filter((f) => f.startsWith("journal-")).length === 1, files.join(" "));
-  d.close();
-  const d2 = createXenstored({ stateDir: dir });
-  const c2 = new RawConnection(d2.openConnection({ domid: 0 }));
-  assert.equal((await c2.request("READ", "/big/k63|")).text, big);
-  d2.close();
-  fs.rmSync(dir, { recursive: true });
-});
-
-void test("a compaction that cannot write its snapshot is fatal: the request that set it off gets no reply, every connection closes, the change survives a restart", async () => {
-  const dir = tmpdir();
-  let fatal: unknown;
-  const d = createXenstored({ stateDir: dir, onFatal: (e) => (fatal = e) });
-  const c = new RawConnection(d.openConnection({ domid: 0 }));
-  const big = "v".repeat(4000);
-  mock.method(fsDefault, "renameSync", () => {
-    throw Object.assign(new Error("ENOSPC: no space left on device, rename"), { code: "ENOSPC" });
-  });
-  syncBuiltinESMExports();
-  let answered = 0;
-  let last = "";
-  try {
-    // One at a time, past the 8 MiB threshold: the write whose record crosses it compacts.
-    for (let i = 0; i < 2400 && fatal === undefined; i++) {
-      last = `/big/k${i}`;
-      const r = await c.request("WRITE", `${last}|${big}`).catch(() => undefined);
-      if (r !== undefined) answered++;
-    }
-  } finally {
-    mock.restoreAll();
-    syncBuiltinESMExports();
-  }
-  assert.match(String(fatal), /ENOSPC/);
-  assert.ok(answered > 2000 && answered < 2400, `${answered} writes answered before the failure`);
-  await assert.rejects(c.request("READ", "/big/k0|"), "the connection is closed");
-  const again = createXenstored({ stateDir: dir });
-  const c2 = new RawConnection(again.openConnection({ domid: 0 }));
-  assert.equal((await c2.request("READ", `${last}|`)).text, big, "the unanswered write was recorded before the compaction failed");
-  again.close();
-  fs.rmSync(dir, { recursive: true });
-});
-
 /** Count fdatasync calls made through `node:fs` while `fn` runs (persist.ts imports the namespace). */
 async function countingSyncs<T>(fn: (count: () => number) => Promise<T>): Promise<T> {
   let n = 0;
