@@ -38,6 +38,7 @@
 import { performance } from "node:perf_hooks";
 import { cpus, loadavg } from "node:os";
 import { spawn } from "node:child_process";
+import { readdirSync } from "node:fs";
 import { connectXenstore, type XenstoreClient } from "../src/xenstore/client.js";
 import { cpuNs, lastCpu, pinToCpu, rssMiB, startVmstack, startXen, type BenchDaemon, type VmstackDaemon } from "./xenstore-daemons.js";
 
@@ -205,6 +206,48 @@ async function fill(d: BenchDaemon): Promise<{ rss_mib: number; fill_ops: number
   }
 }
 
+/**
+ * Writes one at a time, `n` of them or, with `until`, for as long as it says no: their number and
+ * the slowest reply (ms). What a client notices of a daemon that stops answering for a while.
+ */
+async function slowestReply(c: XenstoreClient, n: number, until?: () => boolean): Promise<{ writes: number; slowest_ms: number }> {
+  let slowest = 0;
+  let i = 0;
+  for (; until === undefined ? i < n : !until() && i < n; i++) {
+    const t = performance.now();
+    await c.write(`/lat/n${i % 1000}`, "v");
+    slowest = Math.max(slowest, performance.now() - t);
+  }
+  return { writes: i, slowest_ms: Math.round(slowest * 100) / 100 };
+}
+
+/**
+ * A compaction of the filled store (CONTROL compact, vmstack's own) under a one-in-flight writer:
+ * the slowest reply while it ran, against the same writer's slowest without one, and how long
+ * the compaction took (until its temporary file was gone and the snapshot in place).
+ */
+async function compactionStall(d: VmstackDaemon): Promise<Record<string, number>> {
+  const c = await connectXenstore({ socket: d.socket, reconnect: false });
+  try {
+    const steady = await slowestReply(c, 3000);
+    const files = (): string[] => readdirSync(d.stateDir);
+    const before = new Set(files().filter((f) => f.startsWith("snapshot-")));
+    const t0 = performance.now();
+    const said = await c.control(["compact"]);
+    if (!said.startsWith("compaction started")) throw new Error(`CONTROL compact: ${said}`);
+    const done = (): boolean => !files().some((f) => f.endsWith(".tmp")) && files().some((f) => f.startsWith("snapshot-") && !before.has(f));
+    const during = await slowestReply(c, 1_000_000, done);
+    return {
+      compaction_ms: Math.round(performance.now() - t0),
+      compaction_writes_answered: during.writes,
+      compaction_slowest_reply_ms: during.slowest_ms,
+      steady_slowest_reply_ms: steady.slowest_ms,
+    };
+  } finally {
+    await c.close();
+  }
+}
+
 const out: {
   benchmark: string;
   command: string;
@@ -275,6 +318,7 @@ try {
         if (v.length !== 64) throw new Error(`restart after ${signal} lost data`);
         return ms;
       };
+      const stall = await compactionStall(vm);
       const clean = await restartMs("SIGTERM");
       const crash = await restartMs("SIGKILL");
       const bare = await timed(() => new Promise((resolve) => spawn(process.execPath, ["-e", ""]).once("exit", resolve)));
@@ -287,6 +331,7 @@ try {
         restart_target_ms: 1000,
         restart_ok: clean <= 1000 && crash <= 1000,
         node_bare_startup_ms: Math.round(bare * 1000),
+        ...stall,
       };
     }
     await d.stop();

@@ -31,8 +31,8 @@ export type Durability = "write" | "fsync";
 export const DURABILITIES: readonly Durability[] = ["write", "fsync"];
 /** Longest time a written journal record waits for its fdatasync in "write" mode. */
 export const SYNC_INTERVAL_MS = 1000;
-/** Nodes of a background snapshot written per turn of the event loop (about 2 ms of work here). */
-export const SNAPSHOT_SLICE = 2000;
+/** Nodes of a background snapshot written per turn of the event loop (1.5-2 ms of work here). */
+export const SNAPSHOT_SLICE = 1000;
 
 export interface XenstoredOptions {
   /** Where the journal and snapshots live; omit for an in-memory daemon (nothing persists). */
@@ -415,7 +415,10 @@ export class Xenstored implements ConnectionHost, OpEnv {
    * turn of the event loop, requests served in between, and fsync'd on libuv's thread pool.
    */
   #beginCompaction(j: Journal): void {
-    j.beginCompaction(this.root);
+    const failed = (e: unknown): void => {
+      if (!this.#closed && this.#journal === j) this.#fatal(e);
+    };
+    j.beginCompaction(this.root, failed);
     const slice = (): void => {
       if (this.#closed || this.#journal !== j) return;
       try {
@@ -424,10 +427,10 @@ export class Xenstored implements ConnectionHost, OpEnv {
           return;
         }
         j.finishCompaction((e) => {
-          if (e !== null && !this.#closed && this.#journal === j) this.#fatal(e);
+          if (e !== null) failed(e);
         });
       } catch (e) {
-        this.#fatal(e);
+        failed(e);
       }
     };
     setImmediate(slice);
@@ -438,11 +441,11 @@ export class Xenstored implements ConnectionHost, OpEnv {
     this.#syncTimer = setTimeout(() => {
       this.#syncTimer = undefined;
       if (this.#closed) return;
-      try {
-        this.#journal?.sync();
-      } catch (e) {
-        this.#fatal(e);
-      }
+      const j = this.#journal;
+      // On the thread pool: a blocking fdatasync stalled every client for a few ms a second.
+      j?.syncInBackground((e) => {
+        if (e !== null && !this.#closed && this.#journal === j) this.#fatal(e);
+      });
     }, SYNC_INTERVAL_MS);
     // A pending sync must not keep a finished process alive; close() syncs anyway.
     this.#syncTimer.unref();

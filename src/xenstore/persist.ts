@@ -413,6 +413,48 @@ export class Journal {
     this.#unsynced = false;
   }
 
+  /**
+   * fdatasync what has been written, on libuv's thread pool (the periodic sync of durability
+   * "write": a blocking one stalled every client for a few ms a second under a write load).
+   * Records stored meanwhile wait for the next. `done` gets the error, if any.
+   */
+  syncInBackground(done: (error: Error | null) => void): void {
+    if (!this.#unsynced) {
+      done(null);
+      return;
+    }
+    this.#unsynced = false;
+    this.#fdatasyncOf(this.#file, done);
+  }
+
+  /** Files with an fdatasync on the thread pool, and how to close each once the last returns. */
+  readonly #syncing = new Map<JournalFile, { count: number; close: (() => void) | undefined }>();
+
+  #fdatasyncOf(file: JournalFile, done: (error: Error | null) => void): void {
+    const entry = this.#syncing.get(file) ?? { count: 0, close: undefined };
+    entry.count++;
+    this.#syncing.set(file, entry);
+    fs.fdatasync(file.fd, (e) => {
+      let error: Error | null = e;
+      if (--entry.count === 0) {
+        this.#syncing.delete(file);
+        try {
+          entry.close?.();
+        } catch (err) {
+          error ??= err as Error;
+        }
+      }
+      done(error);
+    });
+  }
+
+  /** Close `file` now, or when its fdatasyncs under way return (the descriptor must outlive them). */
+  #closeFile(file: JournalFile, close: () => void = () => file.close()): void {
+    const entry = this.#syncing.get(file);
+    if (entry === undefined) close();
+    else entry.close = close;
+  }
+
   /** True when the journal has grown enough that a compaction pays off (and none is under way). */
   wantsCompaction(): boolean {
     return this.#snapshot === undefined && this.#sinceCompact > Math.max(8 * 1024 * 1024, 2 * this.#lastSnapshotBytes);
@@ -436,8 +478,8 @@ export class Journal {
    * at a time and finished by finishCompaction(). Until then a crash leaves the previous snapshot
    * and both journals, which load as well.
    */
-  beginCompaction(root: XsNode): void {
-    this.#rotate();
+  beginCompaction(root: XsNode, failed: (error: Error) => void): void {
+    this.#rotate(failed);
     this.#snapshot = new SnapshotWriter(this.dir, this.#epoch, root);
   }
 
@@ -456,7 +498,7 @@ export class Journal {
       this.#snapshot = undefined;
       try {
         if (e !== null) throw e;
-        this.#snapshotWritten(s.bytes);
+        this.#snapshotWritten(s.bytes, true);
       } catch (err) {
         done(err as Error);
         return;
@@ -465,15 +507,26 @@ export class Journal {
     });
   }
 
-  /** Flush into this epoch's journal and start the next epoch's (a compaction under way is abandoned). */
-  #rotate(): void {
+  /**
+   * Flush into this epoch's journal and start the next epoch's (a compaction under way is
+   * abandoned). The old journal is fdatasync'd now, or with `failed`, on the thread pool (then
+   * closed): only a power loss before the new snapshot is in place could need its last records.
+   */
+  #rotate(failed?: (error: Error) => void): void {
     this.#snapshot?.abandon();
     this.#snapshot = undefined;
-    this.flush();
+    this.flush(failed === undefined);
+    const old = this.#file;
+    if (failed !== undefined && this.#unsynced) {
+      this.#fdatasyncOf(old, (e) => {
+        if (e !== null) failed(e);
+      });
+    }
+    this.#unsynced = false;
     // Marked closed first: if closing or opening fails, abandon() must not close the number
     // again (it may belong to another file by then).
     this.#fileOpen = false;
-    this.#file.close();
+    this.#closeFile(old);
     this.#epoch++;
     this.#file = this.#open();
     this.#fileOpen = true;
@@ -489,18 +542,27 @@ export class Journal {
       s.abandon();
       throw e;
     }
-    this.#snapshotWritten(s.bytes);
+    this.#snapshotWritten(s.bytes, false);
   }
 
   /** The epoch's snapshot is in place: make that durable and delete what it supersedes. */
-  #snapshotWritten(bytes: number): void {
-    fs.fsyncSync(this.#file.fd);
+  #snapshotWritten(bytes: number, inBackground: boolean): void {
+    // The directory's fsync makes the rename durable, and the new journal's name with it.
     fsyncDir(this.dir);
     this.#lastSnapshotBytes = bytes;
-    // Older epochs are now redundant (and a temporary file an abandoned compaction left).
+    // Older epochs are now redundant (and a temporary file an abandoned compaction left). In the
+    // background, removed off the event loop (unlinking a 10 MB snapshot took 3.7 ms here): until
+    // then the loader ignores them, as it ignores everything before the newest snapshot.
+    const epoch = this.#epoch;
     for (const f of fs.readdirSync(this.dir)) {
       const m = /^(snapshot|journal)-(\d+)(\.tmp)?$/.exec(f);
-      if (m && Number(m[2]) < this.#epoch) fs.rmSync(path.join(this.dir, f), { force: true });
+      if (!m || Number(m[2]) >= epoch) continue;
+      if (!inBackground) fs.rmSync(path.join(this.dir, f), { force: true });
+      else {
+        fs.rm(path.join(this.dir, f), { force: true }, (e) => {
+          if (e !== null) log("warn", "xenstored", `removing ${f}, which the snapshot of epoch ${epoch} replaces: ${messageOf(e)}`);
+        });
+      }
     }
   }
 
@@ -509,7 +571,7 @@ export class Journal {
     this.#snapshot = undefined;
     this.flush();
     this.#fileOpen = false;
-    this.#file.close();
+    this.#closeFile(this.#file);
   }
 
   /** After a failure: close the file and write nothing more (not even the pending records). */
@@ -518,10 +580,13 @@ export class Journal {
     this.#snapshot = undefined;
     if (!this.#fileOpen) return;
     this.#fileOpen = false;
-    try {
-      fs.closeSync(this.#file.fd);
-    } catch (e) {
-      log("warn", "xenstored", `closing the failed journal in ${this.dir}: ${messageOf(e)}`);
-    }
+    const fd = this.#file.fd;
+    this.#closeFile(this.#file, () => {
+      try {
+        fs.closeSync(fd);
+      } catch (e) {
+        log("warn", "xenstored", `closing the failed journal in ${this.dir}: ${messageOf(e)}`);
+      }
+    });
   }
 }

@@ -5,11 +5,12 @@ import * as fs from "node:fs";
 import fsDefault from "node:fs";
 import * as os from "node:os";
 import * as path from "node:path";
-import { createXenstored, RawConnection, type Xenstored } from "../../src/xenstore/index.js";
+import { createXenstored, RawConnection, SYNC_INTERVAL_MS, type Xenstored } from "../../src/xenstore/index.js";
 import { parseRecords } from "../../src/xenstore/persist.js";
 import { RecordWriter } from "../../src/xenstore/persist-records.js";
 import { SnapshotWalk, snapshotRecords } from "../../src/xenstore/snapshot.js";
 import { retryUntil } from "../../src/lib/retry.js";
+import { openUnder } from "../support/open-files.js";
 
 function tmpdir(): string {
   return fs.mkdtempSync(path.join(os.tmpdir(), "vmstack-xs-compact-"));
@@ -29,12 +30,15 @@ function epochFiles(dir: string): string[] {
     .sort();
 }
 
-/** Wait until no compaction's temporary file is left and a snapshot is in place; the files then. */
+/**
+ * Wait until a compaction is done: a snapshot in place, no temporary file, and what it replaced
+ * removed (one snapshot and its journal left); the files then.
+ */
 async function settled(dir: string): Promise<string[]> {
   return retryUntil(
     () => {
       const files = epochFiles(dir);
-      return files.some((f) => f.endsWith(".tmp")) || !files.some((f) => f.startsWith("snapshot-")) ? undefined : files;
+      return files.length === 2 && files.some((f) => f.startsWith("snapshot-")) && !files.some((f) => f.endsWith(".tmp")) ? files : undefined;
     },
     { what: `a compaction in ${dir} to finish`, timeoutMs: 20_000 },
   );
@@ -95,7 +99,7 @@ void test("a background compaction writes its snapshot in slices: requests are a
   const c = new RawConnection(d.openConnection({ domid: 0 }));
   await fill(c, 30_000);
   const { answered, sizes, epoch } = await writesDuringCompaction(d, c, dir);
-  // 30,000 nodes (3 MB) are 15 slices: the file grows between requests. Written at once, it
+  // 30,000 nodes (3 MB) are 30 slices: the file grows between requests. Written at once, it
   // would have its full size when first seen (requests answered during its fsync, on the
   // thread pool, would all see that one size).
   assert.ok(sizes.size >= 5, `the snapshot file was seen at ${sizes.size} sizes while ${answered} writes were answered: ${[...sizes].join(" ")}`);
@@ -212,4 +216,42 @@ void test("a snapshot walked in slices of any size has the same bytes as one wri
     assert.deepEqual(w.take(), Buffer.concat(whole), `slice ${slice}`);
   }
   d.close();
+});
+
+void test("the periodic fdatasync runs on the thread pool; a journal closed meanwhile keeps its descriptor until it returns", async () => {
+  const dir = tmpdir();
+  const d = createXenstored({ stateDir: dir });
+  const c = new RawConnection(d.openConnection({ domid: 0 }));
+  const held: [number, (e: NodeJS.ErrnoException | null) => void][] = [];
+  let blocking = 0;
+  const realAsync = fsDefault.fdatasync;
+  const realSync = fsDefault.fdatasyncSync;
+  mock.method(fsDefault, "fdatasync", (fd: number, cb: (e: NodeJS.ErrnoException | null) => void) => held.push([fd, cb]));
+  mock.method(fsDefault, "fdatasyncSync", (fd: number) => {
+    blocking++;
+    realSync(fd);
+  });
+  syncBuiltinESMExports();
+  try {
+    assert.equal((await c.request("WRITE", "/a|1")).text, "OK|");
+    await new Promise((r) => setTimeout(r, SYNC_INTERVAL_MS + 200));
+    assert.equal(held.length, 1, "one fdatasync, on the thread pool");
+    assert.equal(blocking, 0, "none on the event loop");
+    const journal = openUnder(dir).find((f) => f.startsWith("journal-"));
+    assert.ok(journal !== undefined);
+    d.close();
+    assert.ok(openUnder(dir).includes(journal), "the descriptor outlives close() while its fdatasync runs");
+    const [fd, cb] = held[0]!;
+    await new Promise<void>((resolve) =>
+      realAsync(fd, (e) => {
+        cb(e);
+        resolve();
+      }),
+    );
+    assert.deepEqual(openUnder(dir), [], "closed once it returned");
+  } finally {
+    mock.restoreAll();
+    syncBuiltinESMExports();
+  }
+  fs.rmSync(dir, { recursive: true });
 });

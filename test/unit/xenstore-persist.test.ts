@@ -190,13 +190,23 @@ void test("garbage files in the state directory never stop the daemon from start
   fs.rmSync(dir, { recursive: true });
 });
 
-/** Count fdatasync calls made through `node:fs` while `fn` runs (persist.ts imports the namespace). */
+/**
+ * Count fdatasync calls made through `node:fs` while `fn` runs (persist.ts imports the namespace),
+ * blocking or on the thread pool, counted once done.
+ */
 async function countingSyncs<T>(fn: (count: () => number) => Promise<T>): Promise<T> {
   let n = 0;
   const real = fsDefault.fdatasyncSync;
+  const realAsync = fsDefault.fdatasync;
   mock.method(fsDefault, "fdatasyncSync", (fd: number) => {
-    n++;
     real(fd);
+    n++;
+  });
+  mock.method(fsDefault, "fdatasync", (fd: number, cb: (e: NodeJS.ErrnoException | null) => void) => {
+    realAsync(fd, (e) => {
+      n++;
+      cb(e);
+    });
   });
   syncBuiltinESMExports();
   try {

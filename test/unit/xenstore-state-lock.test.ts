@@ -9,6 +9,7 @@ import * as path from "node:path";
 import { fileURLToPath } from "node:url";
 import { createXenstored, nativeIoUnavailable, RawConnection, SYNC_INTERVAL_MS } from "../../src/xenstore/index.js";
 import { LOCK_FILE, lockStateDir } from "../../src/xenstore/state-lock.js";
+import { openUnder } from "../support/open-files.js";
 
 const STATE_LOCK = fileURLToPath(new URL("../../src/xenstore/state-lock.js", import.meta.url));
 
@@ -24,17 +25,6 @@ try { lockStateDir(process.argv[2]); console.log("locked"); } catch (e) { consol
 }
 
 /** The descriptors this process has open on files under `dir`. */
-function openUnder(dir: string): string[] {
-  return fs.readdirSync("/proc/self/fd").flatMap((fd) => {
-    try {
-      const target = fs.readlinkSync(`/proc/self/fd/${fd}`);
-      return target.startsWith(dir + "/") ? [path.basename(target)] : [];
-    } catch {
-      return []; // closed meanwhile (the readdir's own descriptor)
-    }
-  });
-}
-
 function tempDir(t: { after(fn: () => void): void }): string {
   const dir = fs.mkdtempSync(path.join(os.tmpdir(), "vmstack-xs-lock-"));
   t.after(() => fs.rmSync(dir, { recursive: true, force: true }));
@@ -111,8 +101,9 @@ void test("a daemon whose journal fails closes the journal and lets the lock go:
   t.after(() => d.close());
   const c = new RawConnection(d.openConnection({ domid: 0 }));
   assert.deepEqual(openUnder(dir).sort(), ["journal-1", LOCK_FILE].sort());
-  mock.method(fsDefault, "fdatasyncSync", () => {
-    throw Object.assign(new Error("EIO: i/o error, fdatasync"), { code: "EIO" });
+  // The periodic one runs on the thread pool.
+  mock.method(fsDefault, "fdatasync", (_fd: number, cb: (e: Error | null) => void) => {
+    setImmediate(() => cb(Object.assign(new Error("EIO: i/o error, fdatasync"), { code: "EIO" })));
   });
   syncBuiltinESMExports();
   try {
