@@ -31,8 +31,6 @@ export type Durability = "write" | "fsync";
 export const DURABILITIES: readonly Durability[] = ["write", "fsync"];
 /** Longest time a written journal record waits for its fdatasync in "write" mode. */
 export const SYNC_INTERVAL_MS = 1000;
-/** Nodes of a background snapshot written per turn of the event loop (1.5-2 ms of work here). */
-export const SNAPSHOT_SLICE = 1000;
 
 export interface XenstoredOptions {
   /** Where the journal and snapshots live; omit for an in-memory daemon (nothing persists). */
@@ -410,30 +408,15 @@ export class Xenstored implements ConnectionHost, OpEnv {
     return true;
   }
 
-  /**
-   * Compact in the background: the snapshot of today's root is written SNAPSHOT_SLICE nodes per
-   * turn of the event loop, requests served in between, and fsync'd on libuv's thread pool.
-   */
+  /** Compact in the background (Journal.beginCompaction); a failure is fatal, as a journal write's. */
   #beginCompaction(j: Journal): void {
-    const failed = (e: unknown): void => {
-      if (!this.#closed && this.#journal === j) this.#fatal(e);
-    };
-    j.beginCompaction(this.root, failed);
-    const slice = (): void => {
-      if (this.#closed || this.#journal !== j) return;
-      try {
-        if (!j.compactStep(SNAPSHOT_SLICE)) {
-          setImmediate(slice);
-          return;
-        }
-        j.finishCompaction((e) => {
-          if (e !== null) failed(e);
-        });
-      } catch (e) {
-        failed(e);
-      }
-    };
-    setImmediate(slice);
+    j.beginCompaction(this.root, (e) => this.#failedLater(j, "compacting", e), { repliesWaitForSync: this.#durability === "fsync" });
+  }
+
+  /** An error from disk work off the event loop: fatal for the journal in use, else only logged. */
+  #failedLater(j: Journal, what: string, e: Error): void {
+    if (!this.#closed && this.#journal === j) this.#fatal(e);
+    else log("warn", "xenstored", `${what} ${j.dir} after the journal was closed: ${e.message}`);
   }
 
   #scheduleSync(): void {
@@ -444,7 +427,7 @@ export class Xenstored implements ConnectionHost, OpEnv {
       const j = this.#journal;
       // On the thread pool: a blocking fdatasync stalled every client for a few ms a second.
       j?.syncInBackground((e) => {
-        if (e !== null && !this.#closed && this.#journal === j) this.#fatal(e);
+        if (e !== null) this.#failedLater(j, "syncing the journal in", e);
       });
     }, SYNC_INTERVAL_MS);
     // A pending sync must not keep a finished process alive; close() syncs anyway.
@@ -477,9 +460,10 @@ export class Xenstored implements ConnectionHost, OpEnv {
 
   /**
    * Start a background compaction, as the journal's growth does (CONTROL compact): "started", or
-   * why not (no state directory, or one under way).
+   * why not (no state directory, one under way, or starting it failed: then fatal, as a journal
+   * write's failure).
    */
-  compactInBackground(): "started" | "in memory" | "under way" {
+  compactInBackground(): "started" | "in memory" | "under way" | "failed" {
     const j = this.#journal;
     if (j === undefined) return "in memory";
     if (j.compacting) return "under way";
@@ -487,6 +471,7 @@ export class Xenstored implements ConnectionHost, OpEnv {
       this.#beginCompaction(j);
     } catch (e) {
       this.#fatal(e);
+      return "failed";
     }
     return "started";
   }

@@ -283,6 +283,7 @@ function control(d: Xenstored, conn: Connection, msg: XsMessage): Buffer {
       // vmstack's own: snapshot the store now, in the background (as the journal's growth does).
       const r = d.compactInBackground();
       if (r === "in memory") throw xsError("EINVAL", "compact: this daemon keeps no state directory");
+      if (r === "failed") throw xsError("EIO", "compact: the state directory cannot be written");
       return nul(r === "started" ? "compaction started\n" : "a compaction is under way\n");
     }
     case "print":

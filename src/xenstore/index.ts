@@ -14,7 +14,9 @@
  *                                                  // every connection (srv.close() waits for them)
  *   d.release(5)                                   // = XS_RELEASE: closes its connections, removes its nodes/ACLs
  *   d.loadReport                                   // what loading the state dir found/dropped
- *   d.compact()                                    // snapshot now (normally automatic by journal size)
+ *   d.compact()                                    // snapshot now, blocking (normally automatic by
+ *                                                  // journal size, in the background)
+ *   d.compactInBackground()                        // as CONTROL compact
  *   RawConnection                                  // frame-level peer over any Duplex, for tests/fuzzers
  *
  * Paths, permissions and quotas: `canonicalize`, `parsePerms`/`formatPerms`, `DEFAULT_QUOTAS`.

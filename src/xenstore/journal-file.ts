@@ -31,7 +31,7 @@ export interface JournalFile {
 }
 
 /** write(2) at `at`, all of it. */
-function writeAt(fd: number, bytes: Buffer, at: number): void {
+export function writeAt(fd: number, bytes: Buffer, at: number): void {
   let written = 0;
   while (written < bytes.length) written += fs.writeSync(fd, bytes, written, bytes.length - written, at + written);
 }

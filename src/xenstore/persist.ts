@@ -24,6 +24,8 @@
  *   .warm-up-*  a warm-up's scratch directory while it runs (warmup.ts); never loaded
  * Loading takes the newest snapshot K and replays journal-K, journal-K+1, ... in order (a crash
  * between starting journal-N+1 and finishing snapshot-N+1 leaves snapshot-N + both journals).
+ * A running daemon compacts in the background (beginCompaction; snapshot.ts writes the file a
+ * slice at a time), so that window lasts as long as the snapshot takes to write.
  *
  * The record format and its damage handling are in persist-records.ts. A start that found damage
  * writes a fresh snapshot at once, so the damage never survives into the next epoch; a clean start
@@ -33,11 +35,12 @@ import * as fs from "node:fs";
 import * as path from "node:path";
 import { messageOf } from "../lib/errors.js";
 import { log } from "../lib/log.js";
-import { DEFAULT_PERMS, permsText, type Perms } from "./permissions.js";
-import { makeNode, prioOf, type Kids, type XsNode } from "./store.js";
+import { permsText } from "./permissions.js";
+import type { XsNode } from "./store.js";
 import type { JournalOp } from "./operations.js";
-import { RecordWriter, encodeRecordAt, recordSize, scanRecords, type Dropped } from "./persist-records.js";
-import { SnapshotWriter } from "./snapshot.js";
+import { RecordWriter, encodeRecordAt, recordSize } from "./persist-records.js";
+import { listEpochs, type LoadResult } from "./load-state.js";
+import { SNAPSHOT_SLICE, SnapshotWriter } from "./snapshot.js";
 import { xsio, type XsioAddon } from "./native.js";
 import { JOURNAL_CHUNK, onlyZeros, openJournalFile, type JournalFile } from "./journal-file.js";
 
@@ -45,236 +48,8 @@ export { JOURNAL_CHUNK, journalMaps } from "./journal-file.js";
 
 export { encodeRecord, parseRecords, scanRecords, type Dropped, type LoadedRecord } from "./persist-records.js";
 export { snapshotRecords } from "./snapshot.js";
+export { loadState, type LoadResult } from "./load-state.js";
 
-interface MNode {
-  value: string;
-  perms: Perms;
-  kids: Map<string, MNode> | undefined;
-  /** Set while freezing (post-order). */
-  expanded?: boolean;
-  frozen?: XsNode;
-}
-
-export interface LoadResult {
-  readonly root: XsNode;
-  readonly epoch: number;
-  readonly dropped: readonly Dropped[];
-  /** Human-readable lines: what was loaded and exactly what was dropped or repaired. */
-  readonly report: readonly string[];
-  readonly nodes: number;
-  /** Nodes per owner domid (quota accounting). */
-  readonly owners: Map<number, number>;
-  /** Highest child seq used: the daemon's generation counter starts above it. */
-  readonly maxSeq: number;
-  /**
-   * Anything dropped or repaired, or a record from before masking that holds the magic
-   * (persist-records.ts): the daemon then compacts at once, so the damage is gone and every record
-   * is in today's format.
-   */
-  readonly damaged: boolean;
-  readonly snapshotBytes: number;
-  readonly journalBytes: number;
-}
-
-/**
- * The tree under construction. Records name full paths; snapshots list nodes in pre-order, so the
- * chain of the last record's ancestors (a stack) almost always holds the next record's parent: a
- * lookup costs a few string compares, with no per-path index to allocate and collect. Records out
- * of that order (journals, damage) walk down from the deepest ancestor on the chain.
- */
-class LoadTree {
-  readonly root: MNode = { value: "", perms: DEFAULT_PERMS, kids: undefined };
-  #chain: [string, MNode][] = [["/", this.root]];
-
-  constructor(private readonly repairs: string[]) {}
-
-  apply(rec: JournalOp): void {
-    if (rec.op === "del") this.#del(rec.path);
-    else this.#put(rec.path, rec.value, rec.perms);
-  }
-
-  /** The node at `p` (creating missing ancestors, reported), leaving the chain ending at it. */
-  #reach(p: string, forPath: string): MNode {
-    const chain = this.#chain;
-    for (;;) {
-      const [top, node] = chain[chain.length - 1]!;
-      if (top === p) return node;
-      if (top === "/" || p.startsWith(top + "/")) {
-        // Descend one level towards p.
-        const rest = top === "/" ? p.slice(1) : p.slice(top.length + 1);
-        const slash = rest.indexOf("/");
-        const name = slash < 0 ? rest : rest.slice(0, slash);
-        const childPath = top === "/" ? `/${name}` : `${top}/${name}`;
-        let c = node.kids?.get(name);
-        if (c === undefined) {
-          if (childPath !== forPath) this.repairs.push(`recreated missing parent ${childPath} of ${forPath}`);
-          c = { value: "", perms: node.perms, kids: undefined };
-          (node.kids ??= new Map()).set(name, c);
-        }
-        chain.push([childPath, c]);
-        continue;
-      }
-      chain.pop();
-    }
-  }
-
-  #put(p: string, value: string, perms: Perms): void {
-    // Fast path (pre-order snapshots): the parent is on the chain.
-    const cut = p.lastIndexOf("/");
-    const parent = cut === 0 ? "/" : p.slice(0, cut);
-    const chain = this.#chain;
-    while (chain.length > 1) {
-      const top = chain[chain.length - 1]![0];
-      if (top === parent || (parent.startsWith(top) && parent.charCodeAt(top.length) === 47)) break;
-      chain.pop();
-    }
-    const [top, pn] = chain[chain.length - 1]!;
-    if (top === parent && p !== "/") {
-      const name = p.slice(cut + 1);
-      let c = pn.kids?.get(name);
-      if (c === undefined) {
-        c = { value, perms, kids: undefined };
-        (pn.kids ??= new Map()).set(name, c);
-      } else {
-        c.value = value;
-        c.perms = perms;
-      }
-      chain.push([p, c]);
-      return;
-    }
-    const n = this.#reach(p, p);
-    n.value = value;
-    n.perms = perms;
-  }
-
-  #del(p: string): void {
-    if (p === "/") return;
-    this.#chain = [["/", this.root]];
-    let n: MNode | undefined = this.root;
-    const segs = p.slice(1).split("/");
-    for (let i = 0; i < segs.length - 1 && n !== undefined; i++) n = n.kids?.get(segs[i]!);
-    if (n?.kids === undefined) return;
-    n.kids.delete(segs[segs.length - 1]!);
-    if (n.kids.size === 0) n.kids = undefined;
-  }
-}
-
-/** Cartesian-tree build of a treap from children already sorted by name: O(n). */
-function buildKids(sorted: [string, XsNode, number][]): Kids | undefined {
-  type K = { key: string; node: XsNode; prio: number; seq: number; left: K | undefined; right: K | undefined };
-  const stack: K[] = [];
-  for (const [key, node, seq] of sorted) {
-    const k: K = { key, node, prio: prioOf(key), seq, left: undefined, right: undefined };
-    let last: K | undefined;
-    while (stack.length > 0 && stack[stack.length - 1]!.prio < k.prio) last = stack.pop();
-    k.left = last;
-    if (stack.length > 0) stack[stack.length - 1]!.right = k;
-    stack.push(k);
-  }
-  return stack[0];
-}
-
-function freeze(root: MNode): { node: XsNode; count: number; maxSeq: number; owners: Map<number, number> } {
-  // Iterative post-order (XSA-418). Children get seq numbers in their Map order, which is the
-  // order they were created in the snapshot/journal: DIRECTORY order survives a restart.
-  let count = 0;
-  let seq = 0;
-  const owners = new Map<number, number>();
-  const stack: MNode[] = [root];
-  while (stack.length > 0) {
-    const m = stack[stack.length - 1]!;
-    if (m.kids !== undefined && m.expanded !== true) {
-      m.expanded = true;
-      for (const c of m.kids.values()) stack.push(c);
-      continue;
-    }
-    stack.pop();
-    let kids: Kids | undefined;
-    if (m.kids !== undefined) {
-      const arr: [string, XsNode, number][] = [];
-      for (const [name, c] of m.kids) arr.push([name, c.frozen!, ++seq]);
-      arr.sort((a, b) => (a[0] < b[0] ? -1 : a[0] > b[0] ? 1 : 0));
-      kids = buildKids(arr);
-    }
-    m.frozen = makeNode(m.value, m.perms, 0, kids);
-    const owner = m.perms[0]?.domid ?? 0;
-    owners.set(owner, (owners.get(owner) ?? 0) + 1);
-    count++;
-  }
-  return { node: root.frozen!, count, maxSeq: seq, owners };
-}
-
-function listEpochs(dir: string, prefix: string): number[] {
-  const out: number[] = [];
-  for (const f of fs.readdirSync(dir)) {
-    const m = new RegExp(`^${prefix}-(\\d+)$`).exec(f);
-    if (m) out.push(Number(m[1]));
-  }
-  return out.sort((a, b) => a - b);
-}
-
-/** Load the state directory (created if missing). Never throws on damaged files: it reports. */
-export function loadState(dir: string): LoadResult {
-  fs.mkdirSync(dir, { recursive: true, mode: 0o700 });
-  const report: string[] = [];
-  const dropped: Dropped[] = [];
-  const repairs: string[] = [];
-  const tree = new LoadTree(repairs);
-  const root = tree.root;
-  const snaps = listEpochs(dir, "snapshot");
-  const base = snaps.length > 0 ? snaps[snaps.length - 1]! : 0;
-  let snapshotBytes = 0;
-  let journalBytes = 0;
-  let incomplete = false;
-  // Plain records holding the record magic, from before masking: the files are rewritten (masked).
-  const unmasked = { count: 0 };
-  if (snaps.length > 0) {
-    const file = path.join(dir, `snapshot-${base}`);
-    const data = fs.readFileSync(file);
-    snapshotBytes = data.length;
-    let puts = 0;
-    let end: number | undefined;
-    dropped.push(
-      ...scanRecords(data, file, (rec) => {
-        if (rec.op === "end") end = rec.count;
-        else {
-          tree.apply(rec);
-          puts++;
-        }
-      }, { unmasked }),
-    );
-    if (end === undefined) report.push(`${file}: no end marker; the snapshot is incomplete (${puts} nodes read)`);
-    else if (end !== puts) report.push(`${file}: ${end - puts} of ${end} nodes lost to damage`);
-    incomplete = end !== puts;
-  }
-  let replayed = 0;
-  const journals = listEpochs(dir, "journal").filter((e) => e >= base);
-  for (const e of journals) {
-    const file = path.join(dir, `journal-${e}`);
-    const data = fs.readFileSync(file);
-    journalBytes += data.length;
-    dropped.push(
-      ...scanRecords(
-        data,
-        file,
-        (rec) => {
-          if (rec.op === "end") return;
-          tree.apply(rec);
-          replayed++;
-        },
-        { zeroTail: true, changes: true, unmasked },
-      ),
-    );
-  }
-  for (const d of dropped) report.push(`${d.file}: dropped ${d.length} bytes at offset ${d.offset} (${d.reason})`);
-  report.push(...repairs);
-  const frozen = freeze(root);
-  const epoch = Math.max(base, journals[journals.length - 1] ?? 0);
-  report.unshift(`loaded ${frozen.count} nodes from ${dir} (snapshot ${snaps.length > 0 ? base : "none"}, ${replayed} journal records)`);
-  if (unmasked.count > 0) report.push(`${unmasked.count} records from before masking hold the record magic in a path or value: a fresh snapshot stores them masked`);
-  const damaged = dropped.length > 0 || repairs.length > 0 || incomplete || unmasked.count > 0;
-  return { root: frozen.node, epoch, dropped, report, nodes: frozen.count, owners: frozen.owners, maxSeq: frozen.maxSeq, damaged, snapshotBytes, journalBytes };
-}
 
 function fsyncDir(dir: string): void {
   const fd = fs.openSync(dir, "r");
@@ -408,7 +183,8 @@ export class Journal {
 
   /** fdatasync what has been written (a no-op when nothing waits). */
   sync(): void {
-    if (!this.#unsynced) return;
+    // One under way on the thread pool may not have returned yet: close() must not return first.
+    if (!this.#unsynced && !this.#syncing.has(this.#file)) return;
     fs.fdatasyncSync(this.#file.fd);
     this.#unsynced = false;
   }
@@ -474,25 +250,28 @@ export class Journal {
   }
 
   /**
-   * Rotate to a new epoch and start its snapshot of `root`, to be written by compactStep() a slice
-   * at a time and finished by finishCompaction(). Until then a crash leaves the previous snapshot
-   * and both journals, which load as well.
+   * Rotate to a new epoch and write its snapshot of `root` in the background: SNAPSHOT_SLICE nodes
+   * per turn of the event loop, then fsync'd on the thread pool and put in place. Until then a
+   * crash leaves the previous snapshot and both journals, which load as well. `failed` gets any
+   * error; nothing is called once the compaction was abandoned (close(), abandon(), compact()).
    */
-  beginCompaction(root: XsNode, failed: (error: Error) => void): void {
-    this.#rotate(failed);
-    this.#snapshot = new SnapshotWriter(this.dir, this.#epoch, root);
+  beginCompaction(root: XsNode, failed: (error: Error) => void, o: { readonly repliesWaitForSync: boolean }): void {
+    this.#rotate(o.repliesWaitForSync ? undefined : failed);
+    const s = new SnapshotWriter(this.dir, this.#epoch, root);
+    this.#snapshot = s;
+    const slice = (): void => {
+      if (this.#snapshot !== s) return;
+      try {
+        if (s.step(SNAPSHOT_SLICE)) this.#finish(s, failed);
+        else setImmediate(slice);
+      } catch (e) {
+        failed(e as Error);
+      }
+    };
+    setImmediate(slice);
   }
 
-  /** Write up to `records` more nodes of the snapshot; true when all are written (then finishCompaction). */
-  compactStep(records: number): boolean {
-    if (this.#snapshot === undefined) throw new Error("compactStep() without a compaction under way");
-    return this.#snapshot.step(records);
-  }
-
-  /** fsync the written snapshot off the event loop and put it in place; `done` gets any error (not called if abandoned meanwhile). */
-  finishCompaction(done: (error: Error | null) => void): void {
-    const s = this.#snapshot;
-    if (s === undefined) throw new Error("finishCompaction() without a compaction under way");
+  #finish(s: SnapshotWriter, failed: (error: Error) => void): void {
     s.finish((e) => {
       if (this.#snapshot !== s) return;
       this.#snapshot = undefined;
@@ -500,10 +279,8 @@ export class Journal {
         if (e !== null) throw e;
         this.#snapshotWritten(s.bytes, true);
       } catch (err) {
-        done(err as Error);
-        return;
+        failed(err as Error);
       }
-      done(null);
     });
   }
 
@@ -511,6 +288,8 @@ export class Journal {
    * Flush into this epoch's journal and start the next epoch's (a compaction under way is
    * abandoned). The old journal is fdatasync'd now, or with `failed`, on the thread pool (then
    * closed): only a power loss before the new snapshot is in place could need its last records.
+   * Not where replies wait for the fdatasync (durability "fsync"): the batch flushed here may
+   * hold records whose replies are released once this returns.
    */
   #rotate(failed?: (error: Error) => void): void {
     this.#snapshot?.abandon();
@@ -531,6 +310,9 @@ export class Journal {
     this.#file = this.#open();
     this.#fileOpen = true;
     this.#sinceCompact = 0;
+    // The new journal's name, durable before any reply can depend on a record in it (an
+    // fdatasync of the file does not make its directory entry durable).
+    fsyncDir(this.dir);
   }
 
   #writeSnapshot(root: XsNode): void {

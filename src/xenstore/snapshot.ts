@@ -2,7 +2,8 @@
  * Snapshots: the whole tree as records (persist-records.ts), pre-order, children in creation
  * order (so a reload recreates DIRECTORY order), walked iteratively (XSA-418).
  *
- * A running daemon writes one a slice at a time (SnapshotWriter): the tree is immutable, so the
+ * A running daemon writes one a slice at a time (SnapshotWriter; Journal.beginCompaction drives
+ * it, SNAPSHOT_SLICE nodes per turn of the event loop): the tree is immutable, so the
  * root taken when the compaction starts is the snapshot however the store changes meanwhile, and
  * no request waits for the whole tree. Written at once, 100,000 nodes stalled every client for
  * 140-175 ms here (encoding is most of it; the fsync took 10 ms), each time the journal had grown
@@ -14,7 +15,11 @@ import { messageOf } from "../lib/errors.js";
 import { log } from "../lib/log.js";
 import { permsText } from "./permissions.js";
 import { RecordWriter } from "./persist-records.js";
+import { writeAt } from "./journal-file.js";
 import { orderedKids, type XsNode } from "./store.js";
+
+/** Nodes of a background snapshot written per turn of the event loop (1.5-2 ms of work here). */
+export const SNAPSHOT_SLICE = 1000;
 
 /** The tree's records, resumable: each next() encodes some more into a RecordWriter. */
 export class SnapshotWalk {
@@ -63,12 +68,6 @@ export function snapshotRecords(root: XsNode, emit: (b: Buffer) => void): number
   return walk.count;
 }
 
-/** write(2) all of `b` at the file's position. */
-function writeAll(fd: number, b: Buffer): void {
-  let w = 0;
-  while (w < b.length) w += fs.writeSync(fd, b, w);
-}
-
 /**
  * `snapshot-N` written a slice at a time into `snapshot-N.tmp`, then fsync'd (off the event
  * loop) and renamed into place, so the file is complete or absent. Until then the loader ignores
@@ -93,7 +92,7 @@ export class SnapshotWriter {
   }
 
   #write(b: Buffer): void {
-    writeAll(this.#fd, b);
+    writeAt(this.#fd, b, this.#bytes);
     this.#bytes += b.length;
   }
 
@@ -121,16 +120,23 @@ export class SnapshotWriter {
         this.#discard();
         return;
       }
-      let error: Error | null = e;
-      try {
-        fs.closeSync(this.#fd);
-        if (error === null) fs.renameSync(this.#tmp, this.file);
-      } catch (err) {
-        error = err as Error;
+      if (e !== null) {
+        this.#state = "abandoned";
+        this.#discard();
+        done(e);
+        return;
       }
-      this.#state = error === null ? "done" : "abandoned";
-      if (error !== null) fs.rmSync(this.#tmp, { force: true });
-      done(error);
+      try {
+        this.#state = "done";
+        fs.closeSync(this.#fd);
+        fs.renameSync(this.#tmp, this.file);
+      } catch (err) {
+        this.#state = "abandoned";
+        this.#removeTmp();
+        done(err as Error);
+        return;
+      }
+      done(null);
     });
   }
 
@@ -157,9 +163,18 @@ export class SnapshotWriter {
     if (was === "writing") this.#discard();
   }
 
+  /** Close and remove; never throws (it runs in fs callbacks). */
   #discard(): void {
     try {
       fs.closeSync(this.#fd);
+    } catch (e) {
+      log("warn", "xenstored", `closing the abandoned ${this.#tmp}: ${messageOf(e)}`);
+    }
+    this.#removeTmp();
+  }
+
+  #removeTmp(): void {
+    try {
       fs.rmSync(this.#tmp, { force: true });
     } catch (e) {
       // Nothing depends on the abandoned file: the next compaction removes what is left.

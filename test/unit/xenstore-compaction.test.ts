@@ -5,7 +5,8 @@ import * as fs from "node:fs";
 import fsDefault from "node:fs";
 import * as os from "node:os";
 import * as path from "node:path";
-import { createXenstored, RawConnection, SYNC_INTERVAL_MS, type Xenstored } from "../../src/xenstore/index.js";
+import { createXenstored, encodeMessage, RawConnection, SYNC_INTERVAL_MS, type Xenstored } from "../../src/xenstore/index.js";
+import { recordingTransport } from "../support/recording-transport.js";
 import { parseRecords } from "../../src/xenstore/persist.js";
 import { RecordWriter } from "../../src/xenstore/persist-records.js";
 import { SnapshotWalk, snapshotRecords } from "../../src/xenstore/snapshot.js";
@@ -253,5 +254,97 @@ void test("the periodic fdatasync runs on the thread pool; a journal closed mean
     mock.restoreAll();
     syncBuiltinESMExports();
   }
+  fs.rmSync(dir, { recursive: true });
+});
+
+void test("durability fsync: a compaction started mid-batch fdatasyncs the old journal before the batch's replies leave", async () => {
+  const dir = tmpdir();
+  const d = createXenstored({ stateDir: dir, durability: "fsync" });
+  const c = new RawConnection(d.openConnection({ domid: 0 }));
+  await fill(c, 2000);
+  const queued: number[] = [];
+  let blocking = 0;
+  const realSync = fsDefault.fdatasyncSync;
+  mock.method(fsDefault, "fdatasync", (fd: number) => queued.push(fd)); // never returns
+  mock.method(fsDefault, "fdatasyncSync", (fd: number) => {
+    blocking++;
+    realSync(fd);
+  });
+  syncBuiltinESMExports();
+  let replies = 0;
+  try {
+    const transport = recordingTransport((n) => (replies += n));
+    d.attach(transport, 0, "batch");
+    // One chunk: a write, the compaction, a write. The first write's record is pending when the
+    // compaction rotates the journal.
+    const frames = [
+      encodeMessage({ type: "WRITE", reqId: 1, txId: 0, payload: "/x\0a" }),
+      encodeMessage({ type: "CONTROL", reqId: 2, txId: 0, payload: "compact\0" }),
+      encodeMessage({ type: "WRITE", reqId: 3, txId: 0, payload: "/y\0b" }),
+    ];
+    transport.push(Buffer.concat(frames));
+    await retryUntil(() => (replies >= 3 ? true : undefined), { what: "three replies", timeoutMs: 10_000 });
+    assert.deepEqual(queued, [], "no acknowledged record waits for an fdatasync on the thread pool");
+    assert.ok(blocking >= 2, `${blocking} blocking fdatasyncs (the old journal's, the batch's)`);
+  } finally {
+    mock.restoreAll();
+    syncBuiltinESMExports();
+  }
+  await settled(dir);
+  d.close();
+  fs.rmSync(dir, { recursive: true });
+});
+
+void test("compact() while a background compaction runs replaces it; the daemon carries on and compacts again later", async () => {
+  const dir = tmpdir();
+  let fatal: unknown;
+  const d = createXenstored({ stateDir: dir, onFatal: (e) => (fatal = e) });
+  const c = new RawConnection(d.openConnection({ domid: 0 }));
+  await fill(c, 20_000);
+  assert.equal(d.compactInBackground(), "started");
+  await new Promise((r) => setImmediate(r));
+  d.compact();
+  for (let i = 0; i < 20; i++) {
+    await new Promise((r) => setImmediate(r));
+    assert.equal((await c.request("WRITE", `/after/n${i}|${i}`)).text, "OK|");
+  }
+  assert.equal(fatal, undefined);
+  assert.equal((await settled(dir)).length, 2);
+  assert.equal(d.compactInBackground(), "started");
+  const files = await settled(dir);
+  assert.equal(fatal, undefined);
+  d.close();
+  const again = createXenstored({ stateDir: dir });
+  const c2 = new RawConnection(again.openConnection({ domid: 0 }));
+  assert.equal((await c2.request("READ", "/after/n19|")).text, "19");
+  assert.equal((await c2.request("READ", "/fill/n19999|")).text, "v".repeat(64));
+  again.close();
+  assert.ok(files.every((f) => !f.endsWith(".tmp")), files.join(" "));
+  fs.rmSync(dir, { recursive: true });
+});
+
+void test("a snapshot whose fsync fails, on a filesystem that then refuses the cleanup too, is fatal and nothing is thrown", async () => {
+  const dir = tmpdir();
+  let fatal: unknown;
+  const d = createXenstored({ stateDir: dir, onFatal: (e) => (fatal = e) });
+  const c = new RawConnection(d.openConnection({ domid: 0 }));
+  await fill(c, 3000);
+  mock.method(fsDefault, "fsync", (_fd: number, cb: (e: Error | null) => void) => setImmediate(() => cb(Object.assign(new Error("EIO: i/o error, fsync"), { code: "EIO" }))));
+  mock.method(fsDefault, "rmSync", () => {
+    throw Object.assign(new Error("EROFS: read-only file system, rm"), { code: "EROFS" });
+  });
+  syncBuiltinESMExports();
+  try {
+    assert.equal(d.compactInBackground(), "started");
+    await retryUntil(() => fatal, { what: "the compaction's failure", timeoutMs: 10_000 });
+  } finally {
+    mock.restoreAll();
+    syncBuiltinESMExports();
+  }
+  assert.match(String(fatal), /EIO/);
+  const again = createXenstored({ stateDir: dir });
+  const c2 = new RawConnection(again.openConnection({ domid: 0 }));
+  assert.equal((await c2.request("READ", "/fill/n2999|")).text, "v".repeat(64));
+  again.close();
   fs.rmSync(dir, { recursive: true });
 });

@@ -192,7 +192,7 @@ void test("garbage files in the state directory never stop the daemon from start
 
 /**
  * Count fdatasync calls made through `node:fs` while `fn` runs (persist.ts imports the namespace),
- * blocking or on the thread pool, counted once done.
+ * blocking or on the thread pool (counted when issued).
  */
 async function countingSyncs<T>(fn: (count: () => number) => Promise<T>): Promise<T> {
   let n = 0;
@@ -203,10 +203,8 @@ async function countingSyncs<T>(fn: (count: () => number) => Promise<T>): Promis
     n++;
   });
   mock.method(fsDefault, "fdatasync", (fd: number, cb: (e: NodeJS.ErrnoException | null) => void) => {
-    realAsync(fd, (e) => {
-      n++;
-      cb(e);
-    });
+    n++;
+    realAsync(fd, cb);
   });
   syncBuiltinESMExports();
   try {
