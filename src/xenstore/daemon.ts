@@ -416,7 +416,7 @@ export class Xenstored implements ConnectionHost, OpEnv {
   /** An error from disk work off the event loop: fatal for the journal in use, else only logged. */
   #failedLater(j: Journal, what: string, e: Error): void {
     if (!this.#closed && this.#journal === j) this.#fatal(e);
-    else log("warn", "xenstored", `${what} ${j.dir} after the journal was closed: ${e.message}`);
+    else log("error", "xenstored", `${what} ${j.dir} after the journal was closed: ${e.message} (what was acknowledged may not be on disk)`);
   }
 
   #scheduleSync(): void {
@@ -455,7 +455,14 @@ export class Xenstored implements ConnectionHost, OpEnv {
 
   /** Write a snapshot now and start a new journal epoch (normally automatic, by journal size, and in the background). */
   compact(): void {
-    this.#journal?.compact(this.root);
+    const j = this.#journal;
+    try {
+      j?.compact(this.root);
+    } catch (e) {
+      // The journal may be half rotated: nothing more may be written through it.
+      this.#fatal(e);
+      throw e;
+    }
   }
 
   /**

@@ -241,6 +241,7 @@ void test("the periodic fdatasync runs on the thread pool; a journal closed mean
     const journal = openUnder(dir).find((f) => f.startsWith("journal-"));
     assert.ok(journal !== undefined);
     d.close();
+    assert.ok(blocking >= 1, "close() does not return before the journal is synced");
     assert.ok(openUnder(dir).includes(journal), "the descriptor outlives close() while its fdatasync runs");
     const [fd, cb] = held[0]!;
     await new Promise<void>((resolve) =>
@@ -346,5 +347,36 @@ void test("a snapshot whose fsync fails, on a filesystem that then refuses the c
   const c2 = new RawConnection(again.openConnection({ domid: 0 }));
   assert.equal((await c2.request("READ", "/fill/n2999|")).text, "v".repeat(64));
   again.close();
+  fs.rmSync(dir, { recursive: true });
+});
+
+void test("durability fsync: the new journal's name is made durable (directory fsync) before the rotation returns", async () => {
+  const dir = tmpdir();
+  const d = createXenstored({ stateDir: dir, durability: "fsync" });
+  const c = new RawConnection(d.openConnection({ domid: 0 }));
+  await fill(c, 1000);
+  const dirFds = new Set<number>();
+  let dirSyncs = 0;
+  const realOpen = fsDefault.openSync;
+  const realFsync = fsDefault.fsyncSync;
+  mock.method(fsDefault, "openSync", (...a: Parameters<typeof fs.openSync>) => {
+    const fd = realOpen(...a);
+    if (a[0] === dir) dirFds.add(fd);
+    return fd;
+  });
+  mock.method(fsDefault, "fsyncSync", (fd: number) => {
+    if (dirFds.has(fd)) dirSyncs++;
+    realFsync(fd);
+  });
+  syncBuiltinESMExports();
+  try {
+    assert.equal(d.compactInBackground(), "started");
+    assert.equal(dirSyncs, 1);
+  } finally {
+    mock.restoreAll();
+    syncBuiltinESMExports();
+  }
+  await settled(dir);
+  d.close();
   fs.rmSync(dir, { recursive: true });
 });
