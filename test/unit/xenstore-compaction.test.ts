@@ -24,6 +24,23 @@ async function fill(c: RawConnection, n: number, value = "v".repeat(64)): Promis
   }
 }
 
+/** Let a compaction under way finish, close the daemon, remove its directory. */
+async function closeSettled(dir: string, d: Xenstored): Promise<void> {
+  await settled(dir);
+  d.close();
+  fs.rmSync(dir, { recursive: true });
+}
+
+/** A daemon on a fresh state directory holding `n` nodes; `fatal()`: what its onFatal got. */
+async function filled(n: number, durability: "write" | "fsync" = "write"): Promise<{ dir: string; d: Xenstored; c: RawConnection; fatal: () => unknown }> {
+  const dir = tmpdir();
+  let fatal: unknown;
+  const d = createXenstored({ stateDir: dir, durability, onFatal: (e) => (fatal = e) });
+  const c = new RawConnection(d.openConnection({ domid: 0 }));
+  await fill(c, n);
+  return { dir, d, c, fatal: () => fatal };
+}
+
 function epochFiles(dir: string): string[] {
   return fs
     .readdirSync(dir)
@@ -95,10 +112,7 @@ async function writesDuringCompaction(d: Xenstored, c: RawConnection, dir: strin
 }
 
 void test("a background compaction writes its snapshot in slices: requests are answered meanwhile, and their changes survive", async () => {
-  const dir = tmpdir();
-  const d = createXenstored({ stateDir: dir });
-  const c = new RawConnection(d.openConnection({ domid: 0 }));
-  await fill(c, 30_000);
+  const { dir, d, c } = await filled(30_000);
   const { answered, sizes, epoch } = await writesDuringCompaction(d, c, dir);
   // 30,000 nodes (3 MB) are 30 slices: the file grows between requests. Written at once, it
   // would have its full size when first seen (requests answered during its fsync, on the
@@ -122,10 +136,7 @@ void test("a background compaction writes its snapshot in slices: requests are a
 });
 
 void test("a daemon killed or closed halfway through a compaction leaves state that loads whole", async () => {
-  const dir = tmpdir();
-  const d = createXenstored({ stateDir: dir });
-  const c = new RawConnection(d.openConnection({ domid: 0 }));
-  await fill(c, 20_000);
+  const { dir, d, c } = await filled(20_000);
   assert.equal(d.compactInBackground(), "started");
   await c.request("WRITE", "/after|1");
   // What a kill -9 leaves now: the old snapshot and journal, the new journal, a partial temporary file.
@@ -147,11 +158,7 @@ void test("a daemon killed or closed halfway through a compaction leaves state t
 });
 
 void test("a compaction that cannot put its snapshot in place is fatal: every connection closes, every answered write survives a restart", async () => {
-  const dir = tmpdir();
-  let fatal: unknown;
-  const d = createXenstored({ stateDir: dir, onFatal: (e) => (fatal = e) });
-  const c = new RawConnection(d.openConnection({ domid: 0 }));
-  await fill(c, 5000);
+  const { dir, d, c, fatal } = await filled(5000);
   mock.method(fsDefault, "renameSync", () => {
     throw Object.assign(new Error("ENOSPC: no space left on device, rename"), { code: "ENOSPC" });
   });
@@ -159,7 +166,7 @@ void test("a compaction that cannot put its snapshot in place is fatal: every co
   let answered = -1;
   try {
     assert.equal(d.compactInBackground(), "started");
-    for (let i = 0; i < 100_000 && fatal === undefined; i++) {
+    for (let i = 0; i < 100_000 && fatal() === undefined; i++) {
       const r = await c.request("WRITE", `/during/n${i}|${i}`).catch(() => undefined);
       if (r !== undefined) answered = i;
       await new Promise((r) => setImmediate(r)); // as in writesDuringCompaction
@@ -168,7 +175,7 @@ void test("a compaction that cannot put its snapshot in place is fatal: every co
     mock.restoreAll();
     syncBuiltinESMExports();
   }
-  assert.match(String(fatal), /ENOSPC/);
+  assert.match(String(fatal()), /ENOSPC/);
   await assert.rejects(c.request("READ", "/fill/n0|"), "the connection is closed");
   assert.ok(!epochFiles(dir).some((f) => f.endsWith(".tmp")), epochFiles(dir).join(" "));
   const again = createXenstored({ stateDir: dir });
@@ -181,10 +188,7 @@ void test("a compaction that cannot put its snapshot in place is fatal: every co
 });
 
 void test("CONTROL compact starts a background compaction, says when one is under way, and needs a state directory", async () => {
-  const dir = tmpdir();
-  const d = createXenstored({ stateDir: dir });
-  const c = new RawConnection(d.openConnection({ domid: 0 }));
-  await fill(c, 10_000);
+  const { dir, d, c } = await filled(10_000);
   assert.equal((await c.request("CONTROL", "compact|")).text, "compaction started\n|");
   assert.equal((await c.request("CONTROL", "compact|")).text, "a compaction is under way\n|");
   const files = await settled(dir);
@@ -259,10 +263,7 @@ void test("the periodic fdatasync runs on the thread pool; a journal closed mean
 });
 
 void test("durability fsync: a compaction started mid-batch fdatasyncs the old journal before the batch's replies leave", async () => {
-  const dir = tmpdir();
-  const d = createXenstored({ stateDir: dir, durability: "fsync" });
-  const c = new RawConnection(d.openConnection({ domid: 0 }));
-  await fill(c, 2000);
+  const { dir, d, c } = await filled(2000, "fsync");
   const queued: number[] = [];
   let blocking = 0;
   const realSync = fsDefault.fdatasyncSync;
@@ -291,17 +292,11 @@ void test("durability fsync: a compaction started mid-batch fdatasyncs the old j
     mock.restoreAll();
     syncBuiltinESMExports();
   }
-  await settled(dir);
-  d.close();
-  fs.rmSync(dir, { recursive: true });
+  await closeSettled(dir, d);
 });
 
 void test("compact() while a background compaction runs replaces it; the daemon carries on and compacts again later", async () => {
-  const dir = tmpdir();
-  let fatal: unknown;
-  const d = createXenstored({ stateDir: dir, onFatal: (e) => (fatal = e) });
-  const c = new RawConnection(d.openConnection({ domid: 0 }));
-  await fill(c, 20_000);
+  const { dir, d, c, fatal } = await filled(20_000);
   assert.equal(d.compactInBackground(), "started");
   await new Promise((r) => setImmediate(r));
   d.compact();
@@ -309,11 +304,11 @@ void test("compact() while a background compaction runs replaces it; the daemon 
     await new Promise((r) => setImmediate(r));
     assert.equal((await c.request("WRITE", `/after/n${i}|${i}`)).text, "OK|");
   }
-  assert.equal(fatal, undefined);
+  assert.equal(fatal(), undefined);
   assert.equal((await settled(dir)).length, 2);
   assert.equal(d.compactInBackground(), "started");
   const files = await settled(dir);
-  assert.equal(fatal, undefined);
+  assert.equal(fatal(), undefined);
   d.close();
   const again = createXenstored({ stateDir: dir });
   const c2 = new RawConnection(again.openConnection({ domid: 0 }));
@@ -325,11 +320,7 @@ void test("compact() while a background compaction runs replaces it; the daemon 
 });
 
 void test("a snapshot whose fsync fails, on a filesystem that then refuses the cleanup too, is fatal and nothing is thrown", async () => {
-  const dir = tmpdir();
-  let fatal: unknown;
-  const d = createXenstored({ stateDir: dir, onFatal: (e) => (fatal = e) });
-  const c = new RawConnection(d.openConnection({ domid: 0 }));
-  await fill(c, 3000);
+  const { dir, d, c, fatal } = await filled(3000);
   mock.method(fsDefault, "fsync", (_fd: number, cb: (e: Error | null) => void) => setImmediate(() => cb(Object.assign(new Error("EIO: i/o error, fsync"), { code: "EIO" }))));
   mock.method(fsDefault, "rmSync", () => {
     throw Object.assign(new Error("EROFS: read-only file system, rm"), { code: "EROFS" });
@@ -337,12 +328,12 @@ void test("a snapshot whose fsync fails, on a filesystem that then refuses the c
   syncBuiltinESMExports();
   try {
     assert.equal(d.compactInBackground(), "started");
-    await retryUntil(() => fatal, { what: "the compaction's failure", timeoutMs: 10_000 });
+    await retryUntil(() => fatal(), { what: "the compaction's failure", timeoutMs: 10_000 });
   } finally {
     mock.restoreAll();
     syncBuiltinESMExports();
   }
-  assert.match(String(fatal), /EIO/);
+  assert.match(String(fatal()), /EIO/);
   const again = createXenstored({ stateDir: dir });
   const c2 = new RawConnection(again.openConnection({ domid: 0 }));
   assert.equal((await c2.request("READ", "/fill/n2999|")).text, "v".repeat(64));
@@ -351,10 +342,7 @@ void test("a snapshot whose fsync fails, on a filesystem that then refuses the c
 });
 
 void test("durability fsync: the new journal's name is made durable (directory fsync) before the rotation returns", async () => {
-  const dir = tmpdir();
-  const d = createXenstored({ stateDir: dir, durability: "fsync" });
-  const c = new RawConnection(d.openConnection({ domid: 0 }));
-  await fill(c, 1000);
+  const { dir, d, c } = await filled(1000, "fsync");
   const dirFds = new Set<number>();
   let dirSyncs = 0;
   const realOpen = fsDefault.openSync;
@@ -376,7 +364,5 @@ void test("durability fsync: the new journal's name is made durable (directory f
     mock.restoreAll();
     syncBuiltinESMExports();
   }
-  await settled(dir);
-  d.close();
-  fs.rmSync(dir, { recursive: true });
+  await closeSettled(dir, d);
 });
