@@ -467,8 +467,7 @@ export class Xenstored implements ConnectionHost, OpEnv {
 
   /**
    * Start a background compaction, as the journal's growth does (CONTROL compact): "started", or
-   * why not (no state directory, one under way, or starting it failed: then fatal, as a journal
-   * write's failure).
+   * why not (no state directory, one under way, or it failed to start: then fatal).
    */
   compactInBackground(): "started" | "in memory" | "under way" | "failed" {
     const j = this.#journal;
