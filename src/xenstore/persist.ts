@@ -310,19 +310,19 @@ export class Journal {
 
   /**
    * Flush into this epoch's journal and start the next epoch's (a compaction under way is
-   * abandoned). The old journal is fdatasync'd now, or with `failed`, on the thread pool (then
-   * closed): only a power loss before the new snapshot is in place could need its last records.
-   * Not where replies wait for the fdatasync (durability "fsync"): the batch flushed here may
-   * hold records whose replies are released once this returns.
+   * abandoned). The old journal and the directory are fsync'd now, or `inBackground` on the
+   * thread pool, errors to that callback: only a power loss before the new snapshot is in place
+   * could need the old journal's last records. Not where replies wait for the disk (durability
+   * "fsync"): the batch flushed here may hold records whose replies go once this returns.
    */
-  #rotate(failed?: (error: Error) => void): void {
+  #rotate(inBackground?: (error: Error) => void): void {
     this.#snapshot?.abandon();
     this.#snapshot = undefined;
-    this.flush(failed === undefined);
+    this.flush(inBackground === undefined);
     const old = this.#file;
-    if (failed !== undefined && this.#unsynced) {
+    if (inBackground !== undefined && this.#unsynced) {
       this.#fdatasyncOf(old, (e) => {
-        if (e !== null) failed(e);
+        if (e !== null) inBackground(e);
       });
     }
     this.#unsynced = false;
@@ -335,12 +335,11 @@ export class Journal {
     this.#fileOpen = true;
     this.#sinceCompact = 0;
     // The new journal's name, durable before any reply can depend on a record in it (an
-    // fdatasync of the file does not make its directory entry durable). Where replies do not
-    // wait for the disk, as for its records: on the thread pool.
-    if (failed === undefined) fsyncDir(this.dir);
+    // fdatasync of the file does not make its directory entry durable).
+    if (inBackground === undefined) fsyncDir(this.dir);
     else {
       fsyncDirInBackground(this.dir, (e) => {
-        if (e !== null) failed(e);
+        if (e !== null) inBackground(e);
       });
     }
   }

@@ -12,6 +12,7 @@ import * as path from "node:path";
 import { fileURLToPath } from "node:url";
 import { promisify } from "node:util";
 import { RawConnection } from "../../src/xenstore/index.js";
+import { retryUntil } from "../../src/lib/retry.js";
 
 const execFileP = promisify(execFile);
 const BIN = path.resolve(path.dirname(fileURLToPath(import.meta.url)), "../../src/bin/xenstored.js");
@@ -140,15 +141,18 @@ void test("kill -9 while a background compaction writes its snapshot loses no ac
     }
   };
   const writing = writer();
-  // A compaction of 60,000 nodes lasts tens of ms: watch for its temporary file, and start another
-  // if one finished unseen.
+  // A compaction of 60,000 nodes lasts tens of ms: look for its partly written temporary file
+  // every millisecond, asking for a compaction each time (one that finished unseen is followed by another).
   const partial = (): string | undefined => fs.readdirSync(state).find((f) => f.endsWith(".tmp") && fs.statSync(path.join(state, f), { throwIfNoEntry: false })?.size);
-  let seen: string | undefined;
-  for (let attempt = 0; attempt < 20 && seen === undefined; attempt++) {
-    assert.match((await c.request("CONTROL", "compact|")).text, /^(compaction started|a compaction is under way)\n\|$/);
-    for (let spins = 0; spins < 2000 && (seen = partial()) === undefined; spins++) await new Promise((r) => setImmediate(r));
-  }
-  assert.ok(seen !== undefined, "caught a compaction under way");
+  const seen = await retryUntil(
+    async () => {
+      const tmp = partial();
+      if (tmp !== undefined) return tmp;
+      assert.match((await c.request("CONTROL", "compact|")).text, /^(compaction started|a compaction is under way)\n\|$/);
+      return partial();
+    },
+    { what: "a compaction's partly written snapshot", timeoutMs: 20_000, initialDelayMs: 1, maxDelayMs: 1 },
+  );
   d.child.kill("SIGKILL");
   await d.exited;
   stop = true;
