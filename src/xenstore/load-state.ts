@@ -15,6 +15,8 @@ interface MNode {
   value: string;
   perms: Perms;
   kids: Map<string, MNode> | undefined;
+  /** When it was created (LoadTree.seq): orders DIRECTORY. */
+  readonly seq: number;
   /** Set while freezing (post-order). */
   expanded?: boolean;
   frozen?: XsNode;
@@ -48,8 +50,12 @@ export interface LoadResult {
  * of that order (journals, damage) walk down from the deepest ancestor on the chain.
  */
 class LoadTree {
-  readonly root: MNode = { value: "", perms: DEFAULT_PERMS, kids: undefined };
-  #chain: [string, MNode][] = [["/", this.root]];
+  readonly root: MNode = { value: "", perms: DEFAULT_PERMS, kids: undefined, seq: 0 };
+  /** The chain: paths and their nodes, root first. */
+  #paths: string[] = ["/"];
+  #nodes: MNode[] = [this.root];
+  /** Children are numbered as they are created: DIRECTORY's order (creation order) survives. */
+  seq = 0;
 
   constructor(private readonly repairs: string[]) {}
 
@@ -58,11 +64,19 @@ class LoadTree {
     else this.#put(rec.path, rec.value, rec.perms);
   }
 
+  #child(parent: MNode, name: string, value: string, perms: Perms): MNode {
+    const c: MNode = { value, perms, kids: undefined, seq: ++this.seq };
+    (parent.kids ??= new Map()).set(name, c);
+    return c;
+  }
+
   /** The node at `p` (creating missing ancestors, reported), leaving the chain ending at it. */
   #reach(p: string, forPath: string): MNode {
-    const chain = this.#chain;
+    const paths = this.#paths;
+    const nodes = this.#nodes;
     for (;;) {
-      const [top, node] = chain[chain.length - 1]!;
+      const top = paths[paths.length - 1]!;
+      const node = nodes[nodes.length - 1]!;
       if (top === p) return node;
       if (top === "/" || p.startsWith(top + "/")) {
         // Descend one level towards p.
@@ -73,13 +87,14 @@ class LoadTree {
         let c = node.kids?.get(name);
         if (c === undefined) {
           if (childPath !== forPath) this.repairs.push(`recreated missing parent ${childPath} of ${forPath}`);
-          c = { value: "", perms: node.perms, kids: undefined };
-          (node.kids ??= new Map()).set(name, c);
+          c = this.#child(node, name, "", node.perms);
         }
-        chain.push([childPath, c]);
+        paths.push(childPath);
+        nodes.push(c);
         continue;
       }
-      chain.pop();
+      paths.pop();
+      nodes.pop();
     }
   }
 
@@ -87,24 +102,25 @@ class LoadTree {
     // Fast path (pre-order snapshots): the parent is on the chain.
     const cut = p.lastIndexOf("/");
     const parent = cut === 0 ? "/" : p.slice(0, cut);
-    const chain = this.#chain;
-    while (chain.length > 1) {
-      const top = chain[chain.length - 1]![0];
+    const paths = this.#paths;
+    const nodes = this.#nodes;
+    while (paths.length > 1) {
+      const top = paths[paths.length - 1]!;
       if (top === parent || (parent.startsWith(top) && parent.charCodeAt(top.length) === 47)) break;
-      chain.pop();
+      paths.pop();
+      nodes.pop();
     }
-    const [top, pn] = chain[chain.length - 1]!;
-    if (top === parent && p !== "/") {
+    if (paths[paths.length - 1] === parent && p !== "/") {
+      const pn = nodes[nodes.length - 1]!;
       const name = p.slice(cut + 1);
       let c = pn.kids?.get(name);
-      if (c === undefined) {
-        c = { value, perms, kids: undefined };
-        (pn.kids ??= new Map()).set(name, c);
-      } else {
+      if (c === undefined) c = this.#child(pn, name, value, perms);
+      else {
         c.value = value;
         c.perms = perms;
       }
-      chain.push([p, c]);
+      paths.push(p);
+      nodes.push(c);
       return;
     }
     const n = this.#reach(p, p);
@@ -114,7 +130,8 @@ class LoadTree {
 
   #del(p: string): void {
     if (p === "/") return;
-    this.#chain = [["/", this.root]];
+    this.#paths = ["/"];
+    this.#nodes = [this.root];
     let n: MNode | undefined = this.root;
     const segs = p.slice(1).split("/");
     for (let i = 0; i < segs.length - 1 && n !== undefined; i++) n = n.kids?.get(segs[i]!);
@@ -124,12 +141,14 @@ class LoadTree {
   }
 }
 
-/** Cartesian-tree build of a treap from children already sorted by name: O(n). */
-function buildKids(sorted: [string, XsNode, number][]): Kids | undefined {
+/** Cartesian-tree build of a treap from `kids`' children, taken in name order: O(n). */
+function buildKids(kids: Map<string, MNode>): Kids | undefined {
   type K = { key: string; node: XsNode; prio: number; seq: number; left: K | undefined; right: K | undefined };
   const stack: K[] = [];
-  for (const [key, node, seq] of sorted) {
-    const k: K = { key, node, prio: prioOf(key), seq, left: undefined, right: undefined };
+  // Names sort with the default order (UTF-16 code units, as `<`) and no comparator to call.
+  for (const key of [...kids.keys()].sort()) {
+    const c = kids.get(key)!;
+    const k: K = { key, node: c.frozen!, prio: prioOf(key), seq: c.seq, left: undefined, right: undefined };
     let last: K | undefined;
     while (stack.length > 0 && stack[stack.length - 1]!.prio < k.prio) last = stack.pop();
     k.left = last;
@@ -139,13 +158,11 @@ function buildKids(sorted: [string, XsNode, number][]): Kids | undefined {
   return stack[0];
 }
 
-function freeze(root: MNode): { node: XsNode; count: number; maxSeq: number; owners: Map<number, number> } {
-  // Iterative post-order (XSA-418). Children get seq numbers in their Map order, which is the
-  // order they were created in the snapshot/journal: DIRECTORY order survives a restart.
+function freeze(tree: LoadTree): { node: XsNode; count: number; maxSeq: number; owners: Map<number, number> } {
+  // Iterative post-order (XSA-418).
   let count = 0;
-  let seq = 0;
   const owners = new Map<number, number>();
-  const stack: MNode[] = [root];
+  const stack: MNode[] = [tree.root];
   while (stack.length > 0) {
     const m = stack[stack.length - 1]!;
     if (m.kids !== undefined && m.expanded !== true) {
@@ -154,19 +171,12 @@ function freeze(root: MNode): { node: XsNode; count: number; maxSeq: number; own
       continue;
     }
     stack.pop();
-    let kids: Kids | undefined;
-    if (m.kids !== undefined) {
-      const arr: [string, XsNode, number][] = [];
-      for (const [name, c] of m.kids) arr.push([name, c.frozen!, ++seq]);
-      arr.sort((a, b) => (a[0] < b[0] ? -1 : a[0] > b[0] ? 1 : 0));
-      kids = buildKids(arr);
-    }
-    m.frozen = makeNode(m.value, m.perms, 0, kids);
+    m.frozen = makeNode(m.value, m.perms, 0, m.kids === undefined ? undefined : buildKids(m.kids));
     const owner = m.perms[0]?.domid ?? 0;
     owners.set(owner, (owners.get(owner) ?? 0) + 1);
     count++;
   }
-  return { node: root.frozen!, count, maxSeq: seq, owners };
+  return { node: tree.root.frozen!, count, maxSeq: tree.seq, owners };
 }
 
 /** The epochs of the directory's `prefix`-N files (no temporary files), in order. */
@@ -186,7 +196,6 @@ export function loadState(dir: string): LoadResult {
   const dropped: Dropped[] = [];
   const repairs: string[] = [];
   const tree = new LoadTree(repairs);
-  const root = tree.root;
   const snaps = listEpochs(dir, "snapshot");
   const base = snaps.length > 0 ? snaps[snaps.length - 1]! : 0;
   let snapshotBytes = 0;
@@ -234,7 +243,7 @@ export function loadState(dir: string): LoadResult {
   }
   for (const d of dropped) report.push(`${d.file}: dropped ${d.length} bytes at offset ${d.offset} (${d.reason})`);
   report.push(...repairs);
-  const frozen = freeze(root);
+  const frozen = freeze(tree);
   const epoch = Math.max(base, journals[journals.length - 1] ?? 0);
   report.unshift(`loaded ${frozen.count} nodes from ${dir} (snapshot ${snaps.length > 0 ? base : "none"}, ${replayed} journal records)`);
   if (unmasked.count > 0) report.push(`${unmasked.count} records from before masking hold the record magic in a path or value: a fresh snapshot stores them masked`);
