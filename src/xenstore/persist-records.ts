@@ -80,16 +80,17 @@ export interface Dropped {
 }
 
 /**
- * A record's body, or undefined if it is not one. `strict`: the path must be a valid node path
- * (after damage, where a record may have been read from inside another); otherwise only that it
- * starts with "/", which costs nothing (checking every path cost 15 % of loading 100,000 nodes).
+ * The record body in b[s, e), or undefined if it is not one. `strict`: the path must be a valid
+ * node path (after damage, where a record may have been read from inside another); otherwise only
+ * that it starts with "/", which costs nothing (checking every path cost 15 % of loading 100,000
+ * nodes). `memo`: the scan's last permissions (permsAt).
  */
-function parseBody(b: Buffer, s: number, e: number, strict: boolean): LoadedRecord | undefined {
+function parseBody(b: Buffer, s: number, e: number, strict: boolean, memo: PermsMemo): LoadedRecord | undefined {
   if (e - s > MASKED_PREFIX && (b[s]! & ~MORE) === KIND_MASKED) {
     const inner = Buffer.allocUnsafe(e - s - MASKED_PREFIX);
     for (let i = 0; i < inner.length; i++) inner[i] = b[s + MASKED_PREFIX + i]! ^ b[s + 1 + (i & 3)]!;
     // The outer kind carries the inner one's flag (scanRecords reads it there); one level only.
-    return inner[0] === (b[s]! & MORE) + (inner[0]! & ~MORE) && (inner[0]! & ~MORE) !== KIND_MASKED ? parseBody(inner, 0, inner.length, strict) : undefined;
+    return inner[0] === (b[s]! & MORE) + (inner[0]! & ~MORE) && (inner[0]! & ~MORE) !== KIND_MASKED ? parseBody(inner, 0, inner.length, strict, memo) : undefined;
   }
   if (e - s < 3) return undefined;
   const kind = b[s]! & ~MORE;
@@ -108,7 +109,7 @@ function parseBody(b: Buffer, s: number, e: number, strict: boolean): LoadedReco
   const permLen = b.readUInt16LE(o);
   o += 2;
   if (o + permLen + 4 > e) return undefined;
-  const perms = permsAt(b, o, o + permLen);
+  const perms = permsAt(b, o, o + permLen, memo);
   o += permLen;
   const vl = b.readUInt32LE(o);
   o += 4;
@@ -116,21 +117,23 @@ function parseBody(b: Buffer, s: number, e: number, strict: boolean): LoadedReco
   return { op: "put", path: p, value: b.toString("latin1", o, o + vl), perms };
 }
 
-/** The last permissions parsed, by their bytes: consecutive records mostly share them. */
-let lastPermsBytes = Buffer.alloc(0);
-let lastPerms: Perms | undefined;
+/** The last permissions one scan parsed, and their bytes: consecutive records mostly share them. */
+interface PermsMemo {
+  bytes: Buffer;
+  perms: Perms | undefined;
+}
 
 /** The permissions in b[s, e) (their text form), undefined if malformed. */
-function permsAt(b: Buffer, s: number, e: number): Perms | undefined {
-  if (lastPerms !== undefined && lastPermsBytes.length === e - s) {
+function permsAt(b: Buffer, s: number, e: number, memo: PermsMemo): Perms | undefined {
+  if (memo.perms !== undefined && memo.bytes.length === e - s) {
     let i = 0;
-    while (i < e - s && b[s + i] === lastPermsBytes[i]) i++;
-    if (i === e - s) return lastPerms;
+    while (i < e - s && b[s + i] === memo.bytes[i]) i++;
+    if (i === e - s) return memo.perms;
   }
   const perms = parsePermsText(b.toString("latin1", s, e));
   if (perms !== undefined) {
-    lastPermsBytes = Buffer.from(b.subarray(s, e));
-    lastPerms = perms;
+    memo.bytes = Buffer.from(b.subarray(s, e));
+    memo.perms = perms;
   }
   return perms;
 }
@@ -152,6 +155,7 @@ export function parseRecords(buf: Buffer, file: string): { records: LoadedRecord
  */
 export function scanRecords(buf: Buffer, file: string, onRecord: (r: LoadedRecord) => void, opts: { zeroTail?: boolean; changes?: boolean; unmasked?: { count: number } } = {}): Dropped[] {
   const dropped: Dropped[] = [];
+  const memo: PermsMemo = { bytes: Buffer.alloc(0), perms: undefined };
   // Where the zeros that end the file begin; records stop there (checked at record boundaries only).
   const tail = opts.zeroTail === true ? zeroTailStart(buf) : buf.length;
   let o = 0;
@@ -199,7 +203,7 @@ export function scanRecords(buf: Buffer, file: string, onRecord: (r: LoadedRecor
         const end = at + len;
         if (crc32Of(buf, at, end) !== buf.readUInt32LE(o + 8)) reason = "checksum mismatch";
         else {
-          const rec = parseBody(buf, at, end, damageSeen);
+          const rec = parseBody(buf, at, end, damageSeen, memo);
           if (rec === undefined) reason = "malformed record";
           else {
             if (opts.unmasked !== undefined && (buf[at]! & ~MORE) !== KIND_MASKED && rec.op !== "end" && (holdsMagic(rec.path) || (rec.op === "put" && holdsMagic(rec.value)))) opts.unmasked.count++;

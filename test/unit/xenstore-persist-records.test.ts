@@ -126,4 +126,17 @@ void test("each record keeps its own permissions: neighbours whose permissions h
   const texts = [["n0"], ["r0"], ["r0"], ["b5"], ["b6", "r7"], ["b6", "r8"], ["w6", "r8"], ["n0"]];
   const recs = texts.map((t, i) => ({ op: "put" as const, path: `/p${i}`, value: String(i), perms: parsePerms(t)! }));
   assert.deepEqual(parseRecords(Buffer.concat(recs.map((x) => encodeRecord(x))), "f"), { records: recs, dropped: [] });
+  // Masked records (a value holding the magic) between plain ones, and permissions that do not
+  // parse (a prefix of the ones before, or with a trailing space) under a checksum that fits.
+  const r5 = parsePerms(["n0", "r5"])!;
+  const r6 = parsePerms(["n0", "r6"])!;
+  const a = { op: "put" as const, path: "/a", value: "1", perms: r5 };
+  const masked = { op: "put" as const, path: "/m", value: "XSR1", perms: r6 };
+  const b = { op: "put" as const, path: "/b", value: "2", perms: r5 };
+  const bad = [plainRecord("/bad", "n0 r", Buffer.from("3")), plainRecord("/bad2", "n0 r5 ", Buffer.from("4"))];
+  const buf = Buffer.concat([encodeRecord(a), encodeRecord(masked), encodeRecord(b), ...bad, encodeRecord(b), encodeRecord(masked)]);
+  const r = parseRecords(buf, "f");
+  assert.deepEqual(r.records, [a, masked, b, b, masked]);
+  assert.deepEqual(r.dropped.map((d) => d.reason), ["malformed record"]);
+  assert.equal(r.dropped[0]!.length, bad[0]!.length + bad[1]!.length);
 });

@@ -88,6 +88,31 @@ void test("a restart builds each directory's treap with the store's own prioriti
   fs.rmSync(dir, { recursive: true });
 });
 
+void test("DIRECTORY order survives a restart through a snapshot and two journals: creation order, a deleted and recreated child last, missing parents where they were recreated", async () => {
+  const dir = tmpdir();
+  const perms = parsePerms(["n0"])!;
+  const put = (p: string, value = ""): Buffer => encodeRecord({ op: "put", path: p, value, perms });
+  const del = (p: string): Buffer => encodeRecord({ op: "del", path: p });
+  fs.writeFileSync(path.join(dir, "snapshot-3"), Buffer.concat([put("/b"), put("/b/z", "1"), put("/b/a", "2"), put("/b/m"), put("/c"), encodeRecord({ op: "end", count: 5 })]));
+  fs.writeFileSync(path.join(dir, "journal-3"), Buffer.concat([put("/b/n"), del("/b/z"), put("/b/z", "again"), put("/b/a", "over"), put("/x/y/z", "deep"), del("/c"), put("/c/k")]));
+  fs.writeFileSync(path.join(dir, "journal-4"), Buffer.concat([del("/b/a"), put("/b/a", "last")]));
+  const r = loadState(dir);
+  assert.ok(r.report.includes("recreated missing parent /x of /x/y/z") && r.report.includes("recreated missing parent /c of /c/k"), r.report.join("\n"));
+  const d = createXenstored({ stateDir: dir });
+  try {
+    const c = new RawConnection(d.openConnection({ domid: 0 }));
+    assert.equal((await c.request("DIRECTORY", "/|")).text, "b|x|c|tool|", "/tool, made at start, after the loaded ones");
+    assert.equal((await c.request("DIRECTORY", "/b|")).text, "m|n|z|a|");
+    assert.equal((await c.request("READ", "/b/z|")).text, "again");
+    assert.equal((await c.request("READ", "/b/a|")).text, "last");
+    // New children go after the loaded ones: the generation counter starts above every loaded seq.
+    await c.request("WRITE", "/b/new|v");
+    assert.equal((await c.request("DIRECTORY", "/b|")).text, "m|n|z|a|new|");
+  } finally {
+    d.close();
+  }
+});
+
 void test("a truncated journal tail is dropped and reported, everything before it recovered", async () => {
   const dir = tmpdir();
   await populate(dir);
