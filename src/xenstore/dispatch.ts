@@ -15,6 +15,7 @@ import type { Xenstored, SpecialName } from "./daemon.js";
 import { XsError, xsError } from "./errors.js";
 import { TreeView } from "./operations.js";
 import { canonicalize } from "./path.js";
+import { childNames } from "./store.js";
 import { formatPerms, parsePerms } from "./permissions.js";
 import { DIRECTORY_PART_CHUNK_MAX, DOMID_MAX, XENSTORE_PAYLOAD_MAX, XS_OPS, type XsOp } from "./protocol.js";
 import { isQuotaName, QUOTA_NAMES, type Quotas } from "./quota.js";
@@ -255,8 +256,10 @@ function setPerms(d: Xenstored, conn: Connection, msg: XsMessage): Buffer {
 function directoryPart(d: Xenstored, conn: Connection, msg: XsMessage): Buffer {
   const [raw, offS] = args(msg, 2) as [string, string];
   if (!/^\d+$/.test(offS)) throw xsError("EINVAL", "DIRECTORY_PART: bad offset");
-  const { names, gen } = readView(d, conn, msg).directory(pathOf(d, conn, raw));
-  const all = Buffer.from(names.map((n) => n + "\0").join(""), "latin1");
+  const node = readView(d, conn, msg).listed(pathOf(d, conn, raw));
+  if (conn.listing?.node !== node) conn.listing = { node, bytes: Buffer.from(childNames(node).map((n) => n + "\0").join(""), "latin1") };
+  const all = conn.listing.bytes;
+  const gen = node.gen;
   const off = Number(offS);
   if (off > all.length) throw xsError("EINVAL", "DIRECTORY_PART: offset beyond the list");
   const head = nul(String(gen));

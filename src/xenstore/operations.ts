@@ -168,6 +168,11 @@ export class TreeView {
     return { names: childNames(n), gen: n.gen };
   }
 
+  /** The node at `path`, to list its children (DIRECTORY_PART), read permission checked. */
+  listed(path: string): XsNode {
+    return this.#get(path, "read");
+  }
+
   getPerms(path: string): Perms {
     return this.#get(path, "read").perms;
   }

@@ -2,6 +2,7 @@ import { test } from "node:test";
 import assert from "node:assert/strict";
 import { recordingTransport } from "../support/recording-transport.js";
 import { createXenstored, RawConnection, encodeMessage } from "../../src/xenstore/index.js";
+import { duplexPair } from "../../src/xenstore/duplex-pair.js";
 
 function setup(): { d: ReturnType<typeof createXenstored>; c: RawConnection; open: (domid: number) => RawConnection } {
   const d = createXenstored();
@@ -242,6 +243,45 @@ void test("directory over 4096 bytes is E2BIG and DIRECTORY_PART returns it in c
   }
   assert.equal(names.length, 300);
   assert.equal(names[299], "name-0299-with-a-longer-suffix");
+  d.close();
+});
+
+void test("DIRECTORY_PART cuts every page from one listing while the directory is unchanged; a change between pages is a new generation listing the new child", async () => {
+  const d = createXenstored({});
+  const [client, server] = duplexPair();
+  const conn = d.attach(server, 0, "pager");
+  const c = new RawConnection(client);
+  for (let i = 0; i < 2000; i += 100) await Promise.all(Array.from({ length: 100 }, (_, k) => c.request("WRITE", `/big/child-${i + k}|`)));
+  // Pages from `off` to the end: the generation each page gave, and the names.
+  const pages = async (off: number, onPage: () => void): Promise<{ gens: Set<string>; names: string[] }> => {
+    const gens = new Set<string>();
+    const names: string[] = [];
+    for (;;) {
+      const r = await c.request("DIRECTORY_PART", `/big|${off}|`);
+      assert.equal(r.error, undefined);
+      const body = r.payload.subarray(r.payload.indexOf(0) + 1);
+      gens.add(r.payload.toString("latin1", 0, r.payload.indexOf(0)));
+      const chunk = body.toString("latin1").split("\0").filter((s) => s !== "");
+      names.push(...chunk);
+      off += chunk.reduce((n, s) => n + s.length + 1, 0);
+      onPage();
+      if (body.length <= 1 || (body[body.length - 1] === 0 && body[body.length - 2] === 0)) return { gens, names };
+    }
+  };
+  let listing: unknown;
+  let pagesSeen = 0;
+  const first = await pages(0, () => {
+    listing ??= conn.listing;
+    assert.equal(conn.listing, listing, "every page from the listing the first one made");
+    pagesSeen++;
+  });
+  assert.ok(pagesSeen >= 5, `${pagesSeen} pages`);
+  assert.equal(first.gens.size, 1);
+  assert.deepEqual(first.names, Array.from({ length: 2000 }, (_, i) => `child-${i}`), "creation order");
+  await c.request("WRITE", "/big/a-new-one|");
+  const again = await pages(0, () => assert.notEqual(conn.listing, listing, "a changed directory is listed again"));
+  assert.notDeepEqual([...again.gens], [...first.gens]);
+  assert.deepEqual(again.names, [...first.names, "a-new-one"]);
   d.close();
 });
 
