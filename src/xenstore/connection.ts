@@ -23,7 +23,6 @@ import { log } from "../lib/log.js";
 import { XENSTORE_PAYLOAD_MAX, XS_OPS } from "./protocol.js";
 import { FrameDecoder, encodeMessage, type XsMessage } from "./wire.js";
 import type { Accessor } from "./permissions.js";
-import type { XsNode } from "./store.js";
 import type { Transaction } from "./transaction.js";
 import type { Watch, Watcher } from "./watch.js";
 
@@ -87,13 +86,6 @@ export class Connection implements Watcher {
   readonly watches = new Map<string, Watch>();
   readonly transactions = new Map<number, Transaction>();
   eventsDropped = 0;
-  /**
-   * The children of the directory this client last paged through with DIRECTORY_PART, as the
-   * reply lists them, keyed by the node itself (nodes are immutable: the same node, the same
-   * children). Without it every page sorted and joined all the children again: paging through
-   * 100,000 children took 292 pages and 23.5 s, the slowest page holding every client for 137 ms.
-   */
-  listing: { readonly node: XsNode; readonly bytes: Buffer } | undefined;
 
   readonly #host: ConnectionHost;
   readonly #transport: Duplex;

@@ -15,7 +15,7 @@ import type { Xenstored, SpecialName } from "./daemon.js";
 import { XsError, xsError } from "./errors.js";
 import { TreeView } from "./operations.js";
 import { canonicalize } from "./path.js";
-import { childNames } from "./store.js";
+import { listingOf, listingsBuilt } from "./listing.js";
 import { formatPerms, parsePerms } from "./permissions.js";
 import { DIRECTORY_PART_CHUNK_MAX, DOMID_MAX, XENSTORE_PAYLOAD_MAX, XS_OPS, type XsOp } from "./protocol.js";
 import { isQuotaName, QUOTA_NAMES, type Quotas } from "./quota.js";
@@ -251,14 +251,15 @@ function setPerms(d: Xenstored, conn: Connection, msg: XsMessage): Buffer {
 /**
  * DIRECTORY_PART (C `send_directory_part`): `<path>\0<offset>\0` → `<gen>\0` and the names from
  * byte `offset` of the `name\0name\0...` list, cut on name boundaries so the reply fits; the last
- * chunk carries an extra NUL. Clients restart if `<gen>` changes between chunks.
+ * chunk carries an extra NUL. Clients restart if `<gen>` changes between chunks. The list is
+ * built once per directory version (listing.ts).
  */
 function directoryPart(d: Xenstored, conn: Connection, msg: XsMessage): Buffer {
   const [raw, offS] = args(msg, 2) as [string, string];
   if (!/^\d+$/.test(offS)) throw xsError("EINVAL", "DIRECTORY_PART: bad offset");
+  // The view checks read permission and records the read in a transaction at every page.
   const node = readView(d, conn, msg).listed(pathOf(d, conn, raw));
-  if (conn.listing?.node !== node) conn.listing = { node, bytes: Buffer.from(childNames(node).map((n) => n + "\0").join(""), "latin1") };
-  const all = conn.listing.bytes;
+  const all = listingOf(node);
   const gen = node.gen;
   const off = Number(offS);
   if (off > all.length) throw xsError("EINVAL", "DIRECTORY_PART: offset beyond the list");
@@ -294,7 +295,7 @@ function control(d: Xenstored, conn: Connection, msg: XsMessage): Buffer {
       return OK_PAYLOAD;
     case "memreport": {
       const m = process.memoryUsage();
-      return nul(`rss ${m.rss}\nheap ${m.heapUsed}\nconnections ${d.connections.size}\nwatches ${d.watches.size}\n`);
+      return nul(`rss ${m.rss}\nheap ${m.heapUsed}\nconnections ${d.connections.size}\nwatches ${d.watches.size}\ndirectory listings built ${listingsBuilt()}\n`);
     }
     case "quota": {
       const q = rest[0] === undefined ? d.quotas : d.quotasFor(domidArg(rest[0]));

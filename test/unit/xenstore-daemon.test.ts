@@ -2,7 +2,6 @@ import { test } from "node:test";
 import assert from "node:assert/strict";
 import { recordingTransport } from "../support/recording-transport.js";
 import { createXenstored, RawConnection, encodeMessage } from "../../src/xenstore/index.js";
-import { duplexPair } from "../../src/xenstore/duplex-pair.js";
 
 function setup(): { d: ReturnType<typeof createXenstored>; c: RawConnection; open: (domid: number) => RawConnection } {
   const d = createXenstored();
@@ -246,42 +245,62 @@ void test("directory over 4096 bytes is E2BIG and DIRECTORY_PART returns it in c
   d.close();
 });
 
-void test("DIRECTORY_PART cuts every page from one listing while the directory is unchanged; a change between pages is a new generation listing the new child", async () => {
-  const d = createXenstored({});
-  const [client, server] = duplexPair();
-  const conn = d.attach(server, 0, "pager");
-  const c = new RawConnection(client);
-  for (let i = 0; i < 2000; i += 100) await Promise.all(Array.from({ length: 100 }, (_, k) => c.request("WRITE", `/big/child-${i + k}|`)));
-  // Pages from `off` to the end: the generation each page gave, and the names.
-  const pages = async (off: number, onPage: () => void): Promise<{ gens: Set<string>; names: string[] }> => {
-    const gens = new Set<string>();
-    const names: string[] = [];
-    for (;;) {
-      const r = await c.request("DIRECTORY_PART", `/big|${off}|`);
-      assert.equal(r.error, undefined);
-      const body = r.payload.subarray(r.payload.indexOf(0) + 1);
-      gens.add(r.payload.toString("latin1", 0, r.payload.indexOf(0)));
-      const chunk = body.toString("latin1").split("\0").filter((s) => s !== "");
-      names.push(...chunk);
-      off += chunk.reduce((n, s) => n + s.length + 1, 0);
-      onPage();
-      if (body.length <= 1 || (body[body.length - 1] === 0 && body[body.length - 2] === 0)) return { gens, names };
-    }
-  };
-  let listing: unknown;
-  let pagesSeen = 0;
-  const first = await pages(0, () => {
-    listing ??= conn.listing;
-    assert.equal(conn.listing, listing, "every page from the listing the first one made");
-    pagesSeen++;
-  });
-  assert.ok(pagesSeen >= 5, `${pagesSeen} pages`);
+/** Every DIRECTORY_PART page of `dir` from offset 0 through `c` (in transaction `tx`): generations and names. */
+async function pageThrough(c: RawConnection, dir: string, tx = 0): Promise<{ gens: Set<string>; names: string[]; pages: number }> {
+  const gens = new Set<string>();
+  const names: string[] = [];
+  for (let off = 0, pages = 1; ; pages++) {
+    const r = await c.request("DIRECTORY_PART", `${dir}|${off}|`, tx);
+    assert.equal(r.error, undefined, `page at ${off}`);
+    const body = r.payload.subarray(r.payload.indexOf(0) + 1);
+    gens.add(r.payload.toString("latin1", 0, r.payload.indexOf(0)));
+    const chunk = body.toString("latin1").split("\0").filter((s) => s !== "");
+    names.push(...chunk);
+    off += chunk.reduce((n, s) => n + s.length + 1, 0);
+    if (body.length <= 1 || (body[body.length - 1] === 0 && body[body.length - 2] === 0)) return { gens, names, pages };
+  }
+}
+
+async function fillBig(c: RawConnection, n: number): Promise<void> {
+  for (let i = 0; i < n; i += 100) await Promise.all(Array.from({ length: Math.min(100, n - i) }, (_, k) => c.request("WRITE", `/big/child-${i + k}|`)));
+}
+
+void test("DIRECTORY_PART builds a directory's listing once for all its pages; a change lists it again, with a new generation", async () => {
+  const { d, c } = setup();
+  await fillBig(c, 2000);
+  const built = async (): Promise<number> => Number(/directory listings built (\d+)/.exec((await c.request("CONTROL", "memreport|")).text)?.[1]);
+  const before = await built();
+  const first = await pageThrough(c, "/big");
+  assert.ok(first.pages >= 5, `${first.pages} pages`);
+  assert.equal((await built()) - before, 1, `one listing for ${first.pages} pages`);
   assert.equal(first.gens.size, 1);
   assert.deepEqual(first.names, Array.from({ length: 2000 }, (_, i) => `child-${i}`), "creation order");
   await c.request("WRITE", "/big/a-new-one|");
-  const again = await pages(0, () => assert.notEqual(conn.listing, listing, "a changed directory is listed again"));
+  const again = await pageThrough(c, "/big");
+  assert.equal((await built()) - before, 2, "the changed directory listed again, once");
   assert.notDeepEqual([...again.gens], [...first.gens]);
   assert.deepEqual(again.names, [...first.names, "a-new-one"]);
+  d.close();
+});
+
+void test("every DIRECTORY_PART page is read through the reader's view: a transaction's own children and its recorded read (EAGAIN), and read permission withdrawn between pages", async () => {
+  const { d, c, open } = setup();
+  await fillBig(c, 600);
+  const other = open(0);
+  const tx = Number((await c.request("TRANSACTION_START", "|")).text.replace("|", ""));
+  await c.request("WRITE", "/big/in-tx|", tx);
+  const outside = await pageThrough(other, "/big");
+  const inside = await pageThrough(c, "/big", tx);
+  assert.ok(inside.pages >= 2 && outside.pages >= 2);
+  assert.deepEqual(inside.names, [...outside.names, "in-tx"]);
+  assert.deepEqual((await pageThrough(other, "/big")).names, outside.names, "the committed listing again, without the transaction's child");
+  await other.request("WRITE", "/big/meanwhile|");
+  assert.equal((await c.request("TRANSACTION_END", "T|", tx)).error, "EAGAIN", "the transaction read /big");
+  await c.request("SET_PERMS", "/big|n0|r5|");
+  const guest = open(5);
+  assert.equal((await guest.request("DIRECTORY_PART", "/big|0|")).error, undefined);
+  await c.request("SET_PERMS", "/big|n0|");
+  assert.equal((await guest.request("DIRECTORY_PART", "/big|0|")).error, "EACCES");
   d.close();
 });
 

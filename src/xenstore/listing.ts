@@ -1,0 +1,32 @@
+/**
+ * DIRECTORY_PART's listings: a directory's child names as its replies carry them (each followed by
+ * a NUL, in creation order), memoised per node. A client pages through a big directory with one
+ * request per ~4 KB, and building the listing sorts every child: done at each page, paging through
+ * 100,000 children took 23.5 s in 292 pages, each holding every other client for up to 137 ms.
+ *
+ * Nodes are immutable, so a node's listing never changes, and an entry goes with its node (a
+ * WeakMap): the memo holds listings only for directory versions still in the tree or in an open
+ * transaction, at most one each, no larger than their names. A write anywhere below a directory
+ * makes it a new node (the path is copied), which is listed again at its next page.
+ */
+import { DIRECTORY_PART_CHUNK_MAX } from "./protocol.js";
+import { childNames, type XsNode } from "./store.js";
+
+const memo = new WeakMap<XsNode, Buffer>();
+let built = 0;
+
+/** `node`'s children as DIRECTORY_PART lists them. */
+export function listingOf(node: XsNode): Buffer {
+  const known = memo.get(node);
+  if (known !== undefined) return known;
+  const bytes = Buffer.from(childNames(node).map((n) => n + "\0").join(""), "latin1");
+  built++;
+  // One page's worth is sent whole at once: kept only when a client will come back for more.
+  if (bytes.length > DIRECTORY_PART_CHUNK_MAX) memo.set(node, bytes);
+  return bytes;
+}
+
+/** Listings built so far in this process (CONTROL memreport). */
+export function listingsBuilt(): number {
+  return built;
+}
