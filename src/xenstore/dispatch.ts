@@ -108,11 +108,10 @@ function handle(d: Xenstored, conn: Connection, msg: XsMessage, op: XsOp): Buffe
       const p = pathOf(d, conn, msg.payload.toString("utf8", 0, i));
       return modify(d, conn, msg, { kind: "write", path: p, value: msg.payload.toString("latin1", i + 1) });
     }
-    case "DIRECTORY": {
-      const p = pathOf(d, conn, one(msg));
-      const { names } = readView(d, conn, msg).directory(p);
-      return names.length === 0 ? Buffer.alloc(0) : Buffer.from(names.join("\0") + "\0", "latin1");
-    }
+    case "DIRECTORY":
+      // Over 4096 bytes it is E2BIG (dispatch), and the client pages through the same listing
+      // with DIRECTORY_PART (libxenstore does): built once for both (listing.ts).
+      return listingOf(readView(d, conn, msg).listed(pathOf(d, conn, one(msg))));
     case "DIRECTORY_PART":
       return directoryPart(d, conn, msg);
     case "GET_PERMS": {

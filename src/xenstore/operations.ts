@@ -12,7 +12,7 @@
 import { xsError } from "./errors.js";
 import { segmentsOf, joinPath, parentOf } from "./path.js";
 import { canRead, canWrite, isOwner, inheritPerms, type Accessor, type Perms } from "./permissions.js";
-import { ancestry, childNames, countByOwner, kidSet, lookup, makeNode, rebuild, walk, type XsNode } from "./store.js";
+import { ancestry, countByOwner, kidSet, lookup, makeNode, rebuild, walk, type XsNode } from "./store.js";
 import { overQuota, type Quotas } from "./quota.js";
 
 /** A change that watches see (notes §1.7). `removed` is the deleted subtree of an RM. */
@@ -163,12 +163,7 @@ export class TreeView {
     return this.#get(path, "read").value;
   }
 
-  directory(path: string): { names: string[]; gen: number } {
-    const n = this.#get(path, "read");
-    return { names: childNames(n), gen: n.gen };
-  }
-
-  /** The node at `path`, to list its children (DIRECTORY_PART), read permission checked. */
+  /** The node at `path`, to list its children (DIRECTORY, DIRECTORY_PART), read permission checked. */
   listed(path: string): XsNode {
     return this.#get(path, "read");
   }

@@ -265,14 +265,16 @@ async function fillBig(c: RawConnection, n: number): Promise<void> {
   for (let i = 0; i < n; i += 100) await Promise.all(Array.from({ length: Math.min(100, n - i) }, (_, k) => c.request("WRITE", `/big/child-${i + k}|`)));
 }
 
-void test("DIRECTORY_PART builds a directory's listing once for all its pages; a change lists it again, with a new generation", async () => {
+void test("a big directory is listed once for DIRECTORY's E2BIG and all the DIRECTORY_PART pages after it (as libxenstore asks); a change lists it again, with a new generation", async () => {
   const { d, c } = setup();
   await fillBig(c, 2000);
   const built = async (): Promise<number> => Number(/directory listings built (\d+)/.exec((await c.request("CONTROL", "memreport|")).text)?.[1]);
   const before = await built();
+  assert.equal((await c.request("DIRECTORY", "/big|")).error, "E2BIG");
+  assert.equal((await built()) - before, 1, "DIRECTORY listed it");
   const first = await pageThrough(c, "/big");
   assert.ok(first.pages >= 5, `${first.pages} pages`);
-  assert.equal((await built()) - before, 1, `one listing for ${first.pages} pages`);
+  assert.equal((await built()) - before, 1, `one listing for DIRECTORY and ${first.pages} pages`);
   assert.equal(first.gens.size, 1);
   assert.deepEqual(first.names, Array.from({ length: 2000 }, (_, i) => `child-${i}`), "creation order");
   await c.request("WRITE", "/big/a-new-one|");
