@@ -10,7 +10,8 @@
  * makes it a new node (the path is copied), which is listed again at its next page.
  */
 import { DIRECTORY_PART_CHUNK_MAX } from "./protocol.js";
-import { childNames, type XsNode } from "./store.js";
+import { putLatin1 } from "./record-bytes.js";
+import { orderedKids, type XsNode } from "./store.js";
 
 const memo = new WeakMap<XsNode, Buffer>();
 let built = 0;
@@ -19,7 +20,16 @@ let built = 0;
 export function listingOf(node: XsNode): Buffer {
   const known = memo.get(node);
   if (known !== undefined) return known;
-  const bytes = Buffer.from(childNames(node).map((n) => n + "\0").join(""), "latin1");
+  const kids = orderedKids(node.kids);
+  let length = 0;
+  for (const k of kids) length += k.key.length + 1;
+  // Straight into one buffer: joining the names first cost as much again (30,000 children: 6–10 ms).
+  const bytes = Buffer.allocUnsafe(length);
+  let o = 0;
+  for (const k of kids) {
+    o = putLatin1(bytes, k.key, o);
+    bytes[o++] = 0;
+  }
   built++;
   // One page's worth is sent whole at once: kept only when a client will come back for more.
   if (bytes.length > DIRECTORY_PART_CHUNK_MAX) memo.set(node, bytes);

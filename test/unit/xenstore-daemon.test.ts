@@ -245,6 +245,15 @@ void test("directory over 4096 bytes is E2BIG and DIRECTORY_PART returns it in c
   d.close();
 });
 
+void test("DIRECTORY lists names of every length, on both sides of the short-field path, in creation order", async () => {
+  const { d, c } = setup();
+  const names = ["n".repeat(300), "s", "m".repeat(128), "k".repeat(129)];
+  for (const n of names) await c.request("WRITE", `/d/${n}|v`);
+  assert.equal((await c.request("DIRECTORY", "/d|")).text, names.map((n) => n + "|").join(""));
+  assert.equal((await c.request("DIRECTORY", "/d/s|")).text, "", "no children: an empty reply");
+  d.close();
+});
+
 /** Every DIRECTORY_PART page of `dir` from offset 0 through `c` (in transaction `tx`): generations and names. */
 async function pageThrough(c: RawConnection, dir: string, tx = 0): Promise<{ gens: Set<string>; names: string[]; pages: number }> {
   const gens = new Set<string>();
