@@ -1,8 +1,9 @@
 /**
- * DIRECTORY_PART's listings: a directory's child names as its replies carry them (each followed by
- * a NUL, in creation order), memoised per node. A client pages through a big directory with one
- * request per ~4 KB, and building the listing sorts every child: done at each page, paging through
- * 100,000 children took 23.5 s in 292 pages, each holding every other client for up to 137 ms.
+ * DIRECTORY's and DIRECTORY_PART's listings: a directory's child names as their replies carry them
+ * (each followed by a NUL, in creation order), memoised per node. A client pages through a big
+ * directory with one DIRECTORY_PART per ~4 KB (after DIRECTORY said E2BIG), and building the listing
+ * sorts every child: done at each page, paging through 100,000 children took 23.5 s in 292 pages,
+ * each holding every other client for up to 137 ms.
  *
  * Nodes are immutable, so a node's listing never changes, and an entry goes with its node (a
  * WeakMap): the memo holds listings only for directory versions still in the tree or in an open
@@ -16,7 +17,7 @@ import { orderedKids, type XsNode } from "./store.js";
 const memo = new WeakMap<XsNode, Buffer>();
 let built = 0;
 
-/** `node`'s children as DIRECTORY_PART lists them. */
+/** `node`'s children as DIRECTORY and DIRECTORY_PART list them. */
 export function listingOf(node: XsNode): Buffer {
   const known = memo.get(node);
   if (known !== undefined) return known;

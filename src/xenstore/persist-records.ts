@@ -33,7 +33,7 @@
  */
 import { randomFillSync } from "node:crypto";
 import { isValidNodePath } from "./path.js";
-import { permsText, parsePermsText, type Perms } from "./permissions.js";
+import { permsText, parsePermsText } from "./permissions.js";
 import { CRC_TABLE as IMPORTED_CRC_TABLE, crc32Of, putLatin1, SHORT_FIELD } from "./record-bytes.js";
 import type { JournalOp } from "./operations.js";
 
@@ -83,14 +83,14 @@ export interface Dropped {
  * The record body in b[s, e), or undefined if it is not one. `strict`: the path must be a valid
  * node path (after damage, where a record may have been read from inside another); otherwise only
  * that it starts with "/", which costs nothing (checking every path cost 15 % of loading 100,000
- * nodes). `memo`: the scan's last permissions (permsAt).
+ * nodes).
  */
-function parseBody(b: Buffer, s: number, e: number, strict: boolean, memo: PermsMemo): LoadedRecord | undefined {
+function parseBody(b: Buffer, s: number, e: number, strict: boolean): LoadedRecord | undefined {
   if (e - s > MASKED_PREFIX && (b[s]! & ~MORE) === KIND_MASKED) {
     const inner = Buffer.allocUnsafe(e - s - MASKED_PREFIX);
     for (let i = 0; i < inner.length; i++) inner[i] = b[s + MASKED_PREFIX + i]! ^ b[s + 1 + (i & 3)]!;
     // The outer kind carries the inner one's flag (scanRecords reads it there); one level only.
-    return inner[0] === (b[s]! & MORE) + (inner[0]! & ~MORE) && (inner[0]! & ~MORE) !== KIND_MASKED ? parseBody(inner, 0, inner.length, strict, memo) : undefined;
+    return inner[0] === (b[s]! & MORE) + (inner[0]! & ~MORE) && (inner[0]! & ~MORE) !== KIND_MASKED ? parseBody(inner, 0, inner.length, strict) : undefined;
   }
   if (e - s < 3) return undefined;
   const kind = b[s]! & ~MORE;
@@ -109,33 +109,12 @@ function parseBody(b: Buffer, s: number, e: number, strict: boolean, memo: Perms
   const permLen = b.readUInt16LE(o);
   o += 2;
   if (o + permLen + 4 > e) return undefined;
-  const perms = permsAt(b, o, o + permLen, memo);
+  const perms = parsePermsText(b.toString("latin1", o, o + permLen));
   o += permLen;
   const vl = b.readUInt32LE(o);
   o += 4;
   if (perms === undefined || o + vl !== e) return undefined;
   return { op: "put", path: p, value: b.toString("latin1", o, o + vl), perms };
-}
-
-/** The last permissions one scan parsed, and their bytes: consecutive records mostly share them. */
-interface PermsMemo {
-  bytes: Buffer;
-  perms: Perms | undefined;
-}
-
-/** The permissions in b[s, e) (their text form), undefined if malformed. */
-function permsAt(b: Buffer, s: number, e: number, memo: PermsMemo): Perms | undefined {
-  if (memo.perms !== undefined && memo.bytes.length === e - s) {
-    let i = 0;
-    while (i < e - s && b[s + i] === memo.bytes[i]) i++;
-    if (i === e - s) return memo.perms;
-  }
-  const perms = parsePermsText(b.toString("latin1", s, e));
-  if (perms !== undefined) {
-    memo.bytes = Buffer.from(b.subarray(s, e));
-    memo.perms = perms;
-  }
-  return perms;
 }
 
 /** Parse every valid record of a file, skipping damage and reporting exactly what was skipped. */
@@ -155,7 +134,6 @@ export function parseRecords(buf: Buffer, file: string): { records: LoadedRecord
  */
 export function scanRecords(buf: Buffer, file: string, onRecord: (r: LoadedRecord) => void, opts: { zeroTail?: boolean; changes?: boolean; unmasked?: { count: number } } = {}): Dropped[] {
   const dropped: Dropped[] = [];
-  const memo: PermsMemo = { bytes: Buffer.alloc(0), perms: undefined };
   // Where the zeros that end the file begin; records stop there (checked at record boundaries only).
   const tail = opts.zeroTail === true ? zeroTailStart(buf) : buf.length;
   let o = 0;
@@ -203,7 +181,7 @@ export function scanRecords(buf: Buffer, file: string, onRecord: (r: LoadedRecor
         const end = at + len;
         if (crc32Of(buf, at, end) !== buf.readUInt32LE(o + 8)) reason = "checksum mismatch";
         else {
-          const rec = parseBody(buf, at, end, damageSeen, memo);
+          const rec = parseBody(buf, at, end, damageSeen);
           if (rec === undefined) reason = "malformed record";
           else {
             if (opts.unmasked !== undefined && (buf[at]! & ~MORE) !== KIND_MASKED && rec.op !== "end" && (holdsMagic(rec.path) || (rec.op === "put" && holdsMagic(rec.value)))) opts.unmasked.count++;

@@ -182,10 +182,6 @@ export function orderedKids(t: Kids | undefined): Kids[] {
   return kidsInOrder(t).sort((a, b) => a.seq - b.seq);
 }
 
-export function childNames(node: XsNode): string[] {
-  return orderedKids(node.kids).map((k) => k.key);
-}
-
 export function hasChildren(node: XsNode): boolean {
   return node.kids !== undefined;
 }

@@ -2,13 +2,15 @@ import { test } from "node:test";
 import assert from "node:assert/strict";
 import { canonicalize, isAtOrBelow, relativeTo, isValidNodePath } from "../../src/xenstore/path.js";
 import { accessFor, parsePerms, formatPerms, inheritPerms, withoutDomid, PERM_READ, PERM_WRITE, PERM_OWNER, DEFAULT_PERMS } from "../../src/xenstore/permissions.js";
-import { childNames, kidDelete, kidEntries, kidGet, kidSet, lookup, makeNode, type Kids } from "../../src/xenstore/store.js";
+import { kidDelete, kidEntries, kidGet, kidSet, lookup, makeNode, orderedKids, type Kids, type XsNode } from "../../src/xenstore/store.js";
 import { OwnerDelta, TreeView, type OpEnv } from "../../src/xenstore/operations.js";
 import { Transaction } from "../../src/xenstore/transaction.js";
 import { DEFAULT_QUOTAS } from "../../src/xenstore/quota.js";
 import { isVmstackError } from "../../src/lib/errors.js";
 
 const dom0 = { domid: 0, privileged: true };
+/** A node's child names in DIRECTORY order. */
+const namesOf = (n: XsNode): string[] => orderedKids(n.kids).map((k) => k.key);
 
 function env(): OpEnv {
   let gen = 1;
@@ -76,11 +78,11 @@ void test("a write returns a new root and leaves the old one intact (immutable s
   assert.notEqual(v.root, r1);
   assert.equal(lookup(r1, "/a/c"), undefined);
   assert.equal(lookup(v.root, "/a/b"), lookup(r1, "/a/b"), "untouched nodes are shared");
-  assert.deepEqual(childNames(lookup(v.root, "/a")!), ["b", "c"]);
+  assert.deepEqual(namesOf(lookup(v.root, "/a")!), ["b", "c"]);
   assert.equal(v.changes.length, 2);
   assert.deepEqual(v.journal.map((j) => `${j.op} ${j.path}`), ["put /a", "put /a/b", "put /a/c"]);
   v.write("/a/a", "3");
-  assert.deepEqual(childNames(lookup(v.root, "/a")!), ["b", "c", "a"], "creation order, as the C daemon");
+  assert.deepEqual(namesOf(lookup(v.root, "/a")!), ["b", "c", "a"], "creation order, as the C daemon");
   // Implicit parents below an existing node: a record each, parents first, empty values.
   v.write("/a/c/d/e", "4");
   assert.deepEqual(v.journal.slice(4).map((j) => `${j.op} ${j.path}=${j.op === "put" ? j.value : ""}`), ["put /a/c/d=", "put /a/c/d/e=4"]);
