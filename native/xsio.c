@@ -20,8 +20,7 @@
  * locks a state directory for one daemon (lockExclusive).
  */
 #define _GNU_SOURCE /* struct ucred, sched_getcpu */
-#define NAPI_VERSION 8
-#include <node_api.h>
+#include "xsio.h"
 #include <errno.h>
 #include <fcntl.h>
 #include <math.h>
@@ -83,19 +82,19 @@ static int64_t now_ns(void) {
   return (int64_t)t.tv_sec * 1000000000 + t.tv_nsec;
 }
 
-static napi_value number(napi_env env, double v) {
+napi_value xsio_number(napi_env env, double v) {
   napi_value r;
   napi_create_double(env, v, &r);
   return r;
 }
 
-static napi_value fail(napi_env env, const char *msg) {
+napi_value xsio_fail(napi_env env, const char *msg) {
   napi_throw_type_error(env, NULL, msg);
   return NULL;
 }
 
 /* A descriptor: an integer from 0 to INT32_MAX (napi_get_value_int32 would take 1.5 or NaN). */
-static int arg_fd(napi_env env, napi_value v, int32_t *out) {
+int xsio_arg_fd(napi_env env, napi_value v, int32_t *out) {
   double d;
   if (napi_get_value_double(env, v, &d) != napi_ok || !(d >= 0) || d > 2147483647.0 || d != floor(d)) return 0;
   *out = (int32_t)d;
@@ -106,8 +105,8 @@ static int arg_fd(napi_env env, napi_value v, int32_t *out) {
 static int one_fd_arg(napi_env env, napi_callback_info info, const char *usage, int32_t *fd) {
   size_t argc = 1;
   napi_value argv[1];
-  if (napi_get_cb_info(env, info, &argc, argv, NULL, NULL) != napi_ok || argc != 1) return fail(env, usage), 0;
-  if (!arg_fd(env, argv[0], fd)) return fail(env, "fd must be a descriptor"), 0;
+  if (napi_get_cb_info(env, info, &argc, argv, NULL, NULL) != napi_ok || argc != 1) return xsio_fail(env, usage), 0;
+  if (!xsio_arg_fd(env, argv[0], fd)) return xsio_fail(env, "fd must be a descriptor"), 0;
   return 1;
 }
 
@@ -131,19 +130,19 @@ static int arg_bytes(napi_env env, napi_value v, double min, double max, double 
 static napi_value wait_recv(napi_env env, napi_callback_info info) {
   size_t argc = 6;
   napi_value argv[6];
-  if (napi_get_cb_info(env, info, &argc, argv, NULL, NULL) != napi_ok || argc != 6) return fail(env, "waitRecv(fds, readCount, count, buf, budgetNs, out)");
+  if (napi_get_cb_info(env, info, &argc, argv, NULL, NULL) != napi_ok || argc != 6) return xsio_fail(env, "waitRecv(fds, readCount, count, buf, budgetNs, out)");
   napi_typedarray_type t1, t6;
   size_t nfds, nout;
   void *fdsData, *outData, *buf;
   size_t buflen;
   double budget;
   uint32_t readCount, count;
-  if (napi_get_typedarray_info(env, argv[0], &t1, &nfds, &fdsData, NULL, NULL) != napi_ok || t1 != napi_int32_array) return fail(env, "fds must be an Int32Array");
-  if (napi_get_value_uint32(env, argv[2], &count) != napi_ok || count == 0 || count > nfds || count > MAX_FDS) return fail(env, "count must be 1..min(fds.length, 64)");
-  if (napi_get_value_uint32(env, argv[1], &readCount) != napi_ok || readCount > count) return fail(env, "readCount must be at most count");
-  if (napi_get_buffer_info(env, argv[3], &buf, &buflen) != napi_ok || buflen == 0) return fail(env, "buf must be a non-empty Buffer");
-  if (napi_get_value_double(env, argv[4], &budget) != napi_ok || !(budget >= 0) || budget > MAX_BUDGET_NS) return fail(env, "budgetNs must be a number from 0 to 10 ms");
-  if (napi_get_typedarray_info(env, argv[5], &t6, &nout, &outData, NULL, NULL) != napi_ok || t6 != napi_int32_array || nout < 1) return fail(env, "out must be an Int32Array");
+  if (napi_get_typedarray_info(env, argv[0], &t1, &nfds, &fdsData, NULL, NULL) != napi_ok || t1 != napi_int32_array) return xsio_fail(env, "fds must be an Int32Array");
+  if (napi_get_value_uint32(env, argv[2], &count) != napi_ok || count == 0 || count > nfds || count > MAX_FDS) return xsio_fail(env, "count must be 1..min(fds.length, 64)");
+  if (napi_get_value_uint32(env, argv[1], &readCount) != napi_ok || readCount > count) return xsio_fail(env, "readCount must be at most count");
+  if (napi_get_buffer_info(env, argv[3], &buf, &buflen) != napi_ok || buflen == 0) return xsio_fail(env, "buf must be a non-empty Buffer");
+  if (napi_get_value_double(env, argv[4], &budget) != napi_ok || !(budget >= 0) || budget > MAX_BUDGET_NS) return xsio_fail(env, "budgetNs must be a number from 0 to 10 ms");
+  if (napi_get_typedarray_info(env, argv[5], &t6, &nout, &outData, NULL, NULL) != napi_ok || t6 != napi_int32_array || nout < 1) return xsio_fail(env, "out must be an Int32Array");
   const int32_t *fds = fdsData;
   int32_t *out = outData;
   struct pollfd p[MAX_FDS];
@@ -155,20 +154,20 @@ static napi_value wait_recv(napi_env env, napi_callback_info info) {
     if (n > 0) {
       for (uint32_t i = 0; i < count; i++) {
         if (p[i].revents == 0) continue;
-        if (i >= readCount || !(p[i].revents & POLLIN)) return number(env, (double)i);
+        if (i >= readCount || !(p[i].revents & POLLIN)) return xsio_number(env, (double)i);
         ssize_t r;
         do r = recv(p[i].fd, buf, buflen, MSG_DONTWAIT);
         while (r < 0 && errno == EINTR);
         if (r < 0 && (errno == EAGAIN || errno == EWOULDBLOCK)) continue;
         out[0] = r < 0 ? -errno : (int32_t)r;
-        return number(env, (double)i);
+        return xsio_number(env, (double)i);
       }
     } else if (n < 0 && errno != EINTR) {
       out[0] = -errno;
-      return number(env, -1);
+      return xsio_number(env, -1);
     }
     const int64_t now = now_ns();
-    if (now >= deadline) return number(env, -1);
+    if (now >= deadline) return xsio_number(env, -1);
     /*
      * Nothing yet: let another runnable thread on this CPU go first, when that is the client.
      * When the client shares the CPU (one vCPU, or the scheduler put them together), it is the
@@ -204,7 +203,7 @@ static napi_value beside_peer(napi_env env, napi_callback_info info) {
   if (!one_fd_arg(env, info, "besidePeer(fd)", &fd)) return NULL;
   const int pid = peer_pid(fd);
   const int cpu = pid == getpid() ? -1 : cpu_of(pid);
-  return number(env, cpu < 0 ? -1 : cpu == sched_getcpu() ? 1 : 0);
+  return xsio_number(env, cpu < 0 ? -1 : cpu == sched_getcpu() ? 1 : 0);
 }
 
 /* sendNow(fd: number, buf: Buffer): number — send(2) without blocking; bytes sent or -errno. */
@@ -214,13 +213,13 @@ static napi_value send_now(napi_env env, napi_callback_info info) {
   int32_t fd;
   void *buf;
   size_t len;
-  if (napi_get_cb_info(env, info, &argc, argv, NULL, NULL) != napi_ok || argc != 2) return fail(env, "sendNow(fd, buf)");
-  if (!arg_fd(env, argv[0], &fd)) return fail(env, "fd must be a descriptor");
-  if (napi_get_buffer_info(env, argv[1], &buf, &len) != napi_ok) return fail(env, "buf must be a Buffer");
+  if (napi_get_cb_info(env, info, &argc, argv, NULL, NULL) != napi_ok || argc != 2) return xsio_fail(env, "sendNow(fd, buf)");
+  if (!xsio_arg_fd(env, argv[0], &fd)) return xsio_fail(env, "fd must be a descriptor");
+  if (napi_get_buffer_info(env, argv[1], &buf, &len) != napi_ok) return xsio_fail(env, "buf must be a Buffer");
   ssize_t r;
   do r = send(fd, buf, len, MSG_DONTWAIT | MSG_NOSIGNAL);
   while (r < 0 && errno == EINTR);
-  return number(env, r < 0 ? -errno : (double)r);
+  return xsio_number(env, r < 0 ? -errno : (double)r);
 }
 
 /*
@@ -237,10 +236,10 @@ static napi_value send_now(napi_env env, napi_callback_info info) {
 static int file_range_args(napi_env env, napi_callback_info info, const char *usage, double maxLength, int32_t *fd, double *offset, double *length) {
   size_t argc = 3;
   napi_value argv[3];
-  if (napi_get_cb_info(env, info, &argc, argv, NULL, NULL) != napi_ok || argc != 3) return fail(env, usage), 0;
-  if (!arg_fd(env, argv[0], fd)) return fail(env, "fd must be a descriptor"), 0;
-  if (!arg_bytes(env, argv[1], 0, 0x1p52, offset)) return fail(env, "offset must be a whole number of bytes"), 0;
-  if (!arg_bytes(env, argv[2], 1, maxLength, length)) return fail(env, "length must be a whole number of bytes, at least 1 and not too large"), 0;
+  if (napi_get_cb_info(env, info, &argc, argv, NULL, NULL) != napi_ok || argc != 3) return xsio_fail(env, usage), 0;
+  if (!xsio_arg_fd(env, argv[0], fd)) return xsio_fail(env, "fd must be a descriptor"), 0;
+  if (!arg_bytes(env, argv[1], 0, 0x1p52, offset)) return xsio_fail(env, "offset must be a whole number of bytes"), 0;
+  if (!arg_bytes(env, argv[2], 1, maxLength, length)) return xsio_fail(env, "length must be a whole number of bytes, at least 1 and not too large"), 0;
   return 1;
 }
 
@@ -254,7 +253,7 @@ static napi_value reserve(napi_env env, napi_callback_info info) {
   double offset, length;
   if (!file_range_args(env, info, "reserve(fd, offset, length)", 0x1p40, &fd, &offset, &length)) return NULL;
   int r = posix_fallocate(fd, (off_t)offset, (off_t)length);
-  return number(env, r == 0 ? 0 : -r);
+  return xsio_number(env, r == 0 ? 0 : -r);
 }
 
 static void unmap(napi_env env, void *data, void *hint) {
@@ -302,7 +301,7 @@ static napi_value lock_exclusive(napi_env env, napi_callback_info info) {
   int r;
   do r = flock(fd, LOCK_EX | LOCK_NB);
   while (r < 0 && errno == EINTR);
-  return number(env, r < 0 ? -errno : 0);
+  return xsio_number(env, r < 0 ? -errno : 0);
 }
 
 NAPI_MODULE_INIT() {
@@ -313,6 +312,10 @@ NAPI_MODULE_INIT() {
     { "reserve", NULL, reserve, NULL, NULL, NULL, napi_enumerable, NULL },
     { "mapShared", NULL, map_shared, NULL, NULL, NULL, napi_enumerable, NULL },
     { "lockExclusive", NULL, lock_exclusive, NULL, NULL, NULL, napi_enumerable, NULL },
+    { "readStart", NULL, xsio_read_start, NULL, NULL, NULL, napi_enumerable, NULL },
+    { "readPause", NULL, xsio_read_pause, NULL, NULL, NULL, napi_enumerable, NULL },
+    { "readResume", NULL, xsio_read_resume, NULL, NULL, NULL, napi_enumerable, NULL },
+    { "readClose", NULL, xsio_read_close, NULL, NULL, NULL, napi_enumerable, NULL },
   };
   napi_define_properties(env, exports, sizeof d / sizeof d[0], d);
   return exports;

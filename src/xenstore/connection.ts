@@ -75,6 +75,11 @@ export interface ConnectionOptions {
   readonly afterInput?: ((requests: number) => void) | undefined;
   /** Writes a frame to the transport in place of `transport.write` (native socket I/O, socket-io.ts). */
   readonly write?: ((frame: Buffer) => void) | undefined;
+  /**
+   * Stops and restarts reading the client's requests (back-pressure) in place of
+   * `transport.pause()` / `resume()`: native socket I/O reads the socket itself (socket-io.ts).
+   */
+  readonly flow?: { pause(): void; resume(): void } | undefined;
 }
 
 export class Connection implements Watcher {
@@ -191,11 +196,13 @@ export class Connection implements Watcher {
     if (this.#inbox.length > 0 && !this.#closed) {
       if (!this.#paused) {
         this.#paused = true;
-        this.#transport.pause();
+        if (this.#opts.flow === undefined) this.#transport.pause();
+        else this.#opts.flow.pause();
       }
     } else if (this.#paused && !this.#closed) {
       this.#paused = false;
-      this.#transport.resume();
+      if (this.#opts.flow === undefined) this.#transport.resume();
+      else this.#opts.flow.resume();
     }
     this.#host.batchDone();
     this.#maybeFinish();

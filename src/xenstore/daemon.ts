@@ -253,7 +253,7 @@ export class Xenstored implements ConnectionHost, OpEnv {
   }
 
   /** Attach a transport (socket or stream) as a connection of `domid`; `io` is the socket server's native I/O. */
-  attach(transport: Duplex, domid: number, label: string, io: Pick<ConnectionOptions, "afterInput" | "write"> = {}): Connection {
+  attach(transport: Duplex, domid: number, label: string, io: Pick<ConnectionOptions, "afterInput" | "write" | "flow"> = {}): Connection {
     if (this.#closed) {
       transport.destroy();
       throw xsError("EIO", "xenstored is closed");

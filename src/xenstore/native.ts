@@ -19,7 +19,21 @@ export interface XsioAddon {
   mapShared(fd: number, offset: number, length: number): Buffer;
   /** flock(2) LOCK_EX | LOCK_NB: 0, or -errno (EWOULDBLOCK: held by another open file). */
   lockExclusive(fd: number): number;
+  /**
+   * Watch socket `fd` from the event loop (native/reader.c): its bytes are read into `buf` and
+   * `onRead(n)` called, n > 0; 0 when the reader stopped for good and the stream should read;
+   * -errno when recv(2) failed.
+   */
+  readStart(fd: number, buf: Buffer, onRead: (n: number) => void): XsioReader;
+  /** Stop watching until readResume (no-op once ended or closed). */
+  readPause(r: XsioReader): void;
+  readResume(r: XsioReader): void;
+  /** Stop and close the reader's duplicate descriptor; idempotent. */
+  readClose(r: XsioReader): void;
 }
+
+/** A reader handle from readStart (opaque). */
+export type XsioReader = { readonly __xsioReader: unique symbol };
 
 function loadAddon(): { addon: XsioAddon | undefined; why: string } {
   try {

@@ -66,7 +66,8 @@ export async function listenUnix(daemon: Xenstored, socketPath: string, opts: { 
   const poll: BusyPollStats = { hits: 0, misses: 0, beside: 0 };
   const native = opts.nativeIo !== false ? NativeSocketIo.create() : undefined;
   // allowHalfOpen: a client may send requests and shut down its write side; it still gets replies.
-  const server = net.createServer({ allowHalfOpen: true }, (sock) => {
+  // pauseOnConnect: with native I/O the addon reads the sockets, never their streams.
+  const server = net.createServer({ allowHalfOpen: true, pauseOnConnect: native !== undefined }, (sock) => {
     try {
       let conn: Connection | undefined;
       const entry = native?.entry(
@@ -82,7 +83,9 @@ export async function listenUnix(daemon: Xenstored, socketPath: string, opts: { 
           poller.kick();
         },
         write: entry === undefined ? undefined : (frame) => native!.write(entry, frame),
+        flow: entry === undefined ? undefined : native!.flow(entry),
       });
+      if (native !== undefined && entry === undefined) sock.resume();
     } catch {
       sock.destroy();
     }

@@ -5,20 +5,23 @@
  * on, Node.js's own socket path was most of the daemon's part of it: about 8 µs from a
  * client's write to the request reaching JavaScript while busy-polling through the event loop
  * (setImmediate turns and epoll_wait), and about 4.5 µs from there until the reply's write
- * returned, where a C server needs 3.5 µs and 2 µs. So while a connection is busy-polled, the
- * daemon waits for its next request in the addon (a poll(2) loop over the polled sockets) and
- * reads the bytes straight into a buffer, and a reply leaves with one send(2) when nothing is
- * queued ahead of it. Everything else stays with the event loop: accepting, closing, errors,
- * back-pressure and any write that cannot go out at once.
+ * returned, where a C server needs 3.5 µs and 2 µs. So the stream never reads a client's socket
+ * (the server pauses it on accept): the event loop only watches it, and the addon reads its bytes
+ * straight into a buffer (readStart, native/reader.c); while a connection is busy-polled, the
+ * daemon waits for its next request in the addon (a poll(2) loop over the polled sockets); and a
+ * reply leaves with one send(2) when nothing is queued ahead of it. Everything else stays with the
+ * stream: accepting, closing, errors, and any write that cannot go out at once. At end of stream
+ * (or a hang-up) the reader stops and the stream reads from then on, to report the end its way.
  *
- * Ordering: bytes are read here only from a socket whose stream is flowing with nothing buffered,
- * and sent here only when the stream holds nothing unsent and is not corked, so neither
- * direction can overtake the other path. The event loop turns between waits (each wait lasts at
- * most WAIT_SLICE_MS), so timers, other sockets and microtasks still run while a client is polled,
- * and there is no wait at all while some socket has output the event loop has yet to write.
+ * Ordering: every byte is read here, by the reader or by a wait, one after the other on the one
+ * thread; replies are sent here only when the stream holds nothing unsent and is not corked, so
+ * neither direction can overtake the other path. The event loop turns between waits (each wait
+ * lasts at most WAIT_SLICE_MS), so timers, other sockets and microtasks still run while a client
+ * is polled, and there is no wait at all while some socket has output the event loop has yet to
+ * write.
  *
- * If the addon is missing (not built) the daemon busy-polls through the event loop, as with
- * `--no-native-io`: slower, and without the rule below.
+ * If the addon is missing (not built) the daemon reads through the streams and busy-polls through
+ * the event loop, as with `--no-native-io`: slower, and without the rule below.
  *
  * No polling for a client that runs on the daemon's CPU (this clock's BusyPollClock.beside).
  * Polling there only keeps the client from running, and a daemon that sleeps does better: the
@@ -35,7 +38,7 @@ import type * as net from "node:net";
 import { getSystemErrorName } from "node:util";
 import type { BusyPollClock } from "../lib/busy-poll.js";
 import { log } from "../lib/log.js";
-import { xsio, type XsioAddon } from "./native.js";
+import { xsio, type XsioAddon, type XsioReader } from "./native.js";
 
 /** Longest single wait in the addon; then the event loop gets a turn. */
 export const WAIT_SLICE_MS = 0.05;
@@ -74,11 +77,17 @@ export interface NativeIoEntry {
   /** Whether the client ran on the daemon's CPU at the last look, and until when that look holds (ms). */
   beside: boolean;
   besideUntilMs: number;
+  /** The addon's reader of this socket; undefined once the stream reads it (end of stream) or it is closed. */
+  reader: XsioReader | undefined;
+  /** The connection asked to stop reading (back-pressure: NativeSocketIo.flow). */
+  paused: boolean;
 }
 
 export interface NativeIoStats {
-  /** Chunks of requests read by the addon rather than by the event loop. */
+  /** Chunks of requests read while waiting in the addon (busy-polling). */
   nativeReads: number;
+  /** Chunks of requests read by the addon's reader, when the event loop found the socket readable. */
+  readerReads: number;
   /** Replies and events sent by the addon. */
   nativeSends: number;
 }
@@ -88,7 +97,7 @@ export interface NativeIoStats {
  * turn, in which the addon waits on every connection still polling.
  */
 export class NativeSocketIo {
-  readonly stats: NativeIoStats = { nativeReads: 0, nativeSends: 0 };
+  readonly stats: NativeIoStats = { nativeReads: 0, readerReads: 0, nativeSends: 0 };
   readonly #addon: XsioAddon;
   readonly #buf = Buffer.allocUnsafe(64 * 1024);
   readonly #out = new Int32Array(1);
@@ -110,14 +119,64 @@ export class NativeSocketIo {
     return addon === undefined ? undefined : new NativeSocketIo(addon);
   }
 
-  /** The socket's entry, or undefined if its descriptor is not known. */
+  /**
+   * The socket's entry, or undefined if its descriptor is not known. `sock` must not be read by
+   * its stream (paused since it was accepted: pauseOnConnect): from here on the addon reads it,
+   * and `input` gets its bytes.
+   */
   entry(sock: net.Socket, input: (chunk: Buffer) => void, live: () => boolean): NativeIoEntry | undefined {
     const fd = fdOf(sock);
     if (fd < 0) return undefined;
-    const e: NativeIoEntry = { sock, fd, input, live, pipelining: false, due: undefined, untilMs: 0, beside: false, besideUntilMs: 0 };
+    const e: NativeIoEntry = { sock, fd, input, live, pipelining: false, due: undefined, untilMs: 0, beside: false, besideUntilMs: 0, reader: undefined, paused: false };
+    e.reader = this.#addon.readStart(fd, this.#buf, (n) => this.#readerSaid(e, n));
     this.#entries.add(e);
-    sock.once("close", () => this.#entries.delete(e));
+    sock.once("close", () => {
+      this.#entries.delete(e);
+      this.#stopReader(e);
+    });
     return e;
+  }
+
+  /** Back-pressure for `e`'s connection (ConnectionOptions.flow): stop reading its client, and start again. */
+  flow(e: NativeIoEntry): { pause(): void; resume(): void } {
+    return {
+      pause: () => {
+        e.paused = true;
+        if (e.reader === undefined) e.sock.pause();
+        else this.#addon.readPause(e.reader);
+      },
+      resume: () => {
+        e.paused = false;
+        if (e.reader === undefined) e.sock.resume();
+        else this.#addon.readResume(e.reader);
+      },
+    };
+  }
+
+  /** The reader's callback: bytes, or it has stopped (0: end of stream or hang-up; -errno). */
+  #readerSaid(e: NativeIoEntry, n: number): void {
+    if (n > 0) {
+      this.stats.readerReads++;
+      // A copy: the decoder may keep a partial frame, and the buffer is reused.
+      e.input(Buffer.from(this.#buf.subarray(0, n)));
+      return;
+    }
+    this.#stopReader(e);
+    if (n < 0) this.#readFailed(e, n);
+    // The stream reads from now on: it finds the end of stream (or the error) and reports it.
+    else if (!e.paused) e.sock.resume();
+  }
+
+  #stopReader(e: NativeIoEntry): void {
+    if (e.reader === undefined) return;
+    this.#addon.readClose(e.reader);
+    e.reader = undefined;
+  }
+
+  /** recv(2) returns a socket's error once: report it as the stream would have. */
+  #readFailed(e: NativeIoEntry, errno: number): void {
+    const name = getSystemErrorName(errno);
+    e.sock.destroy(Object.assign(new Error(`read ${name}`), { code: name, errno, syscall: "read" }));
   }
 
   /** A BusyPoll clock whose polling turns wait on `e`'s socket in the addon. */
@@ -160,9 +219,9 @@ export class NativeSocketIo {
     s.write(frame);
   }
 
-  /** True if `e`'s socket is open and still has the descriptor it was registered with. */
-  #open(e: NativeIoEntry): boolean {
-    return e.live() && !e.sock.destroyed && fdOf(e.sock) === e.fd;
+  /** True if `e`'s socket is open, still has the descriptor it was registered with, and is read here (not paused, not ended). */
+  #readable(e: NativeIoEntry): boolean {
+    return e.reader !== undefined && !e.paused && e.live() && !e.sock.destroyed && fdOf(e.sock) === e.fd;
   }
 
   readonly #turn = (): void => {
@@ -171,12 +230,11 @@ export class NativeSocketIo {
     const waitOn = this.#waitOn;
     let untilMs = now;
     let outputPending = false;
-    // The sockets to wait on: clients with one request at a time whose stream is flowing with
-    // nothing buffered, that have not hung up.
+    // The sockets to wait on: clients with one request at a time, read here, that have not hung up.
     for (const e of this.#entries) {
       if (e.sock.writableLength > 0) outputPending = true;
       if (e.due === undefined || e.pipelining || e.untilMs <= now || waitOn.length === MAX_WAIT_FDS) continue;
-      if (!this.#open(e) || e.sock.readableEnded || e.sock.isPaused() || e.sock.readableLength > 0) continue;
+      if (!this.#readable(e)) continue;
       this.#fds[waitOn.length] = e.fd;
       waitOn.push(e);
       if (e.untilMs > untilMs) untilMs = e.untilMs;
@@ -185,12 +243,13 @@ export class NativeSocketIo {
     // Output waiting for a socket to drain is written by the event loop: waiting here would hold
     // it back (and its client with it). Such turns poll through the event loop instead.
     if (waitOn.length > 0 && budgetMs > 0 && !outputPending && !this.#broken) {
-      // Every other open client, and the listening socket, is watched: activity there ends the
-      // wait, so the event loop serves it at once.
+      // Every other client read here, and the listening socket, is watched: activity there ends
+      // the wait, so the event loop serves it at once. (Not a paused one: it is not served, and
+      // its pending bytes would end every wait at once.)
       let count = waitOn.length;
       for (const e of this.#entries) {
         if (count === MAX_WAIT_FDS) break;
-        if (!waitOn.includes(e) && this.#open(e) && !e.sock.readableEnded) this.#fds[count++] = e.fd;
+        if (!waitOn.includes(e) && this.#readable(e)) this.#fds[count++] = e.fd;
       }
       if (this.listenFd >= 0 && count < MAX_WAIT_FDS) this.#fds[count++] = this.listenFd;
       const i = this.#addon.waitRecv(this.#fds, waitOn.length, count, this.#buf, budgetMs * 1e6, this.#out);
@@ -200,9 +259,7 @@ export class NativeSocketIo {
         // A copy: the decoder may keep a partial frame, and the buffer is reused.
         waitOn[i]!.input(Buffer.from(this.#buf.subarray(0, n)));
       } else if (i >= 0 && i < waitOn.length && n < 0) {
-        // recv(2) returns a socket's error once: report it as the stream would have.
-        const name = getSystemErrorName(n);
-        waitOn[i]!.sock.destroy(Object.assign(new Error(`read ${name}`), { code: name, errno: n, syscall: "read" }));
+        this.#readFailed(waitOn[i]!, n);
       } else if (i < 0 && n < 0) {
         this.#broken = true;
         log("warn", "xenstored", `poll(2) failed (${getSystemErrorName(n)}); busy-polling through the event loop from now on`);

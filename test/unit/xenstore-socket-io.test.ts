@@ -6,26 +6,14 @@ import * as net from "node:net";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { fileURLToPath } from "node:url";
-import { setImmediate as tick } from "node:timers/promises";
+import { setImmediate as tick, setTimeout as sleep } from "node:timers/promises";
 import { connectXenstore } from "../../src/xenstore/client.js";
 import { createXenstored, encodeMessage, listenUnix, RawConnection, nativeIoUnavailable, type SocketServer } from "../../src/xenstore/index.js";
 import { FrameDecoder } from "../../src/xenstore/wire.js";
 import { NativeSocketIo } from "../../src/xenstore/socket-io.js";
-import { xsio, type XsioAddon } from "../../src/xenstore/native.js";
+import { xsio, type XsioAddon, type XsioReader } from "../../src/xenstore/native.js";
 import { procStat } from "../../src/vmm/domain-record.js";
-
-function tempDir(t: { after(fn: () => void): void }): string {
-  const dir = mkdtempSync(join(tmpdir(), "vmstack-xsio-"));
-  t.after(() => rmSync(dir, { recursive: true, force: true }));
-  return dir;
-}
-
-/** The build makes the addon (npm run build: make -C native); without it the daemon is slower. */
-function addon(): XsioAddon {
-  assert.equal(nativeIoUnavailable, "", "native/xsio.c is built into dist/native/xsio.node");
-  assert.ok(xsio !== undefined);
-  return xsio;
-}
+import { builtAddon as addon, socketPair, tempDir } from "../support/native-io.js";
 
 /** A daemon served on a Unix socket in a temporary directory, both closed after the test. */
 async function servedDaemon(t: TestContext): Promise<SocketServer> {
@@ -38,25 +26,30 @@ async function servedDaemon(t: TestContext): Promise<SocketServer> {
   return server;
 }
 
-/** A connected pair: the accepted side is never read by the event loop (pauseOnConnect). */
-async function socketPair(dir: string, name: string): Promise<{ client: net.Socket; accepted: net.Socket; fd: number; close(): void }> {
-  const path = join(dir, name);
-  const server = net.createServer({ pauseOnConnect: true });
-  await new Promise<void>((resolve) => server.listen(path, resolve));
-  const acceptedP = new Promise<net.Socket>((resolve) => server.once("connection", resolve));
-  const client = net.connect(path);
-  await new Promise<void>((resolve) => client.once("connect", resolve));
-  const accepted = await acceptedP;
-  const fd = (accepted as unknown as { _handle: { fd: number } })._handle.fd;
+/**
+ * A stand-in for the addon: the calls in `over`, and readers that read nothing (the test says what
+ * a reader saw through `said`, by descriptor); everything else refuses.
+ */
+function fakeAddon(over: Pick<XsioAddon, "waitRecv" | "sendNow" | "besidePeer">): XsioAddon & { said: Map<number, (n: number) => void>; paused: Set<number> } {
+  const said = new Map<number, (n: number) => void>();
+  const paused = new Set<number>();
+  const fdOfReader = (r: XsioReader): number => r as unknown as number;
   return {
-    client,
-    accepted,
-    fd,
-    close: () => {
-      client.destroy();
-      accepted.destroy();
-      server.close();
+    ...over,
+    reserve: () => -95,
+    mapShared: () => {
+      throw new Error("not here");
     },
+    lockExclusive: () => -95,
+    readStart: (fd, _buf, onRead) => {
+      said.set(fd, onRead);
+      return fd as unknown as XsioReader;
+    },
+    readPause: (r) => void paused.add(fdOfReader(r)),
+    readResume: (r) => void paused.delete(fdOfReader(r)),
+    readClose: (r) => void said.delete(fdOfReader(r)),
+    said,
+    paused,
   };
 }
 
@@ -259,7 +252,7 @@ void test("where a client runs is looked at once per 10 ms per connection; a cli
   const dir = tempDir(t);
   let looks = 0;
   let where = 1;
-  const fake: XsioAddon = {
+  const fake = fakeAddon({
     waitRecv: (_fds, _readCount, _count, _buf, _budget, out) => {
       out[0] = 0;
       return -1;
@@ -269,12 +262,7 @@ void test("where a client runs is looked at once per 10 ms per connection; a cli
       looks++;
       return where;
     },
-    reserve: () => -95,
-    mapShared: () => {
-      throw new Error("not here");
-    },
-    lockExclusive: () => -95,
-  };
+  });
   const native = NativeSocketIo.create(fake)!;
   const pair = await socketPair(dir, "p");
   t.after(() => pair.close());
@@ -317,7 +305,7 @@ void test("xsio.sendNow: sends what it can at once and says how much; an error i
   assert.throws(() => x.sendNow(p.fd, "text" as unknown as Buffer), TypeError);
 });
 
-void test("xenstored over a socket: a client with one request in flight is read and answered by native I/O; --no-native-io and --busy-poll-us 0 leave it to the streams", async (t) => {
+void test("xenstored over a socket: a client with one request in flight is read and answered by native I/O; --no-native-io leaves it to the streams, --busy-poll-us 0 to the addon's reader alone", async (t) => {
   addon();
   const dir = tempDir(t);
   for (const [name, opts] of [
@@ -337,11 +325,13 @@ void test("xenstored over a socket: a client with one request in flight is read 
       }
       if (name === "native") {
         assert.ok(server.nativeIo!.nativeReads > 0, `no request read by native I/O in ${i} (poll hits ${server.poll.hits})`);
+        assert.ok(server.nativeIo!.readerReads > 0, "the first request comes before any polling: the reader reads it");
         assert.ok(server.nativeIo!.nativeSends > 0);
       } else if (name === "streams") {
         assert.equal(server.nativeIo, undefined);
       } else {
-        assert.equal(server.nativeIo!.nativeReads, 0, "no polling, nothing read by native I/O");
+        assert.equal(server.nativeIo!.nativeReads, 0, "no polling, no waits in the addon");
+        assert.ok(server.nativeIo!.readerReads >= 600, "every request read by the addon's reader");
         assert.ok(server.nativeIo!.nativeSends > 0, "replies still leave with send(2)");
       }
     } finally {
@@ -370,6 +360,10 @@ void test("xenstored's native I/O keeps replies in order when the client stops r
     sock.write(encodeMessage({ type: "READ", reqId: i, txId: 0, payload: "/big\0" }));
     await tick();
   }
+  // Back-pressure reaches the addon's reader: the daemon stopped reading this client's requests.
+  await sleep(100);
+  const io = server.nativeIo!;
+  assert.ok(io.readerReads + io.nativeReads < N, `requests still unread while the replies wait (${io.readerReads + io.nativeReads} chunks read of ${N})`);
   const decoder = new FrameDecoder();
   const ids: number[] = [];
   await new Promise<void>((resolve, reject) => {
@@ -392,10 +386,10 @@ void test("xenstored's native I/O keeps replies in order when the client stops r
   assert.ok(server.nativeIo!.nativeSends < N, "and the stream took over once the socket was full");
 });
 
-void test("the native waits in the addon only on clients it may read: not a paused one (back-pressure), one that pipelines, one that has hung up; those and the listening socket are watched", async (t) => {
+void test("the native waits in the addon only on clients it may read: not a paused one (back-pressure), one that pipelines, one whose reader has stopped; the pipelining one and the listening socket are watched", async (t) => {
   const dir = tempDir(t);
   const calls: { fds: number[]; readCount: number }[] = [];
-  const fake: XsioAddon = {
+  const fake = fakeAddon({
     waitRecv: (fds, readCount, count, _buf, _budget, out) => {
       calls.push({ fds: [...fds.subarray(0, count)], readCount });
       out[0] = 0;
@@ -403,41 +397,48 @@ void test("the native waits in the addon only on clients it may read: not a paus
     },
     sendNow: () => -11,
     besidePeer: () => 0,
-    reserve: () => -95,
-    mapShared: () => {
-      throw new Error("not here");
-    },
-    lockExclusive: () => -95,
-  };
+  });
   const native = NativeSocketIo.create(fake)!;
   native.listenFd = 1234;
   const pairs = await Promise.all(["idle", "paused", "pipelining", "ended"].map((n) => socketPair(dir, n)));
   t.after(() => pairs.forEach((p) => p.close()));
-  const [idle, paused, pipelining, ended] = pairs.map((p) => p.accepted.resume());
-  paused!.pause();
-  const entries = [idle, paused, pipelining, ended].map((sock) => native.entry(sock!, () => undefined, () => true)!);
-  entries[2]!.pipelining = true;
+  const entries = pairs.map((p) => native.entry(p.accepted, () => undefined, () => true)!);
+  const [idle, paused, pipelining, ended] = entries;
+  assert.deepEqual([...fake.said.keys()], entries.map((e) => e.fd), "each socket has a reader");
+  native.flow(paused!).pause();
+  assert.deepEqual([...fake.paused], [paused!.fd], "back-pressure pauses the reader");
+  pipelining!.pipelining = true;
+  // The reader saw the end of stream: it is closed, and the stream reads from then on.
   await new Promise<void>((resolve) => pairs[3]!.client.end(resolve));
-  for (let i = 0; i < 200 && !ended!.readableEnded; i++) await new Promise((r) => setTimeout(r, 10)); // the event loop sees the end
-  assert.ok(ended!.readableEnded);
+  const streamEnded = new Promise<void>((resolve) => pairs[3]!.accepted.once("end", resolve));
+  fake.said.get(ended!.fd)!(0);
+  assert.equal(fake.said.has(ended!.fd), false, "the ended reader is closed");
+  await streamEnded;
   // A window far ahead: a slow turn on a loaded machine must still find time left to wait.
   for (const e of entries) native.clock(e).defer(() => undefined, performance.now() + 60_000);
   for (let i = 0; i < 100 && calls.length === 0; i++) await tick();
   assert.equal(calls.length, 1);
   const { fds, readCount } = calls[0]!;
-  assert.deepEqual(fds.slice(0, readCount), [entries[0]!.fd], "only the idle, flowing client is read");
-  assert.deepEqual(new Set(fds.slice(readCount)), new Set([entries[1]!.fd, entries[2]!.fd, 1234]), "the others (not the ended one) and the listening socket are watched");
+  assert.deepEqual(fds.slice(0, readCount), [idle!.fd], "only the idle client is read");
+  assert.deepEqual(new Set(fds.slice(readCount)), new Set([pipelining!.fd, 1234]), "the pipelining one and the listening socket are watched");
+  native.flow(paused!).resume();
+  assert.deepEqual([...fake.paused], [], "and resumed");
   // A write the addon cannot make (EAGAIN here) goes through the stream, in order.
   const got = new Promise<string>((resolve) => pairs[0]!.client.once("data", (c: Buffer) => resolve(c.toString())));
-  native.write(entries[0]!, Buffer.from("via the stream"));
+  native.write(idle!, Buffer.from("via the stream"));
   assert.equal(await got, "via the stream");
+  // The socket's close closes its reader.
+  const closed = new Promise((resolve) => pairs[0]!.accepted.once("close", resolve));
+  pairs[0]!.accepted.destroy();
+  await closed;
+  assert.equal(fake.said.has(idle!.fd), false, "a closed socket's reader is closed");
 });
 
 void test("a client found beside the daemon is left out of the next wait in the addon; one still polled for is waited on", async (t) => {
   const dir = tempDir(t);
   const reads: number[][] = [];
   let besideFd = -1;
-  const fake: XsioAddon = {
+  const fake = fakeAddon({
     waitRecv: (fds, readCount, _count, _buf, _budget, out) => {
       reads.push([...fds.subarray(0, readCount)]);
       out[0] = 0;
@@ -445,16 +446,11 @@ void test("a client found beside the daemon is left out of the next wait in the 
     },
     sendNow: () => -11,
     besidePeer: (fd) => (fd === besideFd ? 1 : 0),
-    reserve: () => -95,
-    mapShared: () => {
-      throw new Error("not here");
-    },
-    lockExclusive: () => -95,
-  };
+  });
   const native = NativeSocketIo.create(fake)!;
   const pairs = await Promise.all(["a", "b"].map((n) => socketPair(dir, n)));
   t.after(() => pairs.forEach((p) => p.close()));
-  const [a, b] = pairs.map((p) => native.entry(p.accepted.resume(), () => undefined, () => true)!);
+  const [a, b] = pairs.map((p) => native.entry(p.accepted, () => undefined, () => true)!);
   besideFd = a!.fd;
   // Both polled for, far ahead; then a's client turns out to be beside the daemon.
   for (const e of [a!, b!]) native.clock(e).defer(() => undefined, performance.now() + 60_000);
