@@ -19,7 +19,7 @@ export const xenstoredCommand: Command = {
     "event-queue": { type: "string", arg: "BYTES", help: "unread output per connection before watch events are dropped (default 1048576)" },
     "write-rate": { type: "string", arg: "N[/BURST]", help: "modifying requests per second per unprivileged domain, 0 = unlimited (default 1000/200)" },
     "busy-poll-us": { type: "string", arg: "N", help: `after a request, keep polling for the next one for up to N µs instead of sleeping (adaptive; trades CPU for latency with one request in flight; 0 = off, at most ${MAX_BUSY_POLL_US}; default ${DEFAULT_BUSY_POLL_US})` },
-    "no-native-io": { type: "boolean", help: "serve sockets through Node.js's streams only, without native I/O (poll(2) while busy-polling, send(2) for replies); for comparison. The journal's mapping stays on" },
+    "no-native-io": { type: "boolean", help: "serve sockets through Node.js's streams only, without native I/O (reads by the addon, poll(2) while busy-polling, send(2) for replies); for comparison. The journal's mapping stays on" },
   },
   details: [
     "Prints the socket path on stdout once it accepts connections; SIGTERM or SIGINT stops it cleanly",
