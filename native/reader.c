@@ -18,7 +18,13 @@
  * or the error itself and reports it the usual way. A recv(2) error is passed on as -errno.
  *
  * The duplicate keeps the connection open as long as it exists, so readClose must come with the
- * socket's close (the caller does it on 'close'), and closes it at once.
+ * socket's close (the caller does it on 'close'), and closes it at once. A reader still open when
+ * its environment ends (a worker thread's exit) is closed by a cleanup hook: libuv refuses to
+ * close a loop with a handle open, and takes the process down with it.
+ *
+ * Each reader holds a second descriptor per client. Node.js raises the soft RLIMIT_NOFILE to the
+ * hard limit at start; where that is low, the caller serves a client whose descriptor cannot be
+ * duplicated (EMFILE) through its stream instead.
  */
 #define _GNU_SOURCE /* F_DUPFD_CLOEXEC */
 #include "xsio.h"
@@ -61,6 +67,26 @@ static void on_handle_closed(uv_handle_t *h) {
   Reader *r = (Reader *)h;
   r->handle_closed = 1;
   release(r);
+}
+
+/* Stops, closes the duplicate, and hands the handle to uv_close with `closed` to call. */
+static void shut(Reader *r, uv_close_cb closed) {
+  stop(r);
+  r->ended = 1;
+  uv_close((uv_handle_t *)&r->poll, closed);
+  close(r->fd);
+  r->fd = -1;
+}
+
+/*
+ * The environment is ending with the reader open (readClose removes this hook). Its loop closes
+ * the handle after the addon is unloaded, so no callback of ours may be left for it: the reader's
+ * memory, which libuv still touches then, is left to the process (one per reader open at a
+ * worker thread's exit).
+ */
+static void on_env_cleanup(void *data) {
+  Reader *r = data;
+  if (r->fd >= 0) shut(r, NULL);
 }
 
 static void on_collected(napi_env env, void *data, void *hint) {
@@ -138,19 +164,24 @@ napi_value xsio_read_start(napi_env env, napi_callback_info info) {
   r->buf = buf;
   r->len = len;
   r->fd = fcntl(fd, F_DUPFD_CLOEXEC, 0);
-  int e = r->fd < 0 ? errno : 0;
-  if (e == 0) {
-    int u = uv_poll_init(loop, &r->poll, r->fd);
-    if (u == 0) u = uv_poll_start(&r->poll, UV_READABLE, on_readable);
-    if (u != 0) {
-      /* An initialised handle must go through uv_close; a failed init leaves nothing to close. */
-      close(r->fd);
-      free(r);
-      return napi_throw_error(env, uv_err_name(u), "readStart: cannot watch the socket"), NULL;
-    }
-  } else {
+  if (r->fd < 0) {
+    int e = errno;
     free(r);
-    return napi_throw_error(env, e == EMFILE ? "EMFILE" : "EBADF", "readStart: cannot duplicate the socket's descriptor"), NULL;
+    return napi_throw_error(env, e == EMFILE ? "EMFILE" : e == ENFILE ? "ENFILE" : "EBADF", "readStart: cannot duplicate the socket's descriptor"), NULL;
+  }
+  int u = uv_poll_init(loop, &r->poll, r->fd);
+  if (u != 0) {
+    /* A failed init leaves no handle behind. */
+    close(r->fd);
+    free(r);
+    return napi_throw_error(env, uv_err_name(u), "readStart: cannot watch the socket"), NULL;
+  }
+  u = uv_poll_start(&r->poll, UV_READABLE, on_readable);
+  if (u != 0) {
+    /* An initialised handle is libuv's until uv_close's callback: nothing JavaScript holds. */
+    r->collected = 1;
+    shut(r, on_handle_closed);
+    return napi_throw_error(env, uv_err_name(u), "readStart: cannot watch the socket"), NULL;
   }
   r->watching = 1;
   napi_value handle, name;
@@ -160,6 +191,7 @@ napi_value xsio_read_start(napi_env env, napi_callback_info info) {
   napi_async_init(env, NULL, name, &r->ctx);
   napi_create_external(env, r, on_collected, NULL, &handle);
   napi_type_tag_object(env, handle, &READER_TAG);
+  napi_add_env_cleanup_hook(env, on_env_cleanup, r);
   return handle;
 }
 
@@ -171,23 +203,28 @@ napi_value xsio_read_pause(napi_env env, napi_callback_info info) {
   return NULL;
 }
 
-/* readResume(h): watch again after readPause. No-op once the reader has ended or is closed. */
+/*
+ * readResume(h): number — watch again after readPause: 0, or libuv's (negative) error if the
+ * socket cannot be watched (the caller hands it to its stream). No-op (0) once the reader has
+ * ended or is closed.
+ */
 napi_value xsio_read_resume(napi_env env, napi_callback_info info) {
   Reader *r = reader_arg(env, info, "readResume(reader)");
   if (r == NULL) return NULL;
-  if (r->fd >= 0 && !r->ended && !r->watching && uv_poll_start(&r->poll, UV_READABLE, on_readable) == 0) r->watching = 1;
-  return NULL;
+  int u = 0;
+  if (r->fd >= 0 && !r->ended && !r->watching) {
+    u = uv_poll_start(&r->poll, UV_READABLE, on_readable);
+    if (u == 0) r->watching = 1;
+  }
+  return xsio_number(env, u);
 }
 
 /* readClose(h): stop, close the duplicate descriptor, let go of the buffer and the callback. Idempotent. */
 napi_value xsio_read_close(napi_env env, napi_callback_info info) {
   Reader *r = reader_arg(env, info, "readClose(reader)");
   if (r == NULL || r->fd < 0) return NULL;
-  stop(r);
-  r->ended = 1;
-  uv_close((uv_handle_t *)&r->poll, on_handle_closed);
-  close(r->fd);
-  r->fd = -1;
+  napi_remove_env_cleanup_hook(env, on_env_cleanup, r);
+  shut(r, on_handle_closed);
   napi_delete_reference(env, r->buf_ref);
   napi_delete_reference(env, r->on_read);
   napi_async_destroy(env, r->ctx);

@@ -27,7 +27,8 @@ export interface XsioAddon {
   readStart(fd: number, buf: Buffer, onRead: (n: number) => void): XsioReader;
   /** Stop watching until readResume (no-op once ended or closed). */
   readPause(r: XsioReader): void;
-  readResume(r: XsioReader): void;
+  /** 0, or libuv's (negative) error when the socket cannot be watched again. */
+  readResume(r: XsioReader): number;
   /** Stop and close the reader's duplicate descriptor; idempotent. */
   readClose(r: XsioReader): void;
 }

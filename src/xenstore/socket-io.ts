@@ -88,6 +88,8 @@ export interface NativeIoStats {
   nativeReads: number;
   /** Chunks of requests read by the addon's reader, when the event loop found the socket readable. */
   readerReads: number;
+  /** Clients served through their stream because no reader could be started for them (EMFILE). */
+  streamServed: number;
   /** Replies and events sent by the addon. */
   nativeSends: number;
 }
@@ -97,7 +99,7 @@ export interface NativeIoStats {
  * turn, in which the addon waits on every connection still polling.
  */
 export class NativeSocketIo {
-  readonly stats: NativeIoStats = { nativeReads: 0, readerReads: 0, nativeSends: 0 };
+  readonly stats: NativeIoStats = { nativeReads: 0, readerReads: 0, streamServed: 0, nativeSends: 0 };
   readonly #addon: XsioAddon;
   readonly #buf = Buffer.allocUnsafe(64 * 1024);
   readonly #out = new Int32Array(1);
@@ -120,15 +122,23 @@ export class NativeSocketIo {
   }
 
   /**
-   * The socket's entry, or undefined if its descriptor is not known. `sock` must not be read by
-   * its stream (paused since it was accepted: pauseOnConnect): from here on the addon reads it,
-   * and `input` gets its bytes.
+   * The socket's entry, or undefined if its descriptor is not known or cannot be read here (the
+   * caller's stream serves it then). `sock` must not be read by its stream (paused since it was
+   * accepted: pauseOnConnect): from here on the addon reads it, and `input` gets its bytes.
    */
   entry(sock: net.Socket, input: (chunk: Buffer) => void, live: () => boolean): NativeIoEntry | undefined {
     const fd = fdOf(sock);
     if (fd < 0) return undefined;
     const e: NativeIoEntry = { sock, fd, input, live, pipelining: false, due: undefined, untilMs: 0, beside: false, besideUntilMs: 0, reader: undefined, paused: false };
-    e.reader = this.#addon.readStart(fd, this.#buf, (n) => this.#readerSaid(e, n));
+    try {
+      e.reader = this.#addon.readStart(fd, this.#buf, (n) => this.#readerSaid(e, n));
+    } catch (err) {
+      // A reader takes a second descriptor: at the descriptor limit (EMFILE) the client is still
+      // served, through its stream.
+      this.stats.streamServed++;
+      if (this.stats.streamServed === 1) log("warn", "xenstored", `a client is served through Node.js's stream, not native I/O: ${(err as Error).message} (${(err as NodeJS.ErrnoException).code ?? "?"}); later ones are counted in the native I/O stats`);
+      return undefined;
+    }
     this.#entries.add(e);
     sock.once("close", () => {
       this.#entries.delete(e);
@@ -147,8 +157,8 @@ export class NativeSocketIo {
       },
       resume: () => {
         e.paused = false;
+        if (e.reader !== undefined && this.#addon.readResume(e.reader) !== 0) this.#stopReader(e);
         if (e.reader === undefined) e.sock.resume();
-        else this.#addon.readResume(e.reader);
       },
     };
   }

@@ -4,7 +4,7 @@ import { mkdtempSync, rmSync } from "node:fs";
 import * as net from "node:net";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
-import { nativeIoUnavailable, xsio, type XsioAddon } from "../../src/xenstore/native.js";
+import { nativeIoUnavailable, xsio, type XsioAddon, type XsioReader } from "../../src/xenstore/native.js";
 
 /** The build makes the addon (npm run build: make -C native); without it the daemon is slower. */
 export function builtAddon(): XsioAddon {
@@ -51,3 +51,29 @@ export async function socketPair(dir: string, name: string): Promise<SocketPair>
   };
 }
 
+/**
+ * A stand-in for the addon: the calls in `over`, and readers that read nothing (the test says what
+ * a reader saw through `said`, by descriptor); everything else refuses.
+ */
+export function fakeAddon(over: Pick<XsioAddon, "waitRecv" | "sendNow" | "besidePeer"> & Partial<XsioAddon>): XsioAddon & { said: Map<number, (n: number) => void>; paused: Set<number> } {
+  const said = new Map<number, (n: number) => void>();
+  const paused = new Set<number>();
+  const fdOfReader = (r: XsioReader): number => r as unknown as number;
+  return {
+    reserve: () => -95,
+    mapShared: () => {
+      throw new Error("not here");
+    },
+    lockExclusive: () => -95,
+    readStart: (fd, _buf, onRead) => {
+      said.set(fd, onRead);
+      return fd as unknown as XsioReader;
+    },
+    readPause: (r) => void paused.add(fdOfReader(r)),
+    readResume: (r) => (paused.delete(fdOfReader(r)), 0),
+    readClose: (r) => void said.delete(fdOfReader(r)),
+    ...over,
+    said,
+    paused,
+  };
+}

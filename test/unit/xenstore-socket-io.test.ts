@@ -11,9 +11,9 @@ import { connectXenstore } from "../../src/xenstore/client.js";
 import { createXenstored, encodeMessage, listenUnix, RawConnection, nativeIoUnavailable, type SocketServer } from "../../src/xenstore/index.js";
 import { FrameDecoder } from "../../src/xenstore/wire.js";
 import { NativeSocketIo } from "../../src/xenstore/socket-io.js";
-import { xsio, type XsioAddon, type XsioReader } from "../../src/xenstore/native.js";
+import { xsio } from "../../src/xenstore/native.js";
 import { procStat } from "../../src/vmm/domain-record.js";
-import { builtAddon as addon, socketPair, tempDir } from "../support/native-io.js";
+import { builtAddon as addon, fakeAddon, socketPair, tempDir } from "../support/native-io.js";
 
 /** A daemon served on a Unix socket in a temporary directory, both closed after the test. */
 async function servedDaemon(t: TestContext): Promise<SocketServer> {
@@ -24,33 +24,6 @@ async function servedDaemon(t: TestContext): Promise<SocketServer> {
     await server.close();
   });
   return server;
-}
-
-/**
- * A stand-in for the addon: the calls in `over`, and readers that read nothing (the test says what
- * a reader saw through `said`, by descriptor); everything else refuses.
- */
-function fakeAddon(over: Pick<XsioAddon, "waitRecv" | "sendNow" | "besidePeer">): XsioAddon & { said: Map<number, (n: number) => void>; paused: Set<number> } {
-  const said = new Map<number, (n: number) => void>();
-  const paused = new Set<number>();
-  const fdOfReader = (r: XsioReader): number => r as unknown as number;
-  return {
-    ...over,
-    reserve: () => -95,
-    mapShared: () => {
-      throw new Error("not here");
-    },
-    lockExclusive: () => -95,
-    readStart: (fd, _buf, onRead) => {
-      said.set(fd, onRead);
-      return fd as unknown as XsioReader;
-    },
-    readPause: (r) => void paused.add(fdOfReader(r)),
-    readResume: (r) => void paused.delete(fdOfReader(r)),
-    readClose: (r) => void said.delete(fdOfReader(r)),
-    said,
-    paused,
-  };
 }
 
 void test("xsio.waitRecv: -1 once the budget has passed with nothing to read; the ready socket's index and its bytes; a watched socket's activity ends the wait unread; 0 at end of stream", async (t) => {
