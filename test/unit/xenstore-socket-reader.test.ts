@@ -1,4 +1,4 @@
-import { test } from "node:test";
+import { test, type TestContext } from "node:test";
 import assert from "node:assert/strict";
 import { spawn, spawnSync } from "node:child_process";
 import { readdirSync } from "node:fs";
@@ -35,10 +35,8 @@ function watched(x: XsioAddon, p: SocketPair): { heard: Heard; reader: XsioReade
   return { heard, reader: x.readStart(p.fd, heard.buf, heard.onRead) };
 }
 
-/** Writes `text` and waits until the client's side has sent it. */
-const send = (p: SocketPair, text: string): Promise<void> => new Promise((resolve) => p.client.write(text, () => resolve()));
-
-void test("xsio.readStart reads a socket from the event loop into the caller's buffer, in order; readPause holds input back until readResume; at end of stream it says 0, once", { timeout: 60_000 }, async (t) => {
+/** A socket pair whose accepted side a reader watches, both closed after the test. */
+async function watchedPair(t: TestContext): Promise<{ x: XsioAddon; p: SocketPair; heard: Heard; reader: XsioReader }> {
   const x = builtAddon();
   const p = await socketPair(tempDir(t), "p");
   const { heard, reader } = watched(x, p);
@@ -46,6 +44,14 @@ void test("xsio.readStart reads a socket from the event loop into the caller's b
     x.readClose(reader);
     p.close();
   });
+  return { x, p, heard, reader };
+}
+
+/** Writes `text` and waits until the client's side has sent it. */
+const send = (p: SocketPair, text: string): Promise<void> => new Promise((resolve) => p.client.write(text, () => resolve()));
+
+void test("xsio.readStart reads a socket from the event loop into the caller's buffer, in order; readPause holds input back until readResume; at end of stream it says 0, once", { timeout: 60_000 }, async (t) => {
+  const { x, p, heard, reader } = await watchedPair(t);
   await send(p, "first");
   assert.deepEqual(await heard.until(1), ["first"]);
   x.readPause(reader);
@@ -82,13 +88,7 @@ void test("xsio.readStart's duplicate descriptor holds the connection open until
 });
 
 void test("xsio.readStart stops at a connection reset (a client gone with replies unread) and says 0; the stream, reading from then on, reports ECONNRESET", { timeout: 60_000 }, async (t) => {
-  const x = builtAddon();
-  const p = await socketPair(tempDir(t), "p");
-  const { heard, reader } = watched(x, p);
-  t.after(() => {
-    x.readClose(reader);
-    p.close();
-  });
+  const { x, p, heard, reader } = await watchedPair(t);
   // The client never reads this (its stream stops reading: pause() alone would go on reading
   // into the stream's buffer); closing a Unix socket with unread input resets its peer.
   (p.client as unknown as { _handle: { readStop(): number } })._handle.readStop();
