@@ -136,7 +136,7 @@ export class NativeSocketIo {
       // A reader takes a second descriptor: at the descriptor limit (EMFILE) the client is still
       // served, through its stream.
       this.stats.streamServed++;
-      if (this.stats.streamServed === 1) log("warn", "xenstored", `a client is served through Node.js's stream, not native I/O: ${(err as Error).message} (${(err as NodeJS.ErrnoException).code ?? "?"}); later ones are counted in the native I/O stats`);
+      if (this.stats.streamServed === 1) log("warn", "xenstored", `a client is served through Node.js's stream, not native I/O: ${(err as Error).message} (${(err as NodeJS.ErrnoException).code ?? "?"}); said once, for the first such client`);
       return undefined;
     }
     this.#entries.add(e);
