@@ -94,6 +94,8 @@ export class Connection implements Watcher {
 
   readonly #host: ConnectionHost;
   readonly #transport: Duplex;
+  /** What stops and restarts reading the client's requests: `opts.flow`, or the transport itself. */
+  readonly #flow: { pause(): void; resume(): void };
   readonly #decoder = new FrameDecoder();
   readonly #opts: ConnectionOptions;
   #inbox: XsMessage[] = [];
@@ -111,6 +113,7 @@ export class Connection implements Watcher {
   constructor(host: ConnectionHost, transport: Duplex, opts: ConnectionOptions) {
     this.#host = host;
     this.#transport = transport;
+    this.#flow = opts.flow ?? transport;
     this.#opts = opts;
     this.id = opts.id;
     this.domid = opts.domid;
@@ -196,13 +199,11 @@ export class Connection implements Watcher {
     if (this.#inbox.length > 0 && !this.#closed) {
       if (!this.#paused) {
         this.#paused = true;
-        if (this.#opts.flow === undefined) this.#transport.pause();
-        else this.#opts.flow.pause();
+        this.#flow.pause();
       }
     } else if (this.#paused && !this.#closed) {
       this.#paused = false;
-      if (this.#opts.flow === undefined) this.#transport.resume();
-      else this.#opts.flow.resume();
+      this.#flow.resume();
     }
     this.#host.batchDone();
     this.#maybeFinish();
