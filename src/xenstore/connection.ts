@@ -21,7 +21,7 @@
 import type { Duplex } from "node:stream";
 import { log } from "../lib/log.js";
 import { XENSTORE_PAYLOAD_MAX, XS_OPS } from "./protocol.js";
-import { FrameDecoder, encodeMessage, type XsMessage } from "./wire.js";
+import { FrameDecoder, encodeMessage, frameOf, type XsMessage } from "./wire.js";
 import type { Accessor } from "./permissions.js";
 import type { Transaction } from "./transaction.js";
 import type { Watch, Watcher } from "./watch.js";
@@ -263,7 +263,7 @@ export class Connection implements Watcher {
   }
 
   reply(msg: XsMessage, type: number, payload: Buffer): void {
-    this.send(encodeMessage({ type, reqId: msg.reqId, txId: msg.txId, payload }), true);
+    this.send(frameOf(type, msg.reqId, msg.txId, payload), true);
   }
 
   deliverEvent(path: string, token: string): void {

@@ -40,14 +40,39 @@ export function encodeMessage(msg: OutgoingMessage, opts: { maxPayload?: number 
   if (payload.length > max) {
     throw new VmstackError("XS_E2BIG", `xenstore payload of ${payload.length} bytes exceeds ${max}`, { facts: { length: payload.length, max } });
   }
-  const type = typeof msg.type === "number" ? msg.type : XS_OPS[msg.type];
-  const out = Buffer.allocUnsafe(XS_HEADER_SIZE + payload.length);
-  out.writeUInt32LE(type >>> 0, 0);
-  out.writeUInt32LE((msg.reqId ?? 0) >>> 0, 4);
-  out.writeUInt32LE((msg.txId ?? 0) >>> 0, 8);
-  out.writeUInt32LE(payload.length, 12);
-  payload.copy(out, XS_HEADER_SIZE);
+  return frameOf(typeof msg.type === "number" ? msg.type : XS_OPS[msg.type], msg.reqId ?? 0, msg.txId ?? 0, payload);
+}
+
+/**
+ * One frame: the daemon's replies and events (the caller has checked the payload's size). Stored
+ * a byte at a time: Buffer's own methods (writeUInt32LE, copy) were each a generic property load in
+ * optimised code, about a sixth of this function's instructions.
+ */
+export function frameOf(type: number, reqId: number, txId: number, payload: Buffer): Buffer {
+  const n = payload.length;
+  const out = Buffer.allocUnsafe(XS_HEADER_SIZE + n);
+  putU32(out, 0, type);
+  putU32(out, 4, reqId);
+  putU32(out, 8, txId);
+  putU32(out, 12, n);
+  if (n <= SHORT_COPY) for (let i = 0; i < n; i++) out[XS_HEADER_SIZE + i] = payload[i]!;
+  else out.set(payload, XS_HEADER_SIZE);
   return out;
+}
+
+/** Payloads up to this long are copied in a loop: cheaper than a native copy's call. */
+const SHORT_COPY = 64;
+
+/** A little-endian u32 (as putU32, without a Buffer method's generic load). */
+function getU32(b: Buffer, o: number): number {
+  return (b[o]! | (b[o + 1]! << 8) | (b[o + 2]! << 16) | (b[o + 3]! << 24)) >>> 0;
+}
+
+function putU32(b: Buffer, o: number, v: number): void {
+  b[o] = v & 0xff;
+  b[o + 1] = (v >>> 8) & 0xff;
+  b[o + 2] = (v >>> 16) & 0xff;
+  b[o + 3] = (v >>> 24) & 0xff;
 }
 
 /** Decode exactly one complete frame from a buffer (for tests and tools); undefined if incomplete or oversized. */
@@ -94,10 +119,10 @@ export class FrameDecoder {
     const out: DecodeResult[] = [];
     let off = 0;
     while (buf.length - off >= XS_HEADER_SIZE) {
-      const type = buf.readUInt32LE(off);
-      const reqId = buf.readUInt32LE(off + 4);
-      const txId = buf.readUInt32LE(off + 8);
-      const len = buf.readUInt32LE(off + 12); // unsigned: a "negative" length is just huge (XSA-420)
+      const type = getU32(buf, off);
+      const reqId = getU32(buf, off + 4);
+      const txId = getU32(buf, off + 8);
+      const len = getU32(buf, off + 12); // unsigned: a "negative" length is just huge (XSA-420)
       if (len > this.#maxPayload) {
         out.push({ kind: "oversized", type, reqId, txId, length: len });
         this.#dead = true;
