@@ -7,7 +7,7 @@
 import * as fs from "node:fs";
 import * as path from "node:path";
 import { DEFAULT_PERMS, type Perms } from "./permissions.js";
-import { makeNode, prioOf, type Kids, type XsNode } from "./store.js";
+import { hashOf, makeNode, rankOf, type Kids, type XsNode } from "./store.js";
 import type { JournalOp } from "./operations.js";
 import { scanRecords, type Dropped } from "./persist-records.js";
 
@@ -141,16 +141,17 @@ class LoadTree {
   }
 }
 
-/** Cartesian-tree build of a treap from `kids`' children, taken in name order: O(n). */
+/** Cartesian-tree build of a treap from `kids`' children, taken in the treap's order: O(n) after the sort. */
 function buildKids(kids: Map<string, MNode>): Kids | undefined {
-  type K = { key: string; node: XsNode; prio: number; seq: number; left: K | undefined; right: K | undefined };
+  type K = { key: string; node: XsNode; hash: number; seq: number; left: K | undefined; right: K | undefined };
+  const order: K[] = [];
+  for (const [key, c] of kids) order.push({ key, node: c.frozen!, hash: hashOf(key), seq: c.seq, left: undefined, right: undefined });
+  order.sort((a, b) => (a.hash !== b.hash ? a.hash - b.hash : a.key < b.key ? -1 : 1));
   const stack: K[] = [];
-  // Names sort with the default order (UTF-16 code units, as `<`) and no comparator to call.
-  for (const key of [...kids.keys()].sort()) {
-    const c = kids.get(key)!;
-    const k: K = { key, node: c.frozen!, prio: prioOf(key), seq: c.seq, left: undefined, right: undefined };
+  for (const k of order) {
+    const rank = rankOf(k.hash);
     let last: K | undefined;
-    while (stack.length > 0 && stack[stack.length - 1]!.prio < k.prio) last = stack.pop();
+    while (stack.length > 0 && rankOf(stack[stack.length - 1]!.hash) < rank) last = stack.pop();
     k.left = last;
     if (stack.length > 0) stack[stack.length - 1]!.right = k;
     stack.push(k);

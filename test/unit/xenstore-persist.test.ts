@@ -11,7 +11,7 @@ import { encodeRecord, Journal, journalMaps, parseRecords, loadState } from "../
 import { xsio } from "../../src/xenstore/native.js";
 import type { JournalOp } from "../../src/xenstore/operations.js";
 import { parsePerms } from "../../src/xenstore/permissions.js";
-import { lookup, prioOf, type Kids } from "../../src/xenstore/store.js";
+import { hashOf, lookup, rankOf, type Kids } from "../../src/xenstore/store.js";
 
 function tmpdir(): string {
   return fs.mkdtempSync(path.join(os.tmpdir(), "vmstack-xs-persist-"));
@@ -76,10 +76,10 @@ void test("a restart builds each directory's treap with the store's own prioriti
   const stack: [Kids, number][] = [[kids, 1]];
   while (stack.length > 0) {
     const [k, depth] = stack.pop()!;
-    assert.equal(k.prio, prioOf(k.key), k.key);
+    assert.equal(k.hash, hashOf(k.key), k.key);
     for (const c of [k.left, k.right]) {
       if (c === undefined) continue;
-      assert.ok(c.prio <= k.prio, `heap order at ${k.key}`);
+      assert.ok(rankOf(c.hash) <= rankOf(k.hash), `heap order at ${k.key}`);
       stack.push([c, depth + 1]);
     }
     sum += depth;

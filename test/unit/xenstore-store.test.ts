@@ -2,7 +2,7 @@ import { test } from "node:test";
 import assert from "node:assert/strict";
 import { canonicalize, isAtOrBelow, relativeTo, isValidNodePath } from "../../src/xenstore/path.js";
 import { accessFor, parsePerms, formatPerms, inheritPerms, withoutDomid, PERM_READ, PERM_WRITE, PERM_OWNER, DEFAULT_PERMS } from "../../src/xenstore/permissions.js";
-import { kidDelete, kidEntries, kidGet, kidSet, lookup, makeNode, orderedKids, type Kids, type XsNode } from "../../src/xenstore/store.js";
+import { hashOf, kidDelete, kidEntries, kidGet, kidSet, lookup, makeNode, orderedKids, rankOf, type Kids, type XsNode } from "../../src/xenstore/store.js";
 import { OwnerDelta, TreeView, type OpEnv } from "../../src/xenstore/operations.js";
 import { Transaction } from "../../src/xenstore/transaction.js";
 import { DEFAULT_QUOTAS } from "../../src/xenstore/quota.js";
@@ -68,6 +68,57 @@ void test("the children treap stays sorted and shares structure across versions"
   assert.equal(kidGet(after, "n250"), undefined);
   assert.equal(kidGet(before, "n250"), leaf, "old versions are untouched");
   assert.equal([...kidEntries(after)].length, sorted.length - 1);
+});
+
+void test("the children treap is a search tree on (hash, name) and a heap on each hash's rank", () => {
+  let t: Kids | undefined;
+  const leaf = makeNode("", DEFAULT_PERMS, 0);
+  for (let i = 0; i < 2000; i++) t = kidSet(t, `k${(i * 7919) % 2000}`, leaf, i + 1);
+  for (let i = 0; i < 2000; i += 3) t = kidDelete(t, `k${i}`);
+  let count = 0;
+  const stack: Kids[] = [t!];
+  while (stack.length > 0) {
+    const k = stack.pop()!;
+    count++;
+    assert.equal(k.hash, hashOf(k.key));
+    if (k.left !== undefined) {
+      assert.ok(k.left.hash < k.hash || (k.left.hash === k.hash && k.left.key < k.key), `order left of ${k.key}`);
+      assert.ok(rankOf(k.left.hash) <= rankOf(k.hash), `heap left of ${k.key}`);
+      stack.push(k.left);
+    }
+    if (k.right !== undefined) {
+      assert.ok(k.right.hash > k.hash || (k.right.hash === k.hash && k.right.key > k.key), `order right of ${k.key}`);
+      assert.ok(rankOf(k.right.hash) <= rankOf(k.hash), `heap right of ${k.key}`);
+      stack.push(k.right);
+    }
+  }
+  assert.equal(count, 2000 - 667);
+});
+
+void test("children whose names hash alike are told apart: each is found, replaced and deleted alone", () => {
+  // Found by search: two FNV-1a collisions (the finaliser that follows is a bijection).
+  const pairs = [["n512789", "n749192"], ["n512788", "n749193"]] as const;
+  for (const [a, b] of pairs) assert.equal(hashOf(a), hashOf(b), `${a} and ${b} collide`);
+  const [x, y] = [makeNode("x", DEFAULT_PERMS, 0), makeNode("y", DEFAULT_PERMS, 0)];
+  let t: Kids | undefined;
+  let seq = 0;
+  for (const [a, b] of pairs) {
+    t = kidSet(t, a, x, ++seq);
+    t = kidSet(t, b, y, ++seq);
+  }
+  for (const [a, b] of pairs) {
+    assert.equal(kidGet(t, a), x);
+    assert.equal(kidGet(t, b), y);
+  }
+  const z = makeNode("z", DEFAULT_PERMS, 0);
+  const replaced = kidSet(t, "n749192", z, 9);
+  assert.equal(kidGet(replaced, "n749192"), z);
+  assert.equal(kidGet(replaced, "n512789"), x);
+  assert.deepEqual(orderedKids(replaced).map((k) => k.key), ["n512789", "n749192", "n512788", "n749193"], "a replaced child keeps its place in creation order");
+  const deleted = kidDelete(t, "n512789");
+  assert.equal(kidGet(deleted, "n512789"), undefined);
+  assert.equal(kidGet(deleted, "n749192"), y);
+  assert.deepEqual(kidEntries(deleted).map(([k]) => k), ["n512788", "n749192", "n749193"]);
 });
 
 void test("a write returns a new root and leaves the old one intact (immutable store)", () => {
