@@ -70,9 +70,21 @@ export function canonicalize(raw: string, domid: number, pathMax: number, allowS
   return { abs, relative };
 }
 
-/** Segments of an absolute path: `/` → [], `/a/b` → ["a","b"]. */
+/**
+ * Segments of an absolute path: `/` → [], `/a/b` → ["a","b"]. A loop, not `split("/")`: V8 splits
+ * in its runtime (a call out of optimised code), about 1.9k instructions of a WRITE's 24k.
+ */
 export function segmentsOf(abs: string): string[] {
-  return abs === "/" ? [] : abs.slice(1).split("/");
+  const out: string[] = [];
+  if (abs === "/") return out;
+  let start = 1;
+  for (let i = 1; i < abs.length; i++) {
+    if (abs.charCodeAt(i) !== 47 /* / */) continue;
+    out.push(abs.slice(start, i));
+    start = i + 1;
+  }
+  out.push(abs.slice(start));
+  return out;
 }
 
 export function parentOf(abs: string): string {

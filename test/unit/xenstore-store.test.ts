@@ -1,6 +1,6 @@
 import { test } from "node:test";
 import assert from "node:assert/strict";
-import { canonicalize, isAtOrBelow, relativeTo, isValidNodePath } from "../../src/xenstore/path.js";
+import { canonicalize, isAtOrBelow, relativeTo, isValidNodePath, segmentsOf } from "../../src/xenstore/path.js";
 import { accessFor, parsePerms, formatPerms, inheritPerms, withoutDomid, PERM_READ, PERM_WRITE, PERM_OWNER, DEFAULT_PERMS } from "../../src/xenstore/permissions.js";
 import { hashOf, kidDelete, kidEntries, kidGet, kidSet, lookup, makeNode, orderedKids, rankOf, type Kids, type XsNode } from "../../src/xenstore/store.js";
 import { OwnerDelta, TreeView, type OpEnv } from "../../src/xenstore/operations.js";
@@ -16,6 +16,14 @@ function env(): OpEnv {
   let gen = 1;
   return { nextGen: () => gen++, nodesOwned: () => 0 };
 }
+
+void test("an absolute path's segments are its names between slashes, none for the root", () => {
+  assert.deepEqual(segmentsOf("/"), []);
+  assert.deepEqual(segmentsOf("/a"), ["a"]);
+  assert.deepEqual(segmentsOf("/local/domain/7/device/vif/0"), ["local", "domain", "7", "device", "vif", "0"]);
+  // Not valid node paths, but split as String.prototype.split would.
+  assert.deepEqual(segmentsOf("/a//b/"), ["a", "", "b", ""]);
+});
 
 void test("canonicalize maps relative paths under the domain's home and rejects bad ones", () => {
   assert.deepEqual(canonicalize("foo/bar", 3, 2048), { abs: "/local/domain/3/foo/bar", relative: true });
