@@ -20,7 +20,7 @@ import { formatPerms, parsePerms } from "./permissions.js";
 import { DIRECTORY_PART_CHUNK_MAX, DOMID_MAX, XENSTORE_PAYLOAD_MAX, XS_OPS, type XsOp } from "./protocol.js";
 import { isQuotaName, QUOTA_NAMES, type Quotas } from "./quota.js";
 import { applyOp, type Transaction, type TxOp } from "./transaction.js";
-import { OK_PAYLOAD, errorPayload, splitNul, strictArgs, type XsMessage } from "./wire.js";
+import { OK_PAYLOAD, errorPayload, latin1Of, splitNul, strictArgs, utf8Of, type XsMessage } from "./wire.js";
 
 export function dispatch(d: Xenstored, conn: Connection, msg: XsMessage): void {
   let payload: Buffer | null;
@@ -48,7 +48,7 @@ function one(msg: XsMessage): string {
   // Hot path (READ, DIRECTORY, ...): C `onearg()` — exactly one NUL, at the end.
   const p = msg.payload;
   if (p.length === 0 || p.indexOf(0) !== p.length - 1) throw xsError("EINVAL", `${msg.op} takes exactly one NUL-terminated argument`);
-  return p.toString("utf8", 0, p.length - 1);
+  return utf8Of(p, 0, p.length - 1);
 }
 
 function args(msg: XsMessage, n: number): string[] {
@@ -105,8 +105,8 @@ function handle(d: Xenstored, conn: Connection, msg: XsMessage, op: XsOp): Buffe
     case "WRITE": {
       const i = msg.payload.indexOf(0);
       if (i < 0) throw xsError("EINVAL", "WRITE needs path NUL value");
-      const p = pathOf(d, conn, msg.payload.toString("utf8", 0, i));
-      return modify(d, conn, msg, { kind: "write", path: p, value: msg.payload.toString("latin1", i + 1) });
+      const p = pathOf(d, conn, utf8Of(msg.payload, 0, i));
+      return modify(d, conn, msg, { kind: "write", path: p, value: latin1Of(msg.payload, i + 1, msg.payload.length) });
     }
     case "DIRECTORY":
       // Over 4096 bytes it is E2BIG (dispatch), and the client pages through the same listing

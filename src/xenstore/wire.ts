@@ -138,6 +138,26 @@ export class FrameDecoder {
   }
 }
 
+/**
+ * Node.js's own slicers behind Buffer#toString, one per encoding (on Buffer.prototype since its
+ * first releases, though not in its typings). Called directly, a request's path and value skip
+ * toString's argument handling and dispatch: about 400 of a WRITE's 22.7k instructions.
+ */
+interface Slicers {
+  utf8Slice(start: number, end: number): string;
+  latin1Slice(start: number, end: number): string;
+}
+
+/** `b`'s bytes [start, end) as UTF-8 text (toString("utf8", start, end)). */
+export function utf8Of(b: Buffer, start: number, end: number): string {
+  return (b as Buffer & Slicers).utf8Slice(start, end);
+}
+
+/** `b`'s bytes [start, end), one char per byte (toString("latin1", start, end)). */
+export function latin1Of(b: Buffer, start: number, end: number): string {
+  return (b as Buffer & Slicers).latin1Slice(start, end);
+}
+
 // ---- payload helpers (xenstore.txt notation: `|` is NUL) ----
 
 /** `a|b|c|`: every argument followed by one NUL (one buffer, no intermediate copies). */

@@ -1,6 +1,6 @@
 import { test } from "node:test";
 import assert from "node:assert/strict";
-import { FrameDecoder, encodeMessage, decodeOne, strictArgs, splitNul, nulTerminated, pathAndValue, errorPayload } from "../../src/xenstore/wire.js";
+import { FrameDecoder, encodeMessage, decodeOne, frameOf, latin1Of, strictArgs, splitNul, nulTerminated, pathAndValue, errorPayload, utf8Of } from "../../src/xenstore/wire.js";
 import { XS_OPS, XS_ERRORS, opOf, XENSTORE_PAYLOAD_MAX, XS_TYPE_COUNT } from "../../src/xenstore/protocol.js";
 import { isVmstackError } from "../../src/lib/errors.js";
 
@@ -38,6 +38,24 @@ void test("encodeMessage writes a little-endian header and the payload", () => {
   assert.equal(b.readUInt32LE(8), 3);
   assert.equal(b.readUInt32LE(12), 3);
   assert.equal(b.subarray(16).toString(), "/a\0");
+});
+
+void test("frameOf frames short and long payloads, with ids up to 2^32 - 1, and the decoder reads them back", () => {
+  for (const payload of [Buffer.alloc(0), Buffer.from("OK\0"), Buffer.alloc(300, 0xa5)]) {
+    const b = frameOf(0xfffffffe, 0xffffffff, 0x80000001, payload);
+    assert.deepEqual([b.readUInt32LE(0), b.readUInt32LE(4), b.readUInt32LE(8), b.readUInt32LE(12)], [0xfffffffe, 0xffffffff, 0x80000001, payload.length]);
+    assert.deepEqual(b.subarray(16), payload);
+    const m = decodeOne(frameOf(2, 0xffffffff, 0x80000001, payload))!;
+    assert.deepEqual([m.op, m.reqId, m.txId, m.payload], ["READ", 0xffffffff, 0x80000001, payload]);
+  }
+});
+
+void test("utf8Of and latin1Of read a payload's bytes as toString does", () => {
+  const b = Buffer.concat([Buffer.from("/é/x\0", "utf8"), Buffer.from([0, 1, 0x7f, 0x80, 0xff])]);
+  for (const [s, e] of [[0, b.length], [0, 5], [3, 9], [4, 4]] as const) {
+    assert.equal(utf8Of(b, s, e), b.toString("utf8", s, e));
+    assert.equal(latin1Of(b, s, e), b.toString("latin1", s, e));
+  }
 });
 
 void test("encodeMessage refuses a payload over 4096 bytes unless told otherwise", () => {
