@@ -316,6 +316,7 @@ NAPI_MODULE_INIT() {
     { "readPause", NULL, xsio_read_pause, NULL, NULL, NULL, napi_enumerable, NULL },
     { "readResume", NULL, xsio_read_resume, NULL, NULL, NULL, napi_enumerable, NULL },
     { "readClose", NULL, xsio_read_close, NULL, NULL, NULL, napi_enumerable, NULL },
+    { "encodeShort", NULL, xsio_encode_short, NULL, NULL, NULL, napi_enumerable, NULL },
   };
   napi_define_properties(env, exports, sizeof d / sizeof d[0], d);
   return exports;

@@ -15,4 +15,5 @@ napi_value xsio_read_start(napi_env env, napi_callback_info info);
 napi_value xsio_read_pause(napi_env env, napi_callback_info info);
 napi_value xsio_read_resume(napi_env env, napi_callback_info info);
 napi_value xsio_read_close(napi_env env, napi_callback_info info);
+napi_value xsio_encode_short(napi_env env, napi_callback_info info);
 #endif

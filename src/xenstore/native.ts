@@ -31,6 +31,8 @@ export interface XsioAddon {
   readResume(r: XsioReader): number;
   /** Stop and close the reader's duplicate descriptor; idempotent. */
   readClose(r: XsioReader): void;
+  /** A short plain journal record (persist-records.ts, ShortEncoder), stored in C. */
+  encodeShort(buf: Buffer, at: number, kind: number, path: string, perms?: string, value?: string): number;
 }
 
 /** A reader handle from readStart (opaque). */

@@ -251,6 +251,29 @@ const putSize = (p: string, value: string, perms: string): number => plainPutSiz
 const delSize = (p: string): number => plainDelSize(p) + (holdsMagic(p) ? MASKED_PREFIX : 0);
 
 /**
+ * The addon's encoder of the commonest record (native/record.c): a put or del whose fields are
+ * each at most SHORT_FIELD chars, stored as shortAt() stores it, at `at`. Returns where it ends, or
+ * -1 when a field holds the magic (or is longer), and then stores nothing.
+ */
+export type ShortEncoder = (buf: Buffer, at: number, kind: number, path: string, perms?: string, value?: string) => number;
+
+/** The bytes `op` takes as a plain record if every field is short (an encoder's candidate), else -1. */
+export function shortRecordSize(op: JournalOp, permsTxt: string): number {
+  if (op.path.length > SHORT_FIELD) return -1;
+  if (op.op === "del") return plainDelSize(op.path);
+  return op.value.length <= SHORT_FIELD && permsTxt.length <= SHORT_FIELD ? plainPutSize(op.path, op.value, permsTxt) : -1;
+}
+
+/**
+ * Encode `op` with `encoder` at `at` (room for shortRecordSize() bytes): where it ends, or -1 when
+ * it must be masked (then encodeRecordAt() takes it, with room for recordSize()).
+ */
+export function encodeShortWith(encoder: ShortEncoder, buf: Buffer, at: number, op: JournalOp, permsTxt: string, more: boolean): number {
+  const flag = more ? MORE : 0;
+  return op.op === "put" ? encoder(buf, at, KIND_PUT | flag, op.path, permsTxt, op.value) : encoder(buf, at, KIND_DEL | flag, op.path);
+}
+
+/**
  * Encode a record into `buf` at `at` (room for recordSize() bytes); returns where it ends. `more`:
  * more records of the same change follow. The body length is stored first and the magic last: a
  * record cut short by a kill while being encoded straight into a mapped journal has its length

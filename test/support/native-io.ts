@@ -1,16 +1,29 @@
-/** For tests of xenstored's native socket I/O (native/, src/xenstore/socket-io.ts): the addon, and Unix socket pairs below Node.js's streams. */
+/** For tests of xenstored's native code (native/: socket I/O, the journal's mapping and records): the addon, mapped directories, and Unix socket pairs below Node.js's streams. */
 import assert from "node:assert/strict";
-import { mkdtempSync, rmSync } from "node:fs";
+import { existsSync, mkdtempSync, rmSync } from "node:fs";
 import * as net from "node:net";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { nativeIoUnavailable, xsio, type XsioAddon, type XsioReader } from "../../src/xenstore/native.js";
+import { journalMaps } from "../../src/xenstore/persist.js";
 
 /** The build makes the addon (npm run build: make -C native); without it the daemon is slower. */
 export function builtAddon(): XsioAddon {
   assert.equal(nativeIoUnavailable, "", "native/xsio.c is built into dist/native/xsio.node");
   assert.ok(xsio !== undefined);
   return xsio;
+}
+
+/** A temporary directory where the journal is mapped (ext4, XFS, tmpfs), removed after the test. */
+export function mappedDir(t: { after(fn: () => void): void }): string {
+  assert.equal(nativeIoUnavailable, "", "the build makes the addon");
+  for (const base of [tmpdir(), "/dev/shm"]) {
+    if (!existsSync(base)) continue;
+    const dir = mkdtempSync(join(base, "vmstack-xs-persist-"));
+    t.after(() => rmSync(dir, { recursive: true, force: true }));
+    if (journalMaps(dir)) return dir;
+  }
+  assert.fail(`neither ${tmpdir()} nor /dev/shm is on a filesystem where the journal is mapped (ext4, XFS, tmpfs)`);
 }
 
 /** A temporary directory, removed after the test. */
@@ -65,6 +78,7 @@ export function fakeAddon(over: Pick<XsioAddon, "waitRecv" | "sendNow" | "beside
       throw new Error("not here");
     },
     lockExclusive: () => -95,
+    encodeShort: () => -1,
     readStart: (fd, _buf, onRead) => {
       said.set(fd, onRead);
       return fd as unknown as XsioReader;

@@ -6,6 +6,7 @@ import fsDefault from "node:fs";
 import * as os from "node:os";
 import * as path from "node:path";
 import { recordingTransport } from "../support/recording-transport.js";
+import { mappedDir } from "../support/native-io.js";
 import { createXenstored, encodeMessage, nativeIoUnavailable, RawConnection, SYNC_INTERVAL_MS } from "../../src/xenstore/index.js";
 import { encodeRecord, Journal, journalMaps, parseRecords, loadState } from "../../src/xenstore/persist.js";
 import { xsio } from "../../src/xenstore/native.js";
@@ -269,17 +270,6 @@ void test("pipelined requests are answered in slices, each reply only after its 
  * A temp dir, removed after the test, on a filesystem where journals are mapped (ext4, XFS or
  * tmpfs): the system's temp dir, else /dev/shm (tmpfs on any Linux).
  */
-function mappedDir(t: TestContext): string {
-  assert.equal(nativeIoUnavailable, "", "the build makes the addon");
-  for (const base of [os.tmpdir(), "/dev/shm"]) {
-    if (!fs.existsSync(base)) continue;
-    const dir = fs.mkdtempSync(path.join(base, "vmstack-xs-persist-"));
-    t.after(() => fs.rmSync(dir, { recursive: true, force: true }));
-    if (journalMaps(dir)) return dir;
-  }
-  assert.fail(`neither ${os.tmpdir()} nor /dev/shm is on a filesystem where the journal is mapped (ext4, XFS, tmpfs)`);
-}
-
 void test("the journal is written through a mapping reserved a chunk at a time: a killed daemon's zero-tailed journal loads whole, nothing reported; close trims it", (t) => {
   const dir = mappedDir(t);
   const loaded = loadState(dir);
