@@ -72,7 +72,7 @@ export async function listenUnix(daemon: Xenstored, socketPath: string, opts: { 
       let conn: Connection | undefined;
       const entry = native?.entry(
         sock,
-        (chunk) => conn?.input(chunk),
+        (chunk) => conn?.input(chunk, true),
         () => conn !== undefined && !conn.isClosed,
       );
       // After each chunk's requests are answered, polling for this client's next one starts.

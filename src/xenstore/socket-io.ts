@@ -60,7 +60,10 @@ export function fdOf(sock: net.Socket | net.Server): number {
 export interface NativeIoEntry {
   readonly sock: net.Socket;
   readonly fd: number;
-  /** Feed bytes read here to the connection (what its 'data' handler does). */
+  /**
+   * Feed bytes read here to the connection (what its 'data' handler does). The chunk is the
+   * reader's buffer, lent until this returns: it is read into again (Connection.input's `borrowed`).
+   */
   readonly input: (chunk: Buffer) => void;
   /** False once the connection is closing: leave it to the event loop. */
   readonly live: () => boolean;
@@ -167,8 +170,7 @@ export class NativeSocketIo {
   #readerSaid(e: NativeIoEntry, n: number): void {
     if (n > 0) {
       this.stats.readerReads++;
-      // A copy: the decoder may keep a partial frame, and the buffer is reused.
-      e.input(Buffer.from(this.#buf.subarray(0, n)));
+      e.input(this.#buf.subarray(0, n));
       return;
     }
     this.#stopReader(e);
@@ -266,8 +268,7 @@ export class NativeSocketIo {
       const n = this.#out[0]!;
       if (i >= 0 && i < waitOn.length && n > 0) {
         this.stats.nativeReads++;
-        // A copy: the decoder may keep a partial frame, and the buffer is reused.
-        waitOn[i]!.input(Buffer.from(this.#buf.subarray(0, n)));
+        waitOn[i]!.input(this.#buf.subarray(0, n));
       } else if (i >= 0 && i < waitOn.length && n < 0) {
         this.#readFailed(waitOn[i]!, n);
       } else if (i < 0 && n < 0) {

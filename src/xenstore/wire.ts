@@ -133,7 +133,8 @@ export class FrameDecoder {
       out.push({ kind: "message", message: { type, op: opOf(type), reqId, txId, payload } });
       off += XS_HEADER_SIZE + len;
     }
-    if (off < buf.length) this.#pending = Buffer.from(buf.subarray(off)); // copy: don't pin a big chunk
+    // A copy: the chunk may be a lent buffer, read into again (Connection.input), or a big one.
+    if (off < buf.length) this.#pending = Buffer.from(buf.subarray(off));
     return out;
   }
 }

@@ -149,6 +149,43 @@ void test("xenstored reads its clients through the reader, and one that sends re
   sock.destroy();
 });
 
+void test("requests held back in a chunk read into the reader's buffer are copied out of it: their client gets the right replies after another client's requests were read into that buffer", { timeout: 60_000 }, async (t) => {
+  builtAddon();
+  const daemon = createXenstored({});
+  const server = await listenUnix(daemon, join(tempDir(t), "socket"), { busyPollUs: 0 });
+  t.after(async () => {
+    daemon.close();
+    await server.close();
+  });
+  const N = 200;
+  const value = (i: number): string => `${i}:`.padEnd(4000, String.fromCharCode(97 + (i % 26)));
+  const setup = new RawConnection(net.connect(server.path));
+  for (let i = 0; i < N; i++) assert.equal((await setup.request("WRITE", `/held/${i}|${value(i)}`)).error, undefined);
+  // One chunk of N reads of 4 KB each from a client that reads nothing: its replies pass the
+  // daemon's high-water mark long before the last, and the rest wait in its queue.
+  const sock = net.connect(server.path);
+  await new Promise<void>((resolve) => sock.once("connect", resolve));
+  sock.pause();
+  sock.write(Buffer.concat(Array.from({ length: N }, (_, i) => encodeMessage({ type: "READ", reqId: i + 1, txId: 0, payload: `/held/${i}\0` }))));
+  await sleep(200);
+  // Another client's requests are read into the same buffer meanwhile, over all of that chunk.
+  const other = await Promise.all(Array.from({ length: 60 }, (_, i) => setup.request("WRITE", `/other/${i}|${"z".repeat(100)}`)));
+  assert.deepEqual(other.map((r) => r.error), Array.from({ length: 60 }, () => undefined));
+  setup.stream.destroy();
+  const decoder = new FrameDecoder();
+  const replies: string[] = [];
+  await new Promise<void>((resolve) => {
+    sock.on("data", (chunk: Buffer) => {
+      for (const r of decoder.push(chunk)) if (r.kind === "message") replies.push(`${r.message.reqId} ${r.message.payload.toString("latin1", 0, 8)}`);
+      if (replies.length === N) resolve();
+    });
+    sock.resume();
+  });
+  sock.destroy();
+  assert.deepEqual(replies, Array.from({ length: N }, (_, i) => `${i + 1} ${value(i).slice(0, 8)}`));
+  assert.ok(server.nativeIo!.readerReads > 0);
+});
+
 /** A stand-in addon whose waits find nothing and whose sends defer to the stream, with `over`. */
 const quietFake = (over: Partial<XsioAddon> = {}): ReturnType<typeof fakeAddon> =>
   fakeAddon({
