@@ -212,12 +212,15 @@ export class TreeView {
     // read (C construct_node walks up reading parents), which the transaction rule relies on.
     const depth = chain.length - 1;
     const anc = chain[depth]!;
-    let p = parentOf(path);
-    for (let d = segs.length - 1; d > depth; d--) {
-      this.#note(p, undefined);
-      p = parentOf(p);
+    if (this.tracker !== undefined) {
+      // Only a transaction records reads; the parents' paths are not built for anyone else.
+      let p = parentOf(path);
+      for (let d = segs.length - 1; d > depth; d--) {
+        this.#note(p, undefined);
+        p = parentOf(p);
+      }
+      this.#note(p, anc);
     }
-    this.#note(p, anc);
     if (!canWrite(this.who, anc.perms)) throw xsError("EACCES", `permission denied creating ${path}`, { path });
     const perms = inheritPerms(anc.perms, this.who);
     const created = segs.length - depth;
