@@ -8,7 +8,8 @@
  * Throughput on this kind of machine moves by a fifth from one minute to the next (a shared host,
  * vCPUs the hypervisor schedules), and with one request in flight a daemon's share of it depends on
  * where the scheduler puts it (bench/xenstore.ts). An instruction count does not: the same build
- * and inputs give the same count within about 1 %, whatever else the machine runs. Beside its
+ * and inputs give the same count within about 1 % (now and then a few percent more, when V8
+ * recompiles something among the counted requests), whatever else the machine runs. Beside its
  * client on one CPU (a placement the scheduler often picks), a daemon's own time per request is
  * mostly these instructions plus the kernel's share of the socket calls, which is about the same
  * for both daemons; so this is the figure to drive down, and the C daemon's is the baseline.
