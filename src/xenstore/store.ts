@@ -49,11 +49,18 @@ export function makeNode(value: string, perms: Perms, gen: number, kids?: Kids):
 /** A child's place in its parent's treap: a hash of its name (the same in every tree, so shapes are canonical). */
 export function hashOf(key: string): number {
   // FNV-1a: deterministic hashes give every set of names one canonical treap shape.
-  let h = 0x811c9dc5;
-  for (let i = 0; i < key.length; i++) {
-    h ^= key.charCodeAt(i);
-    h = Math.imul(h, 0x01000193);
-  }
+  let h = FNV_START;
+  for (let i = 0; i < key.length; i++) h = fnvStep(h, key.charCodeAt(i));
+  return mixHash(h);
+}
+
+/** FNV-1a's start and step: hashOf(s) is mixHash() of the steps over s (watch.ts hashes a path's prefixes in one pass). */
+export const FNV_START = 0x811c9dc5 | 0;
+export function fnvStep(h: number, c: number): number {
+  return Math.imul(h ^ c, 0x01000193);
+}
+
+export function mixHash(h: number): number {
   // FNV-1a alone leaves names that differ only at the end (k0..k999) with hashes that follow
   // their order: as priorities, that treap was twice as deep as a random one (for k0..k999
   // average depth 25, at most 56). MurmurHash3's finaliser mixes every bit into every other.

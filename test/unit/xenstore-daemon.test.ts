@@ -115,6 +115,30 @@ void test("a watch gets its initial event, then events for the subtree, relative
   d.close();
 });
 
+void test("a change is matched against watched paths by hash first, then by name: a path whose hash collides with a watched one fires nothing; /, ancestors and the node itself fire, once each", async () => {
+  const { d, c } = setup();
+  // Found by search: the two paths' hashes (store.ts hashOf) are equal.
+  const [watched, other] = ["/w/n139599", "/w/n322382"];
+  await c.request("WATCH", `${watched}|exact|`);
+  await c.waitEvents(1);
+  await c.request("WRITE", `${other}|1`);
+  await c.request("WRITE", `${other}/below|1`);
+  await c.request("READ", `${other}|`);
+  assert.equal(c.events.length, 1, "nothing for the colliding path or below it");
+  for (const [path, token] of [["/", "root"], ["/w", "parent"]]) await c.request("WATCH", `${path}|${token}|`);
+  await c.waitEvents(3);
+  await c.request("WRITE", `${watched}|2`);
+  await c.waitEvents(6);
+  assert.deepEqual(new Set(c.events.slice(3).map((e) => `${e.token} ${e.path}`)), new Set([`exact ${watched}`, `root ${watched}`, `parent ${watched}`]));
+  assert.equal((await c.request("UNWATCH", `${watched}|exact|`)).text, "OK|");
+  await c.request("WRITE", `${watched}|3`);
+  await c.waitEvents(8);
+  assert.deepEqual(c.events.slice(6).map((e) => e.token).sort(), ["parent", "root"]);
+  await c.request("READ", `${watched}|`);
+  assert.equal(c.events.length, 8);
+  d.close();
+});
+
 void test("own watch events come before the reply that caused them, as cxenstored", async () => {
   const { d, c } = setup();
   await c.request("WATCH", "/o|t|");
