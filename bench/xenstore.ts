@@ -257,6 +257,7 @@ const out: {
   daemons: Record<string, Figures | { skipped: string }>;
   ratios: Record<string, Figures>;
   vmstack_store: Record<string, number | boolean>;
+  w1_rounds: Record<string, { write: number[]; read: number[]; same_cpu_write: number[] }>;
 } = {
   benchmark: "xenstore",
   command: `node dist/bench/xenstore.js ${args.join(" ")}`.trim(),
@@ -267,6 +268,7 @@ const out: {
   daemons: {},
   ratios: {},
   vmstack_store: {},
+  w1_rounds: {},
 };
 
 const started: { name: string; d: BenchDaemon; vm: VmstackDaemon | undefined }[] = [];
@@ -303,7 +305,11 @@ try {
   if (PIN !== undefined) await pinToCpu(process.pid, `0-${cpus().length - 1}`);
   for (const [i, { name, d, vm }] of started.entries()) {
     const big = await fill(d);
+    // Each round's one-in-flight figures too, in order: a median hides whether a low one was a
+    // slow round or a slow run.
+    const w1Rounds = { write: rounds[i]!.map((r) => round(r["write_w1_ops"]!)), read: rounds[i]!.map((r) => round(r["read_w1_ops"]!)), same_cpu_write: rounds[i]!.map((r) => r["same_cpu_w1_write"]!) };
     out.daemons[name] = { ...medians(rounds[i]!), rss_100k_nodes_mib: big.rss_mib, fill_100k_ops: big.fill_ops };
+    out.w1_rounds[name] = w1Rounds;
     if (vm !== undefined && name === "vmstack") {
       // Restart from disk: stop it (cleanly, then as a crash), start it again on the same state
       // directory, and time from the spawn until it has answered a read of the last node written.
