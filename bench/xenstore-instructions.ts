@@ -111,18 +111,25 @@ async function count(kind: Counted, op: Op, dir: string): Promise<number> {
   const out = join(dir, `${kind.name}-${op}.callgrind`);
   const valgrind = ["valgrind", "--tool=callgrind", "--instr-atstart=no", `--callgrind-out-file=${out}`];
   const { child, socket } = kind.start(dir, valgrind);
+  // The tail of what valgrind and the daemon said, for an error.
   let stderr = "";
-  child.stderr?.on("data", (d: Buffer) => (stderr += d.toString()));
+  child.stderr?.on("data", (d: Buffer) => (stderr = (stderr + d.toString()).slice(-2000)));
   const exited = new Promise<void>((resolvePromise) => child.once("exit", () => resolvePromise()));
+  let refused = "";
   try {
     const c = await retryUntil(
       async () => {
-        if (child.exitCode !== null) throw new Error(`${kind.name} under valgrind exited ${child.exitCode}: ${stderr.trim().slice(-500)}`);
+        if (child.exitCode !== null) throw new Error(`${kind.name} under valgrind exited ${child.exitCode}: ${stderr.trim()}`);
         // Not accepting yet (valgrind starts slowly): undefined, and the next attempt.
-        return connectXenstore({ socket, reconnect: false }).catch(() => undefined);
+        return connectXenstore({ socket, reconnect: false }).catch((e: unknown) => {
+          refused = e instanceof Error ? e.message : String(e);
+          return undefined;
+        });
       },
       { what: `${kind.name} accepting connections under valgrind`, timeoutMs: 120_000, maxDelayMs: 200 },
-    );
+    ).catch((e: unknown) => {
+      throw new Error(`${e instanceof Error ? e.message : String(e)}; the last attempt: ${refused}`);
+    });
     const made = { n: 0 };
     for (let i = 0; i < 1000; i++) await request(c, "write", i, made);
     for (let i = 0; i < WARM; i++) await request(c, op, i, made);
@@ -131,12 +138,20 @@ async function count(kind: Counted, op: Op, dir: string): Promise<number> {
     await run("callgrind_control", ["--instr=off", String(child.pid)], { timeout: 60_000 });
     await c.close();
   } finally {
-    child.kill("SIGTERM");
-    await exited;
+    await stop(child, exited);
   }
   const totals = /^totals: (\d+)/m.exec(readFileSync(out, "utf8"));
   if (totals === null) throw new Error(`no totals in ${out}`);
   return Math.round(Number(totals[1]) / REQUESTS);
+}
+
+/** SIGTERM, then SIGKILL if it has not exited 30 s later (valgrind writes its counts on exit). */
+async function stop(child: ChildProcess, exited: Promise<void>): Promise<void> {
+  if (child.exitCode !== null || child.signalCode !== null) return;
+  child.kill("SIGTERM");
+  const timer = setTimeout(() => child.kill("SIGKILL"), 30_000);
+  await exited;
+  clearTimeout(timer);
 }
 
 async function main(): Promise<void> {

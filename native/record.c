@@ -5,6 +5,7 @@
  * byte, about a tenth of a one-in-flight write; here about five, plus the call.
  */
 #include "xsio.h"
+#include <pthread.h>
 #include <string.h>
 
 #define SHORT_FIELD 128
@@ -45,35 +46,57 @@ static int holds_magic(const char *s, int n) {
   return 0;
 }
 
+/* Fills the CRC table before any encodeShort: the addon's init calls it (once per environment, a worker's too; the table is filled once). */
+void xsio_record_init(void) {
+  static pthread_once_t once = PTHREAD_ONCE_INIT;
+  pthread_once(&once, crc_init);
+}
+
+/* A whole number in [0, max] from `v`: 1, or 0 if it is not one. */
+static int arg_whole(napi_env env, napi_value v, double max, uint32_t *out) {
+  double d;
+  if (napi_get_value_double(env, v, &d) != napi_ok || !(d >= 0 && d <= max) || d != (double)(uint32_t)d) return 0;
+  *out = (uint32_t)d;
+  return 1;
+}
+
 /*
  * encodeShort(buf: Buffer, at: number, kind: number, path: string, perms?: string, value?: string):
- * number — a put (perms and value given) or del record at buf[at..]: where it ends, or -1 if a
- * field is longer than SHORT_FIELD or holds the magic (the caller's own encoder takes it then).
- * Its length is stored first and its magic last, as the format requires.
+ * number — a put (kind 1, perms and value given) or del (kind 2, neither) record at buf[at..],
+ * either kind with or without the 0x80 flag: where it ends, or -1 if a field is longer than
+ * SHORT_FIELD or holds the magic (the caller's own encoder takes it then, and nothing is stored).
+ * Its length is stored first and its magic last, as the format requires. Bad arguments are a
+ * TypeError; a record that does not fit in buf from `at` a RangeError.
  */
 napi_value xsio_encode_short(napi_env env, napi_callback_info info) {
   size_t argc = 6;
   napi_value argv[6];
-  if (napi_get_cb_info(env, info, &argc, argv, NULL, NULL) != napi_ok || argc < 4) return xsio_fail(env, "encodeShort(buf, at, kind, path, perms?, value?)");
+  const char *usage = "encodeShort(buf, at, kind, path[, perms, value]): a put (kind 1) takes perms and value, a del (kind 2) neither";
+  if (napi_get_cb_info(env, info, &argc, argv, NULL, NULL) != napi_ok || (argc != 4 && argc != 6)) return xsio_fail(env, usage);
   uint8_t *buf;
   size_t len;
-  int32_t at, kind;
+  uint32_t at, kind;
   if (napi_get_buffer_info(env, argv[0], (void **)&buf, &len) != napi_ok) return xsio_fail(env, "buf must be a Buffer");
-  if (napi_get_value_int32(env, argv[1], &at) != napi_ok || at < 0) return xsio_fail(env, "at must be an offset");
-  if (napi_get_value_int32(env, argv[2], &kind) != napi_ok || kind < 0 || kind > 255) return xsio_fail(env, "kind must be a byte");
+  if (!arg_whole(env, argv[1], 0x7fffffff, &at)) return xsio_fail(env, "at must be an offset");
+  if (!arg_whole(env, argv[2], 255, &kind)) return xsio_fail(env, "kind must be a byte");
+  int put = argc == 6;
+  if ((kind & 0x7f) != (put ? 1u : 2u)) return xsio_fail(env, usage);
   char path[SHORT_FIELD + 2], perms[SHORT_FIELD + 2], value[SHORT_FIELD + 2];
   int pl = short_string(env, argv[3], path), ml = 0, vl = 0;
-  int put = argc >= 6;
   if (put) {
     ml = short_string(env, argv[4], perms);
     vl = short_string(env, argv[5], value);
   }
   if (pl < 0 || ml < 0 || vl < 0 || holds_magic(path, pl) || holds_magic(value, vl)) return xsio_number(env, -1);
   size_t size = HEADER + 3 + (size_t)pl + (put ? 6 + (size_t)ml + (size_t)vl : 0);
-  if ((size_t)at > len || len - (size_t)at < size) return xsio_fail(env, "no room for the record");
-  if (crc_table[1] == 0) crc_init();
+  if ((size_t)at > len || len - (size_t)at < size) {
+    napi_throw_range_error(env, NULL, "no room for the record");
+    return NULL;
+  }
   uint8_t *r = buf + at, *o = r + HEADER;
   put_u32(r + 4, (uint32_t)(size - HEADER));
+  /* The length first, the magic last (below): a daemon killed in between leaves a record that loading skips whole. */
+  __atomic_signal_fence(__ATOMIC_SEQ_CST);
   *o++ = (uint8_t)kind;
   put_u16(o, (uint32_t)pl);
   memcpy(o + 2, path, (size_t)pl);
@@ -89,8 +112,7 @@ napi_value xsio_encode_short(napi_env env, napi_callback_info info) {
   uint32_t c = 0xffffffffu;
   for (const uint8_t *p = r + HEADER; p < o; p++) c = crc_table[(c ^ *p) & 0xff] ^ (c >> 8);
   put_u32(r + 8, c ^ 0xffffffffu);
-  /* The magic last: a daemon killed before this store leaves a record that loading skips whole. */
   __atomic_signal_fence(__ATOMIC_SEQ_CST);
   put_u32(r, MAGIC);
-  return xsio_number(env, (double)(at + (int32_t)size));
+  return xsio_number(env, (double)(at + size));
 }

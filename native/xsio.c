@@ -318,6 +318,7 @@ NAPI_MODULE_INIT() {
     { "readClose", NULL, xsio_read_close, NULL, NULL, NULL, napi_enumerable, NULL },
     { "encodeShort", NULL, xsio_encode_short, NULL, NULL, NULL, napi_enumerable, NULL },
   };
+  xsio_record_init();
   napi_define_properties(env, exports, sizeof d / sizeof d[0], d);
   return exports;
 }

@@ -16,4 +16,5 @@ napi_value xsio_read_pause(napi_env env, napi_callback_info info);
 napi_value xsio_read_resume(napi_env env, napi_callback_info info);
 napi_value xsio_read_close(napi_env env, napi_callback_info info);
 napi_value xsio_encode_short(napi_env env, napi_callback_info info);
+void xsio_record_init(void);
 #endif

@@ -141,8 +141,9 @@ export class Connection implements Watcher {
   /**
    * Bytes from the client: the transport's 'data', or native socket I/O (socket-io.ts), which
    * lends its read buffer (`borrowed`) rather than copying each chunk: the requests are answered
-   * before this returns (no handler keeps a payload), and any still queued then (back-pressure, a
-   * write delay) are copied out of it, because the buffer is read into again. A copy per chunk
+   * before this returns (no handler keeps a payload), and any still queued then (back-pressure;
+   * a write delay, were a lender's connection unprivileged) are copied out of it, because the
+   * buffer is read into again. A copy per chunk
    * was about 5 % of a one-in-flight write's instructions.
    */
   input(chunk: Buffer, borrowed = false): void {

@@ -7,7 +7,8 @@
  * Children are a persistent treap: insert, delete and lookup are O(log n) with O(log n) copying, so
  * a directory with 100,000 entries costs no full copy per write. The treap is ordered by a hash of
  * each child's name (then by the name, for names whose hashes collide), and its heap priority is
- * a second mix of that hash, so the shape is canonical. Ordering by the hash makes a step down the
+ * a second mix of that hash, so the shape is canonical (but among names that hash alike, whose
+ * priorities tie too: there it depends on the order they came in). Ordering by the hash makes a step down the
  * tree an integer comparison: ordered by name, every step was a string comparison (V8's
  * StringLessThan, then StringEqual), about a sixth of the instructions of a one-in-flight WRITE
  * to one of 1,000 siblings. Each child also carries `seq`, the generation at which it was added:

@@ -149,14 +149,17 @@ interface Slicers {
   latin1Slice(start: number, end: number): string;
 }
 
+/** Whether this Node.js has them; if a release drops them, toString does the same work. */
+const HAS_SLICERS = typeof (Buffer.prototype as Buffer & Partial<Slicers>).utf8Slice === "function" && typeof (Buffer.prototype as Buffer & Partial<Slicers>).latin1Slice === "function";
+
 /** `b`'s bytes [start, end) as UTF-8 text (toString("utf8", start, end)). */
 export function utf8Of(b: Buffer, start: number, end: number): string {
-  return (b as Buffer & Slicers).utf8Slice(start, end);
+  return HAS_SLICERS ? (b as Buffer & Slicers).utf8Slice(start, end) : b.toString("utf8", start, end);
 }
 
 /** `b`'s bytes [start, end), one char per byte (toString("latin1", start, end)). */
 export function latin1Of(b: Buffer, start: number, end: number): string {
-  return (b as Buffer & Slicers).latin1Slice(start, end);
+  return HAS_SLICERS ? (b as Buffer & Slicers).latin1Slice(start, end) : b.toString("latin1", start, end);
 }
 
 // ---- payload helpers (xenstore.txt notation: `|` is NUL) ----

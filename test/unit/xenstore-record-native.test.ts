@@ -76,17 +76,24 @@ void test("the addon leaves to the JavaScript encoder a record whose path or val
   assert.equal(recordSize(magic, "n0"), shortRecordSize(magic, "n0") + 5);
 });
 
-void test("the addon's encoder refuses bad arguments (TypeError) and a record with no room for it", () => {
+void test("the addon's encoder refuses bad arguments (TypeError) and a record with no room for it (RangeError)", () => {
   const { encodeShort } = builtAddon();
+  const loose = encodeShort as (...a: unknown[]) => number;
   const buf = Buffer.alloc(20);
-  assert.throws(() => encodeShort(buf, 0, 1, "/a", "n0", "v"), /no room for the record/, "a put of 26 bytes");
-  assert.throws(() => encodeShort(buf, 4, 2, "/a"), /no room for the record/, "a del of 17 bytes at 4");
+  assert.throws(() => encodeShort(buf, 0, 1, "/a", "n0", "v"), RangeError, "a put of 26 bytes");
+  assert.throws(() => encodeShort(buf, 4, 2, "/a"), RangeError, "a del of 17 bytes at 4");
   assert.throws(() => encodeShort(buf, 21, 2, "/a"), /no room for the record/, "past the end");
-  assert.throws(() => (encodeShort as (...a: unknown[]) => number)("x", 0, 1, "/a"), TypeError);
-  assert.throws(() => encodeShort(buf, -1, 1, "/a"), TypeError);
+  assert.throws(() => loose("x", 0, 2, "/a"), TypeError);
+  for (const at of [-1, 1.5, NaN, 2 ** 32 + 1, "0"]) assert.throws(() => loose(buf, at, 2, "/a"), TypeError, `at ${String(at)}`);
   assert.throws(() => encodeShort(buf, 0, 256, "/a"), TypeError);
-  assert.throws(() => (encodeShort as (...a: unknown[]) => number)(buf, 0, 1), TypeError);
+  assert.throws(() => loose(buf, 0, 2), TypeError, "no path");
+  assert.throws(() => encodeShort(buf, 0, 1, "/a"), TypeError, "a put (kind 1) without perms and value");
+  assert.throws(() => encodeShort(buf, 0, 2 | 0x80, "/a", "n0", "v"), TypeError, "a del (kind 2) with them");
+  assert.throws(() => encodeShort(buf, 0, 3, "/a"), TypeError, "not a put or a del");
+  assert.throws(() => loose(buf, 0, 1, "/a", "n0"), TypeError, "five arguments");
+  assert.ok(buf.every((b) => b === 0), "nothing stored by a refused call");
   assert.equal(encodeShort(buf, 0, 2, "/a"), 17, "a del of /a: 12 + 3 + 2 bytes");
+  assert.equal(encodeShort(buf, 1, 2 | 0x80, "/"), 17, "a del flagged 'more follow', at 1");
 });
 
 void test("a mapped journal stores its short records with the addon's encoder, and masks a record that holds the magic; all load back", (t) => {
