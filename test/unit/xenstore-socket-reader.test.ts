@@ -120,7 +120,8 @@ void test("xsio's reader calls refuse what they cannot use: a bad descriptor, an
   x.readResume(r);
 });
 
-void test("xenstored reads its clients through the reader, and one that sends requests then shuts down its side gets every reply before the daemon closes", { timeout: 60_000 }, async (t) => {
+/** An in-memory daemon on a Unix socket that only the addon's reader reads (busy-polling off), closed after the test. */
+async function readerDaemon(t: TestContext): Promise<Awaited<ReturnType<typeof listenUnix>>> {
   builtAddon();
   const daemon = createXenstored({});
   const server = await listenUnix(daemon, join(tempDir(t), "socket"), { busyPollUs: 0 });
@@ -128,6 +129,11 @@ void test("xenstored reads its clients through the reader, and one that sends re
     daemon.close();
     await server.close();
   });
+  return server;
+}
+
+void test("xenstored reads its clients through the reader, and one that sends requests then shuts down its side gets every reply before the daemon closes", { timeout: 60_000 }, async (t) => {
+  const server = await readerDaemon(t);
   const sock = net.connect(server.path);
   await new Promise<void>((resolve) => sock.once("connect", resolve));
   const frames = [
@@ -150,13 +156,7 @@ void test("xenstored reads its clients through the reader, and one that sends re
 });
 
 void test("requests held back in a chunk read into the reader's buffer are copied out of it: their client gets the right replies after another client's requests were read into that buffer", { timeout: 60_000 }, async (t) => {
-  builtAddon();
-  const daemon = createXenstored({});
-  const server = await listenUnix(daemon, join(tempDir(t), "socket"), { busyPollUs: 0 });
-  t.after(async () => {
-    daemon.close();
-    await server.close();
-  });
+  const server = await readerDaemon(t);
   const N = 200;
   const value = (i: number): string => `${i}:`.padEnd(4000, String.fromCharCode(97 + (i % 26)));
   const setup = new RawConnection(net.connect(server.path));
