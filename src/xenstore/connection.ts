@@ -143,8 +143,8 @@ export class Connection implements Watcher {
    * lends its read buffer (`borrowed`) rather than copying each chunk: the requests are answered
    * before this returns (no handler keeps a payload), and any still queued then (back-pressure;
    * a write delay, were a lender's connection unprivileged) are copied out of it, because the
-   * buffer is read into again. A copy per chunk
-   * was about 5 % of a one-in-flight write's instructions.
+   * buffer is read into again. A copy per chunk was about 5 % of a one-in-flight write's
+   * instructions.
    */
   input(chunk: Buffer, borrowed = false): void {
     if (this.#closed) return;

@@ -175,10 +175,10 @@ export class Journal {
   #place(op: JournalOp, perms: string, more: boolean): boolean {
     const encoder = this.#encodeShort;
     const short = encoder === undefined ? -1 : shortRecordSize(op, perms);
-    if (short > 0) {
+    if (encoder !== undefined && short > 0) {
       const map = this.#file.place(short);
       if (map === undefined) return false;
-      if (encodeShortWith(encoder!, map, this.#file.placeAt, op, perms, more) > 0) return this.#placed(short);
+      if (encodeShortWith(encoder, map, this.#file.placeAt, op, perms, more) > 0) return this.#placed(short);
       // It holds the magic: masked, by the encoder below (place() reserves nothing until placed()).
     }
     const size = recordSize(op, perms);
