@@ -155,8 +155,8 @@ async function stop(child: ChildProcess, exited: Promise<void>): Promise<void> {
 }
 
 async function main(): Promise<void> {
-  await run("valgrind", ["--version"]).catch(() => {
-    throw new Error("valgrind is not installed (./setup installs it)");
+  await run("valgrind", ["--version"]).catch((e: unknown) => {
+    throw new Error(`valgrind does not run here (./setup installs it): ${e instanceof Error ? e.message : String(e)}`);
   });
   const dir = mkdtempSync(join(tmpdir(), "vmstack-bench-ir-"));
   try {
