@@ -121,6 +121,7 @@ function write(d: Xenstored, conn: Connection, msg: XsMessage): Buffer {
 }
 
 function handleOther(d: Xenstored, conn: Connection, msg: XsMessage, op: XsOp): Buffer | null {
+  // Every op, READ and WRITE too, so that the switch stays exhaustive (assertNever, below).
   switch (op) {
     case "READ":
       return read(d, conn, msg);

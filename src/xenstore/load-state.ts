@@ -7,7 +7,8 @@
 import * as fs from "node:fs";
 import * as path from "node:path";
 import { DEFAULT_PERMS, type Perms } from "./permissions.js";
-import { hashOf, makeNode, rankOf, type Kids, type XsNode } from "./store.js";
+import { hashOf } from "./name-hash.js";
+import { makeNode, rankOf, type Kids, type XsNode } from "./store.js";
 import type { JournalOp } from "./operations.js";
 import { scanRecords, type Dropped } from "./persist-records.js";
 

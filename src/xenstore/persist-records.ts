@@ -36,6 +36,8 @@ import { isValidNodePath } from "./path.js";
 import { permsText, parsePermsText } from "./permissions.js";
 import { CRC_TABLE as IMPORTED_CRC_TABLE, crc32Of, putLatin1, SHORT_FIELD } from "./record-bytes.js";
 import type { JournalOp } from "./operations.js";
+import { putU32 } from "./le-bytes.js";
+import type { XsioAddon } from "./native.js";
 
 export const MAGIC = 0x31525358; // "XSR1" little-endian
 /** Bytes before a record's body: magic, body length, crc32. */
@@ -255,7 +257,7 @@ const delSize = (p: string): number => plainDelSize(p) + (holdsMagic(p) ? MASKED
  * each at most SHORT_FIELD chars, stored as shortAt() stores it, at `at`. Returns where it ends, or
  * -1 when a field holds the magic (or is longer), and then stores nothing.
  */
-export type ShortEncoder = (buf: Buffer, at: number, kind: number, path: string, perms?: string, value?: string) => number;
+export type ShortEncoder = XsioAddon["encodeShort"];
 
 /** The bytes `op` takes as a plain record if every field is short (an encoder's candidate), else -1. */
 export function shortRecordSize(op: JournalOp, permsTxt: string): number {
@@ -348,13 +350,13 @@ function maskedAt(buf: Buffer, at: number, p: string, value: string | undefined,
 /**
  * A put (with `perms` and `value`) or del record whose fields are all short, in one pass: each byte
  * is stored and folded into the CRC as it is produced, instead of a second pass reading the record
- * back (and the integers are stored a byte at a time, without Buffer methods' range checks: every
- * value here fits by construction). The same bytes, in the same order, as the general path below:
+ * back (and the integers are stored a byte at a time, le-bytes.ts, without Buffer methods' range
+ * checks: every value here fits by construction). The same bytes, in the same order, as the general path below:
  * the length first, the magic last.
  */
 function shortAt(buf: Buffer, at: number, kind: number, p: string, perms: string | undefined, value: string | undefined): number {
   const size = perms === undefined || value === undefined ? plainDelSize(p) : plainPutSize(p, value, perms);
-  storeU32(buf, at + 4, size - HEADER);
+  putU32(buf, at + 4, size - HEADER);
   crc = -1;
   let o = foldByte(buf, at + HEADER, kind);
   o = foldString(buf, foldU16(buf, o, p.length), p);
@@ -362,8 +364,8 @@ function shortAt(buf: Buffer, at: number, kind: number, p: string, perms: string
     o = foldString(buf, foldU16(buf, o, perms.length), perms);
     o = foldString(buf, foldU32(buf, o, value.length), value);
   }
-  storeU32(buf, at + 8, (crc ^ -1) >>> 0);
-  storeU32(buf, at, MAGIC);
+  putU32(buf, at + 8, (crc ^ -1) >>> 0);
+  putU32(buf, at, MAGIC);
   return o;
 }
 
@@ -400,14 +402,6 @@ function foldString(buf: Buffer, o: number, s: string): number {
   }
   crc = c;
   return o + s.length;
-}
-
-/** A little-endian u32 outside the CRC (the header's fields; the fold* functions store and fold into it). */
-function storeU32(buf: Buffer, o: number, v: number): void {
-  buf[o] = v & 0xff;
-  buf[o + 1] = (v >>> 8) & 0xff;
-  buf[o + 2] = (v >>> 16) & 0xff;
-  buf[o + 3] = v >>> 24;
 }
 
 /** The CRC, then the magic, of the record at `at` whose body ends at `end`; returns `end`. */

@@ -6,12 +6,12 @@
  *
  * Children are a persistent treap: insert, delete and lookup are O(log n) with O(log n) copying, so
  * a directory with 100,000 entries costs no full copy per write. The treap is ordered by a hash of
- * each child's name (then by the name, for names whose hashes collide), and its heap priority is
- * a second mix of that hash, so the shape is canonical (but among names that hash alike, whose
- * priorities tie too: there it depends on the order they came in). Ordering by the hash makes a step down the
- * tree an integer comparison: ordered by name, every step was a string comparison (V8's
- * StringLessThan, then StringEqual), about a sixth of the instructions of a one-in-flight WRITE
- * to one of 1,000 siblings. Each child also carries `seq`, the generation at which it was added:
+ * each child's name (name-hash.ts; then by the name, for names whose hashes collide), and its heap
+ * priority is a second mix of that hash, so the shape is canonical (but among names that hash
+ * alike, whose priorities tie too: there it depends on the order they came in). Ordering by the
+ * hash makes a step down the tree an integer comparison: ordered by name, every step was a string
+ * comparison (V8's StringLessThan, then StringEqual), about a sixth of the instructions of a
+ * one-in-flight WRITE to one of 1,000 siblings. Each child also carries `seq`, the generation at which it was added:
  * DIRECTORY lists children in that order, i.e. creation order, exactly as the C daemon (which
  * appends a new child's name to its parent's list) — so Xen's tools print the same listings
  * against both daemons.
@@ -23,6 +23,7 @@
  * (value, perms, or the set of its children). Copying a node only because a descendant changed does
  * not change its gen. Every walk here is iterative (XSA-418: no recursion over the tree's depth).
  */
+import { hashOf } from "./name-hash.js";
 import type { Perms } from "./permissions.js";
 
 export interface XsNode {
@@ -45,33 +46,6 @@ export interface Kids {
 
 export function makeNode(value: string, perms: Perms, gen: number, kids?: Kids): XsNode {
   return { value, perms, kids, gen };
-}
-
-/** A child's place in its parent's treap: a hash of its name (the same in every tree, so shapes are canonical). */
-export function hashOf(key: string): number {
-  // FNV-1a: deterministic hashes give every set of names one canonical treap shape.
-  let h = FNV_START;
-  for (let i = 0; i < key.length; i++) h = fnvStep(h, key.charCodeAt(i));
-  return mixHash(h);
-}
-
-/** FNV-1a's start and step: hashOf(s) is mixHash() of the steps over s (watch.ts hashes a path's prefixes in one pass). */
-export const FNV_START = 0x811c9dc5 | 0;
-export function fnvStep(h: number, c: number): number {
-  return Math.imul(h ^ c, 0x01000193);
-}
-
-export function mixHash(h: number): number {
-  // FNV-1a alone leaves names that differ only at the end (k0..k999) with hashes that follow
-  // their order: as priorities, that treap was twice as deep as a random one (for k0..k999
-  // average depth 25, at most 56). MurmurHash3's finaliser mixes every bit into every other.
-  h ^= h >>> 16;
-  h = Math.imul(h, 0x85ebca6b);
-  h ^= h >>> 13;
-  h = Math.imul(h, 0xc2b2ae35);
-  h ^= h >>> 16;
-  // Signed 32 bits: a small integer in V8, never a heap number.
-  return h | 0;
 }
 
 /**

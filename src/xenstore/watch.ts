@@ -12,7 +12,7 @@
  * - Special watches (`@introduceDomain`, `@releaseDomain`, `@releaseDomain/<domid>`) fire only for
  *   privileged watchers or domains granted read via SET_PERMS on the special name (XSA-115).
  * - Watches are indexed by path, so a change costs one map lookup per ancestor, not a scan; and
- *   only for an ancestor whose hash (store.ts hashOf, all of them computed in one pass over the
+ *   only for an ancestor whose hash (name-hash.ts, all of them computed in one pass over the
  *   path) is a watched path's: slicing and looking up every ancestor cost about 1.2k of a
  *   one-in-flight write's 20k instructions with ten watches elsewhere, as a toolstack keeps.
  * - One change gives a connection at most one event per (path, token): several watches with the
@@ -22,7 +22,8 @@
  */
 import { relativeTo } from "./path.js";
 import { canRead, type Accessor, type Perms } from "./permissions.js";
-import { FNV_START, fnvStep, hashOf, lookup, mixHash } from "./store.js";
+import { FNV_START, fnvStep, hashOf, mixHash } from "./name-hash.js";
+import { lookup } from "./store.js";
 import type { Change } from "./operations.js";
 
 export interface Watcher {

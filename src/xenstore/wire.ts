@@ -10,6 +10,7 @@
  * does; after that the stream cannot be resynchronised and the decoder yields nothing more.
  */
 import { VmstackError } from "../lib/errors.js";
+import { getU32, putU32 } from "./le-bytes.js";
 import { XENSTORE_PAYLOAD_MAX, XS_HEADER_SIZE, XS_OPS, opOf, type XsErrorName, type XsOp } from "./protocol.js";
 
 export interface XsMessage {
@@ -45,8 +46,8 @@ export function encodeMessage(msg: OutgoingMessage, opts: { maxPayload?: number 
 
 /**
  * One frame: the daemon's replies and events (the caller has checked the payload's size). Stored
- * a byte at a time: Buffer's own methods (writeUInt32LE, copy) were each a generic property load in
- * optimised code, about a sixth of this function's instructions.
+ * a byte at a time (le-bytes.ts): Buffer's own methods (writeUInt32LE, copy) were each a generic
+ * property load in optimised code, about a sixth of this function's instructions.
  */
 export function frameOf(type: number, reqId: number, txId: number, payload: Buffer): Buffer {
   const n = payload.length;
@@ -62,18 +63,6 @@ export function frameOf(type: number, reqId: number, txId: number, payload: Buff
 
 /** Payloads up to this long are copied in a loop: cheaper than a native copy's call. */
 const SHORT_COPY = 64;
-
-/** A little-endian u32 (as putU32, without a Buffer method's generic load). */
-function getU32(b: Buffer, o: number): number {
-  return (b[o]! | (b[o + 1]! << 8) | (b[o + 2]! << 16) | (b[o + 3]! << 24)) >>> 0;
-}
-
-function putU32(b: Buffer, o: number, v: number): void {
-  b[o] = v & 0xff;
-  b[o + 1] = (v >>> 8) & 0xff;
-  b[o + 2] = (v >>> 16) & 0xff;
-  b[o + 3] = (v >>> 24) & 0xff;
-}
 
 /** Decode exactly one complete frame from a buffer (for tests and tools); undefined if incomplete or oversized. */
 export function decodeOne(buf: Buffer): XsMessage | undefined {

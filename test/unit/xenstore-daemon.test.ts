@@ -117,7 +117,7 @@ void test("a watch gets its initial event, then events for the subtree, relative
 
 void test("a change is matched against watched paths by hash first, then by name: a path whose hash collides with a watched one fires nothing; /, ancestors and the node itself fire, once each", async () => {
   const { d, c } = setup();
-  // Found by search: the two paths' hashes (store.ts hashOf) are equal.
+  // Found by search: the two paths' hashes (name-hash.ts hashOf) are equal.
   const [watched, other] = ["/w/n139599", "/w/n322382"];
   await c.request("WATCH", `${watched}|exact|`);
   await c.waitEvents(1);

@@ -12,7 +12,8 @@ import { encodeRecord, Journal, journalMaps, parseRecords, loadState } from "../
 import { xsio } from "../../src/xenstore/native.js";
 import type { JournalOp } from "../../src/xenstore/operations.js";
 import { parsePerms } from "../../src/xenstore/permissions.js";
-import { hashOf, lookup, rankOf, type Kids } from "../../src/xenstore/store.js";
+import { hashOf } from "../../src/xenstore/name-hash.js";
+import { lookup, rankOf, type Kids } from "../../src/xenstore/store.js";
 
 function tmpdir(): string {
   return fs.mkdtempSync(path.join(os.tmpdir(), "vmstack-xs-persist-"));
