@@ -14,6 +14,7 @@ import { fileURLToPath } from "node:url";
 import { promisify } from "node:util";
 import type { Flavour, XsTarget } from "./xenstore-harness.js";
 import { createXenstored, listenUnix, type Xenstored, type XenstoredOptions } from "../../src/xenstore/index.js";
+import { retryUntil } from "../../src/lib/retry.js";
 
 const run = promisify(execFile);
 
@@ -98,6 +99,19 @@ export async function startXenPeer(kind: "c" | "ocaml"): Promise<(XsTarget & { s
     return `xenstored-peer start ${kind} failed: ${e instanceof Error ? e.message : String(e)}`;
   }
   const socket = join(dir, "socket");
+  // The peers script returns once the socket file exists, which Xen's daemon creates (bind) just
+  // before it listens: a client in between is refused. Seen once, under two test suites at once.
+  await retryUntil(
+    () =>
+      connectUnix(socket).then(
+        (s) => (s.destroy(), true),
+        (e: NodeJS.ErrnoException) => {
+          if (e.code !== "ECONNREFUSED") throw e;
+          return undefined;
+        },
+      ),
+    { what: `Xen's ${kind} daemon listening on ${socket}`, timeoutMs: 20_000, maxDelayMs: 50 },
+  );
   const flavour: Flavour = kind;
   return {
     name: kind === "c" ? "Xen 4.17 C xenstored" : "Xen 4.17 OCaml oxenstored",
